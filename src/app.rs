@@ -1,0 +1,85 @@
+//! `App`: the testable shell. `build` binds, connects and migrates; `run` serves until the
+//! shutdown future resolves, then closes sockets with 1001, flushes and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::bus::{Bus, LocalBus};
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{http, store, sweeper};
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let store = store::connect(&config.database_url).await.context("opening the database")?;
+        store.migrate().await.context("migrating the database")?;
+        let bus: std::sync::Arc<dyn Bus> = std::sync::Arc::new(LocalBus::new());
+        let listener = TcpListener::bind(config.bind_addr())
+            .await
+            .with_context(|| format!("binding {}", config.bind_addr()))?;
+        let port = listener.local_addr()?.port();
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://localhost:{port}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let state = AppState::new(config, public_url, store, bus);
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state, for tests that step background work (e.g. `sweeper::sweep_once`).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, state } = self;
+        tracing::info!(addr = %listener.local_addr()?, public_url = %state.public_url, database = state.store.kind(), bus = state.bus.kind(), "convoy listening");
+
+        let sweeper = tokio::spawn(sweeper::run(state.clone()));
+        let flusher = {
+            let state = state.clone();
+            let interval = Duration::from_secs(state.config.activity_flush_interval_seconds);
+            tokio::spawn(async move {
+                state.activity.run_flusher(state.store.as_ref(), interval, state.shutdown.clone()).await
+            })
+        };
+
+        let signal_state = state.clone();
+        let router = http::router(state.clone());
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing sockets");
+                signal_state.begin_shutdown();
+            })
+            .await
+            .context("serving")?;
+
+        // Sockets were told to close with 1001; wait for them, but not forever.
+        state.sockets.close();
+        let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, state.sockets.wait()).await.is_err() {
+            tracing::warn!(open = state.sockets.len(), "sockets still open after the grace period");
+        }
+        let _ = tokio::join!(sweeper, flusher);
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

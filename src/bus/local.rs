@@ -1,0 +1,141 @@
+//! The in-process bus for a single instance: there are no other instances to publish to,
+//! and the location cache is a map in memory with expiry checked on read.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{Bus, BusError};
+use crate::domain::{Location, SessionId, UserId};
+use crate::hub::Envelope;
+
+/// Session -> participant -> (latest location, when it expires).
+type Cache = HashMap<SessionId, HashMap<UserId, (Location, Instant)>>;
+
+#[derive(Default)]
+pub struct LocalBus {
+    locations: Mutex<Cache>,
+}
+
+impl LocalBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_locations<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still usable.
+        let mut guard = self.locations.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    // One instance: everything was already delivered locally by the hub.
+    fn publish(&self, _envelope: &Envelope) {}
+
+    fn subscribe(&self, _session_id: SessionId) {}
+
+    fn unsubscribe(&self, _session_id: SessionId) {}
+
+    async fn put_location(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        location: &Location,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let expires = Instant::now() + ttl;
+        self.with_locations(|map| map.entry(session_id).or_default().insert(user_id, (*location, expires)));
+        Ok(())
+    }
+
+    async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
+        let now = Instant::now();
+        Ok(self.with_locations(|map| {
+            map.get(&session_id)
+                .map(|users| {
+                    users
+                        .iter()
+                        .filter(|(_, (_, expires))| *expires > now)
+                        .map(|(user, (location, _))| (*user, *location))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError> {
+        self.with_locations(|map| {
+            if let Some(users) = map.get_mut(&session_id) {
+                users.remove(&user_id);
+                if users.is_empty() {
+                    map.remove(&session_id);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError> {
+        self.with_locations(|map| map.remove(&session_id));
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> usize {
+        let now = Instant::now();
+        self.with_locations(|map| {
+            let mut purged = 0;
+            map.retain(|_, users| {
+                let before = users.len();
+                users.retain(|_, (_, expires)| *expires > now);
+                purged += before - users.len();
+                !users.is_empty()
+            });
+            purged
+        })
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn here() -> Location {
+        Location { lat: 1.0, lng: 2.0, accuracy: 3.0, timestamp: chrono::Utc::now() }
+    }
+
+    #[tokio::test]
+    async fn locations_expire_after_their_ttl() {
+        let bus = LocalBus::new();
+        let (session, user) = (SessionId::new_random(), UserId::new_random());
+        bus.put_location(session, user, &here(), Duration::from_millis(30)).await.unwrap();
+        assert_eq!(bus.locations(session).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(bus.locations(session).await.unwrap().is_empty());
+        assert_eq!(bus.purge_expired().await, 1);
+        assert_eq!(bus.purge_expired().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_newer_location_replaces_the_older_one() {
+        let bus = LocalBus::new();
+        let (session, user) = (SessionId::new_random(), UserId::new_random());
+        bus.put_location(session, user, &here(), Duration::from_secs(30)).await.unwrap();
+        let moved = Location { lat: 5.0, ..here() };
+        bus.put_location(session, user, &moved, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(bus.locations(session).await.unwrap(), vec![(user, moved)]);
+        bus.remove_location(session, user).await.unwrap();
+        assert!(bus.locations(session).await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,61 @@
+//! The `Bus`: what instances share while it is in flight or short-lived. It carries hub
+//! messages between instances and keeps the latest location of each participant for
+//! LOCATION_TTL_SECONDS. The in-process implementation serves a single instance; the
+//! rest of convoy does not know which implementation it talks to.
+
+mod local;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{Location, SessionId, UserId};
+use crate::hub::Envelope;
+
+pub use local::LocalBus;
+
+#[derive(Debug, thiserror::Error)]
+#[error("bus unavailable: {0}")]
+pub struct BusError(pub String);
+
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// A short name for health output, e.g. "in-process".
+    fn kind(&self) -> &'static str;
+
+    /// Hands a message, already delivered to this instance's sockets, to the other
+    /// instances. Never blocks: a bus that talks to a server queues the message.
+    fn publish(&self, envelope: &Envelope);
+
+    /// This instance now has a local subscriber in the session: start receiving its
+    /// messages from other instances.
+    fn subscribe(&self, session_id: SessionId);
+
+    /// This instance's last local subscriber in the session left.
+    fn unsubscribe(&self, session_id: SessionId);
+
+    /// Stores a participant's latest location; it disappears after `ttl`.
+    async fn put_location(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        location: &Location,
+        ttl: Duration,
+    ) -> Result<(), BusError>;
+
+    /// The unexpired locations of a session.
+    async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError>;
+
+    /// Forgets one participant's location (they left).
+    async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError>;
+
+    /// Forgets everything about a session (it ended).
+    async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError>;
+
+    /// Drops expired entries that nobody read; returns how many. Stores with their own
+    /// expiry (Redis EX) have nothing to do.
+    async fn purge_expired(&self) -> usize;
+
+    /// Whether the bus can currently reach what it depends on.
+    async fn ping(&self) -> Result<(), BusError>;
+}

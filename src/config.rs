@@ -1,0 +1,183 @@
+//! Command line and environment configuration. Every setting has a flag and an environment
+//! variable of the same name; the doc comment of a field is its `--help` text.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The JWT secret used when none is configured. Refused in production.
+pub const DEV_JWT_SECRET: &str = "convoy-development-secret-do-not-use-in-production";
+
+/// The shortest JWT secret accepted in production, in bytes.
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
+#[derive(Parser, Clone)]
+#[command(name = "convoy", version, about = "Real-time location sharing server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// No Debug derive: the struct holds the JWT secret.
+#[derive(Args, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Database URL: sqlite://PATH (embedded, created if missing) or postgres://...
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://convoy.db")]
+    pub database_url: String,
+
+    /// Secret for signing the HS256 session tokens.
+    #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
+    pub jwt_secret: String,
+
+    /// development or production (production refuses the development JWT secret).
+    #[arg(long, env = "APP_ENV", value_enum, default_value = "development")]
+    pub app_env: AppEnv,
+
+    /// Public base URL used in join links and WebSocket URLs [default: http://localhost:PORT].
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Most active participants one session may have.
+    #[arg(long, env = "MAX_PARTICIPANTS_PER_SESSION", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_participants_per_session: u32,
+
+    /// Seconds a participant's last location stays visible.
+    #[arg(long, env = "LOCATION_TTL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub location_ttl_seconds: u64,
+
+    /// Seconds without a join or a location update after which a session ends.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_idle_timeout_seconds: u64,
+
+    /// Seconds between two runs of the sweeper that ends expired and idle sessions.
+    #[arg(long, env = "SWEEP_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sweep_interval_seconds: u64,
+
+    /// Seconds between two write-behind flushes of last_seen / last_activity to the database.
+    #[arg(long, env = "ACTIVITY_FLUSH_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub activity_flush_interval_seconds: u64,
+
+    /// Largest WebSocket message accepted from a client, in bytes; larger closes with 1009.
+    #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Undelivered events (joins, leaves, ...) a connection may queue before it is closed as too slow.
+    #[arg(long, env = "WS_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
+    pub ws_queue_capacity: usize,
+
+    /// Seconds a graceful shutdown waits for sockets to close before giving up.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Log filter, e.g. info or convoy=debug,tower_http=info.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// text or json.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Checks what clap cannot: the production secret rules and the public URL.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.app_env == AppEnv::Production {
+            if self.jwt_secret == DEV_JWT_SECRET {
+                return Err("APP_ENV=production needs JWT_SECRET: the development secret is refused".into());
+            }
+            if self.jwt_secret.len() < MIN_PRODUCTION_SECRET_BYTES {
+                return Err(format!(
+                    "APP_ENV=production needs a JWT_SECRET of at least {MIN_PRODUCTION_SECRET_BYTES} bytes"
+                ));
+            }
+        }
+        if self.jwt_secret.is_empty() {
+            return Err("JWT_SECRET must not be empty".into());
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err("PUBLIC_URL must start with http:// or https://".into());
+        }
+        Ok(())
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    pub fn location_ttl(&self) -> Duration {
+        Duration::from_secs(self.location_ttl_seconds)
+    }
+
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_idle_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["convoy"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).expect("parses").config
+    }
+
+    #[test]
+    fn production_refuses_the_development_secret() {
+        let config = parse(&["--app-env", "production", "--jwt-secret", DEV_JWT_SECRET]);
+        assert!(config.validate().unwrap_err().contains("development secret"));
+    }
+
+    #[test]
+    fn production_refuses_a_short_secret() {
+        let config = parse(&["--app-env", "production", "--jwt-secret", "short"]);
+        assert!(config.validate().unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn production_accepts_a_long_secret() {
+        let secret = "x".repeat(32);
+        let config = parse(&["--app-env", "production", "--jwt-secret", &secret]);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn public_url_needs_a_scheme() {
+        let config = parse(&["--public-url", "example.com"]);
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! A position report: where a participant is, how sure the device is, and when.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ValidationError;
+
+/// How far in the future a client's timestamp may be (phone clocks drift).
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
+
+/// A location as a client sends it, before validation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LocationInput {
+    pub lat: f64,
+    pub lng: f64,
+    pub accuracy: f64,
+    /// RFC 3339; when absent the server's receipt time is used.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// A validated location. `accuracy` is in metres (the wire name is the seeds').
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lng: f64,
+    pub accuracy: f64,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Location {
+    pub fn parse(input: &LocationInput, now: DateTime<Utc>) -> Result<Self, ValidationError> {
+        if !(input.lat.is_finite() && (-90.0..=90.0).contains(&input.lat)) {
+            return Err(ValidationError::new("lat", "must be between -90 and 90"));
+        }
+        if !(input.lng.is_finite() && (-180.0..=180.0).contains(&input.lng)) {
+            return Err(ValidationError::new("lng", "must be between -180 and 180"));
+        }
+        if !(input.accuracy.is_finite() && input.accuracy >= 0.0) {
+            return Err(ValidationError::new("accuracy", "must be a finite number of metres >= 0"));
+        }
+        let timestamp = match &input.timestamp {
+            None => now,
+            Some(raw) => DateTime::parse_from_rfc3339(raw)
+                .map_err(|_| ValidationError::new("timestamp", "must be an RFC 3339 date-time"))?
+                .with_timezone(&Utc),
+        };
+        if timestamp > now + Duration::seconds(MAX_CLOCK_SKEW_SECS) {
+            return Err(ValidationError::new(
+                "timestamp",
+                format!("must not be more than {MAX_CLOCK_SKEW_SECS} s in the future"),
+            ));
+        }
+        Ok(Self { lat: input.lat, lng: input.lng, accuracy: input.accuracy, timestamp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(lat: f64, lng: f64, accuracy: f64, timestamp: Option<&str>) -> LocationInput {
+        LocationInput { lat, lng, accuracy, timestamp: timestamp.map(str::to_owned) }
+    }
+
+    #[test]
+    fn accepts_the_edges_of_the_globe() {
+        let now = Utc::now();
+        for (lat, lng) in [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0)] {
+            assert!(Location::parse(&input(lat, lng, 0.0, None), now).is_ok());
+        }
+    }
+
+    #[test]
+    fn refuses_out_of_range_and_non_finite_values() {
+        let now = Utc::now();
+        let cases = [
+            (input(90.1, 0.0, 1.0, None), "lat"),
+            (input(f64::NAN, 0.0, 1.0, None), "lat"),
+            (input(0.0, -180.5, 1.0, None), "lng"),
+            (input(0.0, 0.0, -1.0, None), "accuracy"),
+            (input(0.0, 0.0, f64::INFINITY, None), "accuracy"),
+            (input(0.0, 0.0, 1.0, Some("yesterday")), "timestamp"),
+        ];
+        for (case, field) in cases {
+            assert_eq!(Location::parse(&case, now).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn refuses_timestamps_far_in_the_future() {
+        let now = Utc::now();
+        let soon = (now + Duration::seconds(10)).to_rfc3339();
+        let far = (now + Duration::hours(2)).to_rfc3339();
+        assert!(Location::parse(&input(1.0, 1.0, 1.0, Some(&soon)), now).is_ok());
+        assert_eq!(Location::parse(&input(1.0, 1.0, 1.0, Some(&far)), now).unwrap_err().field, "timestamp");
+    }
+}

@@ -1,0 +1,38 @@
+//! Validated domain types and the rules they carry. No I/O here: everything in this module
+//! is pure, so a value that exists has already passed its checks.
+
+mod ids;
+mod location;
+mod participant;
+mod session;
+
+pub use ids::{SessionId, UserId};
+pub use location::{Location, LocationInput, MAX_CLOCK_SKEW_SECS};
+pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant};
+pub use session::{ExpiresInMinutes, Session, SessionName};
+
+use chrono::{DateTime, Utc};
+
+/// An input that broke a rule: which field, and why, in words safe to show a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// The current time, truncated to milliseconds: the precision every store keeps.
+pub fn now() -> DateTime<Utc> {
+    from_millis(Utc::now().timestamp_millis())
+}
+
+/// A timestamp from Unix milliseconds, clamped to chrono's range.
+pub fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}

@@ -1,0 +1,95 @@
+//! Participants: anonymous people in a session, known by a display name and a colour.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{SessionId, UserId, ValidationError};
+
+pub const DEFAULT_AVATAR_COLOR: &str = "#FF5733";
+
+/// 1 to 100 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 {
+            return Err(ValidationError::new("display_name", "must not be empty"));
+        }
+        if chars > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "display_name",
+                format!("must be at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ValidationError::new("display_name", "must not contain control characters"));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A colour as `#RRGGBB`, stored upper-case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarColor(String);
+
+impl AvatarColor {
+    pub fn parse(raw: Option<&str>) -> Result<Self, ValidationError> {
+        let Some(raw) = raw else { return Ok(Self(DEFAULT_AVATAR_COLOR.to_owned())) };
+        let valid = raw.len() == 7 && raw.starts_with('#') && raw[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(ValidationError::new("avatar_color", "must be a colour like #FF5733"));
+        }
+        Ok(Self(raw.to_ascii_uppercase()))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// A participant as stored and as listed by the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Participant {
+    #[serde(skip)]
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub display_name: String,
+    pub avatar_color: String,
+    #[serde(skip)]
+    pub joined_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub is_active: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_name_is_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("  Ann ").unwrap().into_inner(), "Ann");
+        assert!(DisplayName::parse(&"ü".repeat(100)).is_ok());
+        for bad in ["", "   ", "a\u{0}b"] {
+            assert_eq!(DisplayName::parse(bad).unwrap_err().field, "display_name");
+        }
+        assert!(DisplayName::parse(&"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn avatar_color_is_hex_rgb() {
+        assert_eq!(AvatarColor::parse(None).unwrap().into_inner(), DEFAULT_AVATAR_COLOR);
+        assert_eq!(AvatarColor::parse(Some("#00ff7a")).unwrap().into_inner(), "#00FF7A");
+        for bad in ["red", "#FFF", "#GGGGGG", "FF5733F", "#FF57330", "#ÿÿÿ"] {
+            assert_eq!(AvatarColor::parse(Some(bad)).unwrap_err().field, "avatar_color");
+        }
+    }
+}

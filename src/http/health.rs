@@ -1,0 +1,73 @@
+//! Health endpoints (seed 001): `/health` (up), `/health/live` (the process answers),
+//! `/health/ready` (503 when the database does not answer or the server is draining) and
+//! `/health/detailed` (each dependency with its status and latency).
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/detailed", get(detailed))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "alive" }))
+}
+
+/// Times a check, bounded by CHECK_TIMEOUT.
+async fn check<E: std::fmt::Display>(probe: impl Future<Output = Result<(), E>>) -> (bool, Value) {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Ok(Ok(())) => (true, json!({ "status": "up", "latency_ms": latency_ms })),
+        Ok(Err(err)) => {
+            (false, json!({ "status": "down", "latency_ms": latency_ms, "error": err.to_string() }))
+        }
+        Err(_) => (false, json!({ "status": "down", "latency_ms": latency_ms, "error": "timed out" })),
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
+    }
+    let (db_up, database) = check(state.store.ping()).await;
+    let status = if db_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = if db_up { "ready" } else { "not_ready" };
+    (status, Json(json!({ "status": word, "checks": { "database": database } })))
+}
+
+async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let (db_up, database) = check(state.store.ping()).await;
+    let (bus_up, mut bus) = check(state.bus.ping()).await;
+    bus["kind"] = json!(state.bus.kind());
+    let healthy = db_up && bus_up;
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "instance_id": state.instance_id,
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "draining": state.is_draining(),
+        "connections": state.hub.connection_count(),
+        "checks": { "database": database, "bus": bus },
+    });
+    (status, Json(body))
+}

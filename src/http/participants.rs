@@ -1,0 +1,61 @@
+//! `/api/sessions/{id}/participants`: list them, and let one leave (or the creator remove one).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::extract::{ApiPath, Bearer};
+use crate::auth::Role;
+use crate::domain::{self, Participant, SessionId, UserId};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{session_id}/participants", get(list))
+        .route("/sessions/{session_id}/participants/{user_id}", delete(remove))
+}
+
+#[derive(Serialize)]
+struct ParticipantList {
+    participants: Vec<Participant>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+) -> Result<Json<ParticipantList>, ApiError> {
+    if state.store.session(session_id).await?.is_none() {
+        return Err(ApiError::not_found("session"));
+    }
+    let participants = state.store.participants(session_id).await?;
+    Ok(Json(ParticipantList { participants }))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    ApiPath((session_id, user_id)): ApiPath<(SessionId, UserId)>,
+    Bearer(claims): Bearer,
+) -> Result<StatusCode, ApiError> {
+    let session = state.store.session(session_id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    let allowed = claims.session_id() == session_id
+        && match claims.role {
+            Role::Participant => claims.user_id() == user_id,
+            Role::Creator => state.store.session_creator(session_id).await? == Some(claims.sub),
+        };
+    if !allowed {
+        return Err(ApiError::forbidden("needs this participant's token or the session's creator_token"));
+    }
+    if state.store.participant(session_id, user_id).await?.is_none() {
+        return Err(ApiError::not_found("participant"));
+    }
+    if !session.is_live(domain::now()) {
+        return Err(ApiError::session_ended());
+    }
+    if state.remove_participant(session_id, user_id).await? {
+        tracing::info!(%session_id, %user_id, "participant left");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

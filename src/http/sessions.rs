@@ -1,0 +1,191 @@
+//! `/api/sessions`: create, read, join and end sessions.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{ApiJson, ApiPath, Bearer};
+use crate::auth::Role;
+use crate::domain::{self, AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
+use crate::error::ApiError;
+use crate::state::{AppState, EndReason};
+use crate::store::{JoinOutcome, NewParticipant, NewSession};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions", post(create))
+        .route("/sessions/{session_id}", get(show).delete(end))
+        .route("/sessions/{session_id}/join", post(join))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    name: Option<String>,
+    expires_in_minutes: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct SessionCreated {
+    session_id: SessionId,
+    join_link: String,
+    expires_at: DateTime<Utc>,
+    name: Option<String>,
+    creator_token: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = SessionName::parse(body.name)?.into_inner();
+    let lifetime = ExpiresInMinutes::parse(body.expires_in_minutes)?;
+    let now = domain::now();
+    let new = NewSession {
+        id: SessionId::new_random(),
+        name,
+        creator_id: uuid::Uuid::new_v4(),
+        created_at: now,
+        expires_at: lifetime.after(now),
+    };
+    state.store.create_session(&new).await?;
+    tracing::info!(session_id = %new.id, "session created");
+    let creator_token = state.tokens.issue(new.id, new.creator_id, Role::Creator, new.expires_at);
+    let created = SessionCreated {
+        session_id: new.id,
+        join_link: format!("{}/join/{}", state.public_url, new.id),
+        expires_at: new.expires_at,
+        name: new.name,
+        creator_token,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Serialize)]
+struct SessionDetails {
+    id: SessionId,
+    name: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    participant_count: i64,
+    is_active: bool,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+) -> Result<Json<SessionDetails>, ApiError> {
+    let session = state.store.session(session_id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    let is_active = session.is_live(domain::now());
+    Ok(Json(SessionDetails {
+        id: session.id,
+        name: session.name,
+        created_at: session.created_at,
+        expires_at: session.expires_at,
+        participant_count: if is_active { session.participant_count } else { 0 },
+        is_active,
+    }))
+}
+
+async fn end(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+    Bearer(claims): Bearer,
+) -> Result<StatusCode, ApiError> {
+    let creator =
+        state.store.session_creator(session_id).await?.ok_or_else(|| ApiError::not_found("session"))?;
+    if claims.role != Role::Creator || claims.session_id() != session_id || claims.sub != creator {
+        return Err(ApiError::forbidden("only the session's creator_token may end it"));
+    }
+    if !state.store.end_session(session_id, domain::now()).await? {
+        return Err(ApiError::session_ended());
+    }
+    tracing::info!(%session_id, "session ended by its creator");
+    state.announce_end(session_id, EndReason::EndedByCreator).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinSession {
+    display_name: String,
+    avatar_color: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Joined {
+    user_id: UserId,
+    websocket_token: String,
+    websocket_url: String,
+}
+
+async fn join(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+    ApiJson(body): ApiJson<JoinSession>,
+) -> Result<impl IntoResponse, ApiError> {
+    let display_name = DisplayName::parse(&body.display_name)?.into_inner();
+    let avatar_color = AvatarColor::parse(body.avatar_color.as_deref())?.into_inner();
+    let new = NewParticipant {
+        session_id,
+        user_id: UserId::new_random(),
+        display_name,
+        avatar_color,
+        joined_at: domain::now(),
+    };
+    let participant = match state.store.join(&new, state.config.max_participants_per_session).await? {
+        JoinOutcome::Joined(p) => p,
+        JoinOutcome::NoSuchSession => return Err(ApiError::not_found("session")),
+        JoinOutcome::SessionEnded => return Err(ApiError::session_ended()),
+        JoinOutcome::SessionFull => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "session_full",
+                format!("the session already has {} participants", state.config.max_participants_per_session),
+            ));
+        }
+    };
+    let expires_at = state
+        .store
+        .session(session_id)
+        .await?
+        .map(|s| s.expires_at)
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    tracing::info!(%session_id, user_id = %participant.user_id, "participant joined");
+    state.announce_join(&participant);
+    let websocket_token =
+        state.tokens.issue(session_id, participant.user_id.0, Role::Participant, expires_at);
+    Ok((
+        StatusCode::CREATED,
+        Json(Joined {
+            user_id: participant.user_id,
+            websocket_token,
+            websocket_url: websocket_url(&state.public_url),
+        }),
+    ))
+}
+
+/// `PUBLIC_URL` with its scheme swapped for ws/wss, plus `/ws`.
+fn websocket_url(public_url: &str) -> String {
+    let rest = public_url
+        .strip_prefix("https://")
+        .map(|r| ("wss://", r))
+        .or_else(|| public_url.strip_prefix("http://").map(|r| ("ws://", r)));
+    match rest {
+        Some((scheme, host)) => format!("{scheme}{host}/ws"),
+        None => format!("{public_url}/ws"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn websocket_url_follows_the_public_scheme() {
+        assert_eq!(super::websocket_url("http://localhost:8080"), "ws://localhost:8080/ws");
+        assert_eq!(super::websocket_url("https://convoy.example/app"), "wss://convoy.example/app/ws");
+    }
+}

@@ -1,0 +1,427 @@
+//! The hub: which local connections listen to which session, and the bounded outbound
+//! queue of each connection. A message is serialized once by whoever publishes it; the hub
+//! hands the same bytes to every subscriber's queue and never waits on a socket.
+//!
+//! Slow-consumer policy: a connection's queue keeps at most one pending location per
+//! sender (a newer one replaces the older in place) and at most `capacity` other events.
+//! Events are never dropped silently: a connection that overflows is closed with 1013 and
+//! resynchronises from the snapshot when it reconnects.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::domain::{SessionId, UserId};
+
+/// A serialized WebSocket text frame, cheap to clone.
+pub type Frame = Utf8Bytes;
+
+/// Close codes convoy uses (RFC 6455, section 7.4.1).
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL_ERROR: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// A message for the subscribers of one session, on this instance or (through the bus) any.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub session_id: SessionId,
+    pub message: HubMessage,
+}
+
+#[derive(Debug, Clone)]
+pub enum HubMessage {
+    /// A participant's new position: state, so a pending older one may be replaced.
+    /// Not sent back to the sender's own connections.
+    Location { from: UserId, frame: Frame },
+    /// An event every subscriber must get, in order (joins, leaves, ...).
+    Event { frame: Frame },
+    /// Close one user's connections: they left or were removed.
+    Disconnect { user_id: UserId, code: u16, reason: Frame },
+    /// The session is over: every subscriber gets `frame`, then its socket closes.
+    End { frame: Frame },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: Frame,
+}
+
+impl CloseReason {
+    pub fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason: Frame::from_static(reason) }
+    }
+}
+
+#[derive(Debug)]
+enum Item {
+    Frame(Frame),
+    /// The pending location of this sender, kept in `Queue::locations`.
+    Location(UserId),
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    locations: HashMap<UserId, Frame>,
+    events: usize,
+    close: Option<CloseReason>,
+    closed: bool,
+}
+
+/// One connection's outbound queue. Producers push without waiting; the connection's
+/// writer task drains everything pending at once and flushes the socket once.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    closing: CancellationToken,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Self { queue: Mutex::default(), ready: Notify::new(), closing: CancellationToken::new(), capacity }
+    }
+
+    fn with_queue<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut queue)
+    }
+
+    /// Queues a sender's location, replacing its pending one if the writer is behind.
+    pub fn push_location(&self, from: UserId, frame: Frame) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            match q.locations.entry(from) {
+                Entry::Occupied(mut pending) => {
+                    pending.insert(frame);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(frame);
+                    q.items.push_back(Item::Location(from));
+                }
+            }
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues an event; past capacity the connection is closed as too slow.
+    pub fn push_event(&self, frame: Frame) {
+        let capacity = self.capacity;
+        let overflowed = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            if q.events >= capacity {
+                q.items.clear();
+                q.locations.clear();
+                q.close = Some(CloseReason::new(
+                    close_code::TRY_AGAIN_LATER,
+                    "too slow: reconnect to resynchronise",
+                ));
+                q.closed = true;
+                return true;
+            }
+            q.items.push_back(Item::Frame(frame));
+            q.events += 1;
+            false
+        });
+        if overflowed {
+            self.closing.cancel();
+        }
+        self.ready.notify_one();
+    }
+
+    /// Asks the writer to send `last` (if any) after what is pending, then close.
+    /// Only the first close counts.
+    pub fn close(&self, last: Option<Frame>, reason: CloseReason) {
+        let first = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            if let Some(frame) = last {
+                q.items.push_back(Item::Frame(frame));
+            }
+            q.close = Some(reason);
+            q.closed = true;
+            true
+        });
+        if first {
+            self.closing.cancel();
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves every pending frame into `out`, oldest first, and returns the close to send
+    /// after them, if one was asked for.
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
+        self.with_queue(|q| {
+            out.reserve(q.items.len());
+            for item in q.items.drain(..) {
+                match item {
+                    Item::Frame(frame) => out.push(frame),
+                    Item::Location(from) => out.extend(q.locations.remove(&from)),
+                }
+            }
+            q.events = 0;
+            q.close.take()
+        })
+    }
+
+    /// Frames waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.with_queue(|q| q.items.len())
+    }
+
+    /// Resolves when something was queued since the last drain.
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    /// Resolves once a close has been asked for.
+    pub async fn closing(&self) {
+        self.closing.cancelled().await
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+}
+
+#[derive(Clone)]
+struct Subscriber {
+    conn_id: u64,
+    user_id: UserId,
+    outbox: Arc<Outbox>,
+}
+
+/// Sessions to local subscribers. Cheap to share: wrap it in an `Arc`.
+pub struct Hub {
+    topics: RwLock<HashMap<SessionId, Vec<Subscriber>>>,
+    bus: Arc<dyn Bus>,
+    next_conn_id: AtomicU64,
+    connections: AtomicUsize,
+    queue_capacity: usize,
+}
+
+impl Hub {
+    pub fn new(bus: Arc<dyn Bus>, queue_capacity: usize) -> Self {
+        Self {
+            topics: RwLock::default(),
+            bus,
+            next_conn_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            queue_capacity,
+        }
+    }
+
+    /// Registers a connection of `user_id` in the session. Dropping the returned
+    /// subscription unregisters it.
+    pub fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
+        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(self.queue_capacity));
+        let first = {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            let subscribers = topics.entry(session_id).or_default();
+            subscribers.push(Subscriber { conn_id, user_id, outbox: outbox.clone() });
+            subscribers.len() == 1
+        };
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        if first {
+            self.bus.subscribe(session_id);
+        }
+        Subscription { hub: self.clone(), session_id, conn_id, outbox }
+    }
+
+    fn unsubscribe(&self, session_id: SessionId, conn_id: u64) {
+        let last = {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            let Some(subscribers) = topics.get_mut(&session_id) else { return };
+            subscribers.retain(|s| s.conn_id != conn_id);
+            let empty = subscribers.is_empty();
+            if empty {
+                topics.remove(&session_id);
+            }
+            empty
+        };
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+        if last {
+            self.bus.unsubscribe(session_id);
+        }
+    }
+
+    /// Delivers to this instance's subscribers, then hands the message to the bus.
+    pub fn publish(&self, envelope: Envelope) {
+        self.deliver_local(&envelope);
+        self.bus.publish(&envelope);
+    }
+
+    /// Delivers to this instance's subscribers only (messages from the bus come in here).
+    pub fn deliver_local(&self, envelope: &Envelope) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let Some(subscribers) = topics.get(&envelope.session_id) else { return };
+        for sub in subscribers {
+            match &envelope.message {
+                HubMessage::Location { from, frame } => {
+                    if sub.user_id != *from {
+                        sub.outbox.push_location(*from, frame.clone());
+                    }
+                }
+                HubMessage::Event { frame } => sub.outbox.push_event(frame.clone()),
+                HubMessage::Disconnect { user_id, code, reason } => {
+                    if sub.user_id == *user_id {
+                        sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });
+                    }
+                }
+                HubMessage::End { frame } => sub
+                    .outbox
+                    .close(Some(frame.clone()), CloseReason::new(close_code::NORMAL, "session ended")),
+            }
+        }
+    }
+
+    /// Open connections on this instance.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Frames queued for the connections of one session, largest first (for tests and
+    /// diagnostics: proves queues stay bounded).
+    pub fn queue_depths(&self, session_id: SessionId) -> Vec<usize> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let mut depths: Vec<usize> = topics
+            .get(&session_id)
+            .map(|subs| subs.iter().map(|s| s.outbox.pending()).collect())
+            .unwrap_or_default();
+        depths.sort_unstable_by(|a, b| b.cmp(a));
+        depths
+    }
+}
+
+/// A connection's place in the hub; unregisters on drop.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    session_id: SessionId,
+    conn_id: u64,
+    pub outbox: Arc<Outbox>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.session_id, self.conn_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::LocalBus;
+
+    fn frame(s: &str) -> Frame {
+        Frame::from(s)
+    }
+
+    fn drained(outbox: &Outbox) -> (Vec<String>, Option<CloseReason>) {
+        let mut out = Vec::new();
+        let close = outbox.drain(&mut out);
+        (out.iter().map(|f| f.as_str().to_owned()).collect(), close)
+    }
+
+    #[test]
+    fn a_newer_location_replaces_the_pending_one_in_place() {
+        let outbox = Outbox::new(8);
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        outbox.push_location(a, frame("a1"));
+        outbox.push_event(frame("joined"));
+        outbox.push_location(b, frame("b1"));
+        for i in 2..1000 {
+            outbox.push_location(a, frame(&format!("a{i}")));
+        }
+        assert_eq!(outbox.pending(), 3);
+        assert_eq!(drained(&outbox), (vec!["a999".into(), "joined".into(), "b1".into()], None));
+        assert_eq!(outbox.pending(), 0);
+    }
+
+    #[test]
+    fn event_overflow_closes_instead_of_dropping_silently() {
+        let outbox = Outbox::new(3);
+        for i in 0..3 {
+            outbox.push_event(frame(&i.to_string()));
+        }
+        assert!(!outbox.is_closing());
+        outbox.push_event(frame("one too many"));
+        assert!(outbox.is_closing());
+        let (frames, close) = drained(&outbox);
+        assert!(frames.is_empty());
+        assert_eq!(close.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
+        // Nothing is queued after the close.
+        outbox.push_event(frame("late"));
+        outbox.push_location(UserId::new_random(), frame("late"));
+        assert_eq!(drained(&outbox), (vec![], None));
+    }
+
+    #[test]
+    fn close_sends_the_last_frame_after_pending_ones() {
+        let outbox = Outbox::new(8);
+        outbox.push_event(frame("first"));
+        outbox.close(Some(frame("bye")), CloseReason::new(close_code::NORMAL, "ended"));
+        outbox.close(None, CloseReason::new(close_code::GOING_AWAY, "ignored"));
+        let (frames, close) = drained(&outbox);
+        assert_eq!(frames, vec!["first", "bye"]);
+        assert_eq!(close.map(|c| c.code), Some(close_code::NORMAL));
+    }
+
+    #[test]
+    fn the_hub_routes_by_session_and_skips_the_sender() {
+        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16));
+        let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
+        let (ann, bob) = (UserId::new_random(), UserId::new_random());
+        let ann_sub = hub.subscribe(s1, ann);
+        let bob_sub = hub.subscribe(s1, bob);
+        let other = hub.subscribe(s2, UserId::new_random());
+        assert_eq!(hub.connection_count(), 3);
+
+        hub.publish(Envelope {
+            session_id: s1,
+            message: HubMessage::Location { from: ann, frame: frame("ann moved") },
+        });
+        assert_eq!(drained(&bob_sub.outbox).0, vec!["ann moved"]);
+        assert_eq!(ann_sub.outbox.pending(), 0);
+        assert_eq!(other.outbox.pending(), 0);
+
+        hub.publish(Envelope {
+            session_id: s1,
+            message: HubMessage::Disconnect {
+                user_id: bob,
+                code: close_code::NORMAL,
+                reason: frame("removed"),
+            },
+        });
+        assert!(bob_sub.outbox.is_closing());
+        assert!(!ann_sub.outbox.is_closing());
+
+        hub.publish(Envelope { session_id: s1, message: HubMessage::End { frame: frame("ended") } });
+        assert_eq!(drained(&ann_sub.outbox).0, vec!["ended"]);
+
+        drop((ann_sub, bob_sub));
+        assert_eq!(hub.connection_count(), 1);
+        assert!(hub.queue_depths(s1).is_empty());
+    }
+}

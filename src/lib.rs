@@ -1,0 +1,21 @@
+//! convoy: a real-time location-sharing server. The modules below are the whole server;
+//! `main.rs` only parses configuration and calls `App`.
+#![forbid(unsafe_code)]
+
+pub mod activity;
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod state;
+pub mod store;
+pub mod sweeper;
+pub mod telemetry;
+pub mod ws;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,160 @@
+//! `AppState`: the shared handles (store, bus, hub, tokens, activity) and the operations
+//! that touch several of them, so HTTP handlers, sockets and the sweeper share one path.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::activity::Activity;
+use crate::auth::Tokens;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::domain::{self, Location, Participant, SessionId, UserId};
+use crate::hub::{Envelope, Hub, HubMessage, close_code};
+use crate::store::{Store, StoreError};
+use crate::ws::protocol::{LocationBroadcast, ServerMessage};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    /// PUBLIC_URL, or http://localhost:PORT with the bound port; no trailing slash.
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub hub: Arc<Hub>,
+    pub tokens: Tokens,
+    pub activity: Activity,
+    /// Cancelled when the server begins shutting down.
+    pub shutdown: CancellationToken,
+    /// Every socket task, so shutdown can wait for them.
+    pub sockets: TaskTracker,
+    pub instance_id: Uuid,
+    pub started_at: Instant,
+    draining: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why a session ended, as `session_ended.reason` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    EndedByCreator,
+    Expired,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EndedByCreator => "ended_by_creator",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+        let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity));
+        let tokens = Tokens::new(config.jwt_secret.as_bytes());
+        Self(Arc::new(Inner {
+            config,
+            public_url,
+            store,
+            bus,
+            hub,
+            tokens,
+            activity: Activity::new(),
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+            instance_id: Uuid::new_v4(),
+            started_at: Instant::now(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Refuse new sockets and tell the open ones to close with 1001.
+    pub fn begin_shutdown(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+
+    fn publish(&self, session_id: SessionId, message: HubMessage) {
+        self.hub.publish(Envelope { session_id, message });
+    }
+
+    /// Announces a new participant to everyone connected to the session.
+    pub fn announce_join(&self, participant: &Participant) {
+        let frame = ServerMessage::ParticipantJoined {
+            user_id: participant.user_id,
+            display_name: &participant.display_name,
+            avatar_color: &participant.avatar_color,
+        }
+        .to_frame();
+        self.publish(participant.session_id, HubMessage::Event { frame });
+    }
+
+    /// Marks a participant inactive, tells the others, closes their sockets and forgets
+    /// their location. Returns whether they were active.
+    pub async fn remove_participant(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<bool, StoreError> {
+        let was_active = self.store.leave(session_id, user_id, domain::now()).await?;
+        if was_active {
+            let frame = ServerMessage::ParticipantLeft { user_id }.to_frame();
+            self.publish(session_id, HubMessage::Event { frame });
+            self.publish(
+                session_id,
+                HubMessage::Disconnect {
+                    user_id,
+                    code: close_code::NORMAL,
+                    reason: Utf8Bytes::from_static("left the session"),
+                },
+            );
+            if let Err(err) = self.bus.remove_location(session_id, user_id).await {
+                tracing::warn!(error = %err, "could not forget a departed participant's location");
+            }
+        }
+        Ok(was_active)
+    }
+
+    /// Tells everyone connected that the session is over, closes their sockets and
+    /// forgets its locations. The caller has already ended it in the store.
+    pub async fn announce_end(&self, session_id: SessionId, reason: EndReason) {
+        let frame = ServerMessage::SessionEnded { reason: reason.as_str() }.to_frame();
+        self.publish(session_id, HubMessage::End { frame });
+        if let Err(err) = self.bus.clear_session(session_id).await {
+            tracing::warn!(error = %err, "could not clear an ended session's locations");
+        }
+    }
+
+    /// The hot path: remember the location, hand it to every subscriber, note activity.
+    /// Nothing here waits on SQL.
+    pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
+        let ttl = self.config.location_ttl();
+        if let Err(err) = self.bus.put_location(session_id, user_id, &location, ttl).await {
+            // Live delivery matters more than the cache that late joiners read.
+            tracing::warn!(error = %err, "could not cache a location; broadcasting anyway");
+        }
+        let frame = ServerMessage::LocationBroadcast(LocationBroadcast { user_id, location }).to_frame();
+        self.publish(session_id, HubMessage::Location { from: user_id, frame });
+        self.activity.touch(session_id, user_id, domain::now());
+    }
+}

@@ -1,0 +1,146 @@
+//! The durable state: sessions and participants. `Store` is the one seam between the rest
+//! of convoy and SQL; the backend is chosen by the scheme of DATABASE_URL and nothing
+//! outside this module knows which one it is.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Participant, Session, SessionId, UserId};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(err.to_string())
+            }
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub name: Option<String>,
+    pub creator_id: uuid::Uuid,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A participant to add.
+#[derive(Debug, Clone)]
+pub struct NewParticipant {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub display_name: String,
+    pub avatar_color: String,
+    pub joined_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinOutcome {
+    Joined(Participant),
+    NoSuchSession,
+    SessionEnded,
+    SessionFull,
+}
+
+/// Activity seen since the last flush, newest time per key.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ActivityBatch {
+    pub sessions: Vec<(SessionId, DateTime<Utc>)>,
+    pub participants: Vec<(SessionId, UserId, DateTime<Utc>)>,
+}
+
+impl ActivityBatch {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.participants.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and health output, e.g. "sqlite".
+    fn kind(&self) -> &'static str;
+
+    /// Applies the migrations of this backend.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_session(&self, new: &NewSession) -> Result<(), StoreError>;
+
+    /// The session with its active participant count, if it exists.
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+
+    /// The creator id of a session, for authorizing creator actions.
+    async fn session_creator(&self, id: SessionId) -> Result<Option<uuid::Uuid>, StoreError>;
+
+    /// Adds a participant if the session is live and has room, atomically: concurrent
+    /// joins can never push a session past `max_participants`. Counts as session activity.
+    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError>;
+
+    /// Every participant who ever joined the session, active or not, oldest first.
+    async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError>;
+
+    async fn participant(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<Option<Participant>, StoreError>;
+
+    /// Marks a participant inactive. Returns whether they were active.
+    async fn leave(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends a live session and marks its participants inactive. Returns whether this call
+    /// ended it (false if it had already ended).
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// Writes batched activity: last_seen / last_activity only ever move forward.
+    async fn record_activity(&self, batch: &ActivityBatch) -> Result<(), StoreError>;
+
+    /// Ends every live session that expired at `now` or saw no activity since `idle_since`,
+    /// returning the ids this call ended. Safe to run on several instances at once: each
+    /// session is returned to exactly one caller.
+    async fn expire_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Closes the connection pool.
+    async fn close(&self);
+}
+
+/// Opens the store DATABASE_URL names.
+pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if database_url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        anyhow::bail!("PostgreSQL support is not built yet (issue 3); use a sqlite:// DATABASE_URL")
+    } else {
+        anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://")
+    }
+}

@@ -1,0 +1,285 @@
+//! The embedded store: one SQLite file in WAL mode. Writers are serialized by SQLite
+//! itself; every write that must be atomic is a single statement, so no transaction
+//! ever has to upgrade from a read lock (which SQLite answers with SQLITE_BUSY).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use super::{ActivityBatch, JoinOutcome, NewParticipant, NewSession, Store, StoreError};
+use crate::domain::{Participant, Session, SessionId, UserId, from_millis};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("bad sqlite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn parse_uuid(row: &SqliteRow, column: &str) -> Result<uuid::Uuid, StoreError> {
+    let text: String = row.try_get(column)?;
+    uuid::Uuid::parse_str(&text).map_err(|e| StoreError::Other(format!("bad uuid in {column}: {e}")))
+}
+
+fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
+    Ok(Participant {
+        session_id: SessionId(parse_uuid(row, "session_id")?),
+        user_id: UserId(parse_uuid(row, "user_id")?),
+        display_name: row.try_get("display_name")?,
+        avatar_color: row.try_get("avatar_color")?,
+        joined_at: from_millis(row.try_get("joined_at")?),
+        last_seen: from_millis(row.try_get("last_seen")?),
+        is_active: row.try_get("is_active")?,
+    })
+}
+
+const PARTICIPANT_COLUMNS: &str =
+    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?4, 1)",
+        )
+        .bind(new.id.to_string())
+        .bind(&new.name)
+        .bind(new.creator_id.to_string())
+        .bind(ms(new.created_at))
+        .bind(ms(new.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active,
+                    (SELECT COUNT(*) FROM participants p WHERE p.session_id = s.id AND p.is_active = 1) AS participant_count
+             FROM sessions s WHERE s.id = ?1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Session {
+                id,
+                name: row.try_get("name")?,
+                created_at: from_millis(row.try_get("created_at")?),
+                expires_at: from_millis(row.try_get("expires_at")?),
+                last_activity: from_millis(row.try_get("last_activity")?),
+                ended: !row.try_get::<bool, _>("is_active")?,
+                participant_count: row.try_get("participant_count")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session_creator(&self, id: SessionId) -> Result<Option<uuid::Uuid>, StoreError> {
+        let row = sqlx::query("SELECT creator_id FROM sessions WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| parse_uuid(&row, "creator_id")).transpose()
+    }
+
+    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError> {
+        let session_id = new.session_id.to_string();
+        let at = ms(new.joined_at);
+        // One statement: SQLite takes the write lock before evaluating the WHERE clause,
+        // so the count cannot change between the check and the insert.
+        let inserted = sqlx::query(
+            "INSERT INTO participants (session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?5, 1
+             WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND is_active = 1 AND expires_at > ?5)
+               AND (SELECT COUNT(*) FROM participants WHERE session_id = ?1 AND is_active = 1) < ?6",
+        )
+        .bind(&session_id)
+        .bind(new.user_id.to_string())
+        .bind(&new.display_name)
+        .bind(&new.avatar_color)
+        .bind(at)
+        .bind(i64::from(max_participants))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+
+        if inserted == 1 {
+            sqlx::query("UPDATE sessions SET last_activity = MAX(last_activity, ?2) WHERE id = ?1")
+                .bind(&session_id)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+            return Ok(JoinOutcome::Joined(Participant {
+                session_id: new.session_id,
+                user_id: new.user_id,
+                display_name: new.display_name.clone(),
+                avatar_color: new.avatar_color.clone(),
+                joined_at: new.joined_at,
+                last_seen: new.joined_at,
+                is_active: true,
+            }));
+        }
+        Ok(match self.session(new.session_id).await? {
+            None => JoinOutcome::NoSuchSession,
+            Some(s) if !s.is_live(new.joined_at) => JoinOutcome::SessionEnded,
+            Some(_) => JoinOutcome::SessionFull,
+        })
+    }
+
+    async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE session_id = ?1 ORDER BY joined_at, user_id"
+        ))
+        .bind(session_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(participant_from_row).collect()
+    }
+
+    async fn participant(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<Option<Participant>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE session_id = ?1 AND user_id = ?2"
+        ))
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(participant_from_row).transpose()
+    }
+
+    async fn leave(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE participants SET is_active = 0, last_seen = MAX(last_seen, ?3)
+             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(ms(at))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let ended =
+            sqlx::query("UPDATE sessions SET is_active = 0, ended_at = ?2 WHERE id = ?1 AND is_active = 1")
+                .bind(id.to_string())
+                .bind(ms(at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("UPDATE participants SET is_active = 0 WHERE session_id = ?1 AND is_active = 1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ended == 1)
+    }
+
+    async fn record_activity(&self, batch: &ActivityBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (session_id, at) in &batch.sessions {
+            sqlx::query("UPDATE sessions SET last_activity = MAX(last_activity, ?2) WHERE id = ?1")
+                .bind(session_id.to_string())
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (session_id, user_id, at) in &batch.participants {
+            sqlx::query("UPDATE participants SET last_seen = MAX(last_seen, ?3) WHERE session_id = ?1 AND user_id = ?2")
+                .bind(session_id.to_string())
+                .bind(user_id.to_string())
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn expire_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE sessions SET is_active = 0, ended_at = ?1
+             WHERE is_active = 1 AND (expires_at <= ?1 OR last_activity <= ?2)
+             RETURNING id",
+        )
+        .bind(ms(now))
+        .bind(ms(idle_since))
+        .fetch_all(&self.pool)
+        .await?;
+        let ids =
+            rows.iter().map(|row| parse_uuid(row, "id").map(SessionId)).collect::<Result<Vec<_>, _>>()?;
+        for id in &ids {
+            sqlx::query("UPDATE participants SET is_active = 0 WHERE session_id = ?1 AND is_active = 1")
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(ids)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

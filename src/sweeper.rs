@@ -1,0 +1,57 @@
+//! The sweeper: ends sessions that passed their end time or sat idle too long, tells their
+//! sockets, and drops expired cached locations. `sweep_once` is public so tests can step it.
+//! Several instances may sweep at once: the store hands each ended session to one caller.
+
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+
+use crate::domain::{self, SessionId};
+use crate::state::{AppState, EndReason};
+use crate::store::StoreError;
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Activity rows flushed before looking for idle sessions.
+    pub flushed: usize,
+    /// Sessions this sweep ended (and announced).
+    pub ended: Vec<SessionId>,
+    /// Cached locations dropped because their TTL passed.
+    pub purged_locations: usize,
+}
+
+pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
+    // Pending activity first, so write-behind can never make an active session look idle.
+    let flushed = state.activity.flush(state.store.as_ref()).await?;
+    let now = domain::now();
+    let idle = ChronoDuration::from_std(state.config.session_idle_timeout()).unwrap_or(ChronoDuration::MAX);
+    let idle_since = now.checked_sub_signed(idle).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    let ended = state.store.expire_sessions(now, idle_since).await?;
+    for session_id in &ended {
+        tracing::info!(%session_id, "session expired");
+        state.announce_end(*session_id, EndReason::Expired).await;
+    }
+    let purged_locations = state.bus.purge_expired().await;
+    Ok(SweepReport { flushed, ended, purged_locations })
+}
+
+/// Sweeps every SWEEP_INTERVAL_SECONDS until shutdown. A failed sweep is logged and retried
+/// at the next tick.
+pub async fn run(state: AppState) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(state.config.sweep_interval_seconds));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match sweep_once(&state).await {
+            Ok(report) if !report.ended.is_empty() => {
+                tracing::info!(ended = report.ended.len(), "sweep done")
+            }
+            Ok(report) => tracing::debug!(?report, "sweep done"),
+            Err(err) => tracing::warn!(error = %err, "sweep failed; retrying next interval"),
+        }
+    }
+}

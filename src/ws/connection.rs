@@ -1,0 +1,174 @@
+//! One socket, two halves run side by side: the reader parses and acts on client frames;
+//! the writer sends the snapshot, then drains the connection's outbox, flushing once per
+//! batch. Everything that ends a connection goes through `Outbox::close`, so both halves
+//! stop together and the client always gets a close code.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionState, parse_client};
+use crate::domain::{self, Location, Participant, Session};
+use crate::hub::{CloseReason, Frame, Outbox, close_code};
+use crate::state::AppState;
+
+/// How long a close frame may take to go out before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant) {
+    let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
+    async move {
+        tracing::info!("connected");
+        let subscription = state.hub.subscribe(session.id, me.user_id);
+        let outbox = subscription.outbox.clone();
+        // Subscribed first, snapshot second: anything that happens in between is queued
+        // behind the snapshot, so the client misses nothing.
+        let snapshot = match snapshot(&state, &session, &me).await {
+            Ok(frame) => frame,
+            Err(err) => {
+                tracing::error!(error = %err, "could not build the snapshot");
+                outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
+                ServerMessage::Error { code: "unavailable", message: "could not load the session" }.to_frame()
+            }
+        };
+        let (sink, stream) = socket.split();
+        let writer_done = CancellationToken::new();
+        tokio::join!(
+            write_loop(sink, snapshot, &outbox, &state.shutdown, writer_done.clone()),
+            read_loop(stream, &state, &session, &me, &outbox, &writer_done),
+        );
+        drop(subscription);
+        state.activity.touch(session.id, me.user_id, domain::now());
+        tracing::info!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn snapshot(state: &AppState, session: &Session, me: &Participant) -> Result<Frame, String> {
+    let participants = state.store.participants(session.id).await.map_err(|e| e.to_string())?;
+    let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();
+    let locations = state.bus.locations(session.id).await.map_err(|e| e.to_string())?;
+    let message = ServerMessage::SessionState(SessionState {
+        session_id: session.id,
+        name: session.name.as_deref(),
+        expires_at: session.expires_at,
+        user_id: me.user_id,
+        participants: &active,
+        locations: locations
+            .into_iter()
+            .map(|(user_id, location)| LocationBroadcast { user_id, location })
+            .collect(),
+    });
+    Ok(message.to_frame())
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn write_loop(
+    mut sink: Sink,
+    snapshot: Frame,
+    outbox: &Outbox,
+    shutdown: &CancellationToken,
+    done: CancellationToken,
+) {
+    let _done = done.drop_guard();
+    if sink.send(Message::Text(snapshot)).await.is_err() {
+        return;
+    }
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                send_close(&mut sink, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
+                return;
+            }
+            _ = outbox.ready() => {}
+        }
+        let close = outbox.drain(&mut batch);
+        let write_all = async {
+            for frame in batch.drain(..) {
+                sink.feed(Message::Text(frame)).await?;
+            }
+            sink.flush().await
+        };
+        // A client that stopped reading must not keep a close or a shutdown waiting.
+        tokio::select! {
+            result = write_all => if result.is_err() { return },
+            _ = outbox.closing(), if close.is_none() => {}
+            _ = tokio::time::sleep(CLOSE_TIMEOUT), if close.is_some() => return,
+            _ = shutdown.cancelled() => {}
+        }
+        batch.clear();
+        if let Some(reason) = close {
+            send_close(&mut sink, reason).await;
+            return;
+        }
+    }
+}
+
+async fn send_close(sink: &mut Sink, reason: CloseReason) {
+    let frame = CloseFrame { code: reason.code, reason: reason.reason };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+}
+
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    state: &AppState,
+    session: &Session,
+    me: &Participant,
+    outbox: &Outbox,
+    writer_done: &CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = writer_done.cancelled() => return,
+            message = stream.next() => message,
+        };
+        match message {
+            Some(Ok(Message::Text(text))) => handle_text(text.as_str(), state, session, me, outbox).await,
+            Some(Ok(Message::Binary(_))) => reply_error(outbox, "unsupported_frame", "send JSON text frames"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => {
+                outbox.close(None, CloseReason::new(close_code::NORMAL, "bye"));
+                return;
+            }
+            Some(Err(err)) => {
+                let reason = if is_too_big(err) {
+                    tracing::info!("closing: message over the size limit");
+                    CloseReason::new(close_code::TOO_BIG, "message too big")
+                } else {
+                    CloseReason::new(close_code::PROTOCOL_ERROR, "protocol error")
+                };
+                outbox.close(None, reason);
+                return;
+            }
+        }
+    }
+}
+
+fn is_too_big(err: axum::Error) -> bool {
+    err.into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+fn reply_error(outbox: &Outbox, code: &str, message: &str) {
+    outbox.push_event(ServerMessage::Error { code, message }.to_frame());
+}
+
+async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+    match parse_client(text) {
+        Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
+            Ok(location) => state.share_location(session.id, me.user_id, location).await,
+            Err(err) => reply_error(outbox, "invalid_location", &err.to_string()),
+        },
+        Ok(ClientMessage::Ping) => outbox.push_event(ServerMessage::Pong {}.to_frame()),
+        Err(err) => reply_error(outbox, err.code, &err.message),
+    }
+}

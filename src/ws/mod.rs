@@ -1,0 +1,95 @@
+//! The native WebSocket, `GET /ws`: the handshake (token checks happen before the upgrade,
+//! so a refused client gets a plain HTTP status) and the connection it starts.
+
+mod connection;
+pub mod protocol;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::auth::{Role, TokenError};
+use crate::domain;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The subprotocol prefix that carries a token (seed 003): `access_token.<jwt>`.
+const TOKEN_PROTOCOL_PREFIX: &str = "access_token.";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+/// The token from `?token=` or, failing that, from an `access_token.<jwt>` subprotocol
+/// (returned too, so the handshake can echo it).
+fn find_token(query: Option<String>, headers: &HeaderMap) -> Option<(String, Option<String>)> {
+    if let Some(token) = query.filter(|t| !t.is_empty()) {
+        return Some((token, None));
+    }
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL_PREFIX).map(|t| (t.to_owned(), Some(p.to_owned()))))
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("the server is shutting down; reconnect to another instance"));
+    }
+    let ws =
+        ws.map_err(|r| ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", r.body_text()))?;
+    let Query(query) = query?;
+    let (token, protocol) = find_token(query.token, &headers).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing token: pass ?token=<websocket_token> or the access_token.<jwt> subprotocol",
+        )
+    })?;
+    let claims = state.tokens.verify(&token).map_err(|err| match err {
+        TokenError::Expired => ApiError::unauthorized("token expired"),
+        TokenError::Invalid => ApiError::unauthorized("invalid token"),
+    })?;
+    if claims.role != Role::Participant {
+        return Err(ApiError::forbidden(
+            "a creator token cannot open a socket: join the session for a participant token",
+        ));
+    }
+    let session = state.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
+    if !session.is_live(domain::now()) {
+        return Err(ApiError::session_ended());
+    }
+    let participant = state
+        .store
+        .participant(session.id, claims.user_id())
+        .await?
+        .filter(|p| p.is_active)
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", "this participant has left the session")
+        })?;
+
+    let max = state.config.ws_max_message_bytes;
+    let mut ws = ws.max_message_size(max).max_frame_size(max);
+    if let Some(protocol) = protocol {
+        ws = ws.protocols([protocol]);
+    }
+    let sockets = state.sockets.clone();
+    Ok(ws
+        .on_upgrade(move |socket| sockets.track_future(connection::run(socket, state, session, participant))))
+}

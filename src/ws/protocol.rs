@@ -1,0 +1,144 @@
+//! The native wire format of `/ws`: JSON text frames `{"type": ..., "data": {...}}`, as
+//! seeds 000 and 001 document them. Server messages are serialized here, once per event.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::{Location, LocationInput, Participant, UserId};
+use crate::hub::Frame;
+
+/// What the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ServerMessage<'a> {
+    /// The first message on every connection: everything needed to draw the session.
+    SessionState(SessionState<'a>),
+    Pong {},
+    ParticipantJoined {
+        user_id: UserId,
+        display_name: &'a str,
+        avatar_color: &'a str,
+    },
+    ParticipantLeft {
+        user_id: UserId,
+    },
+    LocationBroadcast(LocationBroadcast),
+    SessionEnded {
+        reason: &'a str,
+    },
+    Error {
+        code: &'a str,
+        message: &'a str,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionState<'a> {
+    pub session_id: crate::domain::SessionId,
+    pub name: Option<&'a str>,
+    pub expires_at: DateTime<Utc>,
+    /// The participant this connection belongs to.
+    pub user_id: UserId,
+    pub participants: &'a [Participant],
+    pub locations: Vec<LocationBroadcast>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocationBroadcast {
+    pub user_id: UserId,
+    #[serde(flatten)]
+    pub location: Location,
+}
+
+impl ServerMessage<'_> {
+    pub fn to_frame(&self) -> Frame {
+        // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
+        Frame::from(serde_json::to_string(self).expect("server messages serialize"))
+    }
+}
+
+/// What a client may send.
+#[derive(Debug)]
+pub enum ClientMessage {
+    LocationUpdate(LocationInput),
+    Ping,
+}
+
+/// Why a client frame was refused; sent back as an `error` message.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct RawClientMessage<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let raw: RawClientMessage = serde_json::from_str(text).map_err(|e| ProtocolError {
+        code: "invalid_message",
+        message: format!("expected {{\"type\": ..., \"data\": {{...}}}}: {e}"),
+    })?;
+    match raw.kind.as_str() {
+        "location_update" => {
+            let data = raw.data.ok_or_else(|| ProtocolError {
+                code: "invalid_location",
+                message: "location_update needs data {lat, lng, accuracy, timestamp}".into(),
+            })?;
+            serde_json::from_str(data.get()).map(ClientMessage::LocationUpdate).map_err(|e| ProtocolError {
+                code: "invalid_location",
+                message: format!("location_update data: {e}"),
+            })
+        }
+        "ping" => Ok(ClientMessage::Ping),
+        other => Err(ProtocolError {
+            code: "unknown_type",
+            message: format!("unknown message type {other:?}; expected location_update or ping"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_seed_messages() {
+        let update = r#"{"type":"location_update","data":{"lat":37.7749,"lng":-122.4194,"accuracy":5.0,"timestamp":"2025-01-15T10:30:00Z"}}"#;
+        match parse_client(update).unwrap() {
+            ClientMessage::LocationUpdate(input) => assert_eq!((input.lat, input.lng), (37.7749, -122.4194)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(parse_client(r#"{"type":"ping","data":{}}"#), Ok(ClientMessage::Ping)));
+        assert!(matches!(parse_client(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping)));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_read_with_a_code() {
+        for (text, code) in [
+            ("not json", "invalid_message"),
+            (r#"{"data":{}}"#, "invalid_message"),
+            (r#"{"type":"teleport","data":{}}"#, "unknown_type"),
+            (r#"{"type":"location_update"}"#, "invalid_location"),
+            (r#"{"type":"location_update","data":{"lat":"north"}}"#, "invalid_location"),
+        ] {
+            assert_eq!(parse_client(text).unwrap_err().code, code, "{text}");
+        }
+    }
+
+    #[test]
+    fn serializes_in_the_seed_shape() {
+        let user_id = UserId::new_random();
+        let pong = ServerMessage::Pong {}.to_frame();
+        assert_eq!(pong.as_str(), r#"{"type":"pong","data":{}}"#);
+        let left = ServerMessage::ParticipantLeft { user_id }.to_frame();
+        let value: serde_json::Value = serde_json::from_str(left.as_str()).unwrap();
+        assert_eq!(value["data"]["user_id"], user_id.to_string());
+    }
+}
