@@ -1,0 +1,249 @@
+//! The test harness: the real server on a random port with its own SQLite file, a real
+//! HTTP client and real WebSocket clients.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use convoy::config::Cli;
+use convoy::state::AppState;
+use convoy::{App, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TEST_SECRET: &str = "test-secret-that-is-long-enough-for-production-use";
+
+/// How long a test waits for something the server should do promptly. Generous: the
+/// machines are shared; this bounds a hang, it does not measure speed.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Cli::try_parse_from(["convoy"]).expect("default config").config;
+    config.host = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    config.database_url = format!("sqlite://{}", dir.join("convoy.db").display());
+    config.jwt_secret = TEST_SECRET.into();
+    config.public_url = None;
+    config.max_participants_per_session = 50;
+    config.location_ttl_seconds = 30;
+    config.session_idle_timeout_seconds = 3600;
+    config.sweep_interval_seconds = 60;
+    config.activity_flush_interval_seconds = 5;
+    config.shutdown_grace_seconds = 5;
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let addr = app.local_addr();
+    let state = app.state();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        state,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        _dir: dir,
+    }
+}
+
+pub struct Joined {
+    pub user_id: String,
+    pub token: String,
+    pub body: Value,
+}
+
+pub struct Created {
+    pub session_id: String,
+    pub creator_token: String,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(&body).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.client.delete(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn create_session(&self, body: Value) -> Created {
+        let response = self.post("/api/sessions", body).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        Created {
+            session_id: body["session_id"].as_str().unwrap().to_owned(),
+            creator_token: body["creator_token"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+
+    pub async fn join(&self, session_id: &str, display_name: &str) -> Joined {
+        let response = self
+            .post(&format!("/api/sessions/{session_id}/join"), json!({ "display_name": display_name }))
+            .await;
+        assert_eq!(response.status(), 201, "join {display_name}");
+        let body: Value = response.json().await.unwrap();
+        Joined {
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            token: body["websocket_token"].as_str().unwrap().to_owned(),
+            body,
+        }
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={}", self.addr, token)
+    }
+
+    /// Connects and reads the snapshot, which is always the first message.
+    pub async fn connect(&self, token: &str) -> (WsClient, Value) {
+        let mut client = self.try_connect(token).await.expect("websocket handshake");
+        let snapshot = client.next_json().await;
+        assert_eq!(snapshot["type"], "session_state", "first message is the snapshot");
+        (client, snapshot)
+    }
+
+    pub async fn try_connect(&self, token: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url(token)).await?;
+        Ok(WsClient { stream })
+    }
+
+    /// The HTTP status a refused handshake got.
+    pub async fn handshake_status(&self, url: &str) -> u16 {
+        let request = url.into_client_request().unwrap();
+        match tokio_tungstenite::connect_async(request).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+            Err(other) => panic!("unexpected handshake error {other}"),
+        }
+    }
+
+    /// Runs the same graceful shutdown a SIGTERM does and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(30), handle).await.expect("stops in time").expect("no panic")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct WsClient {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.stream.send(Message::text(value.to_string())).await.expect("send");
+    }
+
+    pub async fn send_location(&mut self, lat: f64, lng: f64) {
+        self.send_json(json!({
+            "type": "location_update",
+            "data": { "lat": lat, "lng": lng, "accuracy": 5.0, "timestamp": chrono::Utc::now().to_rfc3339() }
+        }))
+        .await;
+    }
+
+    /// The next text message as JSON, skipping control frames; panics on close or timeout.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a message in time")
+                .expect("stream open")
+                .expect("no socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON text"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next message of the given type, skipping others.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let message = self.next_json().await;
+            if message["type"] == kind {
+                return message;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns its close frame. Panics on timeout.
+    pub async fn closed(&mut self) -> Option<CloseFrame> {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next()).await.expect("closed in time");
+            match next {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Asserts nothing but control frames arrive within `window`.
+    pub async fn assert_silent(&mut self, window: Duration) {
+        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(window, self.stream.next()).await {
+            panic!("expected silence, got {text}");
+        }
+    }
+}
+
+/// The JSON error body's code, asserting the shape `{"error": {"code", "message"}}`.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.expect("a JSON error body");
+    assert!(body["error"]["message"].is_string(), "error has a message: {body}");
+    body["error"]["code"].as_str().expect("error has a code").to_owned()
+}
