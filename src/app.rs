@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::bus::{Bus, LocalBus};
@@ -62,6 +63,18 @@ impl App {
 
         let signal_state = state.clone();
         let router = http::router(state.clone());
+        let send_buffer = state.config.tcp_send_buffer_bytes;
+        let listener = listener.tap_io(move |tcp| {
+            // Location frames are small and latency matters: no Nagle delay.
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+            if let Some(bytes) = send_buffer
+                && let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes)
+            {
+                tracing::debug!(error = %err, "could not set SO_SNDBUF");
+            }
+        });
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;

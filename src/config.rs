@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "WS_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
     pub ws_queue_capacity: usize,
 
+    /// Kernel send buffer per connection, in bytes [default: the kernel's autotuning, up to
+    /// net.core.wmem_max]. Bounds the kernel memory a stalled client can pin.
+    #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
+    pub tcp_send_buffer_bytes: Option<usize>,
+
     /// Seconds a graceful shutdown waits for sockets to close before giving up.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

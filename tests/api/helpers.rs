@@ -55,6 +55,9 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        convoy::telemetry::init(&filter, convoy::config::LogFormat::Text);
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(dir.path());
     configure(&mut config);

@@ -1,1 +1,92 @@
+//! A client that stops reading must not slow anyone else down or make the server hold an
+//! unbounded backlog for it: its queue keeps one pending location per sender.
+
+use convoy::domain::SessionId;
+use serde_json::json;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
 use super::helpers::*;
+
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_cannot_block_others_or_grow_memory() {
+    // A small kernel send buffer makes the server's writes to the stalled client block after
+    // a few kilobytes instead of the megabytes loopback autotuning allows; what is measured
+    // is convoy's own queue, which must stay bounded either way.
+    let app = spawn_app_with(|c| c.tcp_send_buffer_bytes = Some(8 * 1024)).await;
+    let session = app.create_session(json!({})).await;
+    let session_id: SessionId = session.session_id.parse().unwrap();
+    let ann = app.join(&session.session_id, "Ann").await;
+    let cat = app.join(&session.session_id, "Cat").await;
+    let bob = app.join(&session.session_id, "Bob").await;
+    let stalled = app.join(&session.session_id, "Stalled").await;
+
+    // The stalled client has a tiny receive buffer and never reads past the handshake, so
+    // the server's writes to it block after a few kilobytes.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let request = app.ws_url(&stalled.token).into_client_request().unwrap();
+    let (_stalled_ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("handshake");
+
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut cat_ws, _) = app.connect(&cat.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let rss_before = rss_bytes();
+
+    const UPDATES: u32 = 20_000;
+    let reader = tokio::spawn(async move {
+        // Bob keeps reading until he has seen both senders' final positions.
+        let (mut ann_last, mut cat_last) = (0.0, 0.0);
+        let mut received = 0u64;
+        while ann_last != f64::from(UPDATES) / 1000.0 || cat_last != -f64::from(UPDATES) / 1000.0 {
+            let message = bob_ws.next_of_type("location_broadcast").await;
+            received += 1;
+            let lat = message["data"]["lat"].as_f64().unwrap();
+            if lat > 0.0 { ann_last = lat } else { cat_last = lat }
+        }
+        (received, bob_ws)
+    });
+    for i in 1..=UPDATES {
+        ann_ws.send_location(f64::from(i) / 1000.0, 0.0).await;
+        cat_ws.send_location(-f64::from(i) / 1000.0, 0.0).await;
+    }
+    let (received, mut bob_ws) = reader.await.expect("Bob saw both final positions");
+    assert!(received >= 2, "Bob received {received} broadcasts");
+
+    // The stalled connection's writer is blocked on its full socket holding its last batch,
+    // so new updates wait in its queue: at most one location per sender, however many come.
+    for i in 0..50 {
+        ann_ws.send_location(2.0 + f64::from(i) / 1000.0, 0.0).await;
+        cat_ws.send_location(-2.0 - f64::from(i) / 1000.0, 0.0).await;
+    }
+    loop {
+        let lat = bob_ws.next_of_type("location_broadcast").await["data"]["lat"].as_f64().unwrap();
+        if lat == -2.049 {
+            break;
+        }
+    }
+    let depths = app.state.hub.queue_depths(session_id);
+    assert_eq!(depths.len(), 4, "four connections: {depths:?}");
+    assert!(
+        (1..=2).contains(&depths[0]),
+        "the stalled queue is bounded by the number of senders: {depths:?}"
+    );
+
+    if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
+        let grown = after.saturating_sub(before);
+        // 40,000 updates of ~150 bytes would be ~6 MB if queued; test and server share the process.
+        assert!(grown < 64 * 1024 * 1024, "memory grew by {grown} bytes");
+    }
+
+    // Everyone else still gets new updates at once.
+    ann_ws.send_location(1.5, 1.5).await;
+    cat_ws.send_json(json!({ "type": "ping", "data": {} })).await;
+    assert_eq!(cat_ws.next_of_type("pong").await["type"], "pong");
+}
