@@ -9,7 +9,9 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::bus::{Bus, LocalBus};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus;
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{http, store, sweeper};
@@ -17,14 +19,26 @@ use crate::{http, store, sweeper};
 pub struct App {
     listener: TcpListener,
     state: AppState,
+    inbound: Option<bus::Inbound>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let store = store::connect(&config.database_url).await.context("opening the database")?;
+        let store = store::connect(&config.database_url, config.database_max_connections)
+            .await
+            .context("opening the database")?;
         store.migrate().await.context("migrating the database")?;
-        let bus: std::sync::Arc<dyn Bus> = std::sync::Arc::new(LocalBus::new());
+        let instance_id = uuid::Uuid::new_v4();
+        let shutdown = CancellationToken::new();
+        let (bus, inbound) = bus::connect(
+            config.redis_url.as_deref(),
+            instance_id,
+            config.session_idle_timeout_seconds,
+            shutdown.clone(),
+        )
+        .await
+        .context("connecting to redis")?;
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding {}", config.bind_addr()))?;
@@ -35,8 +49,8 @@ impl App {
             .unwrap_or_else(|| format!("http://localhost:{port}"))
             .trim_end_matches('/')
             .to_owned();
-        let state = AppState::new(config, public_url, store, bus);
-        Ok(Self { listener, state })
+        let state = AppState::new(config, public_url, store, bus, instance_id, shutdown);
+        Ok(Self { listener, state, inbound })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -49,7 +63,16 @@ impl App {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state } = self;
+        let Self { listener, state, inbound } = self;
+        if let Some(mut inbound) = inbound {
+            // Other instances' messages, delivered in order by one task.
+            let hub = state.hub.clone();
+            tokio::spawn(async move {
+                while let Some(envelope) = inbound.recv().await {
+                    hub.deliver_local(&envelope);
+                }
+            });
+        }
         tracing::info!(addr = %listener.local_addr()?, public_url = %state.public_url, database = state.store.kind(), bus = state.bus.kind(), "convoy listening");
 
         let sweeper = tokio::spawn(sweeper::run(state.clone()));

@@ -56,6 +56,14 @@ pub struct Config {
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://convoy.db")]
     pub database_url: String,
 
+    /// Most connections in the database pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub database_max_connections: u32,
+
+    /// Redis URL (redis://...): share live state and events with other instances. Unset: in-process bus.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// Secret for signing the HS256 session tokens.
     #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
     pub jwt_secret: String,

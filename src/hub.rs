@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::Bus;
 use crate::domain::{SessionId, UserId};
 
+/// How long a first subscriber waits for the bus to confirm its subscription.
+const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A serialized WebSocket text frame, cheap to clone.
 pub type Frame = Utf8Bytes;
 
@@ -232,9 +235,10 @@ impl Hub {
         }
     }
 
-    /// Registers a connection of `user_id` in the session. Dropping the returned
-    /// subscription unregisters it.
-    pub fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
+    /// Registers a connection of `user_id` in the session; dropping the returned
+    /// subscription unregisters it. The first local subscriber of a session also waits
+    /// (briefly) until the bus delivers that session's messages from other instances.
+    pub async fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.queue_capacity));
         let first = {
@@ -244,10 +248,11 @@ impl Hub {
             subscribers.len() == 1
         };
         self.connections.fetch_add(1, Ordering::Relaxed);
-        if first {
-            self.bus.subscribe(session_id);
+        let subscription = Subscription { hub: self.clone(), session_id, conn_id, outbox };
+        if first && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, self.bus.subscribe(session_id)).await.is_err() {
+            tracing::warn!(%session_id, "bus subscription not confirmed in time; continuing");
         }
-        Subscription { hub: self.clone(), session_id, conn_id, outbox }
+        subscription
     }
 
     fn unsubscribe(&self, session_id: SessionId, conn_id: u64) {
@@ -388,14 +393,14 @@ mod tests {
         assert_eq!(close.map(|c| c.code), Some(close_code::NORMAL));
     }
 
-    #[test]
-    fn the_hub_routes_by_session_and_skips_the_sender() {
+    #[tokio::test]
+    async fn the_hub_routes_by_session_and_skips_the_sender() {
         let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
-        let ann_sub = hub.subscribe(s1, ann);
-        let bob_sub = hub.subscribe(s1, bob);
-        let other = hub.subscribe(s2, UserId::new_random());
+        let ann_sub = hub.subscribe(s1, ann).await;
+        let bob_sub = hub.subscribe(s1, bob).await;
+        let other = hub.subscribe(s2, UserId::new_random()).await;
         assert_eq!(hub.connection_count(), 3);
 
         hub.publish(Envelope {

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&config.log_level, config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            let store = store::connect(&config.database_url).await?;
+            let store = store::connect(&config.database_url, config.database_max_connections).await?;
             store.migrate().await?;
             store.close().await;
             tracing::info!("migrations applied");

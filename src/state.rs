@@ -65,7 +65,14 @@ impl EndReason {
 }
 
 impl AppState {
-    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, bus: Arc<dyn Bus>) -> Self {
+    pub fn new(
+        config: Config,
+        public_url: String,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        instance_id: Uuid,
+        shutdown: CancellationToken,
+    ) -> Self {
         let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity));
         let tokens = Tokens::new(config.jwt_secret.as_bytes());
         Self(Arc::new(Inner {
@@ -76,9 +83,9 @@ impl AppState {
             hub,
             tokens,
             activity: Activity::new(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sockets: TaskTracker::new(),
-            instance_id: Uuid::new_v4(),
+            instance_id,
             started_at: Instant::now(),
             draining: AtomicBool::new(false),
         }))

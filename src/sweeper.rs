@@ -8,7 +8,7 @@ use chrono::Duration as ChronoDuration;
 
 use crate::domain::{self, SessionId};
 use crate::state::{AppState, EndReason};
-use crate::store::StoreError;
+use crate::store::{ActivityBatch, StoreError};
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,6 +27,28 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
     let now = domain::now();
     let idle = ChronoDuration::from_std(state.config.session_idle_timeout()).unwrap_or(ChronoDuration::MAX);
     let idle_since = now.checked_sub_signed(idle).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    // Another instance may have seen activity it has not written yet; the bus knows.
+    let candidates = state.store.idle_sessions(idle_since).await?;
+    let idle_since = if candidates.is_empty() {
+        idle_since
+    } else {
+        match state.bus.last_activity(&candidates).await {
+            Ok(seen) => {
+                if !seen.is_empty() {
+                    state
+                        .store
+                        .record_activity(&ActivityBatch { sessions: seen, participants: Vec::new() })
+                        .await?;
+                }
+                idle_since
+            }
+            Err(err) => {
+                // Unsure whether they are idle: end only what passed its end time this round.
+                tracing::warn!(error = %err, "cannot read activity from the bus; skipping idle expiry");
+                chrono::DateTime::<chrono::Utc>::MIN_UTC
+            }
+        }
+    };
     let ended = state.store.expire_sessions(now, idle_since).await?;
     for session_id in &ended {
         tracing::info!(%session_id, "session expired");

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError};
 use crate::domain::{Location, SessionId, UserId};
@@ -40,7 +42,9 @@ impl Bus for LocalBus {
     // One instance: everything was already delivered locally by the hub.
     fn publish(&self, _envelope: &Envelope) {}
 
-    fn subscribe(&self, _session_id: SessionId) {}
+    fn subscribe(&self, _session_id: SessionId) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 
     fn unsubscribe(&self, _session_id: SessionId) {}
 
@@ -100,6 +104,14 @@ impl Bus for LocalBus {
             });
             purged
         })
+    }
+
+    // This instance's activity is flushed to the store before the sweeper asks.
+    async fn last_activity(
+        &self,
+        _sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError> {
+        Ok(Vec::new())
     }
 
     async fn ping(&self) -> Result<(), BusError> {

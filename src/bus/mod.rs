@@ -4,15 +4,44 @@
 //! rest of convoy does not know which implementation it talks to.
 
 mod local;
+mod redis;
+mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::domain::{Location, SessionId, UserId};
 use crate::hub::Envelope;
 
 pub use local::LocalBus;
+pub use redis::RedisBus;
+
+/// Messages from other instances, in the order the bus received them.
+pub type Inbound = mpsc::UnboundedReceiver<Envelope>;
+
+/// The in-process bus, or Redis when `redis_url` is set. The receiver carries messages from
+/// other instances (none for the in-process bus).
+pub async fn connect(
+    redis_url: Option<&str>,
+    instance_id: Uuid,
+    session_key_ttl_secs: u64,
+    shutdown: CancellationToken,
+) -> Result<(Arc<dyn Bus>, Option<Inbound>), BusError> {
+    match redis_url {
+        None => Ok((Arc::new(LocalBus::new()), None)),
+        Some(url) => {
+            let (bus, inbound) = RedisBus::connect(url, instance_id, session_key_ttl_secs, shutdown).await?;
+            Ok((Arc::new(bus), Some(inbound)))
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("bus unavailable: {0}")]
@@ -28,8 +57,9 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, envelope: &Envelope);
 
     /// This instance now has a local subscriber in the session: start receiving its
-    /// messages from other instances.
-    fn subscribe(&self, session_id: SessionId);
+    /// messages from other instances. The future resolves once they are being received
+    /// (or the bus is down), so a snapshot read after it misses nothing.
+    fn subscribe(&self, session_id: SessionId) -> BoxFuture<'static, ()>;
 
     /// This instance's last local subscriber in the session left.
     fn unsubscribe(&self, session_id: SessionId);
@@ -55,6 +85,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Drops expired entries that nobody read; returns how many. Stores with their own
     /// expiry (Redis EX) have nothing to do.
     async fn purge_expired(&self) -> usize;
+
+    /// The newest activity any instance saw in these sessions, where the bus knows it.
+    /// The sweeper reads it before ending idle sessions, so activity another instance has
+    /// not written to the store yet still counts.
+    async fn last_activity(
+        &self,
+        sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError>;
 
     /// Whether the bus can currently reach what it depends on.
     async fn ping(&self) -> Result<(), BusError>;

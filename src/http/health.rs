@@ -48,15 +48,17 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
     }
-    let (db_up, database) = check(state.store.ping()).await;
-    let status = if db_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let word = if db_up { "ready" } else { "not_ready" };
-    (status, Json(json!({ "status": word, "checks": { "database": database } })))
+    let ((db_up, database), (bus_up, bus)) = tokio::join!(check(state.store.ping()), check(state.bus.ping()));
+    let ready = db_up && bus_up;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = if ready { "ready" } else { "not_ready" };
+    (status, Json(json!({ "status": word, "checks": { "database": database, "bus": bus } })))
 }
 
 async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let (db_up, database) = check(state.store.ping()).await;
-    let (bus_up, mut bus) = check(state.bus.ping()).await;
+    let ((db_up, mut database), (bus_up, mut bus)) =
+        tokio::join!(check(state.store.ping()), check(state.bus.ping()));
+    database["kind"] = json!(state.store.kind());
     bus["kind"] = json!(state.bus.kind());
     let healthy = db_up && bus_up;
     let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -2,6 +2,7 @@
 //! of convoy and SQL; the backend is chosen by the scheme of DATABASE_URL and nothing
 //! outside this module knows which one it is.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Participant, Session, SessionId, UserId};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +27,14 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(err.to_string()),
+            // Connection exceptions (08) and operator intervention such as a shutdown (57P).
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
                 Self::Unavailable(err.to_string())
             }
             other => Self::Other(other.to_string()),
@@ -121,6 +130,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes batched activity: last_seen / last_activity only ever move forward.
     async fn record_activity(&self, batch: &ActivityBatch) -> Result<(), StoreError>;
 
+    /// Live sessions with no recorded activity since `idle_since`: candidates for idle expiry.
+    async fn idle_sessions(&self, idle_since: DateTime<Utc>) -> Result<Vec<SessionId>, StoreError>;
+
     /// Ends every live session that expired at `now` or saw no activity since `idle_since`,
     /// returning the ids this call ended. Safe to run on several instances at once: each
     /// session is returned to exactly one caller.
@@ -134,12 +146,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store DATABASE_URL names.
-pub async fn connect(database_url: &str) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store DATABASE_URL names, by its scheme.
+pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(database_url).await?))
+        Ok(Arc::new(SqliteStore::connect(database_url, max_connections).await?))
     } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL support is not built yet (issue 3); use a sqlite:// DATABASE_URL")
+        Ok(Arc::new(PostgresStore::connect(database_url, max_connections).await?))
     } else {
         anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://")
     }

@@ -20,7 +20,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("bad sqlite URL: {e}")))?
             .create_if_missing(true)
@@ -29,7 +29,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
@@ -252,6 +252,14 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn idle_sessions(&self, idle_since: DateTime<Utc>) -> Result<Vec<SessionId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM sessions WHERE is_active = 1 AND last_activity <= ?1")
+            .bind(ms(idle_since))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| parse_uuid(row, "id").map(SessionId)).collect()
     }
 
     async fn expire_sessions(

@@ -23,7 +23,7 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {
         tracing::info!("connected");
-        let subscription = state.hub.subscribe(session.id, me.user_id);
+        let subscription = state.hub.subscribe(session.id, me.user_id).await;
         let outbox = subscription.outbox.clone();
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
@@ -52,7 +52,11 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
 async fn snapshot(state: &AppState, session: &Session, me: &Participant) -> Result<Frame, String> {
     let participants = state.store.participants(session.id).await.map_err(|e| e.to_string())?;
     let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();
-    let locations = state.bus.locations(session.id).await.map_err(|e| e.to_string())?;
+    // Without the location cache the snapshot still has everyone; positions follow live.
+    let locations = state.bus.locations(session.id).await.unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
+        Vec::new()
+    });
     let message = ServerMessage::SessionState(SessionState {
         session_id: session.id,
         name: session.name.as_deref(),

@@ -25,6 +25,7 @@ pub const TEST_SECRET: &str = "test-secret-that-is-long-enough-for-production-us
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
+    pub backend: Backend,
     pub addr: SocketAddr,
     pub base: String,
     pub client: reqwest::Client,
@@ -41,6 +42,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.database_url = format!("sqlite://{}", dir.join("convoy.db").display());
     config.jwt_secret = TEST_SECRET.into();
     config.public_url = None;
+    config.redis_url = None;
     config.max_participants_per_session = 50;
     config.location_ttl_seconds = 30;
     config.session_idle_timeout_seconds = 3600;
@@ -50,16 +52,99 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config
 }
 
+/// Where a test server keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file + in-process bus: the default set-up.
+    Embedded,
+    /// PostgreSQL (a fresh schema per test) + Redis, from TEST_POSTGRES_URL and TEST_REDIS_URL.
+    Scaled,
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as
+/// `embedded::name` and `scaled::name`. The scaled ones are compiled as ignored, with the
+/// reason, when TEST_POSTGRES_URL / TEST_REDIS_URL were not set at build time.
+macro_rules! on_every_backend {
+    ($($test:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Embedded).await;
+                }
+            )+
+        }
+        mod scaled {
+            $(
+                #[cfg_attr(not(convoy_scaled_tests), ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Scaled).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_every_backend;
+
+/// The PostgreSQL and Redis URLs for scaled tests.
+pub fn scaled_urls() -> (String, String) {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set for the PostgreSQL + Redis tests"))
+    };
+    (get("TEST_POSTGRES_URL"), get("TEST_REDIS_URL"))
+}
+
+/// A new, empty schema in the test database, as a DATABASE_URL whose connections use it,
+/// so tests (and their sweepers) never see each other's rows.
+pub async fn fresh_postgres_schema() -> String {
+    use sqlx::Connection;
+    let (postgres_url, _) = scaled_urls();
+    let schema = format!("convoy_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&postgres_url).await.expect("TEST_POSTGRES_URL reachable");
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+    let separator = if postgres_url.contains('?') { '&' } else { '?' };
+    format!("{postgres_url}{separator}options=-c%20search_path%3D{schema}")
+}
+
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_on(Backend::Embedded, |_| {}).await
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(Backend::Embedded, configure).await
+}
+
+pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = match backend {
+        Backend::Embedded => None,
+        Backend::Scaled => Some(fresh_postgres_schema().await),
+    };
+    spawn_with_database(backend, database_url, configure).await
+}
+
+/// Two instances on one PostgreSQL schema and one Redis: a cluster of two.
+pub async fn spawn_pair(configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
+    let database_url = fresh_postgres_schema().await;
+    let a = spawn_with_database(Backend::Scaled, Some(database_url.clone()), &configure).await;
+    let b = spawn_with_database(Backend::Scaled, Some(database_url), &configure).await;
+    (a, b)
+}
+
+async fn spawn_with_database(
+    backend: Backend,
+    database_url: Option<String>,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     if let Ok(filter) = std::env::var("TEST_LOG") {
         convoy::telemetry::init(&filter, convoy::config::LogFormat::Text);
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(dir.path());
+    if let Some(url) = database_url {
+        config.database_url = url;
+        config.redis_url = Some(scaled_urls().1);
+    }
     configure(&mut config);
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
@@ -69,6 +154,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         let _ = rx.await;
     }));
     TestApp {
+        backend,
         addr,
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),

@@ -9,9 +9,8 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
-#[tokio::test]
-async fn locations_vanish_from_snapshots_after_their_ttl() {
-    let app = spawn_app_with(|c| c.location_ttl_seconds = 1).await;
+async fn locations_vanish_from_snapshots_after_their_ttl(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.location_ttl_seconds = 1).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
@@ -26,13 +25,13 @@ async fn locations_vanish_from_snapshots_after_their_ttl() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let (_, stale) = app.connect(&bob.token).await;
     assert_eq!(stale["data"]["locations"], json!([]));
-    // The sweeper also drops it from memory.
-    assert_eq!(sweep_once(&app.state).await.unwrap().purged_locations, 1);
+    // The in-process cache is purged by the sweeper; Redis expires its keys itself.
+    let purged = sweep_once(&app.state).await.unwrap().purged_locations;
+    assert_eq!(purged, if app.backend == Backend::Embedded { 1 } else { 0 });
 }
 
-#[tokio::test]
-async fn an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told() {
-    let app = spawn_app_with(|c| {
+async fn an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told(backend: Backend) {
+    let app = spawn_app_on(backend, |c| {
         c.session_idle_timeout_seconds = 1;
         c.sweep_interval_seconds = 1;
     })
@@ -59,11 +58,10 @@ async fn an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told() {
     assert_eq!(app.handshake_status(&app.ws_url(&ann.token)).await, 410);
 }
 
-#[tokio::test]
-async fn location_updates_keep_a_session_alive_even_when_activity_is_written_behind() {
+async fn location_updates_keep_a_session_alive_even_when_activity_is_written_behind(backend: Backend) {
     // The flush interval is far longer than the idle timeout: only the sweeper's own flush
     // before it looks for idle sessions can keep this session alive.
-    let app = spawn_app_with(|c| {
+    let app = spawn_app_on(backend, |c| {
         c.session_idle_timeout_seconds = 2;
         c.sweep_interval_seconds = 1;
         c.activity_flush_interval_seconds = 3600;
@@ -102,9 +100,8 @@ async fn location_updates_keep_a_session_alive_even_when_activity_is_written_beh
     assert_eq!(ended["data"]["reason"], "expired");
 }
 
-#[tokio::test]
-async fn expired_sessions_are_ended_exactly_once_even_by_concurrent_sweeps() {
-    let app = spawn_app().await;
+async fn expired_sessions_are_ended_exactly_once_even_by_concurrent_sweeps(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(app.create_session(json!({ "expires_in_minutes": 1 })).await.session_id);
@@ -128,9 +125,8 @@ async fn expired_sessions_are_ended_exactly_once_even_by_concurrent_sweeps() {
     assert_eq!(details["is_active"], true);
 }
 
-#[tokio::test]
-async fn sweep_once_reports_what_it_ended() {
-    let app = spawn_app_with(|c| c.session_idle_timeout_seconds = 1).await;
+async fn sweep_once_reports_what_it_ended(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.session_idle_timeout_seconds = 1).await;
     let session = app.create_session(json!({})).await;
     assert!(sweep_once(&app.state).await.unwrap().ended.is_empty());
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -138,3 +134,11 @@ async fn sweep_once_reports_what_it_ended() {
     assert_eq!(report.ended, vec![session.session_id.parse::<SessionId>().unwrap()]);
     assert!(sweep_once(&app.state).await.unwrap().ended.is_empty());
 }
+
+on_every_backend!(
+    locations_vanish_from_snapshots_after_their_ttl,
+    an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told,
+    location_updates_keep_a_session_alive_even_when_activity_is_written_behind,
+    expired_sessions_are_ended_exactly_once_even_by_concurrent_sweeps,
+    sweep_once_reports_what_it_ended,
+);

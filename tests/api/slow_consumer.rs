@@ -14,12 +14,11 @@ fn rss_bytes() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_cannot_block_others_or_grow_memory() {
+async fn a_client_that_never_reads_cannot_block_others_or_grow_memory(backend: Backend) {
     // A small kernel send buffer makes the server's writes to the stalled client block after
     // a few kilobytes instead of the megabytes loopback autotuning allows; what is measured
     // is convoy's own queue, which must stay bounded either way.
-    let app = spawn_app_with(|c| c.tcp_send_buffer_bytes = Some(8 * 1024)).await;
+    let app = spawn_app_on(backend, |c| c.tcp_send_buffer_bytes = Some(8 * 1024)).await;
     let session = app.create_session(json!({})).await;
     let session_id: SessionId = session.session_id.parse().unwrap();
     let ann = app.join(&session.session_id, "Ann").await;
@@ -90,3 +89,5 @@ async fn a_client_that_never_reads_cannot_block_others_or_grow_memory() {
     cat_ws.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(cat_ws.next_of_type("pong").await["type"], "pong");
 }
+
+on_every_backend!(a_client_that_never_reads_cannot_block_others_or_grow_memory,);

@@ -9,9 +9,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::helpers::*;
 
-#[tokio::test]
-async fn the_whole_flow_create_join_move_late_join_leave_end() {
-    let app = spawn_app().await;
+async fn the_whole_flow_create_join_move_late_join_leave_end(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({ "name": "Weekend Trip" })).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
@@ -70,9 +69,8 @@ async fn the_whole_flow_create_join_move_late_join_leave_end() {
     assert_eq!(session_now["is_active"], false);
 }
 
-#[tokio::test]
-async fn a_sender_does_not_get_its_own_location_back_and_ping_gets_pong() {
-    let app = spawn_app().await;
+async fn a_sender_does_not_get_its_own_location_back_and_ping_gets_pong(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
@@ -81,9 +79,8 @@ async fn a_sender_does_not_get_its_own_location_back_and_ping_gets_pong() {
     assert_eq!(ann_ws.next_json().await, json!({ "type": "pong", "data": {} }));
 }
 
-#[tokio::test]
-async fn bad_messages_get_an_error_and_the_connection_stays_open() {
-    let app = spawn_app().await;
+async fn bad_messages_get_an_error_and_the_connection_stays_open(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
@@ -119,9 +116,8 @@ async fn bad_messages_get_an_error_and_the_connection_stays_open() {
     assert_eq!(seen["data"]["lat"], 10.0);
 }
 
-#[tokio::test]
-async fn an_oversized_frame_closes_only_that_connection_with_1009() {
-    let app = spawn_app().await;
+async fn an_oversized_frame_closes_only_that_connection_with_1009(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
@@ -140,9 +136,8 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009() {
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
 }
 
-#[tokio::test]
-async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed() {
-    let app = spawn_app().await;
+async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
@@ -162,9 +157,8 @@ async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed() {
     assert_eq!(client.next_json().await["type"], "pong");
 }
 
-#[tokio::test]
-async fn a_user_with_two_sockets_gets_broadcasts_on_both() {
-    let app = spawn_app().await;
+async fn a_user_with_two_sockets_gets_broadcasts_on_both(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
@@ -181,3 +175,12 @@ async fn a_user_with_two_sockets_gets_broadcasts_on_both() {
     ann_ws.send_location(7.0, 8.0).await;
     assert_eq!(laptop.next_of_type("location_broadcast").await["data"]["lat"], 7.0);
 }
+
+on_every_backend!(
+    the_whole_flow_create_join_move_late_join_leave_end,
+    a_sender_does_not_get_its_own_location_back_and_ping_gets_pong,
+    bad_messages_get_an_error_and_the_connection_stays_open,
+    an_oversized_frame_closes_only_that_connection_with_1009,
+    the_token_may_come_as_an_access_token_subprotocol_which_is_echoed,
+    a_user_with_two_sockets_gets_broadcasts_on_both,
+);

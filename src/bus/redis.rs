@@ -1,0 +1,459 @@
+//! The scale-out bus: Redis. Three tasks per instance, never one per socket:
+//!
+//! - the writer drains a bounded queue of commands (PUBLISH and the location-cache writes)
+//!   and sends each batch as one pipeline, so the hot path never waits on Redis;
+//! - the subscriber owns the instance's single pub/sub connection, subscribed to a
+//!   session's channel only while this instance has a local socket there; it drops its own
+//!   echoes, hands the rest to the hub in order, and reconnects and resubscribes by itself;
+//! - the prober pings Redis and drives the circuit breaker: while it is open, publishing and
+//!   caching cost nothing (they are skipped) and reads fail at once.
+//!
+//! Keys follow seed 000: `locations:{session_id}:{user_id}` (EX = location TTL),
+//! `session_participants:{session_id}` (the users with a cached location),
+//! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
+//! `channel:session:{session_id}`.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::wire;
+use super::{Bus, BusError, Inbound};
+use crate::domain::{Location, SessionId, UserId, from_millis};
+use crate::hub::Envelope;
+
+/// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.
+const QUEUE_CAPACITY: usize = 65_536;
+/// Most commands sent in one pipeline.
+const BATCH: usize = 512;
+/// How long any single Redis call may take before it counts as a failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+fn channel(session_id: SessionId) -> String {
+    format!("channel:session:{session_id}")
+}
+
+fn location_key(session_id: SessionId, user_id: UserId) -> String {
+    format!("locations:{session_id}:{user_id}")
+}
+
+fn participants_key(session_id: SessionId) -> String {
+    format!("session_participants:{session_id}")
+}
+
+fn activity_key(session_id: SessionId) -> String {
+    format!("session_activity:{session_id}")
+}
+
+/// Deletes a session's cached locations, its participant set and its activity key.
+const CLEAR_SESSION_SCRIPT: &str = r"
+local members = redis.call('SMEMBERS', KEYS[1])
+for _, user in ipairs(members) do redis.call('DEL', ARGV[1] .. user) end
+redis.call('DEL', KEYS[1], KEYS[2])
+return #members";
+
+enum Command {
+    Publish { channel: String, payload: Vec<u8> },
+    PutLocation { session_id: SessionId, user_id: UserId, json: String, ttl_secs: u64, at_ms: i64 },
+    RemoveLocation { session_id: SessionId, user_id: UserId },
+    ClearSession { session_id: SessionId },
+}
+
+enum Subscription {
+    Subscribe(SessionId, oneshot::Sender<()>),
+    Unsubscribe(SessionId),
+}
+
+/// The circuit breaker and what health checks report.
+#[derive(Default)]
+struct Breaker {
+    open: AtomicBool,
+    subscriber_down: AtomicBool,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Breaker {
+    fn trip(&self, error: impl ToString) {
+        let error = error.to_string();
+        if !self.open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "redis unreachable: circuit open, cross-instance delivery paused");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    fn reset(&self) {
+        if self.open.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis reachable again: circuit closed");
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn error(&self) -> BusError {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        BusError(format!("redis unreachable (circuit open): {}", last.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
+pub struct RedisBus {
+    instance_id: Uuid,
+    conn: ConnectionManager,
+    queue: mpsc::Sender<Command>,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    breaker: Arc<Breaker>,
+}
+
+impl RedisBus {
+    /// `session_key_ttl_secs` is the expiry of the per-session keys, so an abandoned
+    /// session's keys go away by themselves.
+    /// Connects (failing fast if Redis cannot be reached at start) and starts the writer,
+    /// subscriber and prober tasks, which stop when `shutdown` is cancelled. Messages from
+    /// other instances arrive on the returned receiver, in order.
+    pub async fn connect(
+        url: &str,
+        instance_id: Uuid,
+        session_key_ttl_secs: u64,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, Inbound), BusError> {
+        let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| BusError("connecting to redis timed out".into()))?
+        .map_err(|e| BusError(format!("connecting to redis: {e}")))?;
+
+        let breaker = Arc::new(Breaker::default());
+        let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        tokio::spawn(run_writer(conn.clone(), commands, breaker.clone(), session_key_ttl_secs));
+        tokio::spawn(run_subscriber(
+            client,
+            subscription_rx,
+            inbound_tx,
+            instance_id,
+            breaker.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(run_prober(conn.clone(), breaker.clone(), shutdown));
+        Ok((Self { instance_id, conn, queue, subscriptions, breaker }, inbound))
+    }
+
+    fn enqueue(&self, command: Command) {
+        if self.breaker.is_open() {
+            self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.queue.try_send(command).is_err() {
+            self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+            self.breaker.trip("the command queue is full: redis is not keeping up");
+        }
+    }
+
+    fn check(&self) -> Result<ConnectionManager, BusError> {
+        if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
+    }
+}
+
+async fn call<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BusError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(BusError(err.to_string())),
+        Err(_) => Err(BusError("redis call timed out".into())),
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(&self, envelope: &Envelope) {
+        let payload = wire::encode(self.instance_id, &envelope.message);
+        self.enqueue(Command::Publish { channel: channel(envelope.session_id), payload });
+    }
+
+    fn subscribe(&self, session_id: SessionId) -> BoxFuture<'static, ()> {
+        let (ack, confirmed) = oneshot::channel();
+        let _ = self.subscriptions.send(Subscription::Subscribe(session_id, ack));
+        // Resolves once Redis confirmed, or at once if the subscriber is gone or down.
+        confirmed.map(|_| ()).boxed()
+    }
+
+    fn unsubscribe(&self, session_id: SessionId) {
+        let _ = self.subscriptions.send(Subscription::Unsubscribe(session_id));
+    }
+
+    async fn put_location(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        location: &Location,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        let json = serde_json::to_string(location).map_err(|e| BusError(e.to_string()))?;
+        let command = Command::PutLocation {
+            session_id,
+            user_id,
+            json,
+            ttl_secs: ttl.as_secs().max(1),
+            at_ms: Utc::now().timestamp_millis(),
+        };
+        self.enqueue(command);
+        Ok(())
+    }
+
+    async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
+        let mut conn = self.check()?;
+        let users: Vec<String> =
+            call(redis::cmd("SMEMBERS").arg(participants_key(session_id)).query_async(&mut conn)).await?;
+        let users: Vec<UserId> = users.iter().filter_map(|u| u.parse().ok()).collect();
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = users.iter().map(|u| location_key(session_id, *u)).collect();
+        let values: Vec<Option<String>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        Ok(users
+            .into_iter()
+            .zip(values)
+            .filter_map(|(user, value)| Some((user, serde_json::from_str(&value?).ok()?)))
+            .collect())
+    }
+
+    async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError> {
+        self.enqueue(Command::RemoveLocation { session_id, user_id });
+        Ok(())
+    }
+
+    async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError> {
+        self.enqueue(Command::ClearSession { session_id });
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> usize {
+        0 // Redis expires the keys itself (EX).
+    }
+
+    async fn last_activity(
+        &self,
+        sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.check()?;
+        let keys: Vec<String> = sessions.iter().map(|s| activity_key(*s)).collect();
+        let values: Vec<Option<i64>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        Ok(sessions.iter().zip(values).filter_map(|(s, ms)| Some((*s, from_millis(ms?)))).collect())
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.check()?;
+        if self.breaker.subscriber_down.load(Ordering::Relaxed) {
+            return Err(BusError("the pub/sub connection is down; reconnecting".into()));
+        }
+        let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+}
+
+async fn run_writer(
+    mut conn: ConnectionManager,
+    mut commands: mpsc::Receiver<Command>,
+    breaker: Arc<Breaker>,
+    key_ttl_secs: u64,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let key_ttl = i64::try_from(key_ttl_secs).unwrap_or(i64::MAX);
+    while commands.recv_many(&mut batch, BATCH).await > 0 {
+        let mut pipe = redis::pipe();
+        for command in batch.drain(..) {
+            match command {
+                Command::Publish { channel, payload } => {
+                    pipe.publish(channel, payload).ignore();
+                }
+                Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
+                    let set = participants_key(session_id);
+                    pipe.set_ex(location_key(session_id, user_id), json, ttl_secs)
+                        .ignore()
+                        .sadd(&set, user_id.to_string())
+                        .ignore()
+                        .expire(&set, key_ttl)
+                        .ignore()
+                        .set_ex(activity_key(session_id), at_ms, key_ttl_secs)
+                        .ignore();
+                }
+                Command::RemoveLocation { session_id, user_id } => {
+                    pipe.del(location_key(session_id, user_id))
+                        .ignore()
+                        .srem(participants_key(session_id), user_id.to_string())
+                        .ignore();
+                }
+                Command::ClearSession { session_id } => {
+                    pipe.cmd("EVAL")
+                        .arg(CLEAR_SESSION_SCRIPT)
+                        .arg(2)
+                        .arg(participants_key(session_id))
+                        .arg(activity_key(session_id))
+                        .arg(format!("locations:{session_id}:"))
+                        .ignore();
+                }
+            }
+        }
+        if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
+            breaker.trip(err);
+        }
+    }
+}
+
+async fn run_prober(mut conn: ConnectionManager, breaker: Arc<Breaker>, shutdown: CancellationToken) {
+    let mut backoff = PROBE_INTERVAL;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        match call(redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Ok(_) => {
+                breaker.reset();
+                backoff = PROBE_INTERVAL;
+            }
+            Err(err) => {
+                breaker.trip(err);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn run_subscriber(
+    client: redis::Client,
+    mut requests: mpsc::UnboundedReceiver<Subscription>,
+    inbound: mpsc::UnboundedSender<Envelope>,
+    instance_id: Uuid,
+    breaker: Arc<Breaker>,
+    shutdown: CancellationToken,
+) {
+    let mut wanted: HashSet<SessionId> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = tokio::time::timeout(CALL_TIMEOUT * 2, client.get_async_pubsub()) => result,
+        };
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "timed out".into(),
+                };
+                breaker.subscriber_down.store(true, Ordering::Relaxed);
+                tracing::debug!(%error, ?backoff, "pub/sub connect failed; retrying");
+                // Keep track of what is wanted while waiting, and release waiters.
+                let wait = tokio::time::sleep(backoff);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut wait => break,
+                        request = requests.recv() => match request {
+                            None => return,
+                            Some(request) => note(&mut wanted, request),
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if !wanted.is_empty() {
+            let channels: Vec<String> = wanted.iter().map(|s| channel(*s)).collect();
+            if let Err(err) = call(sink.subscribe(&channels)).await {
+                tracing::warn!(error = %err, "resubscribing failed; reconnecting");
+                continue;
+            }
+        }
+        if breaker.subscriber_down.swap(false, Ordering::Relaxed) {
+            tracing::info!(sessions = wanted.len(), "pub/sub reconnected and resubscribed");
+        }
+        backoff = Duration::from_millis(100);
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let result = match &request {
+                        Subscription::Subscribe(session_id, _) if !wanted.contains(session_id) => {
+                            call(sink.subscribe(channel(*session_id))).await
+                        }
+                        Subscription::Unsubscribe(session_id) if wanted.contains(session_id) => {
+                            call(sink.unsubscribe(channel(*session_id))).await
+                        }
+                        _ => Ok(()),
+                    };
+                    note(&mut wanted, request);
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "pub/sub command failed; reconnecting");
+                        break;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("pub/sub connection lost; reconnecting");
+                        break;
+                    };
+                    match wire::decode(message.get_channel_name(), message.get_payload_bytes()) {
+                        Ok((origin, _)) if origin == instance_id => {} // our own echo
+                        Ok((_, envelope)) => {
+                            if inbound.send(envelope).is_err() {
+                                return;
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
+                    }
+                }
+            }
+        }
+        breaker.subscriber_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Records what a request wants; subscribe acknowledgements are sent here, after the
+/// SUBSCRIBE (if any) was confirmed or could not be sent.
+fn note(wanted: &mut HashSet<SessionId>, request: Subscription) {
+    match request {
+        Subscription::Subscribe(session_id, ack) => {
+            wanted.insert(session_id);
+            let _ = ack.send(());
+        }
+        Subscription::Unsubscribe(session_id) => {
+            wanted.remove(&session_id);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The bytes of a hub message on the Redis bus. The frame inside is already serialized for
+//! clients, so an instance that receives it only copies it into its sockets' queues.
+//!
+//! Layout: version (1 byte) | origin instance id (16) | kind (1) | user id (16) |
+//! close code (2, big-endian) | frame (UTF-8, the rest). The session is the channel's.
+
+use axum::extract::ws::Utf8Bytes;
+use uuid::Uuid;
+
+use crate::domain::{SessionId, UserId};
+use crate::hub::{Envelope, HubMessage};
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 16 + 1 + 16 + 2;
+const CHANNEL_PREFIX: &str = "channel:session:";
+
+pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
+    let (kind, user, code, frame) = match message {
+        HubMessage::Location { from, frame } => (0u8, from.0, 0u16, frame),
+        HubMessage::Event { frame } => (1, Uuid::nil(), 0, frame),
+        HubMessage::Disconnect { user_id, code, reason } => (2, user_id.0, *code, reason),
+        HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
+    };
+    let mut out = Vec::with_capacity(HEADER + frame.len());
+    out.push(VERSION);
+    out.extend_from_slice(origin.as_bytes());
+    out.push(kind);
+    out.extend_from_slice(user.as_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(frame.as_bytes());
+    out
+}
+
+/// The origin instance and the envelope, or why the bytes are not a bus message.
+pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
+    let session_id: SessionId = channel
+        .strip_prefix(CHANNEL_PREFIX)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| format!("not a session channel: {channel}"))?;
+    if bytes.len() < HEADER || bytes[0] != VERSION {
+        return Err("unknown bus message version or truncated header".into());
+    }
+    let uuid_at = |at: usize| Uuid::from_slice(&bytes[at..at + 16]).map_err(|e| e.to_string());
+    let origin = uuid_at(1)?;
+    let user = UserId(uuid_at(18)?);
+    let code = u16::from_be_bytes([bytes[34], bytes[35]]);
+    let frame = Utf8Bytes::try_from(bytes[HEADER..].to_vec()).map_err(|e| e.to_string())?;
+    let message = match bytes[17] {
+        0 => HubMessage::Location { from: user, frame },
+        1 => HubMessage::Event { frame },
+        2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
+        3 => HubMessage::End { frame },
+        other => return Err(format!("unknown bus message kind {other}")),
+    };
+    Ok((origin, Envelope { session_id, message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips() {
+        let origin = Uuid::new_v4();
+        let session_id = SessionId::new_random();
+        let user = UserId::new_random();
+        let frame = Utf8Bytes::from("{\"type\":\"x\",\"data\":{\"é\":1}}");
+        let messages = [
+            HubMessage::Location { from: user, frame: frame.clone() },
+            HubMessage::Event { frame: frame.clone() },
+            HubMessage::Disconnect { user_id: user, code: 1000, reason: Utf8Bytes::from("left") },
+            HubMessage::End { frame },
+        ];
+        for message in messages {
+            let bytes = encode(origin, &message);
+            let (got_origin, envelope) = decode(&format!("channel:session:{session_id}"), &bytes).unwrap();
+            assert_eq!(got_origin, origin);
+            assert_eq!(envelope.session_id, session_id);
+            assert_eq!(format!("{:?}", envelope.message), format!("{message:?}"));
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        let channel = format!("channel:session:{}", SessionId::new_random());
+        assert!(decode(&channel, b"").is_err());
+        assert!(decode(&channel, &[9; 40]).is_err());
+        assert!(decode("elsewhere", &encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() })).is_err());
+        let mut bad_utf8 = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
+        bad_utf8.push(0xff);
+        assert!(decode(&channel, &bad_utf8).is_err());
+    }
+}

@@ -1,0 +1,292 @@
+//! The scale-out store: PostgreSQL, shared by every instance. Joins lock their session's
+//! row so the capacity check holds across instances; the sweeper's UPDATE ... RETURNING
+//! hands each expired session to exactly one instance.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{ActivityBatch, JoinOutcome, NewParticipant, NewSession, Store, StoreError};
+use crate::domain::{Participant, Session, SessionId, UserId};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            // A dead database must answer REST calls with 503 quickly, not hang them.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
+    Ok(Participant {
+        session_id: SessionId(row.try_get("session_id")?),
+        user_id: UserId(row.try_get("user_id")?),
+        display_name: row.try_get("display_name")?,
+        avatar_color: row.try_get("avatar_color")?,
+        joined_at: row.try_get("joined_at")?,
+        last_seen: row.try_get("last_seen")?,
+        is_active: row.try_get("is_active")?,
+    })
+}
+
+const PARTICIPANT_COLUMNS: &str =
+    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Other(format!("migration failed: {e}")))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active)
+             VALUES ($1, $2, $3, $4, $5, $4, TRUE)",
+        )
+        .bind(new.id.0)
+        .bind(&new.name)
+        .bind(new.creator_id)
+        .bind(new.created_at)
+        .bind(new.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active,
+                    (SELECT COUNT(*) FROM participants p WHERE p.session_id = s.id AND p.is_active) AS participant_count
+             FROM sessions s WHERE s.id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Session {
+                id,
+                name: row.try_get("name")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                last_activity: row.try_get("last_activity")?,
+                ended: !row.try_get::<bool, _>("is_active")?,
+                participant_count: row.try_get("participant_count")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session_creator(&self, id: SessionId) -> Result<Option<Uuid>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT creator_id FROM sessions WHERE id = $1")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock serializes joins into one session, on every instance.
+        let session: Option<(bool, DateTime<Utc>)> =
+            sqlx::query_as("SELECT is_active, expires_at FROM sessions WHERE id = $1 FOR UPDATE")
+                .bind(new.session_id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((is_active, expires_at)) = session else { return Ok(JoinOutcome::NoSuchSession) };
+        if !is_active || expires_at <= new.joined_at {
+            return Ok(JoinOutcome::SessionEnded);
+        }
+        let active: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM participants WHERE session_id = $1 AND is_active")
+                .bind(new.session_id.0)
+                .fetch_one(&mut *tx)
+                .await?;
+        if active >= i64::from(max_participants) {
+            return Ok(JoinOutcome::SessionFull);
+        }
+        sqlx::query(
+            "INSERT INTO participants (session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active)
+             VALUES ($1, $2, $3, $4, $5, $5, TRUE)",
+        )
+        .bind(new.session_id.0)
+        .bind(new.user_id.0)
+        .bind(&new.display_name)
+        .bind(&new.avatar_color)
+        .bind(new.joined_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE id = $1")
+            .bind(new.session_id.0)
+            .bind(new.joined_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(JoinOutcome::Joined(Participant {
+            session_id: new.session_id,
+            user_id: new.user_id,
+            display_name: new.display_name.clone(),
+            avatar_color: new.avatar_color.clone(),
+            joined_at: new.joined_at,
+            last_seen: new.joined_at,
+            is_active: true,
+        }))
+    }
+
+    async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE session_id = $1 ORDER BY joined_at, user_id"
+        ))
+        .bind(session_id.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(participant_from_row).collect()
+    }
+
+    async fn participant(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<Option<Participant>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE session_id = $1 AND user_id = $2"
+        ))
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(participant_from_row).transpose()
+    }
+
+    async fn leave(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE participants SET is_active = FALSE, last_seen = GREATEST(last_seen, $3)
+             WHERE session_id = $1 AND user_id = $2 AND is_active",
+        )
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .bind(at)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    async fn end_session(&self, id: SessionId, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let ended: Option<Uuid> = sqlx::query_scalar(
+            "WITH ended AS (
+                 UPDATE sessions SET is_active = FALSE, ended_at = $2 WHERE id = $1 AND is_active RETURNING id
+             ), gone AS (
+                 UPDATE participants SET is_active = FALSE WHERE session_id IN (SELECT id FROM ended) AND is_active
+             )
+             SELECT id FROM ended",
+        )
+        .bind(id.0)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ended.is_some())
+    }
+
+    async fn record_activity(&self, batch: &ActivityBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (session_ids, session_times): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+            batch.sessions.iter().map(|(s, at)| (s.0, *at)).unzip();
+        let mut p_sessions = Vec::with_capacity(batch.participants.len());
+        let mut p_users = Vec::with_capacity(batch.participants.len());
+        let mut p_times = Vec::with_capacity(batch.participants.len());
+        for (session_id, user_id, at) in &batch.participants {
+            p_sessions.push(session_id.0);
+            p_users.push(user_id.0);
+            p_times.push(*at);
+        }
+        // Sorted by key, so two instances flushing at once lock rows in the same order.
+        sqlx::query(
+            "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, v.at)
+             FROM (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at) ORDER BY id) v
+             WHERE s.id = v.id",
+        )
+        .bind(&session_ids)
+        .bind(&session_times)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "UPDATE participants p SET last_seen = GREATEST(p.last_seen, v.at)
+             FROM (SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::timestamptz[]) AS t(session_id, user_id, at)
+                   ORDER BY session_id, user_id) v
+             WHERE p.session_id = v.session_id AND p.user_id = v.user_id",
+        )
+        .bind(&p_sessions)
+        .bind(&p_users)
+        .bind(&p_times)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idle_sessions(&self, idle_since: DateTime<Utc>) -> Result<Vec<SessionId>, StoreError> {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE is_active AND last_activity <= $1")
+                .bind(idle_since)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(SessionId).collect())
+    }
+
+    async fn expire_sessions(
+        &self,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        // Concurrent sweeps: the second UPDATE waits on the row lock, re-checks is_active
+        // and skips the row, so each session is returned to exactly one caller.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "WITH ended AS (
+                 UPDATE sessions SET is_active = FALSE, ended_at = $1
+                 WHERE is_active AND (expires_at <= $1 OR last_activity <= $2)
+                 RETURNING id
+             ), gone AS (
+                 UPDATE participants SET is_active = FALSE WHERE session_id IN (SELECT id FROM ended) AND is_active
+             )
+             SELECT id FROM ended",
+        )
+        .bind(now)
+        .bind(idle_since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(SessionId).collect())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
