@@ -2,10 +2,13 @@
 
 mod helpers;
 
+mod cluster;
 mod errors;
+mod faults;
 mod health;
 mod lifetimes;
 mod participants;
+mod proxy;
 mod sessions;
 mod shutdown;
 mod slow_consumer;

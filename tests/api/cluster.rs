@@ -1,0 +1,154 @@
+//! Two instances on one PostgreSQL and one Redis behave as one server.
+
+use std::time::Duration;
+
+use convoy::domain::SessionId;
+use convoy::sweeper::sweep_once;
+use futures_util::future::join_all;
+use serde_json::json;
+
+use super::helpers::*;
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_two_instances_see_each_other_and_each_message_once() {
+    let (a, b) = spawn_pair(|_| {}).await;
+    let session = a.create_session(json!({})).await;
+    let ann = a.join(&session.session_id, "Ann").await;
+    let bob = a.join(&session.session_id, "Bob").await;
+    let (mut ann_ws, _) = a.connect(&ann.token).await;
+    let (mut bob_on_a, _) = a.connect(&bob.token).await;
+
+    // A join through B's REST API reaches sockets on A.
+    let cat = b.join(&session.session_id, "Cat").await;
+    assert_eq!(ann_ws.next_of_type("participant_joined").await["data"]["user_id"], cat.user_id);
+    let (mut cat_on_b, _) = b.connect(&cat.token).await;
+
+    // Movement crosses instances both ways, in order, and nobody gets anything twice (a
+    // receiver may skip a position a newer one replaced, never repeat one).
+    for i in 0..5 {
+        ann_ws.send_location(10.0 + f64::from(i), 0.0).await;
+    }
+    for ws in [&mut bob_on_a, &mut cat_on_b] {
+        let mut last = 0.0;
+        while last < 14.0 {
+            let lat = ws.next_of_type("location_broadcast").await["data"]["lat"].as_f64().unwrap();
+            assert!(lat > last, "{lat} after {last}: out of order or twice");
+            last = lat;
+        }
+    }
+    cat_on_b.send_location(-1.0, -1.0).await;
+    assert_eq!(ann_ws.next_of_type("location_broadcast").await["data"]["user_id"], cat.user_id);
+    bob_on_a.next_of_type("location_broadcast").await;
+    for ws in [&mut ann_ws, &mut bob_on_a, &mut cat_on_b] {
+        ws.assert_silent(Duration::from_millis(300)).await;
+    }
+
+    // A late joiner on B gets A's participants' locations in its snapshot.
+    let dan = b.join(&session.session_id, "Dan").await;
+    let (_, snapshot) = b.connect(&dan.token).await;
+    let located: Vec<&str> = snapshot["data"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["user_id"].as_str().unwrap())
+        .collect();
+    assert!(located.contains(&ann.user_id.as_str()) && located.contains(&cat.user_id.as_str()), "{snapshot}");
+
+    // Removing a participant through B closes their socket on A.
+    let removed = b
+        .delete(
+            &format!("/api/sessions/{}/participants/{}", session.session_id, bob.user_id),
+            Some(&session.creator_token),
+        )
+        .await;
+    assert_eq!(removed.status(), 204);
+    assert_eq!(bob_on_a.closed().await.map(|f| u16::from(f.code)), Some(1000));
+    assert_eq!(cat_on_b.next_of_type("participant_left").await["data"]["user_id"], bob.user_id);
+
+    // Ending the session through B closes the sockets on A.
+    let ended =
+        b.delete(&format!("/api/sessions/{}", session.session_id), Some(&session.creator_token)).await;
+    assert_eq!(ended.status(), 204);
+    assert_eq!(ann_ws.next_of_type("session_ended").await["data"]["reason"], "ended_by_creator");
+    assert_eq!(ann_ws.closed().await.map(|f| u16::from(f.code)), Some(1000));
+    assert_eq!(cat_on_b.next_of_type("session_ended").await["data"]["reason"], "ended_by_creator");
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_holds_across_instances() {
+    let (a, b) = spawn_pair(|c| c.max_participants_per_session = 3).await;
+    let session = a.create_session(json!({})).await;
+    let path = format!("/api/sessions/{}/join", session.session_id);
+    let joins = (0..12).map(|i| {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.post(&path, json!({ "display_name": format!("P{i}") }))
+    });
+    let statuses: Vec<u16> = join_all(joins).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 9, "{statuses:?}");
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sweepers_announce_each_expired_session_exactly_once() {
+    // Long sweep interval: the test steps both sweepers itself, at the same moment.
+    let (a, b) = spawn_pair(|c| c.session_idle_timeout_seconds = 1).await;
+    let mut sessions = Vec::new();
+    let mut sockets = Vec::new();
+    for i in 0..6 {
+        let session = a.create_session(json!({})).await;
+        let ann = a.join(&session.session_id, "Ann").await;
+        let bob = b.join(&session.session_id, "Bob").await;
+        sockets.push(a.connect(&ann.token).await.0);
+        sockets.push(b.connect(&bob.token).await.0);
+        sessions.push(session.session_id.parse::<SessionId>().unwrap());
+        let _ = i;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (from_a, from_b) = tokio::join!(sweep_once(&a.state), sweep_once(&b.state));
+    let (from_a, from_b) = (from_a.unwrap().ended, from_b.unwrap().ended);
+    let mut all: Vec<SessionId> = from_a.iter().chain(&from_b).copied().collect();
+    all.sort();
+    sessions.sort();
+    assert_eq!(all, sessions, "a: {from_a:?} b: {from_b:?}");
+
+    // Every socket, on either instance, was told once and closed.
+    for ws in &mut sockets {
+        assert_eq!(ws.next_of_type("session_ended").await["data"]["reason"], "expired");
+        assert_eq!(ws.closed().await.map(|f| u16::from(f.code)), Some(1000));
+    }
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper() {
+    // B never flushes its activity to PostgreSQL during the test; A's sweeper must still
+    // see it, through Redis, and leave the session alone.
+    let (a, b) = spawn_pair(|c| {
+        c.session_idle_timeout_seconds = 2;
+        c.activity_flush_interval_seconds = 3600;
+    })
+    .await;
+    let session = a.create_session(json!({})).await;
+    let ann = b.join(&session.session_id, "Ann").await;
+    let (mut ann_on_b, _) = b.connect(&ann.token).await;
+    for _ in 0..12 {
+        ann_on_b.send_location(1.0, 1.0).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(sweep_once(&a.state).await.unwrap().ended.is_empty(), "A ended a session active on B");
+    }
+}
