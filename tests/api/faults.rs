@@ -1,1 +1,126 @@
+//! When Redis or PostgreSQL goes away (a proxy in front of the real server is cut), local
+//! delivery goes on, health says what is down, REST answers 503, and everything recovers
+//! without a restart.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
 use super::helpers::*;
+use super::proxy::{Proxy, through, upstream};
+
+async fn health(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app.get(path).await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Polls `path` until `done` holds, for at most 20 s.
+async fn eventually(app: &TestApp, path: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let (status, body) = health(app, path).await;
+        if done(status, &body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never reached the expected state");
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_redis_pauses_only_cross_instance_delivery_and_recovers_by_itself() {
+    let (_, redis_url) = scaled_urls();
+    let proxy = Proxy::start(upstream(&redis_url)).await;
+    let database_url = fresh_postgres_schema().await;
+    let a = spawn_scaled(database_url.clone(), through(&redis_url, proxy.addr)).await;
+    let b = spawn_scaled(database_url, redis_url).await;
+
+    let session = a.create_session(json!({})).await;
+    let ann = a.join(&session.session_id, "Ann").await;
+    let bob = a.join(&session.session_id, "Bob").await;
+    let cat = b.join(&session.session_id, "Cat").await;
+    let (mut ann_ws, _) = a.connect(&ann.token).await;
+    let (mut bob_ws, _) = a.connect(&bob.token).await;
+    let (mut cat_ws, _) = b.connect(&cat.token).await;
+
+    proxy.cut();
+    let detailed = eventually(&a, "/health/detailed", |status, body| {
+        status == 503 && body["checks"]["bus"]["status"] == "down"
+    })
+    .await;
+    assert_eq!(detailed["checks"]["bus"]["kind"], "redis");
+    assert_eq!(detailed["checks"]["database"]["status"], "up");
+    assert_eq!(health(&a, "/health/ready").await.0, 503);
+
+    // Local delivery goes on while Redis is away.
+    ann_ws.send_location(1.0, 1.0).await;
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 1.0);
+
+    proxy.restore();
+    eventually(&a, "/health/ready", |status, _| status == 200).await;
+
+    // Cross-instance delivery resumes both ways without a restart.
+    let mut seen = false;
+    for i in 0..50 {
+        ann_ws.send_location(2.0 + f64::from(i) / 100.0, 2.0).await;
+        if let Ok(message) =
+            tokio::time::timeout(Duration::from_millis(200), cat_ws.next_of_type("location_broadcast")).await
+        {
+            assert_eq!(message["data"]["user_id"], ann.user_id);
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "B's client saw A's client again");
+    cat_ws.send_location(-3.0, -3.0).await;
+    loop {
+        let message = bob_ws.next_of_type("location_broadcast").await;
+        if message["data"]["user_id"] == cat.user_id {
+            break;
+        }
+    }
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_postgres_keeps_sockets_streaming_and_rest_answers_503() {
+    let (_, redis_url) = scaled_urls();
+    let database_url = fresh_postgres_schema().await;
+    let proxy = Proxy::start(upstream(&database_url)).await;
+    let a = spawn_scaled(through(&database_url, proxy.addr), redis_url).await;
+
+    let session = a.create_session(json!({})).await;
+    let ann = a.join(&session.session_id, "Ann").await;
+    let bob = a.join(&session.session_id, "Bob").await;
+    let (mut ann_ws, _) = a.connect(&ann.token).await;
+    let (mut bob_ws, _) = a.connect(&bob.token).await;
+
+    proxy.cut();
+    for i in 0..5 {
+        ann_ws.send_location(f64::from(i), 0.0).await;
+        assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], f64::from(i));
+    }
+    for response in [
+        a.get(&format!("/api/sessions/{}", session.session_id)).await,
+        a.post("/api/sessions", json!({})).await,
+        a.post(&format!("/api/sessions/{}/join", session.session_id), json!({ "display_name": "Cat" })).await,
+    ] {
+        assert_eq!(response.status(), 503);
+        assert_eq!(error_code(response).await, "unavailable");
+    }
+    assert_eq!(health(&a, "/health/ready").await.0, 503);
+    assert_eq!(health(&a, "/health/live").await.0, 200);
+
+    proxy.restore();
+    eventually(&a, "/health/ready", |status, _| status == 200).await;
+    assert_eq!(a.get(&format!("/api/sessions/{}", session.session_id)).await.status(), 200);
+    // The sockets never noticed.
+    bob_ws.send_location(9.0, 9.0).await;
+    assert_eq!(ann_ws.next_of_type("location_broadcast").await["data"]["lat"], 9.0);
+}

@@ -131,6 +131,11 @@ pub async fn spawn_pair(configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
     (a, b)
 }
 
+/// A scaled instance on the given PostgreSQL and Redis URLs (e.g. through a `Proxy`).
+pub async fn spawn_scaled(database_url: String, redis_url: String) -> TestApp {
+    spawn_with_database(Backend::Scaled, Some(database_url), |c| c.redis_url = Some(redis_url)).await
+}
+
 async fn spawn_with_database(
     backend: Backend,
     database_url: Option<String>,
