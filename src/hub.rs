@@ -307,16 +307,14 @@ impl Hub {
         self.connections.load(Ordering::Relaxed)
     }
 
-    /// Frames queued for the connections of one session, largest first (for tests and
-    /// diagnostics: proves queues stay bounded).
-    pub fn queue_depths(&self, session_id: SessionId) -> Vec<usize> {
+    /// Frames queued for each connection of one session, by user (for tests and
+    /// diagnostics: shows that queues stay bounded).
+    pub fn queue_depths(&self, session_id: SessionId) -> Vec<(UserId, usize)> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        let mut depths: Vec<usize> = topics
+        topics
             .get(&session_id)
-            .map(|subs| subs.iter().map(|s| s.outbox.pending()).collect())
-            .unwrap_or_default();
-        depths.sort_unstable_by(|a, b| b.cmp(a));
-        depths
+            .map(|subs| subs.iter().map(|s| (s.user_id, s.outbox.pending())).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -111,10 +111,6 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(Backend::Embedded, |_| {}).await
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    spawn_app_on(Backend::Embedded, configure).await
-}
-
 pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
     let database_url = match backend {
         Backend::Embedded => None,
@@ -173,7 +169,6 @@ async fn spawn_with_database(
 pub struct Joined {
     pub user_id: String,
     pub token: String,
-    pub body: Value,
 }
 
 pub struct Created {
@@ -223,7 +218,6 @@ impl TestApp {
         Joined {
             user_id: body["user_id"].as_str().unwrap().to_owned(),
             token: body["websocket_token"].as_str().unwrap().to_owned(),
-            body,
         }
     }
 
