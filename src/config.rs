@@ -96,6 +96,18 @@ pub struct Config {
     #[arg(long, env = "ACTIVITY_FLUSH_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub activity_flush_interval_seconds: u64,
 
+    /// Most open WebSocket connections on this instance; past it the handshake gets 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
+    pub max_connections: usize,
+
+    /// Seconds between two pings the server sends on every socket.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval_seconds: u64,
+
+    /// Seconds a socket may stay silent (no message, no pong) before it is closed with 4408.
+    #[arg(long, env = "CLIENT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_timeout_seconds: u64,
+
     /// Largest WebSocket message accepted from a client, in bytes; larger closes with 1009.
     #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub ws_max_message_bytes: usize,

@@ -33,6 +33,8 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Application-defined (4000-4999), after HTTP 408: the client stopped answering.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4408;
 }
 
 /// A message for the subscribers of one session, on this instance or (through the bus) any.

@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -39,6 +39,17 @@ pub struct Inner {
     pub instance_id: Uuid,
     pub started_at: Instant,
     draining: AtomicBool,
+    /// Sockets open or being opened, against MAX_CONNECTIONS.
+    sockets_open: AtomicUsize,
+}
+
+/// A place among MAX_CONNECTIONS, held from the handshake until the socket closes.
+pub struct ConnectionSlot(AppState);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.sockets_open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Deref for AppState {
@@ -88,7 +99,18 @@ impl AppState {
             instance_id,
             started_at: Instant::now(),
             draining: AtomicBool::new(false),
+            sockets_open: AtomicUsize::new(0),
         }))
+    }
+
+    /// Takes a connection slot, or None when MAX_CONNECTIONS sockets are already open.
+    pub fn try_reserve_connection(&self) -> Option<ConnectionSlot> {
+        let before = self.sockets_open.fetch_add(1, Ordering::Relaxed);
+        if before >= self.config.max_connections {
+            self.sockets_open.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(ConnectionSlot(self.clone()))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -37,8 +37,9 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         };
         let (sink, stream) = socket.split();
         let writer_done = CancellationToken::new();
+        let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
         tokio::join!(
-            write_loop(sink, snapshot, &outbox, &state.shutdown, writer_done.clone()),
+            write_loop(sink, snapshot, &outbox, &state.shutdown, heartbeat, writer_done.clone()),
             read_loop(stream, &state, &session, &me, &outbox, &writer_done),
         );
         drop(subscription);
@@ -78,12 +79,14 @@ async fn write_loop(
     snapshot: Frame,
     outbox: &Outbox,
     shutdown: &CancellationToken,
+    heartbeat: Duration,
     done: CancellationToken,
 ) {
     let _done = done.drop_guard();
     if sink.send(Message::Text(snapshot)).await.is_err() {
         return;
     }
+    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
     loop {
         tokio::select! {
@@ -93,6 +96,12 @@ async fn write_loop(
                 return;
             }
             _ = outbox.ready() => {}
+            _ = pings.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         }
         let close = outbox.drain(&mut batch);
         let write_all = async {
@@ -129,9 +138,29 @@ async fn read_loop(
     outbox: &Outbox,
     writer_done: &CancellationToken,
 ) {
+    let timeout = Duration::from_secs(state.config.client_timeout_seconds);
     loop {
+        // Any frame, a pong included, shows the client is alive.
         let message = tokio::select! {
-            _ = writer_done.cancelled() => return,
+            _ = writer_done.cancelled() => {
+                // The writer sent a close: finish the closing handshake (read until the
+                // client's close), so the client reads ours before the TCP connection goes.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    while let Some(Ok(message)) = stream.next().await {
+                        if matches!(message, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                return;
+            }
+            _ = tokio::time::sleep(timeout) => {
+                tracing::info!("closing: the client stopped answering");
+                outbox.close(None, CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                continue; // on to the closing handshake once the writer sent the close
+
+            }
             message = stream.next() => message,
         };
         match message {

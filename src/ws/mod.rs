@@ -84,12 +84,22 @@ async fn upgrade(
             ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", "this participant has left the session")
         })?;
 
+    let slot = state.try_reserve_connection().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "this instance holds its maximum of {} sockets",
+            state.config.max_connections
+        ))
+    })?;
     let max = state.config.ws_max_message_bytes;
     let mut ws = ws.max_message_size(max).max_frame_size(max);
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);
     }
     let sockets = state.sockets.clone();
-    Ok(ws
-        .on_upgrade(move |socket| sockets.track_future(connection::run(socket, state, session, participant))))
+    Ok(ws.on_upgrade(move |socket| {
+        sockets.track_future(async move {
+            connection::run(socket, state, session, participant).await;
+            drop(slot);
+        })
+    }))
 }

@@ -6,6 +6,7 @@ mod cluster;
 mod errors;
 mod faults;
 mod health;
+mod heartbeat;
 mod lifetimes;
 mod participants;
 mod proxy;
