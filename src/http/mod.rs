@@ -1,6 +1,6 @@
 //! The HTTP surface: one file per resource, each exporting `router()`, assembled here with
 //! the layers every request shares (tracing without query strings, request ids, body
-//! limit, panic guard, JSON 404).
+//! limit, panic guard, JSON 404 and 405).
 
 mod extract;
 mod health;
@@ -34,6 +34,9 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(crate::ws::router())
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
         // The span records the path only: query strings can carry tokens.
