@@ -30,6 +30,9 @@ impl Pending {
 #[derive(Default)]
 pub struct Activity {
     pending: Mutex<Pending>,
+    /// Held for a whole flush, so a flush that finds nothing pending has also waited for
+    /// one that took the batch and is still writing it (the sweeper relies on this).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 impl Activity {
@@ -45,6 +48,7 @@ impl Activity {
     /// Writes everything pending. On failure the batch is kept for the next attempt.
     /// Returns how many rows were written.
     pub async fn flush(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let _flushing = self.flushing.lock().await;
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if taken.sessions.is_empty() {
             return Ok(0);
@@ -65,7 +69,8 @@ impl Activity {
         }
     }
 
-    /// Flushes every `interval` until cancelled, then once more.
+    /// Flushes every `interval` until cancelled. The last flush is the shutdown's, after
+    /// the sockets have closed.
     pub async fn run_flusher(&self, store: &dyn Store, interval: Duration, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,9 +82,6 @@ impl Activity {
             if let Err(err) = self.flush(store).await {
                 tracing::warn!(error = %err, "activity flush failed; will retry");
             }
-        }
-        if let Err(err) = self.flush(store).await {
-            tracing::warn!(error = %err, "final activity flush failed");
         }
     }
 }

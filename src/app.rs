@@ -68,8 +68,14 @@ impl App {
             // Other instances' messages, delivered in order by one task.
             let hub = state.hub.clone();
             tokio::spawn(async move {
-                while let Some(envelope) = inbound.recv().await {
-                    hub.deliver_local(&envelope);
+                while let Some(event) = inbound.recv().await {
+                    match event {
+                        bus::BusEvent::Deliver(envelope) => hub.deliver_local(&envelope),
+                        bus::BusEvent::ResyncAll => {
+                            tracing::info!("bus recovered: every socket resynchronises");
+                            hub.resync_all();
+                        }
+                    }
                 }
             });
         }
@@ -114,6 +120,10 @@ impl App {
             tracing::warn!(open = state.sockets.len(), "sockets still open after the grace period");
         }
         let _ = tokio::join!(sweeper, flusher);
+        // Last: what the closing sockets recorded.
+        if let Err(err) = state.activity.flush(state.store.as_ref()).await {
+            tracing::warn!(error = %err, "final activity flush failed");
+        }
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

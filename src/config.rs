@@ -147,6 +147,12 @@ impl Config {
                 ));
             }
         }
+        if self.client_timeout_seconds <= self.heartbeat_interval_seconds {
+            return Err("CLIENT_TIMEOUT_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS".into());
+        }
+        if self.ws_max_message_bytes < 1024 {
+            return Err("WS_MAX_MESSAGE_BYTES must be at least 1024".into());
+        }
         if self.jwt_secret.is_empty() {
             return Err("JWT_SECRET must not be empty".into());
         }

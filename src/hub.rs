@@ -55,6 +55,9 @@ pub enum HubMessage {
     Disconnect { user_id: UserId, code: u16, reason: Frame },
     /// The session is over: every subscriber gets `frame`, then its socket closes.
     End { frame: Frame },
+    /// Messages for this session may have been lost between instances: every subscriber
+    /// rebuilds its snapshot from the store.
+    Resync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,13 +94,20 @@ struct Queue {
 pub struct Outbox {
     queue: Mutex<Queue>,
     ready: Notify,
+    resync: Notify,
     closing: CancellationToken,
     capacity: usize,
 }
 
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
-        Self { queue: Mutex::default(), ready: Notify::new(), closing: CancellationToken::new(), capacity }
+        Self {
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            resync: Notify::new(),
+            closing: CancellationToken::new(),
+            capacity,
+        }
     }
 
     fn with_queue<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
@@ -152,6 +162,31 @@ impl Outbox {
             self.closing.cancel();
         }
         self.ready.notify_one();
+    }
+
+    /// Queues a snapshot ahead of everything pending: it is the newest state, and what is
+    /// queued behind it only repeats or follows it.
+    pub fn push_snapshot(&self, frame: Frame) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            q.items.push_front(Item::Frame(frame));
+            q.events += 1;
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Asks the connection to rebuild its snapshot (see `HubMessage::Resync`).
+    pub fn request_resync(&self) {
+        self.resync.notify_one();
+    }
+
+    pub async fn resync_requested(&self) {
+        self.resync.notified().await
     }
 
     /// Asks the writer to send `last` (if any) after what is pending, then close.
@@ -243,35 +278,35 @@ impl Hub {
     pub async fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let outbox = Arc::new(Outbox::new(self.queue_capacity));
-        let first = {
+        // The bus hears subscribe and unsubscribe in the order the topic map changed: both
+        // are sent under its lock (sending only queues a command).
+        let confirmed = {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             let subscribers = topics.entry(session_id).or_default();
             subscribers.push(Subscriber { conn_id, user_id, outbox: outbox.clone() });
-            subscribers.len() == 1
+            (subscribers.len() == 1).then(|| self.bus.subscribe(session_id))
         };
         self.connections.fetch_add(1, Ordering::Relaxed);
         let subscription = Subscription { hub: self.clone(), session_id, conn_id, outbox };
-        if first && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, self.bus.subscribe(session_id)).await.is_err() {
+        if let Some(confirmed) = confirmed
+            && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, confirmed).await.is_err()
+        {
             tracing::warn!(%session_id, "bus subscription not confirmed in time; continuing");
         }
         subscription
     }
 
     fn unsubscribe(&self, session_id: SessionId, conn_id: u64) {
-        let last = {
+        {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             let Some(subscribers) = topics.get_mut(&session_id) else { return };
             subscribers.retain(|s| s.conn_id != conn_id);
-            let empty = subscribers.is_empty();
-            if empty {
+            if subscribers.is_empty() {
                 topics.remove(&session_id);
+                self.bus.unsubscribe(session_id);
             }
-            empty
-        };
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        if last {
-            self.bus.unsubscribe(session_id);
         }
+        self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Delivers to this instance's subscribers, then hands the message to the bus.
@@ -297,10 +332,20 @@ impl Hub {
                         sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });
                     }
                 }
+                HubMessage::Resync => sub.outbox.request_resync(),
                 HubMessage::End { frame } => sub
                     .outbox
                     .close(Some(frame.clone()), CloseReason::new(close_code::NORMAL, "session ended")),
             }
+        }
+    }
+
+    /// Every local connection rebuilds its snapshot: this instance may have missed
+    /// messages from the others (its bus connection was down).
+    pub fn resync_all(&self) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        for sub in topics.values().flatten() {
+            sub.outbox.request_resync();
         }
     }
 

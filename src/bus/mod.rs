@@ -23,8 +23,17 @@ use crate::hub::Envelope;
 pub use local::LocalBus;
 pub use redis::RedisBus;
 
-/// Messages from other instances, in the order the bus received them.
-pub type Inbound = mpsc::UnboundedReceiver<Envelope>;
+/// What the bus hands to this instance's hub.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// A message from another instance, in the order the bus received them.
+    Deliver(Envelope),
+    /// This instance's bus connection was down and messages may be lost: every local
+    /// connection must rebuild its snapshot.
+    ResyncAll,
+}
+
+pub type Inbound = mpsc::UnboundedReceiver<BusEvent>;
 
 /// The in-process bus, or Redis when `redis_url` is set. The receiver carries messages from
 /// other instances (none for the in-process bus).

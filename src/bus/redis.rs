@@ -8,6 +8,10 @@
 //! - the prober pings Redis and drives the circuit breaker: while it is open, publishing and
 //!   caching cost nothing (they are skipped) and reads fail at once.
 //!
+//! Nothing lost is lost silently: when the subscriber reconnects, every local socket
+//! rebuilds its snapshot; when publishing resumes, a `Resync` goes to each session whose
+//! messages were dropped, so the other instances' sockets rebuild theirs.
+//!
 //! Keys follow seed 000: `locations:{session_id}:{user_id}` (EX = location TTL),
 //! `session_participants:{session_id}` (the users with a cached location),
 //! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
@@ -28,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::wire;
-use super::{Bus, BusError, Inbound};
+use super::{Bus, BusError, BusEvent, Inbound};
 use crate::domain::{Location, SessionId, UserId, from_millis};
-use crate::hub::Envelope;
+use crate::hub::{Envelope, HubMessage};
 
 /// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.
 const QUEUE_CAPACITY: usize = 65_536;
@@ -65,10 +69,26 @@ redis.call('DEL', KEYS[1], KEYS[2])
 return #members";
 
 enum Command {
-    Publish { channel: String, payload: Vec<u8> },
-    PutLocation { session_id: SessionId, user_id: UserId, json: String, ttl_secs: u64, at_ms: i64 },
-    RemoveLocation { session_id: SessionId, user_id: UserId },
-    ClearSession { session_id: SessionId },
+    /// `must_arrive`: not a location (which the next update replaces anyway).
+    Publish {
+        session_id: SessionId,
+        payload: Vec<u8>,
+        must_arrive: bool,
+    },
+    PutLocation {
+        session_id: SessionId,
+        user_id: UserId,
+        json: String,
+        ttl_secs: u64,
+        at_ms: i64,
+    },
+    RemoveLocation {
+        session_id: SessionId,
+        user_id: UserId,
+    },
+    ClearSession {
+        session_id: SessionId,
+    },
 }
 
 enum Subscription {
@@ -82,6 +102,8 @@ struct Breaker {
     open: AtomicBool,
     subscriber_down: AtomicBool,
     dropped: AtomicU64,
+    /// Sessions whose messages were dropped; they get a `Resync` once publishing works.
+    dropped_sessions: Mutex<HashSet<SessionId>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -157,18 +179,23 @@ impl RedisBus {
             breaker.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(run_prober(conn.clone(), breaker.clone(), shutdown));
+        tokio::spawn(run_prober(conn.clone(), breaker.clone(), queue.clone(), instance_id, shutdown));
         Ok((Self { instance_id, conn, queue, subscriptions, breaker }, inbound))
     }
 
     fn enqueue(&self, command: Command) {
-        if self.breaker.is_open() {
-            self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        let refused = if self.breaker.is_open() {
+            Some(command)
+        } else {
+            self.queue.try_send(command).err().map(|err| err.into_inner())
+        };
+        let Some(refused) = refused else { return };
+        let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+        if dropped.is_multiple_of(10_000) {
+            tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
         }
-        if self.queue.try_send(command).is_err() {
-            self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
-            self.breaker.trip("the command queue is full: redis is not keeping up");
+        if let Command::Publish { session_id, must_arrive: true, .. } = refused {
+            self.breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id);
         }
     }
 
@@ -193,7 +220,8 @@ impl Bus for RedisBus {
 
     fn publish(&self, envelope: &Envelope) {
         let payload = wire::encode(self.instance_id, &envelope.message);
-        self.enqueue(Command::Publish { channel: channel(envelope.session_id), payload });
+        let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
+        self.enqueue(Command::Publish { session_id: envelope.session_id, payload, must_arrive });
     }
 
     fn subscribe(&self, session_id: SessionId) -> BoxFuture<'static, ()> {
@@ -288,12 +316,17 @@ async fn run_writer(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let key_ttl = i64::try_from(key_ttl_secs).unwrap_or(i64::MAX);
+    let mut must_arrive = HashSet::new();
     while commands.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
+        must_arrive.clear();
         for command in batch.drain(..) {
             match command {
-                Command::Publish { channel, payload } => {
-                    pipe.publish(channel, payload).ignore();
+                Command::Publish { session_id, payload, must_arrive: important } => {
+                    if important {
+                        must_arrive.insert(session_id);
+                    }
+                    pipe.publish(channel(session_id), payload).ignore();
                 }
                 Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
                     let set = participants_key(session_id);
@@ -325,11 +358,19 @@ async fn run_writer(
         }
         if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
             breaker.trip(err);
+            // The batch may not have reached Redis: its sessions get a Resync on recovery.
+            breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
         }
     }
 }
 
-async fn run_prober(mut conn: ConnectionManager, breaker: Arc<Breaker>, shutdown: CancellationToken) {
+async fn run_prober(
+    mut conn: ConnectionManager,
+    breaker: Arc<Breaker>,
+    queue: mpsc::Sender<Command>,
+    instance_id: Uuid,
+    shutdown: CancellationToken,
+) {
     let mut backoff = PROBE_INTERVAL;
     loop {
         tokio::select! {
@@ -340,6 +381,13 @@ async fn run_prober(mut conn: ConnectionManager, breaker: Arc<Breaker>, shutdown
             Ok(_) => {
                 breaker.reset();
                 backoff = PROBE_INTERVAL;
+                // Tell the other instances' sockets in sessions we dropped messages for.
+                let dropped =
+                    std::mem::take(&mut *breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()));
+                for session_id in dropped {
+                    let payload = wire::encode(instance_id, &HubMessage::Resync);
+                    let _ = queue.try_send(Command::Publish { session_id, payload, must_arrive: true });
+                }
             }
             Err(err) => {
                 breaker.trip(err);
@@ -352,13 +400,14 @@ async fn run_prober(mut conn: ConnectionManager, breaker: Arc<Breaker>, shutdown
 async fn run_subscriber(
     client: redis::Client,
     mut requests: mpsc::UnboundedReceiver<Subscription>,
-    inbound: mpsc::UnboundedSender<Envelope>,
+    inbound: mpsc::UnboundedSender<BusEvent>,
     instance_id: Uuid,
     breaker: Arc<Breaker>,
     shutdown: CancellationToken,
 ) {
     let mut wanted: HashSet<SessionId> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
+    let mut connected_before = false;
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -395,17 +444,33 @@ async fn run_subscriber(
             let channels: Vec<String> = wanted.iter().map(|s| channel(*s)).collect();
             if let Err(err) = call(sink.subscribe(&channels)).await {
                 tracing::warn!(error = %err, "resubscribing failed; reconnecting");
+                breaker.subscriber_down.store(true, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         }
         if breaker.subscriber_down.swap(false, Ordering::Relaxed) {
             tracing::info!(sessions = wanted.len(), "pub/sub reconnected and resubscribed");
         }
+        if connected_before && inbound.send(BusEvent::ResyncAll).is_err() {
+            return;
+        }
+        connected_before = true;
         backoff = Duration::from_millis(100);
+        // A connection that silently died (no RST) would otherwise never be noticed.
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_INTERVAL, PROBE_INTERVAL);
 
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = keepalive.tick() => {
+                    if let Err(err) = call(sink.ping::<redis::Value>()).await {
+                        tracing::warn!(error = %err, "pub/sub connection unresponsive; reconnecting");
+                        break;
+                    }
+                }
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     let result = match &request {
@@ -431,7 +496,7 @@ async fn run_subscriber(
                     match wire::decode(message.get_channel_name(), message.get_payload_bytes()) {
                         Ok((origin, _)) if origin == instance_id => {} // our own echo
                         Ok((_, envelope)) => {
-                            if inbound.send(envelope).is_err() {
+                            if inbound.send(BusEvent::Deliver(envelope)).is_err() {
                                 return;
                             }
                         }

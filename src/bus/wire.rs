@@ -15,8 +15,10 @@ const HEADER: usize = 1 + 16 + 1 + 16 + 2;
 const CHANNEL_PREFIX: &str = "channel:session:";
 
 pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
+    static EMPTY: Utf8Bytes = Utf8Bytes::from_static("");
     let (kind, user, code, frame) = match message {
         HubMessage::Location { from, frame } => (0u8, from.0, 0u16, frame),
+        HubMessage::Resync => (4, Uuid::nil(), 0, &EMPTY),
         HubMessage::Event { frame } => (1, Uuid::nil(), 0, frame),
         HubMessage::Disconnect { user_id, code, reason } => (2, user_id.0, *code, reason),
         HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
@@ -50,6 +52,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         1 => HubMessage::Event { frame },
         2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
         3 => HubMessage::End { frame },
+        4 => HubMessage::Resync,
         other => return Err(format!("unknown bus message kind {other}")),
     };
     Ok((origin, Envelope { session_id, message }))
@@ -70,6 +73,7 @@ mod tests {
             HubMessage::Event { frame: frame.clone() },
             HubMessage::Disconnect { user_id: user, code: 1000, reason: Utf8Bytes::from("left") },
             HubMessage::End { frame },
+            HubMessage::Resync,
         ];
         for message in messages {
             let bytes = encode(origin, &message);

@@ -21,6 +21,9 @@ impl SessionName {
                 format!("must be at most {} characters", Self::MAX_CHARS),
             ));
         }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ValidationError::new("name", "must not contain control characters"));
+        }
         Ok(Self((!trimmed.is_empty()).then(|| trimmed.to_owned())))
     }
 
@@ -84,6 +87,11 @@ mod tests {
         assert_eq!(SessionName::parse(Some("  trip ".into())).unwrap().into_inner().as_deref(), Some("trip"));
         assert_eq!(SessionName::parse(Some("   ".into())).unwrap().into_inner(), None);
         assert_eq!(SessionName::parse(None).unwrap().into_inner(), None);
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert_eq!(SessionName::parse(Some("a\u{0}b".into())).unwrap_err().field, "name");
     }
 
     #[test]

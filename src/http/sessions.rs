@@ -137,8 +137,12 @@ async fn join(
         avatar_color,
         joined_at: domain::now(),
     };
-    let participant = match state.store.join(&new, state.config.max_participants_per_session).await? {
-        JoinOutcome::Joined(p) => p,
+    let (participant, expires_at) = match state
+        .store
+        .join(&new, state.config.max_participants_per_session)
+        .await?
+    {
+        JoinOutcome::Joined { participant, expires_at } => (participant, expires_at),
         JoinOutcome::NoSuchSession => return Err(ApiError::not_found("session")),
         JoinOutcome::SessionEnded => return Err(ApiError::session_ended()),
         JoinOutcome::SessionFull => {
@@ -149,12 +153,6 @@ async fn join(
             ));
         }
     };
-    let expires_at = state
-        .store
-        .session(session_id)
-        .await?
-        .map(|s| s.expires_at)
-        .ok_or_else(|| ApiError::not_found("session"))?;
     tracing::info!(%session_id, user_id = %participant.user_id, "participant joined");
     state.announce_join(&participant);
     let websocket_token =

@@ -64,7 +64,11 @@ pub struct NewParticipant {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum JoinOutcome {
-    Joined(Participant),
+    /// Joined a session that ends at `expires_at` (the token's expiry).
+    Joined {
+        participant: Participant,
+        expires_at: DateTime<Utc>,
+    },
     NoSuchSession,
     SessionEnded,
     SessionFull,

@@ -144,7 +144,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(JoinOutcome::Joined(Participant {
+        let participant = Participant {
             session_id: new.session_id,
             user_id: new.user_id,
             display_name: new.display_name.clone(),
@@ -152,7 +152,8 @@ impl Store for PostgresStore {
             joined_at: new.joined_at,
             last_seen: new.joined_at,
             is_active: true,
-        }))
+        };
+        Ok(JoinOutcome::Joined { participant, expires_at })
     }
 
     async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError> {

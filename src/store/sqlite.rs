@@ -129,7 +129,9 @@ impl Store for SqliteStore {
         let session_id = new.session_id.to_string();
         let at = ms(new.joined_at);
         // One statement: SQLite takes the write lock before evaluating the WHERE clause,
-        // so the count cannot change between the check and the insert.
+        // so the count cannot change between the check and the insert. The activity update
+        // rides in the same transaction, which starts with that write.
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO participants (session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active)
              SELECT ?1, ?2, ?3, ?4, ?5, ?5, 1
@@ -142,17 +144,20 @@ impl Store for SqliteStore {
         .bind(&new.avatar_color)
         .bind(at)
         .bind(i64::from(max_participants))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
 
         if inserted == 1 {
-            sqlx::query("UPDATE sessions SET last_activity = MAX(last_activity, ?2) WHERE id = ?1")
-                .bind(&session_id)
-                .bind(at)
-                .execute(&self.pool)
-                .await?;
-            return Ok(JoinOutcome::Joined(Participant {
+            let expires_at: i64 = sqlx::query_scalar(
+                "UPDATE sessions SET last_activity = MAX(last_activity, ?2) WHERE id = ?1 RETURNING expires_at",
+            )
+            .bind(&session_id)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let participant = Participant {
                 session_id: new.session_id,
                 user_id: new.user_id,
                 display_name: new.display_name.clone(),
@@ -160,8 +165,10 @@ impl Store for SqliteStore {
                 joined_at: new.joined_at,
                 last_seen: new.joined_at,
                 is_active: true,
-            }));
+            };
+            return Ok(JoinOutcome::Joined { participant, expires_at: from_millis(expires_at) });
         }
+        tx.rollback().await?;
         Ok(match self.session(new.session_id).await? {
             None => JoinOutcome::NoSuchSession,
             Some(s) if !s.is_live(new.joined_at) => JoinOutcome::SessionEnded,
@@ -267,6 +274,9 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         idle_since: DateTime<Utc>,
     ) -> Result<Vec<SessionId>, StoreError> {
+        // One transaction whose first statement writes, so it takes the write lock at once:
+        // the ended sessions and their participants change together or not at all.
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "UPDATE sessions SET is_active = 0, ended_at = ?1
              WHERE is_active = 1 AND (expires_at <= ?1 OR last_activity <= ?2)
@@ -274,16 +284,19 @@ impl Store for SqliteStore {
         )
         .bind(ms(now))
         .bind(ms(idle_since))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let ids =
             rows.iter().map(|row| parse_uuid(row, "id").map(SessionId)).collect::<Result<Vec<_>, _>>()?;
-        for id in &ids {
-            sqlx::query("UPDATE participants SET is_active = 0 WHERE session_id = ?1 AND is_active = 1")
-                .bind(id.to_string())
-                .execute(&self.pool)
-                .await?;
+        if !ids.is_empty() {
+            sqlx::query(
+                "UPDATE participants SET is_active = 0
+                 WHERE is_active = 1 AND session_id IN (SELECT id FROM sessions WHERE is_active = 0)",
+            )
+            .execute(&mut *tx)
+            .await?;
         }
+        tx.commit().await?;
         Ok(ids)
     }
 

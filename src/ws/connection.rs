@@ -1,6 +1,6 @@
-//! One socket, two halves run side by side: the reader parses and acts on client frames;
-//! the writer sends the snapshot, then drains the connection's outbox, flushing once per
-//! batch. Everything that ends a connection goes through `Outbox::close`, so both halves
+//! One socket, two halves run side by side: the reader parses and acts on client frames
+//! (and rebuilds the snapshot when asked to resynchronise); the writer drains the
+//! connection's outbox, snapshot first, flushing once per batch. Everything that ends a connection goes through `Outbox::close`, so both halves
 //! stop together and the client always gets a close code.
 
 use std::time::Duration;
@@ -13,8 +13,9 @@ use tracing::Instrument;
 
 use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionState, parse_client};
 use crate::domain::{self, Location, Participant, Session};
-use crate::hub::{CloseReason, Frame, Outbox, close_code};
+use crate::hub::{CloseReason, Outbox, close_code};
 use crate::state::AppState;
+use crate::state::EndReason;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,19 +28,12 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         let outbox = subscription.outbox.clone();
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
-        let snapshot = match snapshot(&state, &session, &me).await {
-            Ok(frame) => frame,
-            Err(err) => {
-                tracing::error!(error = %err, "could not build the snapshot");
-                outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
-                ServerMessage::Error { code: "unavailable", message: "could not load the session" }.to_frame()
-            }
-        };
+        resynchronise(&state, &session, &me, &outbox).await;
         let (sink, stream) = socket.split();
         let writer_done = CancellationToken::new();
         let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
         tokio::join!(
-            write_loop(sink, snapshot, &outbox, &state.shutdown, heartbeat, writer_done.clone()),
+            write_loop(sink, &outbox, &state.shutdown, heartbeat, writer_done.clone()),
             read_loop(stream, &state, &session, &me, &outbox, &writer_done),
         );
         drop(subscription);
@@ -50,9 +44,32 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
     .await
 }
 
-async fn snapshot(state: &AppState, session: &Session, me: &Participant) -> Result<Frame, String> {
-    let participants = state.store.participants(session.id).await.map_err(|e| e.to_string())?;
+/// Puts a fresh snapshot at the front of the queue: on connect, and again whenever the bus
+/// may have lost messages. Re-checks the session and the participant from the store, so a
+/// removal or an end that was missed closes the socket instead.
+async fn resynchronise(state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+    let (current, participants) =
+        match tokio::try_join!(state.store.session(session.id), state.store.participants(session.id)) {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::error!(error = %err, "could not load the snapshot");
+                outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
+                return;
+            }
+        };
+    match current {
+        Some(current) if current.is_live(domain::now()) => {}
+        _ => {
+            let ended = ServerMessage::SessionEnded { reason: EndReason::Expired.as_str() }.to_frame();
+            outbox.close(Some(ended), CloseReason::new(close_code::NORMAL, "session ended"));
+            return;
+        }
+    }
     let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();
+    if !active.iter().any(|p| p.user_id == me.user_id) {
+        outbox.close(None, CloseReason::new(close_code::NORMAL, "left the session"));
+        return;
+    }
     // Without the location cache the snapshot still has everyone; positions follow live.
     let locations = state.bus.locations(session.id).await.unwrap_or_else(|err| {
         tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
@@ -66,45 +83,41 @@ async fn snapshot(state: &AppState, session: &Session, me: &Participant) -> Resu
         participants: &active,
         locations: locations
             .into_iter()
+            .filter(|(user_id, _)| active.iter().any(|p| p.user_id == *user_id))
             .map(|(user_id, location)| LocationBroadcast { user_id, location })
             .collect(),
     });
-    Ok(message.to_frame())
+    outbox.push_snapshot(message.to_frame());
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
 async fn write_loop(
     mut sink: Sink,
-    snapshot: Frame,
     outbox: &Outbox,
     shutdown: &CancellationToken,
     heartbeat: Duration,
     done: CancellationToken,
 ) {
     let _done = done.drop_guard();
-    if sink.send(Message::Text(snapshot)).await.is_err() {
-        return;
-    }
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
     loop {
-        tokio::select! {
+        // Pings before frames: a steady stream of frames must not starve the heartbeat.
+        let ping = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 send_close(&mut sink, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
                 return;
             }
-            _ = outbox.ready() => {}
-            _ = pings.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        }
+            _ = pings.tick() => true,
+            _ = outbox.ready() => false,
+        };
         let close = outbox.drain(&mut batch);
         let write_all = async {
+            if ping {
+                sink.feed(Message::Ping(Default::default())).await?;
+            }
             for frame in batch.drain(..) {
                 sink.feed(Message::Text(frame)).await?;
             }
@@ -139,8 +152,11 @@ async fn read_loop(
     writer_done: &CancellationToken,
 ) {
     let timeout = Duration::from_secs(state.config.client_timeout_seconds);
+    // Any frame from the client, a pong included, shows it is alive and moves this on.
+    let silence = tokio::time::sleep(timeout);
+    tokio::pin!(silence);
+    let mut timed_out = false;
     loop {
-        // Any frame, a pong included, shows the client is alive.
         let message = tokio::select! {
             _ = writer_done.cancelled() => {
                 // The writer sent a close: finish the closing handshake (read until the
@@ -155,14 +171,19 @@ async fn read_loop(
                 .await;
                 return;
             }
-            _ = tokio::time::sleep(timeout) => {
+            _ = outbox.resync_requested() => {
+                resynchronise(state, session, me, outbox).await;
+                continue;
+            }
+            _ = &mut silence, if !timed_out => {
                 tracing::info!("closing: the client stopped answering");
                 outbox.close(None, CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                timed_out = true;
                 continue; // on to the closing handshake once the writer sent the close
-
             }
             message = stream.next() => message,
         };
+        silence.as_mut().reset(tokio::time::Instant::now() + timeout);
         match message {
             Some(Ok(Message::Text(text))) => handle_text(text.as_str(), state, session, me, outbox).await,
             Some(Ok(Message::Binary(_))) => reply_error(outbox, "unsupported_frame", "send JSON text frames"),
@@ -196,6 +217,9 @@ fn reply_error(outbox: &Outbox, code: &str, message: &str) {
 }
 
 async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+    if outbox.is_closing() {
+        return; // removed, ended or timed out: nothing more from this socket counts
+    }
     match parse_client(text) {
         Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
             Ok(location) => state.share_location(session.id, me.user_id, location).await,

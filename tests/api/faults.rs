@@ -58,9 +58,29 @@ async fn losing_redis_pauses_only_cross_instance_delivery_and_recovers_by_itself
     // Local delivery goes on while Redis is away.
     ann_ws.send_location(1.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 1.0);
+    // A join through A while A cannot publish: its socket on A hears it at once; B's
+    // sockets cannot, until A is back.
+    let dan = a.join(&session.session_id, "Dan").await;
+    assert_eq!(bob_ws.next_of_type("participant_joined").await["data"]["user_id"], dan.user_id);
 
     proxy.restore();
     eventually(&a, "/health/ready", |status, _| status == 200).await;
+
+    // Nothing was lost silently: A's sockets resynchronise (A missed B's messages while its
+    // subscriber was down), and so does Cat on B, whose fresh snapshot has Dan.
+    assert_eq!(bob_ws.next_of_type("session_state").await["data"]["user_id"], bob.user_id);
+    loop {
+        let state = cat_ws.next_of_type("session_state").await;
+        let names: Vec<&str> = state["data"]["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["display_name"].as_str().unwrap())
+            .collect();
+        if names.contains(&"Dan") {
+            break;
+        }
+    }
 
     // Cross-instance delivery resumes both ways without a restart.
     let mut seen = false;
