@@ -230,7 +230,8 @@ impl Store for PostgresStore {
             p_users.push(user_id.0);
             p_times.push(*at);
         }
-        // Sorted by key, so two instances flushing at once lock rows in the same order.
+        // Two instances flushing at once may still deadlock (PostgreSQL picks the join
+        // order); the loser's flush fails and `Activity` keeps the batch for the next one.
         sqlx::query(
             "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, v.at)
              FROM (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at) ORDER BY id) v
