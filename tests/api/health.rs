@@ -27,6 +27,8 @@ async fn health_endpoints_report_each_dependency(backend: Backend) {
     let (database, bus) = match backend {
         Backend::Embedded => ("sqlite", "in-process"),
         Backend::Scaled => ("postgres", "redis"),
+        Backend::PostgresLocal => ("postgres", "in-process"),
+        Backend::SqliteRedis => ("sqlite", "redis"),
     };
     assert_eq!(detailed["status"], "healthy");
     assert_eq!(detailed["checks"]["database"]["kind"], database);

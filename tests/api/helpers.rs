@@ -59,11 +59,27 @@ pub enum Backend {
     Embedded,
     /// PostgreSQL (a fresh schema per test) + Redis, from TEST_POSTGRES_URL and TEST_REDIS_URL.
     Scaled,
+    /// PostgreSQL + in-process bus: one instance on a shared database.
+    PostgresLocal,
+    /// SQLite + Redis: the Redis bus on its own.
+    SqliteRedis,
 }
 
-/// Runs each listed `async fn name(backend: Backend)` once per backend, as
-/// `embedded::name` and `scaled::name`. The scaled ones are compiled as ignored, with the
-/// reason, when TEST_POSTGRES_URL / TEST_REDIS_URL were not set at build time.
+impl Backend {
+    pub fn uses_postgres(self) -> bool {
+        matches!(self, Self::Scaled | Self::PostgresLocal)
+    }
+
+    pub fn uses_redis(self) -> bool {
+        matches!(self, Self::Scaled | Self::SqliteRedis)
+    }
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per combination of store and
+/// bus: `embedded::name` (SQLite + in-process), `scaled::name` (PostgreSQL + Redis),
+/// `postgres_local::name` and `sqlite_redis::name`. All but the first are compiled as
+/// ignored, with the reason, when TEST_POSTGRES_URL / TEST_REDIS_URL were not set at build
+/// time.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
         mod embedded {
@@ -74,12 +90,17 @@ macro_rules! on_every_backend {
                 }
             )+
         }
-        mod scaled {
+        on_every_backend!(@needs_services scaled, Scaled, $($test),+);
+        on_every_backend!(@needs_services postgres_local, PostgresLocal, $($test),+);
+        on_every_backend!(@needs_services sqlite_redis, SqliteRedis, $($test),+);
+    };
+    (@needs_services $module:ident, $backend:ident, $($test:ident),+) => {
+        mod $module {
             $(
                 #[cfg_attr(not(convoy_scaled_tests), ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL")]
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test($crate::helpers::Backend::Scaled).await;
+                    super::$test($crate::helpers::Backend::$backend).await;
                 }
             )+
         }
@@ -112,11 +133,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
-    let database_url = match backend {
-        Backend::Embedded => None,
-        Backend::Scaled => Some(fresh_postgres_schema().await),
-    };
-    spawn_with_database(backend, database_url, configure).await
+    let (dir, mut config) = base_config();
+    if backend.uses_postgres() {
+        config.database_url = fresh_postgres_schema().await;
+    }
+    if backend.uses_redis() {
+        config.redis_url = Some(scaled_urls().1);
+    }
+    configure(&mut config);
+    start(backend, config, dir).await
 }
 
 /// Two instances on one PostgreSQL schema and one Redis: a cluster of two.
@@ -137,16 +162,26 @@ async fn spawn_with_database(
     database_url: Option<String>,
     configure: impl FnOnce(&mut Config),
 ) -> TestApp {
-    if let Ok(filter) = std::env::var("TEST_LOG") {
-        convoy::telemetry::init(&filter, convoy::config::LogFormat::Text);
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = test_config(dir.path());
+    let (dir, mut config) = base_config();
     if let Some(url) = database_url {
         config.database_url = url;
         config.redis_url = Some(scaled_urls().1);
     }
     configure(&mut config);
+    start(backend, config, dir).await
+}
+
+/// The test configuration with its own SQLite file in a temporary folder.
+fn base_config() -> (tempfile::TempDir, Config) {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        convoy::telemetry::init(&filter, convoy::config::LogFormat::Text);
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(dir.path());
+    (dir, config)
+}
+
+async fn start(backend: Backend, config: Config, dir: tempfile::TempDir) -> TestApp {
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
     let state = app.state();
