@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "ACTIVITY_FLUSH_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub activity_flush_interval_seconds: u64,
 
+    /// Seconds a token is valid; never past its session's end. Refresh with
+    /// POST /api/token/refresh or the `refresh_token` socket message.
+    #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    pub token_ttl_seconds: u64,
+
     /// Most open WebSocket connections on this instance; past it the handshake gets 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
     pub max_connections: usize,

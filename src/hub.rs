@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::domain::{SessionId, UserId};
+use crate::metrics::RealtimeMetrics;
 
 /// How long a first subscriber waits for the bus to confirm its subscription.
 const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -97,16 +98,18 @@ pub struct Outbox {
     resync: Notify,
     closing: CancellationToken,
     capacity: usize,
+    metrics: Arc<RealtimeMetrics>,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
         Self {
             queue: Mutex::default(),
             ready: Notify::new(),
             resync: Notify::new(),
             closing: CancellationToken::new(),
             capacity,
+            metrics,
         }
     }
 
@@ -124,6 +127,7 @@ impl Outbox {
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
                     pending.insert(frame);
+                    self.metrics.coalesced.increment(1);
                 }
                 Entry::Vacant(slot) => {
                     slot.insert(frame);
@@ -159,6 +163,7 @@ impl Outbox {
             false
         });
         if overflowed {
+            self.metrics.slow_consumer_closes.increment(1);
             self.closing.cancel();
         }
         self.ready.notify_one();
@@ -259,16 +264,18 @@ pub struct Hub {
     next_conn_id: AtomicU64,
     connections: AtomicUsize,
     queue_capacity: usize,
+    metrics: Arc<RealtimeMetrics>,
 }
 
 impl Hub {
-    pub fn new(bus: Arc<dyn Bus>, queue_capacity: usize) -> Self {
+    pub fn new(bus: Arc<dyn Bus>, queue_capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
         Self {
             topics: RwLock::default(),
             bus,
             next_conn_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             queue_capacity,
+            metrics,
         }
     }
 
@@ -277,7 +284,7 @@ impl Hub {
     /// (briefly) until the bus delivers that session's messages from other instances.
     pub async fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.queue_capacity));
+        let outbox = Arc::new(Outbox::new(self.queue_capacity, self.metrics.clone()));
         // The bus hears subscribe and unsubscribe in the order the topic map changed: both
         // are sent under its lock (sending only queues a command).
         let confirmed = {
@@ -287,6 +294,7 @@ impl Hub {
             (subscribers.len() == 1).then(|| self.bus.subscribe(session_id))
         };
         self.connections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections.increment(1.0);
         let subscription = Subscription { hub: self.clone(), session_id, conn_id, outbox };
         if let Some(confirmed) = confirmed
             && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, confirmed).await.is_err()
@@ -307,6 +315,7 @@ impl Hub {
             }
         }
         self.connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections.decrement(1.0);
     }
 
     /// Delivers to this instance's subscribers, then hands the message to the bus.
@@ -319,6 +328,7 @@ impl Hub {
     pub fn deliver_local(&self, envelope: &Envelope) {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
         let Some(subscribers) = topics.get(&envelope.session_id) else { return };
+        let started = std::time::Instant::now();
         for sub in subscribers {
             match &envelope.message {
                 HubMessage::Location { from, frame } => {
@@ -338,6 +348,7 @@ impl Hub {
                     .close(Some(frame.clone()), CloseReason::new(close_code::NORMAL, "session ended")),
             }
         }
+        self.metrics.fanout_seconds.record(started.elapsed());
     }
 
     /// Every local connection rebuilds its snapshot: this instance may have missed
@@ -396,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_newer_location_replaces_the_pending_one_in_place() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, Arc::default());
         let (a, b) = (UserId::new_random(), UserId::new_random());
         outbox.push_location(a, frame("a1"));
         outbox.push_event(frame("joined"));
@@ -411,7 +422,7 @@ mod tests {
 
     #[test]
     fn event_overflow_closes_instead_of_dropping_silently() {
-        let outbox = Outbox::new(3);
+        let outbox = Outbox::new(3, Arc::default());
         for i in 0..3 {
             outbox.push_event(frame(&i.to_string()));
         }
@@ -429,7 +440,7 @@ mod tests {
 
     #[test]
     fn close_sends_the_last_frame_after_pending_ones() {
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new(8, Arc::default());
         outbox.push_event(frame("first"));
         outbox.close(Some(frame("bye")), CloseReason::new(close_code::NORMAL, "ended"));
         outbox.close(None, CloseReason::new(close_code::GOING_AWAY, "ignored"));
@@ -440,7 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_routes_by_session_and_skips_the_sender() {
-        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16));
+        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, Arc::default()));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let ann_sub = hub.subscribe(s1, ann).await;

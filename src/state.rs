@@ -12,13 +12,16 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::activity::Activity;
-use crate::auth::Tokens;
+use crate::auth::{Role, Tokens};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::domain::{self, Location, Participant, SessionId, UserId};
 use crate::hub::{Envelope, Hub, HubMessage, close_code};
+use crate::metrics::RealtimeMetrics;
 use crate::store::{Store, StoreError};
 use crate::ws::protocol::{LocationBroadcast, ServerMessage};
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -38,6 +41,9 @@ pub struct Inner {
     pub sockets: TaskTracker,
     pub instance_id: Uuid,
     pub started_at: Instant,
+    pub metrics: Arc<RealtimeMetrics>,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
     draining: AtomicBool,
     /// Sockets open or being opened, against MAX_CONNECTIONS.
     sockets_open: AtomicUsize,
@@ -84,7 +90,9 @@ impl AppState {
         instance_id: Uuid,
         shutdown: CancellationToken,
     ) -> Self {
-        let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity));
+        let prometheus = crate::metrics::install();
+        let metrics = Arc::new(RealtimeMetrics::new());
+        let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
         let tokens = Tokens::new(config.jwt_secret.as_bytes());
         Self(Arc::new(Inner {
             config,
@@ -98,6 +106,8 @@ impl AppState {
             sockets: TaskTracker::new(),
             instance_id,
             started_at: Instant::now(),
+            metrics,
+            prometheus,
             draining: AtomicBool::new(false),
             sockets_open: AtomicUsize::new(0),
         }))
@@ -115,6 +125,21 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Issues a token for the session's `subject`, expiring after TOKEN_TTL_SECONDS or
+    /// with the session, whichever comes first.
+    pub fn issue_token(
+        &self,
+        session_id: SessionId,
+        subject: Uuid,
+        role: Role,
+        session_expires_at: DateTime<Utc>,
+    ) -> (String, DateTime<Utc>) {
+        let ttl = chrono::Duration::seconds(i64::try_from(self.config.token_ttl_seconds).unwrap_or(i64::MAX));
+        let expires_at =
+            domain::now().checked_add_signed(ttl).map_or(session_expires_at, |t| t.min(session_expires_at));
+        (self.tokens.issue(session_id, subject, role, expires_at), expires_at)
     }
 
     /// Refuse new sockets and tell the open ones to close with 1001.

@@ -191,6 +191,7 @@ impl RedisBus {
         };
         let Some(refused) = refused else { return };
         let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!("convoy_bus_dropped_total").increment(1);
         if dropped.is_multiple_of(10_000) {
             tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
         }
@@ -358,6 +359,7 @@ async fn run_writer(
         }
         if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
             breaker.trip(err);
+            ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // The batch may not have reached Redis: its sessions get a Resync on recovery.
             breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
         }

@@ -4,12 +4,19 @@
 
 mod extract;
 mod health;
+mod meta;
 mod participants;
 mod sessions;
+mod tokens;
 
 pub use extract::ApiJson;
 
 use std::any::Any;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::MatchedPath;
+use axum::middleware::{self, Next};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -28,11 +35,14 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(sessions::router()).merge(participants::router());
+    let api = Router::new().merge(sessions::router()).merge(participants::router()).merge(tokens::router());
     Router::new()
         .nest("/api", api)
         .merge(health::router())
+        .merge(meta::router())
         .merge(crate::ws::router())
+        // Only matched routes: the route label stays bounded whatever paths clients try.
+        .route_layer(middleware::from_fn(record_request))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
@@ -47,6 +57,20 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Counts requests by method, route template and status, and times them.
+async fn record_request(request: Request<Body>, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    ::metrics::histogram!("convoy_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+        .record(started.elapsed());
+    ::metrics::counter!("convoy_http_requests_total", "method" => method, "route" => route, "status" => status)
+        .increment(1);
+    response
 }
 
 fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -146,6 +146,9 @@ pub trait Store: Send + Sync + 'static {
         idle_since: DateTime<Utc>,
     ) -> Result<Vec<SessionId>, StoreError>;
 
+    /// Live sessions and their active participants, for the gauges in `/metrics`.
+    async fn live_counts(&self) -> Result<(i64, i64), StoreError>;
+
     /// Closes the connection pool.
     async fn close(&self);
 }

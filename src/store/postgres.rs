@@ -288,6 +288,16 @@ impl Store for PostgresStore {
         Ok(ids.into_iter().map(SessionId).collect())
     }
 
+    async fn live_counts(&self) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE is_active),
+                    (SELECT COUNT(*) FROM participants p JOIN sessions s ON s.id = p.session_id
+                     WHERE p.is_active AND s.is_active)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

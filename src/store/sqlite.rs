@@ -300,6 +300,16 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
+    async fn live_counts(&self) -> Result<(i64, i64), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sessions WHERE is_active = 1),
+                    (SELECT COUNT(*) FROM participants p JOIN sessions s ON s.id = p.session_id
+                     WHERE p.is_active = 1 AND s.is_active = 1)",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -12,8 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionState, parse_client};
+use crate::auth::Role;
 use crate::domain::{self, Location, Participant, Session};
 use crate::hub::{CloseReason, Outbox, close_code};
+use crate::metrics::RealtimeMetrics;
 use crate::state::AppState;
 use crate::state::EndReason;
 
@@ -33,7 +35,7 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         let writer_done = CancellationToken::new();
         let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
         tokio::join!(
-            write_loop(sink, &outbox, &state.shutdown, heartbeat, writer_done.clone()),
+            write_loop(sink, &outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
             read_loop(stream, &state, &session, &me, &outbox, &writer_done),
         );
         drop(subscription);
@@ -97,6 +99,7 @@ async fn write_loop(
     outbox: &Outbox,
     shutdown: &CancellationToken,
     heartbeat: Duration,
+    metrics: &RealtimeMetrics,
     done: CancellationToken,
 ) {
     let _done = done.drop_guard();
@@ -114,6 +117,7 @@ async fn write_loop(
             _ = outbox.ready() => false,
         };
         let close = outbox.drain(&mut batch);
+        metrics.frames_out.increment(batch.len() as u64);
         let write_all = async {
             if ping {
                 sink.feed(Message::Ping(Default::default())).await?;
@@ -179,6 +183,7 @@ async fn read_loop(
                 tracing::info!("closing: the client stopped answering");
                 outbox.close(None, CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
                 timed_out = true;
+                state.metrics.heartbeat_timeouts.increment(1);
                 continue; // on to the closing handshake once the writer sent the close
             }
             message = stream.next() => message,
@@ -220,12 +225,30 @@ async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Parti
     if outbox.is_closing() {
         return; // removed, ended or timed out: nothing more from this socket counts
     }
+    let metrics = &state.metrics;
     match parse_client(text) {
         Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
-            Ok(location) => state.share_location(session.id, me.user_id, location).await,
-            Err(err) => reply_error(outbox, "invalid_location", &err.to_string()),
+            Ok(location) => {
+                metrics.location_updates_in.increment(1);
+                state.share_location(session.id, me.user_id, location).await
+            }
+            Err(err) => {
+                metrics.invalid_in.increment(1);
+                reply_error(outbox, "invalid_location", &err.to_string())
+            }
         },
-        Ok(ClientMessage::Ping) => outbox.push_event(ServerMessage::Pong {}.to_frame()),
-        Err(err) => reply_error(outbox, err.code, &err.message),
+        Ok(ClientMessage::RefreshToken) => {
+            let (token, expires_at) =
+                state.issue_token(session.id, me.user_id.0, Role::Participant, session.expires_at);
+            outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
+        }
+        Ok(ClientMessage::Ping) => {
+            metrics.pings_in.increment(1);
+            outbox.push_event(ServerMessage::Pong {}.to_frame())
+        }
+        Err(err) => {
+            metrics.invalid_in.increment(1);
+            reply_error(outbox, err.code, &err.message)
+        }
     }
 }

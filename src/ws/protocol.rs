@@ -27,6 +27,11 @@ pub enum ServerMessage<'a> {
     SessionEnded {
         reason: &'a str,
     },
+    /// The answer to `refresh_token`.
+    TokenRefreshed {
+        token: &'a str,
+        expires_at: DateTime<Utc>,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -63,6 +68,7 @@ impl ServerMessage<'_> {
 pub enum ClientMessage {
     LocationUpdate(LocationInput),
     Ping,
+    RefreshToken,
 }
 
 /// Why a client frame was refused; sent back as an `error` message.
@@ -97,9 +103,12 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             })
         }
         "ping" => Ok(ClientMessage::Ping),
+        "refresh_token" => Ok(ClientMessage::RefreshToken),
         other => Err(ProtocolError {
             code: "unknown_type",
-            message: format!("unknown message type {other:?}; expected location_update or ping"),
+            message: format!(
+                "unknown message type {other:?}; expected location_update, ping or refresh_token"
+            ),
         }),
     }
 }

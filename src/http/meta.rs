@@ -1,0 +1,44 @@
+//! About the server itself: `/metrics` (Prometheus text format) and `/info` (version,
+//! instance, uptime, backends and the limits in force).
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics)).route("/info", get(info))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
+}
+
+async fn info(State(state): State<AppState>) -> Json<Value> {
+    let config = &state.config;
+    Json(json!({
+        "name": "convoy",
+        "version": env!("CARGO_PKG_VERSION"),
+        "instance_id": state.instance_id,
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "database": state.store.kind(),
+        "bus": state.bus.kind(),
+        "connections": state.hub.connection_count(),
+        "limits": {
+            "max_connections": config.max_connections,
+            "max_participants_per_session": config.max_participants_per_session,
+            "location_ttl_seconds": config.location_ttl_seconds,
+            "session_idle_timeout_seconds": config.session_idle_timeout_seconds,
+            "max_session_minutes": crate::domain::ExpiresInMinutes::MAX,
+            "heartbeat_interval_seconds": config.heartbeat_interval_seconds,
+            "client_timeout_seconds": config.client_timeout_seconds,
+            "ws_max_message_bytes": config.ws_max_message_bytes,
+            "ws_queue_capacity": config.ws_queue_capacity,
+            "max_body_bytes": super::MAX_BODY_BYTES,
+        },
+    }))
+}
