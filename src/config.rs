@@ -101,6 +101,30 @@ pub struct Config {
     #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
     pub token_ttl_seconds: u64,
 
+    /// Apply the rate limits below (true or false).
+    #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rate_limit_enabled: bool,
+
+    /// Socket messages per second one connection may send (bursts of twice that).
+    #[arg(long, env = "RATE_LIMIT_CONNECTION_PER_SECOND", default_value_t = 10)]
+    pub rate_limit_connection_per_second: u32,
+
+    /// Socket messages per second one user may send over all their connections (bursts of twice that).
+    #[arg(long, env = "RATE_LIMIT_USER_PER_SECOND", default_value_t = 20)]
+    pub rate_limit_user_per_second: u32,
+
+    /// Socket messages per second this instance accepts in all (bursts of twice that).
+    #[arg(long, env = "RATE_LIMIT_INSTANCE_PER_SECOND", default_value_t = 100_000)]
+    pub rate_limit_instance_per_second: u32,
+
+    /// Sessions one client IP may create per minute.
+    #[arg(long, env = "RATE_LIMIT_SESSIONS_PER_MINUTE", default_value_t = 30)]
+    pub rate_limit_sessions_per_minute: u32,
+
+    /// Joins one client IP may make per minute.
+    #[arg(long, env = "RATE_LIMIT_JOINS_PER_MINUTE", default_value_t = 120)]
+    pub rate_limit_joins_per_minute: u32,
+
     /// Most open WebSocket connections on this instance; past it the handshake gets 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
     pub max_connections: usize,

@@ -57,6 +57,10 @@ fn describe() {
         "Active participants (whole cluster, as of the last sweep)"
     );
     describe_counter!("convoy_sessions_expired_total", "Sessions this instance's sweeper ended");
+    describe_counter!(
+        "convoy_rate_limited_total",
+        "Requests and socket messages refused by a rate limit, by scope"
+    );
     describe_counter!("convoy_http_requests_total", "HTTP requests, by method, route and status");
     describe_histogram!(
         "convoy_http_request_duration_seconds",

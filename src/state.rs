@@ -17,6 +17,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::domain::{self, Location, Participant, SessionId, UserId};
 use crate::hub::{Envelope, Hub, HubMessage, close_code};
+use crate::limits::Limits;
 use crate::metrics::RealtimeMetrics;
 use crate::store::{Store, StoreError};
 use crate::ws::protocol::{LocationBroadcast, ServerMessage};
@@ -42,6 +43,7 @@ pub struct Inner {
     pub instance_id: Uuid,
     pub started_at: Instant,
     pub metrics: Arc<RealtimeMetrics>,
+    pub limits: Limits,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     draining: AtomicBool,
@@ -91,6 +93,7 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let prometheus = crate::metrics::install();
+        let limits = Limits::new(&config);
         let metrics = Arc::new(RealtimeMetrics::new());
         let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
         let tokens = Tokens::new(config.jwt_secret.as_bytes());
@@ -108,6 +111,7 @@ impl AppState {
             started_at: Instant::now(),
             metrics,
             prometheus,
+            limits,
             draining: AtomicBool::new(false),
             sockets_open: AtomicUsize::new(0),
         }))

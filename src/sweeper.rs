@@ -55,6 +55,7 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
         state.announce_end(*session_id, EndReason::Expired).await;
     }
     let purged_locations = state.bus.purge_expired().await;
+    state.limits.retain_recent();
     ::metrics::counter!("convoy_sessions_expired_total").increment(ended.len() as u64);
     let (sessions, participants) = state.store.live_counts().await?;
     ::metrics::gauge!("convoy_sessions_active").set(sessions as f64);

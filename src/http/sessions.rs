@@ -1,6 +1,8 @@
 //! `/api/sessions`: create, read, join and end sessions.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -12,6 +14,7 @@ use super::extract::{ApiJson, ApiPath, Bearer};
 use crate::auth::Role;
 use crate::domain::{self, AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
 use crate::error::ApiError;
+use crate::limits::RestAction;
 use crate::state::{AppState, EndReason};
 use crate::store::{JoinOutcome, NewParticipant, NewSession};
 
@@ -40,8 +43,10 @@ struct SessionCreated {
 
 async fn create(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.limits.allow_rest(RestAction::CreateSession, peer.ip()).map_err(ApiError::rate_limited)?;
     let name = SessionName::parse(body.name)?.into_inner();
     let lifetime = ExpiresInMinutes::parse(body.expires_in_minutes)?;
     let now = domain::now();
@@ -125,9 +130,11 @@ struct Joined {
 
 async fn join(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiPath(session_id): ApiPath<SessionId>,
     ApiJson(body): ApiJson<JoinSession>,
 ) -> Result<impl IntoResponse, ApiError> {
+    state.limits.allow_rest(RestAction::Join, peer.ip()).map_err(ApiError::rate_limited)?;
     let display_name = DisplayName::parse(&body.display_name)?.into_inner();
     let avatar_color = AvatarColor::parse(body.avatar_color.as_deref())?.into_inner();
     let new = NewParticipant {

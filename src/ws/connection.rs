@@ -15,6 +15,7 @@ use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionSt
 use crate::auth::Role;
 use crate::domain::{self, Location, Participant, Session};
 use crate::hub::{CloseReason, Outbox, close_code};
+use crate::limits::ConnectionLimiter;
 use crate::metrics::RealtimeMetrics;
 use crate::state::AppState;
 use crate::state::EndReason;
@@ -160,6 +161,7 @@ async fn read_loop(
     let silence = tokio::time::sleep(timeout);
     tokio::pin!(silence);
     let mut timed_out = false;
+    let mut limiter = state.limits.connection();
     loop {
         let message = tokio::select! {
             _ = writer_done.cancelled() => {
@@ -190,7 +192,9 @@ async fn read_loop(
         };
         silence.as_mut().reset(tokio::time::Instant::now() + timeout);
         match message {
-            Some(Ok(Message::Text(text))) => handle_text(text.as_str(), state, session, me, outbox).await,
+            Some(Ok(Message::Text(text))) => {
+                handle_text(text.as_str(), state, session, me, outbox, &mut limiter).await
+            }
             Some(Ok(Message::Binary(_))) => reply_error(outbox, "unsupported_frame", "send JSON text frames"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
@@ -221,9 +225,24 @@ fn reply_error(outbox: &Outbox, code: &str, message: &str) {
     outbox.push_event(ServerMessage::Error { code, message }.to_frame());
 }
 
-async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+async fn handle_text(
+    text: &str,
+    state: &AppState,
+    session: &Session,
+    me: &Participant,
+    outbox: &Outbox,
+    limiter: &mut ConnectionLimiter,
+) {
     if outbox.is_closing() {
         return; // removed, ended or timed out: nothing more from this socket counts
+    }
+    if let Err(scope) = state.limits.allow_message(limiter, me.user_id) {
+        ::metrics::counter!("convoy_rate_limited_total", "scope" => scope.as_str()).increment(1);
+        if limiter.should_reply() {
+            let message = format!("too many messages ({} limit): this one was dropped", scope.as_str());
+            reply_error(outbox, "rate_limited", &message);
+        }
+        return;
     }
     let metrics = &state.metrics;
     match parse_client(text) {

@@ -8,6 +8,7 @@ mod faults;
 mod health;
 mod heartbeat;
 mod lifetimes;
+mod limits;
 mod observability;
 mod participants;
 mod proxy;

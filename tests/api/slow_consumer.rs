@@ -18,7 +18,11 @@ async fn a_client_that_never_reads_cannot_block_others_or_grow_memory(backend: B
     // A small kernel send buffer makes the server's writes to the stalled client block after
     // a few kilobytes instead of the megabytes loopback autotuning allows; what is measured
     // is convoy's own queue, which must stay bounded either way.
-    let app = spawn_app_on(backend, |c| c.tcp_send_buffer_bytes = Some(8 * 1024)).await;
+    let app = spawn_app_on(backend, |c| {
+        c.tcp_send_buffer_bytes = Some(8 * 1024);
+        c.rate_limit_enabled = false; // the senders stream as fast as they can
+    })
+    .await;
     let session = app.create_session(json!({})).await;
     let session_id: SessionId = session.session_id.parse().unwrap();
     let ann = app.join(&session.session_id, "Ann").await;

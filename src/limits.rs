@@ -1,0 +1,128 @@
+//! Rate limits, as token buckets (governor): socket messages per connection, per user and
+//! per instance; session creation and joins per client IP. A limited socket message is
+//! dropped with an `error {code: "rate_limited"}` (at most one such reply per second), and
+//! the connection stays open: a burst is never a disconnect.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::Config;
+use crate::domain::UserId;
+
+/// Which limit refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Connection,
+    User,
+    Instance,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connection => "connection",
+            Self::User => "user",
+            Self::Instance => "instance",
+        }
+    }
+}
+
+/// REST actions limited per client IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestAction {
+    CreateSession,
+    Join,
+}
+
+pub struct Limits {
+    enabled: bool,
+    connection_quota: Quota,
+    per_user: DefaultKeyedRateLimiter<UserId>,
+    instance: DefaultDirectRateLimiter,
+    create_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    join_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// `rate` per second with room for a burst of twice that.
+fn per_second(rate: u32) -> Quota {
+    Quota::per_second(nonzero(rate)).allow_burst(nonzero(rate.saturating_mul(2)))
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            enabled: config.rate_limit_enabled,
+            connection_quota: per_second(config.rate_limit_connection_per_second),
+            per_user: RateLimiter::keyed(per_second(config.rate_limit_user_per_second)),
+            instance: RateLimiter::direct(per_second(config.rate_limit_instance_per_second)),
+            create_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(
+                config.rate_limit_sessions_per_minute,
+            ))),
+            join_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_joins_per_minute))),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// A new connection's own bucket and reply throttle.
+    pub fn connection(&self) -> ConnectionLimiter {
+        ConnectionLimiter {
+            bucket: self.enabled.then(|| RateLimiter::direct(self.connection_quota)),
+            last_reply: None,
+        }
+    }
+
+    /// Whether one more socket message may go through. Checked from the narrowest scope
+    /// out, so a flooding connection spends its own bucket, not its user's or everyone's.
+    pub fn allow_message(&self, connection: &ConnectionLimiter, user_id: UserId) -> Result<(), Scope> {
+        let Some(bucket) = &connection.bucket else { return Ok(()) };
+        bucket.check().map_err(|_| Scope::Connection)?;
+        self.per_user.check_key(&user_id).map_err(|_| Scope::User)?;
+        self.instance.check().map_err(|_| Scope::Instance)
+    }
+
+    /// Ok, or how long the client should wait.
+    pub fn allow_rest(&self, action: RestAction, ip: IpAddr) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let limiter = match action {
+            RestAction::CreateSession => &self.create_per_ip,
+            RestAction::Join => &self.join_per_ip,
+        };
+        limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
+    pub fn retain_recent(&self) {
+        self.per_user.retain_recent();
+        self.create_per_ip.retain_recent();
+        self.join_per_ip.retain_recent();
+    }
+}
+
+/// One connection's bucket, and when it last told its client it was limited.
+pub struct ConnectionLimiter {
+    bucket: Option<DefaultDirectRateLimiter>,
+    last_reply: Option<Instant>,
+}
+
+impl ConnectionLimiter {
+    /// Whether to send a `rate_limited` reply now: at most one per second.
+    pub fn should_reply(&mut self) -> bool {
+        let now = Instant::now();
+        let due = self.last_reply.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        if due {
+            self.last_reply = Some(now);
+        }
+        due
+    }
+}
