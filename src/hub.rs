@@ -52,6 +52,8 @@ pub enum HubMessage {
     Location { from: UserId, frame: Frame },
     /// An event every subscriber must get, in order (joins, leaves, ...).
     Event { frame: Frame },
+    /// For one user's connections only (a direct message).
+    Direct { to: UserId, frame: Frame },
     /// Close one user's connections: they left or were removed.
     Disconnect { user_id: UserId, code: u16, reason: Frame },
     /// The session is over: every subscriber gets `frame`, then its socket closes.
@@ -337,6 +339,11 @@ impl Hub {
                     }
                 }
                 HubMessage::Event { frame } => sub.outbox.push_event(frame.clone()),
+                HubMessage::Direct { to, frame } => {
+                    if sub.user_id == *to {
+                        sub.outbox.push_event(frame.clone());
+                    }
+                }
                 HubMessage::Disconnect { user_id, code, reason } => {
                     if sub.user_id == *user_id {
                         sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });

@@ -203,6 +203,23 @@ impl AppState {
         }
     }
 
+    /// Sends a direct message to every connection of `to`, on any instance, if `to` is an
+    /// active participant of the session. Returns whether they are.
+    pub async fn send_direct(
+        &self,
+        session_id: SessionId,
+        from: UserId,
+        to: UserId,
+        payload: &serde_json::value::RawValue,
+    ) -> Result<bool, StoreError> {
+        if !self.store.participant(session_id, to).await?.is_some_and(|p| p.is_active) {
+            return Ok(false);
+        }
+        let frame = ServerMessage::DirectMessage { from_user: from, payload }.to_frame();
+        self.publish(session_id, HubMessage::Direct { to, frame });
+        Ok(true)
+    }
+
     /// The hot path: remember the location, hand it to every subscriber, note activity.
     /// Nothing here waits on SQL.
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {

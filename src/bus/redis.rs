@@ -44,6 +44,8 @@ const BATCH: usize = 512;
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the pub/sub connection is pinged, and how long its answer may take.
+const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
 
 fn channel(session_id: SessionId) -> String {
     format!("channel:session:{session_id}")
@@ -460,15 +462,17 @@ async fn run_subscriber(
         }
         connected_before = true;
         backoff = Duration::from_millis(100);
-        // A connection that silently died (no RST) would otherwise never be noticed.
+        // A connection that silently died (no RST) would otherwise never be noticed. Its
+        // answer queues behind every message in flight, so it gets a generous timeout.
         let mut keepalive =
-            tokio::time::interval_at(tokio::time::Instant::now() + PROBE_INTERVAL, PROBE_INTERVAL);
+            tokio::time::interval_at(tokio::time::Instant::now() + PUBSUB_KEEPALIVE, PUBSUB_KEEPALIVE);
 
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = keepalive.tick() => {
-                    if let Err(err) = call(sink.ping::<redis::Value>()).await {
+                    let ping = tokio::time::timeout(PUBSUB_KEEPALIVE, sink.ping::<redis::Value>()).await;
+                    if let Err(err) = ping.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
                         tracing::warn!(error = %err, "pub/sub connection unresponsive; reconnecting");
                         break;
                     }

@@ -19,6 +19,7 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     let (kind, user, code, frame) = match message {
         HubMessage::Location { from, frame } => (0u8, from.0, 0u16, frame),
         HubMessage::Resync => (4, Uuid::nil(), 0, &EMPTY),
+        HubMessage::Direct { to, frame } => (5, to.0, 0, frame),
         HubMessage::Event { frame } => (1, Uuid::nil(), 0, frame),
         HubMessage::Disconnect { user_id, code, reason } => (2, user_id.0, *code, reason),
         HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
@@ -53,6 +54,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
         3 => HubMessage::End { frame },
         4 => HubMessage::Resync,
+        5 => HubMessage::Direct { to: user, frame },
         other => return Err(format!("unknown bus message kind {other}")),
     };
     Ok((origin, Envelope { session_id, message }))
@@ -74,6 +76,7 @@ mod tests {
             HubMessage::Disconnect { user_id: user, code: 1000, reason: Utf8Bytes::from("left") },
             HubMessage::End { frame },
             HubMessage::Resync,
+            HubMessage::Direct { to: user, frame: Utf8Bytes::from("{}") },
         ];
         for message in messages {
             let bytes = encode(origin, &message);

@@ -256,6 +256,19 @@ async fn handle_text(
                 reply_error(outbox, "invalid_location", &err.to_string())
             }
         },
+        Ok(ClientMessage::DirectMessage { target_user, payload }) => {
+            match state.send_direct(session.id, me.user_id, target_user, &payload).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = format!("{target_user} is not a participant of this session");
+                    reply_error(outbox, "unknown_target", &message)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "direct message not sent");
+                    reply_error(outbox, "unavailable", "could not send the message; try again")
+                }
+            }
+        }
         Ok(ClientMessage::RefreshToken) => {
             let (token, expires_at) =
                 state.issue_token(session.id, me.user_id.0, Role::Participant, session.expires_at);

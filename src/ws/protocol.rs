@@ -28,6 +28,11 @@ pub enum ServerMessage<'a> {
         reason: &'a str,
     },
     /// The answer to `refresh_token`.
+    /// A message another participant sent to this user.
+    DirectMessage {
+        from_user: UserId,
+        payload: &'a RawValue,
+    },
     TokenRefreshed {
         token: &'a str,
         expires_at: DateTime<Utc>,
@@ -69,6 +74,17 @@ pub enum ClientMessage {
     LocationUpdate(LocationInput),
     Ping,
     RefreshToken,
+    /// To every connection of another participant of the same session.
+    DirectMessage {
+        target_user: UserId,
+        payload: Box<RawValue>,
+    },
+}
+
+#[derive(Deserialize)]
+struct DirectMessageInput {
+    target_user: UserId,
+    payload: Box<RawValue>,
 }
 
 /// Why a client frame was refused; sent back as an `error` message.
@@ -104,10 +120,26 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
         }
         "ping" => Ok(ClientMessage::Ping),
         "refresh_token" => Ok(ClientMessage::RefreshToken),
+        // Seed 003 calls it DirectMessage.
+        "direct_message" | "DirectMessage" => {
+            let data = raw.data.ok_or_else(|| ProtocolError {
+                code: "invalid_message",
+                message: "direct_message needs data {target_user, payload}".into(),
+            })?;
+            serde_json::from_str::<DirectMessageInput>(data.get())
+                .map(|input| ClientMessage::DirectMessage {
+                    target_user: input.target_user,
+                    payload: input.payload,
+                })
+                .map_err(|e| ProtocolError {
+                    code: "invalid_message",
+                    message: format!("direct_message data: {e}"),
+                })
+        }
         other => Err(ProtocolError {
             code: "unknown_type",
             message: format!(
-                "unknown message type {other:?}; expected location_update, ping or refresh_token"
+                "unknown message type {other:?}; expected location_update, ping, refresh_token or direct_message"
             ),
         }),
     }

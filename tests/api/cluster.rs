@@ -47,6 +47,15 @@ async fn clients_on_two_instances_see_each_other_and_each_message_once() {
         ws.assert_silent(Duration::from_millis(300)).await;
     }
 
+    // A direct message from A reaches its target on B, and only there.
+    ann_ws
+        .send_json(
+            json!({ "type": "direct_message", "data": { "target_user": cat.user_id, "payload": "psst" } }),
+        )
+        .await;
+    assert_eq!(cat_on_b.next_of_type("direct_message").await["data"]["from_user"], ann.user_id);
+    bob_on_a.assert_silent(Duration::from_millis(200)).await;
+
     // A late joiner on B gets A's participants' locations in its snapshot.
     let dan = b.join(&session.session_id, "Dan").await;
     let (_, snapshot) = b.connect(&dan.token).await;

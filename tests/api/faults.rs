@@ -47,8 +47,12 @@ async fn losing_redis_pauses_only_cross_instance_delivery_and_recovers_by_itself
     let (mut cat_ws, _) = b.connect(&cat.token).await;
 
     proxy.cut();
+    // Down, and the circuit breaker open (its prober pings every second): from here on A
+    // drops what it would publish instead of queueing it.
     let detailed = eventually(&a, "/health/detailed", |status, body| {
-        status == 503 && body["checks"]["bus"]["status"] == "down"
+        status == 503
+            && body["checks"]["bus"]["status"] == "down"
+            && body["checks"]["bus"]["error"].as_str().is_some_and(|e| e.contains("circuit open"))
     })
     .await;
     assert_eq!(detailed["checks"]["bus"]["kind"], "redis");

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod cluster;
+mod direct;
 mod errors;
 mod faults;
 mod health;

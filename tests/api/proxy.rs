@@ -31,10 +31,15 @@ impl Proxy {
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((mut client, _)) = accepted else { continue };
-                if !enabled2.load(Ordering::SeqCst) {
-                    continue; // dropped: connection reset
-                }
-                let token = cut2.lock().unwrap().clone();
+                // Under the same lock as `cut`: a connection is either refused or carries
+                // the token a later cut cancels, never a fresh one that outlives the cut.
+                let token = {
+                    let token = cut2.lock().unwrap();
+                    if !enabled2.load(Ordering::SeqCst) {
+                        continue; // dropped: connection reset
+                    }
+                    token.clone()
+                };
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
@@ -50,8 +55,8 @@ impl Proxy {
 
     /// Kills every forwarded connection and refuses new ones.
     pub fn cut(&self) {
-        self.enabled.store(false, Ordering::SeqCst);
         let mut token = self.cut.lock().unwrap();
+        self.enabled.store(false, Ordering::SeqCst);
         token.cancel();
         *token = CancellationToken::new();
     }

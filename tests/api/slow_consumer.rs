@@ -95,9 +95,11 @@ async fn a_client_that_never_reads_cannot_block_others_or_grow_memory(backend: B
     let (received, mut bob_ws) = reader.await.expect("Bob saw both final positions");
     assert!(received >= 2, "Bob received {received} broadcasts");
 
-    // However many updates came, the stalled queue held at most one per sender.
-    assert!(deepest <= 2, "the stalled queue grew to {deepest}");
-    assert!((1..=2).contains(&stalled_depth().unwrap()), "still stalled, still bounded");
+    // However many updates came, the stalled queue held at most one per sender, plus a
+    // fresh snapshot if the bus asked for a resync meanwhile (Redis under this load).
+    let bound = if app.backend.uses_redis() { 3 } else { 2 };
+    assert!(deepest <= bound, "the stalled queue grew to {deepest}");
+    assert!((1..=bound).contains(&stalled_depth().unwrap()), "still stalled, still bounded");
     if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
         let grown = after.saturating_sub(before);
         // 40,000 updates of ~150 bytes would be ~6 MB if queued; test and server share the process.
