@@ -84,6 +84,8 @@ enum Item {
 
 #[derive(Debug, Default)]
 struct Queue {
+    /// The newest snapshot, written before everything else; a newer one replaces it.
+    snapshot: Option<Frame>,
     items: VecDeque<Item>,
     locations: HashMap<UserId, Frame>,
     events: usize,
@@ -151,6 +153,7 @@ impl Outbox {
                 return false;
             }
             if q.events >= capacity {
+                q.snapshot = None;
                 q.items.clear();
                 q.locations.clear();
                 q.close = Some(CloseReason::new(
@@ -172,14 +175,14 @@ impl Outbox {
     }
 
     /// Queues a snapshot ahead of everything pending: it is the newest state, and what is
-    /// queued behind it only repeats or follows it.
+    /// queued behind it only repeats or follows it. One slot: a newer snapshot replaces a
+    /// pending older one.
     pub fn push_snapshot(&self, frame: Frame) {
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
-            q.items.push_front(Item::Frame(frame));
-            q.events += 1;
+            q.snapshot = Some(frame);
             true
         });
         if queued {
@@ -220,7 +223,8 @@ impl Outbox {
     /// after them, if one was asked for.
     pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
         self.with_queue(|q| {
-            out.reserve(q.items.len());
+            out.reserve(q.items.len() + 1);
+            out.extend(q.snapshot.take());
             for item in q.items.drain(..) {
                 match item {
                     Item::Frame(frame) => out.push(frame),
@@ -234,7 +238,7 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn pending(&self) -> usize {
-        self.with_queue(|q| q.items.len())
+        self.with_queue(|q| q.items.len() + usize::from(q.snapshot.is_some()))
     }
 
     /// Resolves when something was queued since the last drain.
@@ -443,6 +447,16 @@ mod tests {
         outbox.push_event(frame("late"));
         outbox.push_location(UserId::new_random(), frame("late"));
         assert_eq!(drained(&outbox), (vec![], None));
+    }
+
+    #[test]
+    fn a_newer_snapshot_replaces_a_pending_one_and_goes_first() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.push_event(frame("joined"));
+        outbox.push_snapshot(frame("old snapshot"));
+        outbox.push_snapshot(frame("new snapshot"));
+        assert_eq!(outbox.pending(), 2);
+        assert_eq!(drained(&outbox).0, vec!["new snapshot", "joined"]);
     }
 
     #[test]

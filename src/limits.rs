@@ -16,9 +16,9 @@ use crate::domain::UserId;
 /// Which limit refused a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    Connection,
-    User,
-    Instance,
+    Connection = 0,
+    User = 1,
+    Instance = 2,
 }
 
 impl Scope {

@@ -9,6 +9,8 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::limits::Scope;
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Latency buckets (seconds) for broadcasts and HTTP requests: 10 µs to 5 s.
@@ -31,6 +33,18 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed; /metrics will be empty");
             }
             describe();
+            // Histograms buffer samples until upkeep folds them in; without a scrape they
+            // would grow with traffic.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawning the metrics upkeep thread");
             handle
         })
         .clone()
@@ -85,6 +99,9 @@ pub struct RealtimeMetrics {
     pub coalesced: Counter,
     pub slow_consumer_closes: Counter,
     pub heartbeat_timeouts: Counter,
+    pub direct_messages_in: Counter,
+    pub token_refreshes_in: Counter,
+    pub rate_limited: [Counter; 3],
 }
 
 impl RealtimeMetrics {
@@ -100,7 +117,17 @@ impl RealtimeMetrics {
             coalesced: counter!("convoy_ws_frames_coalesced_total"),
             slow_consumer_closes: counter!("convoy_ws_slow_consumer_closes_total"),
             heartbeat_timeouts: counter!("convoy_ws_heartbeat_timeouts_total"),
+            direct_messages_in: messages_in("direct_message"),
+            token_refreshes_in: messages_in("refresh_token"),
+            rate_limited: [Scope::Connection, Scope::User, Scope::Instance]
+                .map(|scope| counter!("convoy_rate_limited_total", "scope" => scope.as_str())),
         }
+    }
+}
+
+impl RealtimeMetrics {
+    pub fn rate_limited(&self, scope: Scope) -> &Counter {
+        &self.rate_limited[scope as usize]
     }
 }
 

@@ -16,6 +16,7 @@ use crate::auth::{Role, Tokens};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::domain::{self, Location, Participant, SessionId, UserId};
+use crate::error::ApiError;
 use crate::hub::{Envelope, Hub, HubMessage, close_code};
 use crate::limits::Limits;
 use crate::metrics::RealtimeMetrics;
@@ -44,6 +45,8 @@ pub struct Inner {
     pub started_at: Instant,
     pub metrics: Arc<RealtimeMetrics>,
     pub limits: Limits,
+    /// Snapshots rebuilt at once after a bus outage (each reads the store twice).
+    pub resync_permits: tokio::sync::Semaphore,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     draining: AtomicBool,
@@ -112,6 +115,7 @@ impl AppState {
             metrics,
             prometheus,
             limits,
+            resync_permits: tokio::sync::Semaphore::new(16),
             draining: AtomicBool::new(false),
             sockets_open: AtomicUsize::new(0),
         }))
@@ -144,6 +148,34 @@ impl AppState {
         let expires_at =
             domain::now().checked_add_signed(ttl).map_or(session_expires_at, |t| t.min(session_expires_at));
         (self.tokens.issue(session_id, subject, role, expires_at), expires_at)
+    }
+
+    /// A fresh token with the same claims, for a session that is still live and a holder
+    /// who still belongs to it (REST and socket refreshes alike).
+    pub async fn refresh_token(
+        &self,
+        session_id: SessionId,
+        subject: Uuid,
+        role: Role,
+    ) -> Result<(String, DateTime<Utc>), ApiError> {
+        let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
+        if !session.is_live(domain::now()) {
+            return Err(ApiError::session_ended());
+        }
+        let still_belongs = match role {
+            Role::Participant => {
+                self.store.participant(session_id, UserId(subject)).await?.is_some_and(|p| p.is_active)
+            }
+            Role::Creator => self.store.session_creator(session_id).await? == Some(subject),
+        };
+        if !still_belongs {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "this token's holder has left the session",
+            ));
+        }
+        Ok(self.issue_token(session_id, subject, role, session.expires_at))
     }
 
     /// Refuse new sockets and tell the open ones to close with 1001.

@@ -22,6 +22,7 @@ pub struct SweepReport {
 }
 
 pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
+    state.limits.retain_recent();
     // Pending activity first, so write-behind can never make an active session look idle.
     let flushed = state.activity.flush(state.store.as_ref()).await?;
     let now = domain::now();
@@ -55,7 +56,6 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
         state.announce_end(*session_id, EndReason::Expired).await;
     }
     let purged_locations = state.bus.purge_expired().await;
-    state.limits.retain_recent();
     ::metrics::counter!("convoy_sessions_expired_total").increment(ended.len() as u64);
     let (sessions, participants) = state.store.live_counts().await?;
     ::metrics::gauge!("convoy_sessions_active").set(sessions as f64);

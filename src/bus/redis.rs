@@ -17,10 +17,10 @@
 //! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
 //! `channel:session:{session_id}`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -46,6 +46,8 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the pub/sub connection is pinged, and how long its answer may take.
 const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Least time between two Resyncs this instance sends to one session.
+const RESYNC_SPACING: Duration = Duration::from_secs(10);
 
 fn channel(session_id: SessionId) -> String {
     format!("channel:session:{session_id}")
@@ -140,6 +142,7 @@ pub struct RedisBus {
     queue: mpsc::Sender<Command>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     breaker: Arc<Breaker>,
+    dropped_total: ::metrics::Counter,
 }
 
 impl RedisBus {
@@ -182,7 +185,8 @@ impl RedisBus {
             shutdown.clone(),
         ));
         tokio::spawn(run_prober(conn.clone(), breaker.clone(), queue.clone(), instance_id, shutdown));
-        Ok((Self { instance_id, conn, queue, subscriptions, breaker }, inbound))
+        let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
+        Ok((Self { instance_id, conn, queue, subscriptions, breaker, dropped_total }, inbound))
     }
 
     fn enqueue(&self, command: Command) {
@@ -191,13 +195,24 @@ impl RedisBus {
         } else {
             self.queue.try_send(command).err().map(|err| err.into_inner())
         };
-        let Some(refused) = refused else { return };
+        match refused {
+            None => {}
+            Some(Command::Publish { session_id, must_arrive, .. }) => {
+                self.count_drop(session_id, must_arrive)
+            }
+            Some(_) => self.count_drop(SessionId(Uuid::nil()), false),
+        }
+    }
+
+    /// Counts a command Redis will not see; a message that must arrive earns its session a
+    /// Resync once publishing works again.
+    fn count_drop(&self, session_id: SessionId, must_arrive: bool) {
         let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
-        ::metrics::counter!("convoy_bus_dropped_total").increment(1);
+        self.dropped_total.increment(1);
         if dropped.is_multiple_of(10_000) {
             tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
         }
-        if let Command::Publish { session_id, must_arrive: true, .. } = refused {
+        if must_arrive {
             self.breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id);
         }
     }
@@ -222,8 +237,12 @@ impl Bus for RedisBus {
     }
 
     fn publish(&self, envelope: &Envelope) {
-        let payload = wire::encode(self.instance_id, &envelope.message);
         let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
+        if self.breaker.is_open() {
+            self.count_drop(envelope.session_id, must_arrive);
+            return;
+        }
+        let payload = wire::encode(self.instance_id, &envelope.message);
         self.enqueue(Command::Publish { session_id: envelope.session_id, payload, must_arrive });
     }
 
@@ -245,6 +264,10 @@ impl Bus for RedisBus {
         location: &Location,
         ttl: Duration,
     ) -> Result<(), BusError> {
+        if self.breaker.is_open() {
+            self.count_drop(session_id, false);
+            return Ok(());
+        }
         let json = serde_json::to_string(location).map_err(|e| BusError(e.to_string()))?;
         let command = Command::PutLocation {
             session_id,
@@ -376,6 +399,7 @@ async fn run_prober(
     shutdown: CancellationToken,
 ) {
     let mut backoff = PROBE_INTERVAL;
+    let mut last_resync: HashMap<SessionId, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -385,12 +409,21 @@ async fn run_prober(
             Ok(_) => {
                 breaker.reset();
                 backoff = PROBE_INTERVAL;
-                // Tell the other instances' sockets in sessions we dropped messages for.
-                let dropped =
-                    std::mem::take(&mut *breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()));
-                for session_id in dropped {
+                // Tell the other instances' sockets in sessions we dropped messages for, at
+                // most once per RESYNC_SPACING per session (a Redis that keeps failing some
+                // commands must not make every socket resnapshot every second).
+                let now = Instant::now();
+                last_resync.retain(|_, at| now.duration_since(*at) < RESYNC_SPACING);
+                let mut dropped = breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner());
+                let due: Vec<SessionId> =
+                    dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect();
+                for session_id in due {
                     let payload = wire::encode(instance_id, &HubMessage::Resync);
-                    let _ = queue.try_send(Command::Publish { session_id, payload, must_arrive: true });
+                    if queue.try_send(Command::Publish { session_id, payload, must_arrive: true }).is_err() {
+                        break; // the queue is full: the rest stay for the next round
+                    }
+                    dropped.remove(&session_id);
+                    last_resync.insert(session_id, now);
                 }
             }
             Err(err) => {
@@ -411,7 +444,6 @@ async fn run_subscriber(
 ) {
     let mut wanted: HashSet<SessionId> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
-    let mut connected_before = false;
     loop {
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -457,10 +489,11 @@ async fn run_subscriber(
         if breaker.subscriber_down.swap(false, Ordering::Relaxed) {
             tracing::info!(sessions = wanted.len(), "pub/sub reconnected and resubscribed");
         }
-        if connected_before && inbound.send(BusEvent::ResyncAll).is_err() {
+        // Sockets that subscribed while there was no connection (at start or during an
+        // outage) may have missed messages: they resnapshot.
+        if !wanted.is_empty() && inbound.send(BusEvent::ResyncAll).is_err() {
             return;
         }
-        connected_before = true;
         backoff = Duration::from_millis(100);
         // A connection that silently died (no RST) would otherwise never be noticed. Its
         // answer queues behind every message in flight, so it gets a generous timeout.

@@ -291,8 +291,10 @@ impl Store for SqliteStore {
         if !ids.is_empty() {
             sqlx::query(
                 "UPDATE participants SET is_active = 0
-                 WHERE is_active = 1 AND session_id IN (SELECT id FROM sessions WHERE is_active = 0)",
+                 WHERE is_active = 1
+                   AND session_id IN (SELECT id FROM sessions WHERE is_active = 0 AND ended_at = ?1)",
             )
+            .bind(ms(now))
             .execute(&mut *tx)
             .await?;
         }

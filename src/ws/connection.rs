@@ -31,7 +31,7 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         let outbox = subscription.outbox.clone();
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
-        resynchronise(&state, &session, &me, &outbox).await;
+        resynchronise(&state, &session, &me, &outbox, true).await;
         let (sink, stream) = socket.split();
         let writer_done = CancellationToken::new();
         let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
@@ -50,13 +50,18 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
 /// Puts a fresh snapshot at the front of the queue: on connect, and again whenever the bus
 /// may have lost messages. Re-checks the session and the participant from the store, so a
 /// removal or an end that was missed closes the socket instead.
-async fn resynchronise(state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+async fn resynchronise(state: &AppState, session: &Session, me: &Participant, outbox: &Outbox, first: bool) {
     let (current, participants) =
         match tokio::try_join!(state.store.session(session.id), state.store.participants(session.id)) {
             Ok(found) => found,
-            Err(err) => {
+            Err(err) if first => {
                 tracing::error!(error = %err, "could not load the snapshot");
                 outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
+                return;
+            }
+            Err(err) => {
+                // The client keeps its state and live updates; its next reconnect recovers.
+                tracing::warn!(error = %err, "could not resynchronise; keeping the connection");
                 return;
             }
         };
@@ -178,7 +183,11 @@ async fn read_loop(
                 return;
             }
             _ = outbox.resync_requested() => {
-                resynchronise(state, session, me, outbox).await;
+                if !outbox.is_closing() {
+                    // Bounded: after a bus outage every socket asks at once.
+                    let _permit = state.resync_permits.acquire().await;
+                    resynchronise(state, session, me, outbox, false).await;
+                }
                 continue;
             }
             _ = &mut silence, if !timed_out => {
@@ -237,7 +246,7 @@ async fn handle_text(
         return; // removed, ended or timed out: nothing more from this socket counts
     }
     if let Err(scope) = state.limits.allow_message(limiter, me.user_id) {
-        ::metrics::counter!("convoy_rate_limited_total", "scope" => scope.as_str()).increment(1);
+        state.metrics.rate_limited(scope).increment(1);
         if limiter.should_reply() {
             let message = format!("too many messages ({} limit): this one was dropped", scope.as_str());
             reply_error(outbox, "rate_limited", &message);
@@ -257,6 +266,7 @@ async fn handle_text(
             }
         },
         Ok(ClientMessage::DirectMessage { target_user, payload }) => {
+            metrics.direct_messages_in.increment(1);
             match state.send_direct(session.id, me.user_id, target_user, &payload).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -270,9 +280,13 @@ async fn handle_text(
             }
         }
         Ok(ClientMessage::RefreshToken) => {
-            let (token, expires_at) =
-                state.issue_token(session.id, me.user_id.0, Role::Participant, session.expires_at);
-            outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
+            metrics.token_refreshes_in.increment(1);
+            match state.refresh_token(session.id, me.user_id.0, Role::Participant).await {
+                Ok((token, expires_at)) => {
+                    outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
+                }
+                Err(err) => reply_error(outbox, err.code, &err.message),
+            }
         }
         Ok(ClientMessage::Ping) => {
             metrics.pings_in.increment(1);
