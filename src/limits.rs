@@ -98,7 +98,7 @@ impl Limits {
             RestAction::CreateSession => &self.create_per_ip,
             RestAction::Join => &self.join_per_ip,
         };
-        limiter.check_key(&ip).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        limiter.check_key(&client_key(ip)).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
@@ -106,6 +106,18 @@ impl Limits {
         self.per_user.retain_recent();
         self.create_per_ip.retain_recent();
         self.join_per_ip.retain_recent();
+    }
+}
+
+/// The key a client IP is limited under: the address itself for IPv4, its /64 for IPv6
+/// (one subscriber usually holds a whole /64, so per-address keys would be free to evade).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -124,5 +136,22 @@ impl ConnectionLimiter {
             self.last_reply = Some(now);
         }
         due
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
+        assert_eq!(client_key("::ffff:192.0.2.7".parse().unwrap()), v4);
     }
 }

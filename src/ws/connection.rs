@@ -201,9 +201,10 @@ async fn read_loop(
         };
         silence.as_mut().reset(tokio::time::Instant::now() + timeout);
         match message {
-            Some(Ok(Message::Text(text))) => {
-                handle_text(text.as_str(), state, session, me, outbox, &mut limiter).await
+            // Every message a client sends counts against the rate limits, whatever it is.
+            Some(Ok(Message::Text(_) | Message::Binary(_))) if !admitted(state, me, outbox, &mut limiter) => {
             }
+            Some(Ok(Message::Text(text))) => handle_text(text.as_str(), state, session, me, outbox).await,
             Some(Ok(Message::Binary(_))) => reply_error(outbox, "unsupported_frame", "send JSON text frames"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
@@ -234,25 +235,26 @@ fn reply_error(outbox: &Outbox, code: &str, message: &str) {
     outbox.push_event(ServerMessage::Error { code, message }.to_frame());
 }
 
-async fn handle_text(
-    text: &str,
-    state: &AppState,
-    session: &Session,
-    me: &Participant,
-    outbox: &Outbox,
-    limiter: &mut ConnectionLimiter,
-) {
+/// Whether a client message may be handled: not after a close was asked for (removed,
+/// ended, timed out), and not past a rate limit (the client is told, at most once a second).
+fn admitted(state: &AppState, me: &Participant, outbox: &Outbox, limiter: &mut ConnectionLimiter) -> bool {
     if outbox.is_closing() {
-        return; // removed, ended or timed out: nothing more from this socket counts
+        return false;
     }
-    if let Err(scope) = state.limits.allow_message(limiter, me.user_id) {
-        state.metrics.rate_limited(scope).increment(1);
-        if limiter.should_reply() {
-            let message = format!("too many messages ({} limit): this one was dropped", scope.as_str());
-            reply_error(outbox, "rate_limited", &message);
+    match state.limits.allow_message(limiter, me.user_id) {
+        Ok(()) => true,
+        Err(scope) => {
+            state.metrics.rate_limited(scope).increment(1);
+            if limiter.should_reply() {
+                let message = format!("too many messages ({} limit): this one was dropped", scope.as_str());
+                reply_error(outbox, "rate_limited", &message);
+            }
+            false
         }
-        return;
     }
+}
+
+async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
     let metrics = &state.metrics;
     match parse_client(text) {
         Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {

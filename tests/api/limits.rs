@@ -52,6 +52,21 @@ async fn a_flooding_socket_is_throttled_told_once_and_kept(backend: Backend) {
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 50.0);
 }
 
+async fn binary_frames_count_against_the_limit_too(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.rate_limit_connection_per_second = 2).await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    for _ in 0..20 {
+        futures_util::SinkExt::send(&mut ann_ws.stream, Message::binary(vec![0u8; 16])).await.unwrap();
+    }
+    let replies = drain(&mut ann_ws, Duration::from_millis(300)).await;
+    let unsupported = replies.iter().filter(|m| m["data"]["code"] == "unsupported_frame").count();
+    let limited = replies.iter().filter(|m| m["data"]["code"] == "rate_limited").count();
+    assert!((1..=6).contains(&unsupported), "{unsupported} of 20 binary frames were answered");
+    assert_eq!(limited, 1, "{replies:?}");
+}
+
 async fn the_user_limit_spans_all_of_a_users_sockets(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
         c.rate_limit_connection_per_second = 100;
@@ -130,6 +145,7 @@ async fn limits_can_be_switched_off(backend: Backend) {
 
 on_every_backend!(
     a_flooding_socket_is_throttled_told_once_and_kept,
+    binary_frames_count_against_the_limit_too,
     the_user_limit_spans_all_of_a_users_sockets,
     rest_calls_are_limited_per_address_with_retry_after,
     limits_can_be_switched_off,
