@@ -8,7 +8,7 @@
 //! resynchronises from the snapshot when it reconnects.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -52,8 +52,10 @@ pub enum HubMessage {
     Location { from: UserId, frame: Frame },
     /// An event every subscriber must get, in order (joins, leaves, ...).
     Event { frame: Frame },
-    /// For one user's connections only (a direct message).
+    /// For one user's connections only (a direct message, or their own user topic).
     Direct { to: UserId, frame: Frame },
+    /// For the connections subscribed to one of the session's named topics.
+    Topic { topic: Arc<str>, frame: Frame },
     /// Close one user's connections: they left or were removed.
     Disconnect { user_id: UserId, code: u16, reason: Frame },
     /// The session is over: every subscriber gets `frame`, then its socket closes.
@@ -84,8 +86,11 @@ enum Item {
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// The newest snapshot, written before everything else; a newer one replaces it.
-    snapshot: Option<Frame>,
+    /// The newest snapshot (one or more frames), written before everything else; a newer
+    /// one replaces it.
+    snapshot: Vec<Frame>,
+    /// The session's named topics this connection subscribed to.
+    topics: HashSet<Arc<str>>,
     items: VecDeque<Item>,
     locations: HashMap<UserId, Frame>,
     events: usize,
@@ -153,7 +158,7 @@ impl Outbox {
                 return false;
             }
             if q.events >= capacity {
-                q.snapshot = None;
+                q.snapshot.clear();
                 q.items.clear();
                 q.locations.clear();
                 q.close = Some(CloseReason::new(
@@ -174,15 +179,38 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues an event if this connection subscribed to `topic`.
+    pub fn push_topic(&self, topic: &str, frame: Frame) {
+        if self.with_queue(|q| q.topics.contains(topic)) {
+            self.push_event(frame);
+        }
+    }
+
+    /// Adds named topics, unless that would make more than `max`; returns whether it did.
+    pub fn subscribe_topics(&self, topics: &[Arc<str>], max: usize) -> bool {
+        self.with_queue(|q| {
+            let new = topics.iter().filter(|t| !q.topics.contains(*t)).collect::<HashSet<_>>().len();
+            if q.topics.len() + new > max {
+                return false;
+            }
+            q.topics.extend(topics.iter().cloned());
+            true
+        })
+    }
+
+    pub fn unsubscribe_topics(&self, topics: &[Arc<str>]) {
+        self.with_queue(|q| topics.iter().for_each(|t| _ = q.topics.remove(t)));
+    }
+
     /// Queues a snapshot ahead of everything pending: it is the newest state, and what is
     /// queued behind it only repeats or follows it. One slot: a newer snapshot replaces a
     /// pending older one.
-    pub fn push_snapshot(&self, frame: Frame) {
+    pub fn push_snapshot(&self, frames: Vec<Frame>) {
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
-            q.snapshot = Some(frame);
+            q.snapshot = frames;
             true
         });
         if queued {
@@ -223,8 +251,8 @@ impl Outbox {
     /// after them, if one was asked for.
     pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
         self.with_queue(|q| {
-            out.reserve(q.items.len() + 1);
-            out.extend(q.snapshot.take());
+            out.reserve(q.items.len() + q.snapshot.len());
+            out.append(&mut q.snapshot);
             for item in q.items.drain(..) {
                 match item {
                     Item::Frame(frame) => out.push(frame),
@@ -238,7 +266,7 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn pending(&self) -> usize {
-        self.with_queue(|q| q.items.len() + usize::from(q.snapshot.is_some()))
+        self.with_queue(|q| q.items.len() + q.snapshot.len())
     }
 
     /// Resolves when something was queued since the last drain.
@@ -348,6 +376,7 @@ impl Hub {
                         sub.outbox.push_event(frame.clone());
                     }
                 }
+                HubMessage::Topic { topic, frame } => sub.outbox.push_topic(topic, frame.clone()),
                 HubMessage::Disconnect { user_id, code, reason } => {
                     if sub.user_id == *user_id {
                         sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });
@@ -453,10 +482,10 @@ mod tests {
     fn a_newer_snapshot_replaces_a_pending_one_and_goes_first() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.push_event(frame("joined"));
-        outbox.push_snapshot(frame("old snapshot"));
-        outbox.push_snapshot(frame("new snapshot"));
-        assert_eq!(outbox.pending(), 2);
-        assert_eq!(drained(&outbox).0, vec!["new snapshot", "joined"]);
+        outbox.push_snapshot(vec![frame("old snapshot"), frame("old presence")]);
+        outbox.push_snapshot(vec![frame("new snapshot"), frame("new presence")]);
+        assert_eq!(outbox.pending(), 3);
+        assert_eq!(drained(&outbox).0, vec!["new snapshot", "new presence", "joined"]);
     }
 
     #[test]
@@ -487,6 +516,19 @@ mod tests {
         assert_eq!(drained(&bob_sub.outbox).0, vec!["ann moved"]);
         assert_eq!(ann_sub.outbox.pending(), 0);
         assert_eq!(other.outbox.pending(), 0);
+
+        let topic: Arc<str> = Arc::from("alerts");
+        assert!(bob_sub.outbox.subscribe_topics(std::slice::from_ref(&topic), 1));
+        assert!(!bob_sub.outbox.subscribe_topics(&[Arc::from("another")], 1), "past the limit");
+        hub.publish(Envelope {
+            session_id: s1,
+            message: HubMessage::Topic { topic: topic.clone(), frame: frame("alert") },
+        });
+        assert_eq!(drained(&bob_sub.outbox).0, vec!["alert"]);
+        assert_eq!(ann_sub.outbox.pending(), 0, "ann did not subscribe");
+        bob_sub.outbox.unsubscribe_topics(std::slice::from_ref(&topic));
+        hub.publish(Envelope { session_id: s1, message: HubMessage::Topic { topic, frame: frame("again") } });
+        assert_eq!(bob_sub.outbox.pending(), 0);
 
         hub.publish(Envelope {
             session_id: s1,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 pub mod state;
 pub mod store;
 pub mod sweeper;

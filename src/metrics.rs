@@ -101,6 +101,9 @@ pub struct RealtimeMetrics {
     pub heartbeat_timeouts: Counter,
     pub direct_messages_in: Counter,
     pub token_refreshes_in: Counter,
+    pub subscribes_in: Counter,
+    pub unsubscribes_in: Counter,
+    pub publishes_in: Counter,
     pub rate_limited: [Counter; 3],
 }
 
@@ -119,6 +122,9 @@ impl RealtimeMetrics {
             heartbeat_timeouts: counter!("convoy_ws_heartbeat_timeouts_total"),
             direct_messages_in: messages_in("direct_message"),
             token_refreshes_in: messages_in("refresh_token"),
+            subscribes_in: messages_in("subscribe"),
+            unsubscribes_in: messages_in("unsubscribe"),
+            publishes_in: messages_in("publish"),
             rate_limited: [Scope::Connection, Scope::User, Scope::Instance]
                 .map(|scope| counter!("convoy_rate_limited_total", "scope" => scope.as_str())),
         }

@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::hub::{Envelope, Hub, HubMessage, close_code};
 use crate::limits::Limits;
 use crate::metrics::RealtimeMetrics;
+use crate::presence::{PresenceMeta, presence_map};
 use crate::store::{Store, StoreError};
 use crate::ws::protocol::{LocationBroadcast, ServerMessage};
 use chrono::{DateTime, Utc};
@@ -250,6 +251,45 @@ impl AppState {
         let frame = ServerMessage::DirectMessage { from_user: from, payload }.to_frame();
         self.publish(session_id, HubMessage::Direct { to, frame });
         Ok(true)
+    }
+
+    /// A connection is now present: record it and tell the session (the connection itself
+    /// included, as Phoenix does).
+    pub fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
+        self.bus.presence_join(session_id, meta);
+        self.announce_presence(session_id, std::slice::from_ref(meta), &[]);
+    }
+
+    /// A connection closed: forget it and tell the session.
+    pub fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
+        self.bus.presence_leave(session_id, meta);
+        self.announce_presence(session_id, &[], std::slice::from_ref(meta));
+    }
+
+    /// Publishes a `presence_diff`.
+    pub fn announce_presence(&self, session_id: SessionId, joins: &[PresenceMeta], leaves: &[PresenceMeta]) {
+        let (joins, leaves) = (presence_map(joins), presence_map(leaves));
+        let frame = ServerMessage::PresenceDiff { joins: &joins, leaves: &leaves }.to_frame();
+        self.publish(session_id, HubMessage::Event { frame });
+    }
+
+    /// Publishes on a topic of the session; `topic` is the full name the message carries.
+    pub fn publish_topic(
+        &self,
+        session_id: SessionId,
+        from: UserId,
+        target: &crate::ws::topics::Topic,
+        topic: &str,
+        payload: &serde_json::value::RawValue,
+    ) {
+        use crate::ws::topics::Topic;
+        let frame = ServerMessage::Broadcast { topic, from_user: from, payload }.to_frame();
+        let message = match target {
+            Topic::Session => HubMessage::Event { frame },
+            Topic::User => HubMessage::Direct { to: from, frame },
+            Topic::Named(name) => HubMessage::Topic { topic: name.clone(), frame },
+        };
+        self.publish(session_id, message);
     }
 
     /// The hot path: remember the location, hand it to every subscriber, note activity.

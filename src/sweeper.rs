@@ -19,6 +19,8 @@ pub struct SweepReport {
     pub ended: Vec<SessionId>,
     /// Cached locations dropped because their TTL passed.
     pub purged_locations: usize,
+    /// Connections of stopped instances removed from presence (and announced as leaves).
+    pub reaped_presence: usize,
 }
 
 pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
@@ -56,11 +58,33 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
         state.announce_end(*session_id, EndReason::Expired).await;
     }
     let purged_locations = state.bus.purge_expired().await;
+    let reaped_presence = reap_presence(state).await;
     ::metrics::counter!("convoy_sessions_expired_total").increment(ended.len() as u64);
     let (sessions, participants) = state.store.live_counts().await?;
     ::metrics::gauge!("convoy_sessions_active").set(sessions as f64);
     ::metrics::gauge!("convoy_participants_active").set(participants as f64);
-    Ok(SweepReport { flushed, ended, purged_locations })
+    Ok(SweepReport { flushed, ended, purged_locations, reaped_presence })
+}
+
+/// Announces the leaves of connections whose instance stopped without saying goodbye.
+async fn reap_presence(state: &AppState) -> usize {
+    let reaped = match state.bus.reap_presence().await {
+        Ok(reaped) => reaped,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot reap presence; retrying next sweep");
+            return 0;
+        }
+    };
+    let mut by_session: std::collections::HashMap<SessionId, Vec<_>> = Default::default();
+    for (session_id, meta) in reaped {
+        by_session.entry(session_id).or_default().push(meta);
+    }
+    let mut count = 0;
+    for (session_id, leaves) in by_session {
+        count += leaves.len();
+        state.announce_presence(session_id, &[], &leaves);
+    }
+    count
 }
 
 /// Sweeps every SWEEP_INTERVAL_SECONDS until shutdown. A failed sweep is logged and retried

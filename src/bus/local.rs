@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 use super::{Bus, BusError};
 use crate::domain::{Location, SessionId, UserId};
 use crate::hub::Envelope;
+use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Session -> participant -> (latest location, when it expires).
 type Cache = HashMap<SessionId, HashMap<UserId, (Location, Instant)>>;
@@ -19,6 +20,7 @@ type Cache = HashMap<SessionId, HashMap<UserId, (Location, Instant)>>;
 #[derive(Default)]
 pub struct LocalBus {
     locations: Mutex<Cache>,
+    presence: LocalPresence,
 }
 
 impl LocalBus {
@@ -116,6 +118,23 @@ impl Bus for LocalBus {
 
     async fn ping(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
+        self.presence.join(session_id, meta);
+    }
+
+    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
+        self.presence.leave(session_id, &meta.phx_ref);
+    }
+
+    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta> {
+        self.presence.list(session_id)
+    }
+
+    // One instance: nobody else can stop without this one knowing.
+    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
+        Ok(Vec::new())
     }
 }
 

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::domain::{Location, SessionId, UserId};
 use crate::hub::Envelope;
+use crate::presence::PresenceMeta;
 
 pub use local::LocalBus;
 pub use redis::RedisBus;
@@ -105,4 +106,18 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the bus can currently reach what it depends on.
     async fn ping(&self) -> Result<(), BusError>;
+
+    /// A connection on this instance is now present in the session. Never blocks.
+    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta);
+
+    /// That connection closed. Never blocks.
+    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta);
+
+    /// Every connection present in the session on every live instance: the best view
+    /// available (this instance's own when the others cannot be reached).
+    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta>;
+
+    /// Removes the presence of instances that stopped without saying goodbye and returns
+    /// it, each entry to exactly one caller, which announces the leaves.
+    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError>;
 }

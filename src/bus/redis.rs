@@ -16,6 +16,13 @@
 //! `session_participants:{session_id}` (the users with a cached location),
 //! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
 //! `channel:session:{session_id}`.
+//!
+//! Presence: `presence:{session_id}` is a hash of `{instance_id}:{phx_ref}` -> meta JSON,
+//! written by the instance that holds the connection; `presence_instances` is a sorted set
+//! of instance heartbeats (Unix ms, every probe); `presence_sessions:{instance_id}` lists
+//! the sessions an instance has entries in, so the entries of an instance whose heartbeat
+//! stopped can be found, removed and announced as leaves (by whichever instance's HDEL
+//! removed each one). Readers ignore entries of instances that stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +42,7 @@ use super::wire;
 use super::{Bus, BusError, BusEvent, Inbound};
 use crate::domain::{Location, SessionId, UserId, from_millis};
 use crate::hub::{Envelope, HubMessage};
+use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.
 const QUEUE_CAPACITY: usize = 65_536;
@@ -48,6 +56,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
 /// Least time between two Resyncs this instance sends to one session.
 const RESYNC_SPACING: Duration = Duration::from_secs(10);
+/// An instance whose last heartbeat is older than this is presumed gone.
+const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
+const INSTANCES_KEY: &str = "presence_instances";
 
 fn channel(session_id: SessionId) -> String {
     format!("channel:session:{session_id}")
@@ -65,11 +76,44 @@ fn activity_key(session_id: SessionId) -> String {
     format!("session_activity:{session_id}")
 }
 
+fn presence_key(session_id: SessionId) -> String {
+    format!("presence:{session_id}")
+}
+
+fn presence_sessions_key(instance_id: &str) -> String {
+    format!("presence_sessions:{instance_id}")
+}
+
+fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
+    format!("{instance_id}:{phx_ref}")
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Replaces one instance's entries in a session's presence hash (after an outage, or after
+/// other instances took this one for gone): KEYS = hash, the instance's session set;
+/// ARGV = field prefix, key TTL, session id, then field/value pairs.
+const REPLACE_PRESENCE_SCRIPT: &str = r"
+for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(field, 1, #ARGV[1]) == ARGV[1] then redis.call('HDEL', KEYS[1], field) end
+end
+if #ARGV > 3 then
+  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+else
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+return 0";
+
 /// Deletes a session's cached locations, its participant set and its activity key.
 const CLEAR_SESSION_SCRIPT: &str = r"
 local members = redis.call('SMEMBERS', KEYS[1])
 for _, user in ipairs(members) do redis.call('DEL', ARGV[1] .. user) end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return #members";
 
 enum Command {
@@ -93,6 +137,35 @@ enum Command {
     ClearSession {
         session_id: SessionId,
     },
+    PresenceJoin {
+        session_id: SessionId,
+        field: String,
+        json: String,
+    },
+    PresenceLeave {
+        session_id: SessionId,
+        field: String,
+        /// This instance's last connection in the session.
+        last: bool,
+    },
+    /// Rewrite this instance's entries in the session from `LocalPresence`, as they are
+    /// when the writer gets to it.
+    PresenceReplace {
+        session_id: SessionId,
+    },
+}
+
+impl Command {
+    /// The session whose clients must resynchronise if this command is lost.
+    fn must_arrive(&self) -> Option<SessionId> {
+        match self {
+            Command::Publish { session_id, must_arrive: true, .. }
+            | Command::PresenceJoin { session_id, .. }
+            | Command::PresenceLeave { session_id, .. }
+            | Command::PresenceReplace { session_id } => Some(*session_id),
+            _ => None,
+        }
+    }
 }
 
 enum Subscription {
@@ -138,6 +211,7 @@ impl Breaker {
 
 pub struct RedisBus {
     instance_id: Uuid,
+    presence: Arc<LocalPresence>,
     conn: ConnectionManager,
     queue: mpsc::Sender<Command>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
@@ -171,11 +245,17 @@ impl RedisBus {
         .map_err(|_| BusError("connecting to redis timed out".into()))?
         .map_err(|e| BusError(format!("connecting to redis: {e}")))?;
 
+        // The first presence heartbeat, before any connection can be present.
+        let mut conn = conn;
+        call(heartbeat(instance_id).query_async::<i64>(&mut conn)).await?;
+
         let breaker = Arc::new(Breaker::default());
         let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
         let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
-        tokio::spawn(run_writer(conn.clone(), commands, breaker.clone(), session_key_ttl_secs));
+        let presence = Arc::new(LocalPresence::default());
+        let writer = Writer { instance_id, presence: presence.clone(), key_ttl_secs: session_key_ttl_secs };
+        tokio::spawn(run_writer(conn.clone(), commands, breaker.clone(), writer));
         tokio::spawn(run_subscriber(
             client,
             subscription_rx,
@@ -184,9 +264,16 @@ impl RedisBus {
             breaker.clone(),
             shutdown.clone(),
         ));
-        tokio::spawn(run_prober(conn.clone(), breaker.clone(), queue.clone(), instance_id, shutdown));
+        tokio::spawn(run_prober(
+            conn.clone(),
+            breaker.clone(),
+            queue.clone(),
+            instance_id,
+            presence.clone(),
+            shutdown,
+        ));
         let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
-        Ok((Self { instance_id, conn, queue, subscriptions, breaker, dropped_total }, inbound))
+        Ok((Self { instance_id, presence, conn, queue, subscriptions, breaker, dropped_total }, inbound))
     }
 
     fn enqueue(&self, command: Command) {
@@ -195,12 +282,11 @@ impl RedisBus {
         } else {
             self.queue.try_send(command).err().map(|err| err.into_inner())
         };
-        match refused {
-            None => {}
-            Some(Command::Publish { session_id, must_arrive, .. }) => {
-                self.count_drop(session_id, must_arrive)
+        if let Some(command) = refused {
+            match command.must_arrive() {
+                Some(session_id) => self.count_drop(session_id, true),
+                None => self.count_drop(SessionId(Uuid::nil()), false),
             }
-            Some(_) => self.count_drop(SessionId(Uuid::nil()), false),
         }
     }
 
@@ -219,6 +305,77 @@ impl RedisBus {
 
     fn check(&self) -> Result<ConnectionManager, BusError> {
         if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
+    }
+
+    /// The session's presence entries written by other instances that are still alive.
+    async fn remote_presence(&self, session_id: SessionId) -> Result<Vec<PresenceMeta>, BusError> {
+        let mut conn = self.check()?;
+        let entries: HashMap<String, String> =
+            call(redis::cmd("HGETALL").arg(presence_key(session_id)).query_async(&mut conn)).await?;
+        let own = self.instance_id.to_string();
+        let mut instances: Vec<&str> = entries
+            .keys()
+            .filter_map(|field| field.split_once(':').map(|(instance, _)| instance))
+            .filter(|instance| *instance != own)
+            .collect();
+        instances.sort_unstable();
+        instances.dedup();
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let beats: Vec<Option<f64>> =
+            call(redis::cmd("ZMSCORE").arg(INSTANCES_KEY).arg(&instances).query_async(&mut conn)).await?;
+        let alive_since = (now_ms() - INSTANCE_TIMEOUT.as_millis() as i64) as f64;
+        let alive: HashSet<&str> = instances
+            .into_iter()
+            .zip(beats)
+            .filter(|(_, beat)| beat.is_some_and(|at| at >= alive_since))
+            .map(|(instance, _)| instance)
+            .collect();
+        Ok(entries
+            .iter()
+            .filter(|(field, _)| field.split_once(':').is_some_and(|(instance, _)| alive.contains(instance)))
+            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .collect())
+    }
+
+    /// Removes one gone instance's entries; returns those this call removed.
+    async fn reap_instance(
+        &self,
+        conn: &mut ConnectionManager,
+        instance: &str,
+    ) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
+        let sessions: Vec<String> =
+            call(redis::cmd("SMEMBERS").arg(presence_sessions_key(instance)).query_async(conn)).await?;
+        let prefix = format!("{instance}:");
+        let mut reaped = Vec::new();
+        for session_id in sessions.iter().filter_map(|s| s.parse::<SessionId>().ok()) {
+            let key = presence_key(session_id);
+            let entries: HashMap<String, String> =
+                call(redis::cmd("HGETALL").arg(&key).query_async(conn)).await?;
+            let theirs: Vec<(String, String)> =
+                entries.into_iter().filter(|(field, _)| field.starts_with(&prefix)).collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            // One HDEL per field: whoever removes an entry announces it, exactly once.
+            let mut pipe = redis::pipe();
+            for (field, _) in &theirs {
+                pipe.hdel(&key, field);
+            }
+            let removed: Vec<i64> = call(pipe.query_async(conn)).await?;
+            reaped.extend(
+                theirs
+                    .into_iter()
+                    .zip(removed)
+                    .filter(|(_, removed)| *removed == 1)
+                    .filter_map(|((_, json), _)| Some((session_id, serde_json::from_str(&json).ok()?))),
+            );
+        }
+        let mut pipe = redis::pipe();
+        pipe.del(presence_sessions_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
+        call(pipe.query_async::<()>(conn)).await?;
+        Ok(reaped)
     }
 }
 
@@ -332,26 +489,80 @@ impl Bus for RedisBus {
         let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }
+
+    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
+        self.presence.join(session_id, meta);
+        match serde_json::to_string(meta) {
+            Ok(json) => {
+                let field = presence_field(self.instance_id, &meta.phx_ref);
+                self.enqueue(Command::PresenceJoin { session_id, field, json })
+            }
+            Err(err) => tracing::error!(error = %err, "presence meta did not serialize"),
+        }
+    }
+
+    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
+        let last = self.presence.leave(session_id, &meta.phx_ref);
+        let field = presence_field(self.instance_id, &meta.phx_ref);
+        self.enqueue(Command::PresenceLeave { session_id, field, last });
+    }
+
+    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta> {
+        let mut metas = self.presence.list(session_id);
+        match self.remote_presence(session_id).await {
+            Ok(remote) => metas.extend(remote),
+            Err(err) => tracing::warn!(error = %err, "presence from other instances unavailable"),
+        }
+        metas
+    }
+
+    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
+        let mut conn = self.check()?;
+        let stale_before = now_ms() - INSTANCE_TIMEOUT.as_millis() as i64;
+        let gone: Vec<String> = call(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(INSTANCES_KEY)
+                .arg("-inf")
+                .arg(format!("({stale_before}"))
+                .query_async(&mut conn),
+        )
+        .await?;
+        let own = self.instance_id.to_string();
+        let mut reaped = Vec::new();
+        for instance in gone.iter().filter(|i| **i != own) {
+            tracing::info!(%instance, "an instance stopped without leaving: reaping its presence");
+            reaped.extend(self.reap_instance(&mut conn, instance).await?);
+        }
+        Ok(reaped)
+    }
+}
+
+/// What the writer needs besides its connection.
+struct Writer {
+    instance_id: Uuid,
+    presence: Arc<LocalPresence>,
+    key_ttl_secs: u64,
 }
 
 async fn run_writer(
     mut conn: ConnectionManager,
     mut commands: mpsc::Receiver<Command>,
     breaker: Arc<Breaker>,
-    key_ttl_secs: u64,
+    writer: Writer,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let key_ttl_secs = writer.key_ttl_secs;
     let key_ttl = i64::try_from(key_ttl_secs).unwrap_or(i64::MAX);
+    let instance = writer.instance_id.to_string();
+    let sessions_key = presence_sessions_key(&instance);
     let mut must_arrive = HashSet::new();
     while commands.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
         must_arrive.clear();
         for command in batch.drain(..) {
+            must_arrive.extend(command.must_arrive());
             match command {
-                Command::Publish { session_id, payload, must_arrive: important } => {
-                    if important {
-                        must_arrive.insert(session_id);
-                    }
+                Command::Publish { session_id, payload, .. } => {
                     pipe.publish(channel(session_id), payload).ignore();
                 }
                 Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
@@ -374,11 +585,45 @@ async fn run_writer(
                 Command::ClearSession { session_id } => {
                     pipe.cmd("EVAL")
                         .arg(CLEAR_SESSION_SCRIPT)
-                        .arg(2)
+                        .arg(3)
                         .arg(participants_key(session_id))
                         .arg(activity_key(session_id))
+                        .arg(presence_key(session_id))
                         .arg(format!("locations:{session_id}:"))
                         .ignore();
+                }
+                Command::PresenceJoin { session_id, field, json } => {
+                    let key = presence_key(session_id);
+                    pipe.hset(&key, field, json)
+                        .ignore()
+                        .expire(&key, key_ttl)
+                        .ignore()
+                        .sadd(&sessions_key, session_id.to_string())
+                        .ignore()
+                        .expire(&sessions_key, key_ttl)
+                        .ignore();
+                }
+                Command::PresenceLeave { session_id, field, last } => {
+                    pipe.hdel(presence_key(session_id), field).ignore();
+                    if last {
+                        pipe.srem(&sessions_key, session_id.to_string()).ignore();
+                    }
+                }
+                Command::PresenceReplace { session_id } => {
+                    let script = pipe
+                        .cmd("EVAL")
+                        .arg(REPLACE_PRESENCE_SCRIPT)
+                        .arg(2)
+                        .arg(presence_key(session_id))
+                        .arg(&sessions_key)
+                        .arg(format!("{instance}:"))
+                        .arg(key_ttl)
+                        .arg(session_id.to_string());
+                    for meta in writer.presence.list(session_id) {
+                        let json = serde_json::to_string(&meta).unwrap_or_default();
+                        script.arg(presence_field(writer.instance_id, &meta.phx_ref)).arg(json);
+                    }
+                    script.ignore();
                 }
             }
         }
@@ -391,11 +636,19 @@ async fn run_writer(
     }
 }
 
+/// ZADD of this instance's heartbeat: answers 1 if the instance was not in the set.
+fn heartbeat(instance_id: Uuid) -> redis::Cmd {
+    let mut beat = redis::cmd("ZADD");
+    beat.arg(INSTANCES_KEY).arg(now_ms()).arg(instance_id.to_string());
+    beat
+}
+
 async fn run_prober(
     mut conn: ConnectionManager,
     breaker: Arc<Breaker>,
     queue: mpsc::Sender<Command>,
     instance_id: Uuid,
+    presence: Arc<LocalPresence>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = PROBE_INTERVAL;
@@ -409,6 +662,18 @@ async fn run_prober(
             Ok(_) => {
                 breaker.reset();
                 backoff = PROBE_INTERVAL;
+                // The heartbeat that keeps this instance's presence alive. Added anew (1)
+                // means the others took this instance for gone and removed its entries:
+                // rewrite them and have those sessions resynchronise.
+                match call(heartbeat(instance_id).query_async::<i64>(&mut conn)).await {
+                    Ok(1) => breaker
+                        .dropped_sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(presence.sessions()),
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "presence heartbeat failed"),
+                }
                 // Tell the other instances' sockets in sessions we dropped messages for, at
                 // most once per RESYNC_SPACING per session (a Redis that keeps failing some
                 // commands must not make every socket resnapshot every second).
@@ -418,9 +683,15 @@ async fn run_prober(
                 let due: Vec<SessionId> =
                     dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect();
                 for session_id in due {
+                    // Presence changes may be among what was lost: rewrite ours first.
                     let payload = wire::encode(instance_id, &HubMessage::Resync);
-                    if queue.try_send(Command::Publish { session_id, payload, must_arrive: true }).is_err() {
+                    if queue.capacity() < 2 {
                         break; // the queue is full: the rest stay for the next round
+                    }
+                    let replace = Command::PresenceReplace { session_id };
+                    let resync = Command::Publish { session_id, payload, must_arrive: true };
+                    if queue.try_send(replace).is_err() || queue.try_send(resync).is_err() {
+                        break;
                     }
                     dropped.remove(&session_id);
                     last_resync.insert(session_id, now);

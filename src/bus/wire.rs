@@ -3,6 +3,8 @@
 //!
 //! Layout: version (1 byte) | origin instance id (16) | kind (1) | user id (16) |
 //! close code (2, big-endian) | frame (UTF-8, the rest). The session is the channel's.
+//! A topic message (kind 6) uses the close-code field for the topic's length and puts the
+//! topic's name (UTF-8) before the frame.
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
@@ -16,7 +18,13 @@ const CHANNEL_PREFIX: &str = "channel:session:";
 
 pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     static EMPTY: Utf8Bytes = Utf8Bytes::from_static("");
+    let mut topic_name: &[u8] = &[];
     let (kind, user, code, frame) = match message {
+        HubMessage::Topic { topic, frame } => {
+            topic_name = topic.as_bytes();
+            // Topic names are validated short (far below 64 KiB).
+            (6, Uuid::nil(), u16::try_from(topic_name.len()).unwrap_or(u16::MAX), frame)
+        }
         HubMessage::Location { from, frame } => (0u8, from.0, 0u16, frame),
         HubMessage::Resync => (4, Uuid::nil(), 0, &EMPTY),
         HubMessage::Direct { to, frame } => (5, to.0, 0, frame),
@@ -24,12 +32,13 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
         HubMessage::Disconnect { user_id, code, reason } => (2, user_id.0, *code, reason),
         HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
     };
-    let mut out = Vec::with_capacity(HEADER + frame.len());
+    let mut out = Vec::with_capacity(HEADER + topic_name.len() + frame.len());
     out.push(VERSION);
     out.extend_from_slice(origin.as_bytes());
     out.push(kind);
     out.extend_from_slice(user.as_bytes());
     out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&topic_name[..usize::from(code).min(topic_name.len())]);
     out.extend_from_slice(frame.as_bytes());
     out
 }
@@ -47,14 +56,28 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
     let origin = uuid_at(1)?;
     let user = UserId(uuid_at(18)?);
     let code = u16::from_be_bytes([bytes[34], bytes[35]]);
-    let frame = Utf8Bytes::try_from(bytes[HEADER..].to_vec()).map_err(|e| e.to_string())?;
-    let message = match bytes[17] {
+    let kind = bytes[17];
+    let mut rest = &bytes[HEADER..];
+    let topic = if kind == 6 {
+        let len = usize::from(code);
+        if rest.len() < len {
+            return Err("truncated topic name".into());
+        }
+        let (name, after) = rest.split_at(len);
+        rest = after;
+        Some(std::str::from_utf8(name).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let frame = Utf8Bytes::try_from(rest.to_vec()).map_err(|e| e.to_string())?;
+    let message = match kind {
         0 => HubMessage::Location { from: user, frame },
         1 => HubMessage::Event { frame },
         2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
         3 => HubMessage::End { frame },
         4 => HubMessage::Resync,
         5 => HubMessage::Direct { to: user, frame },
+        6 => HubMessage::Topic { topic: topic.unwrap_or_default().into(), frame },
         other => return Err(format!("unknown bus message kind {other}")),
     };
     Ok((origin, Envelope { session_id, message }))
@@ -77,6 +100,7 @@ mod tests {
             HubMessage::End { frame },
             HubMessage::Resync,
             HubMessage::Direct { to: user, frame: Utf8Bytes::from("{}") },
+            HubMessage::Topic { topic: "alerts.é".into(), frame: Utf8Bytes::from("{\"a\":1}") },
         ];
         for message in messages {
             let bytes = encode(origin, &message);

@@ -1,4 +1,5 @@
-//! `/api/sessions/{id}/participants`: list them, and let one leave (or the creator remove one).
+//! `/api/sessions/{id}/participants`: list them, and let one leave (or the creator remove one);
+//! `/api/sessions/{id}/presence`: who is connected now.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,11 +11,13 @@ use super::extract::{ApiPath, Bearer};
 use crate::auth::Role;
 use crate::domain::{self, Participant, SessionId, UserId};
 use crate::error::ApiError;
+use crate::presence::{PresenceMap, presence_map};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions/{session_id}/participants", get(list))
+        .route("/sessions/{session_id}/presence", get(presence))
         .route("/sessions/{session_id}/participants/{user_id}", delete(remove))
 }
 
@@ -32,6 +35,32 @@ async fn list(
     }
     let participants = state.store.participants(session_id).await?;
     Ok(Json(ParticipantList { participants }))
+}
+
+/// Who is connected now, in Phoenix Presence's shape (one meta per connection), with
+/// totals for readers that only want counts.
+#[derive(Serialize)]
+struct PresenceList<'a> {
+    session_id: SessionId,
+    users: usize,
+    connections: usize,
+    presences: PresenceMap<'a>,
+}
+
+async fn presence(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.store.session(session_id).await?.is_none() {
+        return Err(ApiError::not_found("session"));
+    }
+    let metas = state.bus.presence(session_id).await;
+    let presences = presence_map(&metas);
+    let list = PresenceList { session_id, users: presences.len(), connections: metas.len(), presences };
+    Ok(Json(serde_json::to_value(&list).map_err(|e| {
+        tracing::error!(error = %e, "presence did not serialize");
+        ApiError::internal()
+    })?))
 }
 
 async fn remove(

@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionState, parse_client};
+use super::topics::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
 use crate::auth::Role;
 use crate::domain::{self, Location, Participant, Session};
 use crate::hub::{CloseReason, Outbox, close_code};
 use crate::limits::ConnectionLimiter;
 use crate::metrics::RealtimeMetrics;
+use crate::presence::{PresenceMeta, presence_map};
 use crate::state::AppState;
 use crate::state::EndReason;
 
@@ -29,6 +31,8 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         tracing::info!("connected");
         let subscription = state.hub.subscribe(session.id, me.user_id).await;
         let outbox = subscription.outbox.clone();
+        let presence = PresenceMeta::connect(&me, domain::now());
+        state.presence_join(session.id, &presence);
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
         resynchronise(&state, &session, &me, &outbox, true).await;
@@ -39,6 +43,7 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
             write_loop(sink, &outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
             read_loop(stream, &state, &session, &me, &outbox, &writer_done),
         );
+        state.presence_leave(session.id, &presence);
         drop(subscription);
         state.activity.touch(session.id, me.user_id, domain::now());
         tracing::info!("disconnected");
@@ -83,6 +88,7 @@ async fn resynchronise(state: &AppState, session: &Session, me: &Participant, ou
         tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
         Vec::new()
     });
+    let present = state.bus.presence(session.id).await;
     let message = ServerMessage::SessionState(SessionState {
         session_id: session.id,
         name: session.name.as_deref(),
@@ -95,7 +101,8 @@ async fn resynchronise(state: &AppState, session: &Session, me: &Participant, ou
             .map(|(user_id, location)| LocationBroadcast { user_id, location })
             .collect(),
     });
-    outbox.push_snapshot(message.to_frame());
+    let presence = ServerMessage::PresenceState(&presence_map(&present)).to_frame();
+    outbox.push_snapshot(vec![message.to_frame(), presence]);
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -232,7 +239,63 @@ fn is_too_big(err: axum::Error) -> bool {
 }
 
 fn reply_error(outbox: &Outbox, code: &str, message: &str) {
-    outbox.push_event(ServerMessage::Error { code, message }.to_frame());
+    outbox.push_event(ServerMessage::Error { code, message, topic: None }.to_frame());
+}
+
+fn refuse_topic(outbox: &Outbox, err: &TopicError) {
+    let message = ServerMessage::Error { code: err.code, message: &err.message, topic: Some(&err.topic) };
+    outbox.push_event(message.to_frame());
+}
+
+/// The topics of a `subscribe` or `unsubscribe` this connection may use; an `error` naming
+/// each one it may not.
+fn authorized(scope: &Scope, outbox: &Outbox, raw: &[String]) -> Vec<Topic> {
+    let mut topics = Vec::with_capacity(raw.len());
+    for name in raw {
+        match scope.authorize(name) {
+            Ok(topic) => topics.push(topic),
+            Err(err) => refuse_topic(outbox, &err),
+        }
+    }
+    topics
+}
+
+fn named(topics: &[Topic]) -> Vec<std::sync::Arc<str>> {
+    topics
+        .iter()
+        .filter_map(|t| match t {
+            Topic::Named(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn subscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
+    let topics = authorized(scope, outbox, raw);
+    // The session and user topics are always held; only named ones count.
+    if !outbox.subscribe_topics(&named(&topics), MAX_TOPICS_PER_CONNECTION) {
+        let message =
+            format!("at most {MAX_TOPICS_PER_CONNECTION} topics per connection: nothing was subscribed");
+        return reply_error(outbox, "too_many_topics", &message);
+    }
+    let names: Vec<String> = topics.iter().map(|t| scope.canonical(t)).collect();
+    outbox.push_event(ServerMessage::Subscribed { topics: &names }.to_frame());
+}
+
+fn unsubscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
+    let mut topics = authorized(scope, outbox, raw);
+    topics.retain(|topic| {
+        let implicit = !matches!(topic, Topic::Named(_));
+        if implicit {
+            let name = scope.canonical(topic);
+            let message = format!("{name} is held by every connection of the session and cannot be left");
+            refuse_topic(outbox, &TopicError { code: "implicit_topic", message, topic: name });
+        }
+        !implicit
+    });
+    outbox.unsubscribe_topics(&named(&topics));
+    let names: Vec<String> = topics.iter().map(|t| scope.canonical(t)).collect();
+    outbox.push_event(ServerMessage::Unsubscribed { topics: &names }.to_frame());
 }
 
 /// Whether a client message may be handled: not after a close was asked for (removed,
@@ -256,7 +319,26 @@ fn admitted(state: &AppState, me: &Participant, outbox: &Outbox, limiter: &mut C
 
 async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
     let metrics = &state.metrics;
+    let scope = Scope { session_id: session.id, user_id: me.user_id };
     match parse_client(text) {
+        Ok(ClientMessage::Subscribe { topics }) => {
+            metrics.subscribes_in.increment(1);
+            subscribe(&scope, outbox, &topics)
+        }
+        Ok(ClientMessage::Unsubscribe { topics }) => {
+            metrics.unsubscribes_in.increment(1);
+            unsubscribe(&scope, outbox, &topics)
+        }
+        Ok(ClientMessage::Publish { topic, payload }) => {
+            metrics.publishes_in.increment(1);
+            match scope.authorize(&topic) {
+                Ok(target) => {
+                    let name = scope.canonical(&target);
+                    state.publish_topic(session.id, me.user_id, &target, &name, &payload)
+                }
+                Err(err) => refuse_topic(outbox, &err),
+            }
+        }
         Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
             Ok(location) => {
                 metrics.location_updates_in.increment(1);

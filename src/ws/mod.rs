@@ -3,6 +3,7 @@
 
 mod connection;
 pub mod protocol;
+pub mod topics;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;

@@ -7,6 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::{Location, LocationInput, Participant, UserId};
 use crate::hub::Frame;
+use crate::presence::PresenceMap;
 
 /// What the server sends.
 #[derive(Debug, Serialize)]
@@ -27,19 +28,42 @@ pub enum ServerMessage<'a> {
     SessionEnded {
         reason: &'a str,
     },
-    /// The answer to `refresh_token`.
     /// A message another participant sent to this user.
     DirectMessage {
         from_user: UserId,
         payload: &'a RawValue,
     },
+    /// The answer to `refresh_token`.
     TokenRefreshed {
         token: &'a str,
         expires_at: DateTime<Utc>,
     },
+    /// Who is connected: sent after `session_state`, and again on every resynchronisation.
+    PresenceState(&'a PresenceMap<'a>),
+    /// Connections that came and went since.
+    PresenceDiff {
+        joins: &'a PresenceMap<'a>,
+        leaves: &'a PresenceMap<'a>,
+    },
+    /// The answer to `subscribe`: the topics now held, by their full names.
+    Subscribed {
+        topics: &'a [String],
+    },
+    Unsubscribed {
+        topics: &'a [String],
+    },
+    /// A message published on a topic this connection is on.
+    Broadcast {
+        topic: &'a str,
+        from_user: UserId,
+        payload: &'a RawValue,
+    },
     Error {
         code: &'a str,
         message: &'a str,
+        /// The refused topic, for topic errors.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<&'a str>,
     },
 }
 
@@ -79,12 +103,48 @@ pub enum ClientMessage {
         target_user: UserId,
         payload: Box<RawValue>,
     },
+    Subscribe {
+        topics: Vec<String>,
+    },
+    Unsubscribe {
+        topics: Vec<String>,
+    },
+    /// Seed 003's Broadcast.
+    Publish {
+        topic: String,
+        payload: Box<RawValue>,
+    },
 }
 
 #[derive(Deserialize)]
 struct DirectMessageInput {
     target_user: UserId,
     payload: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+struct TopicsInput {
+    topics: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct PublishInput {
+    topic: String,
+    payload: Box<RawValue>,
+}
+
+/// Reads `data` as `T`, or says what `kind` needs.
+fn data<'a, T: Deserialize<'a>>(
+    data: Option<&'a RawValue>,
+    kind: &str,
+    shape: &str,
+) -> Result<T, ProtocolError> {
+    let invalid = |detail: String| ProtocolError {
+        code: "invalid_message",
+        message: format!("{kind} needs data {shape}{detail}"),
+    };
+    let data = data.ok_or_else(|| invalid(String::new()))?;
+    serde_json::from_str(data.get()).map_err(|e| invalid(format!(": {e}")))
 }
 
 /// Why a client frame was refused; sent back as an `error` message.
@@ -120,26 +180,28 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
         }
         "ping" => Ok(ClientMessage::Ping),
         "refresh_token" => Ok(ClientMessage::RefreshToken),
-        // Seed 003 calls it DirectMessage.
+        // Seed 003's names are accepted too: DirectMessage, Subscribe, Unsubscribe, Broadcast.
         "direct_message" | "DirectMessage" => {
-            let data = raw.data.ok_or_else(|| ProtocolError {
-                code: "invalid_message",
-                message: "direct_message needs data {target_user, payload}".into(),
-            })?;
-            serde_json::from_str::<DirectMessageInput>(data.get())
-                .map(|input| ClientMessage::DirectMessage {
-                    target_user: input.target_user,
-                    payload: input.payload,
-                })
-                .map_err(|e| ProtocolError {
-                    code: "invalid_message",
-                    message: format!("direct_message data: {e}"),
-                })
+            let input: DirectMessageInput = data(raw.data, "direct_message", "{target_user, payload}")?;
+            Ok(ClientMessage::DirectMessage { target_user: input.target_user, payload: input.payload })
+        }
+        "subscribe" | "Subscribe" => {
+            let input: TopicsInput = data(raw.data, "subscribe", "{topics: [...]}")?;
+            Ok(ClientMessage::Subscribe { topics: input.topics })
+        }
+        "unsubscribe" | "Unsubscribe" => {
+            let input: TopicsInput = data(raw.data, "unsubscribe", "{topics: [...]}")?;
+            Ok(ClientMessage::Unsubscribe { topics: input.topics })
+        }
+        "publish" | "Broadcast" => {
+            let input: PublishInput = data(raw.data, "publish", "{topic, payload}")?;
+            Ok(ClientMessage::Publish { topic: input.topic, payload: input.payload })
         }
         other => Err(ProtocolError {
             code: "unknown_type",
             message: format!(
-                "unknown message type {other:?}; expected location_update, ping, refresh_token or direct_message"
+                "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
+                 subscribe, unsubscribe or publish"
             ),
         }),
     }
@@ -158,6 +220,15 @@ mod tests {
         }
         assert!(matches!(parse_client(r#"{"type":"ping","data":{}}"#), Ok(ClientMessage::Ping)));
         assert!(matches!(parse_client(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping)));
+        // Seed 003's client, unchanged.
+        let subscribe = r#"{"type":"Subscribe","data":{"topics":["notifications","updates"]}}"#;
+        assert!(
+            matches!(parse_client(subscribe), Ok(ClientMessage::Subscribe { topics }) if topics.len() == 2)
+        );
+        let broadcast = r#"{"type":"Broadcast","data":{"topic":"updates","payload":{"n":1}}}"#;
+        assert!(
+            matches!(parse_client(broadcast), Ok(ClientMessage::Publish { topic, payload }) if topic == "updates" && payload.get() == r#"{"n":1}"#)
+        );
     }
 
     #[test]
@@ -168,6 +239,8 @@ mod tests {
             (r#"{"type":"teleport","data":{}}"#, "unknown_type"),
             (r#"{"type":"location_update"}"#, "invalid_location"),
             (r#"{"type":"location_update","data":{"lat":"north"}}"#, "invalid_location"),
+            (r#"{"type":"subscribe","data":{"topics":"alerts"}}"#, "invalid_message"),
+            (r#"{"type":"publish","data":{"topic":"alerts"}}"#, "invalid_message"),
         ] {
             assert_eq!(parse_client(text).unwrap_err().code, code, "{text}");
         }

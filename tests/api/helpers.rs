@@ -270,7 +270,7 @@ impl TestApp {
 
     pub async fn try_connect(&self, token: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
         let (stream, _) = tokio_tungstenite::connect_async(self.ws_url(token)).await?;
-        Ok(WsClient { stream })
+        Ok(WsClient::new(stream))
     }
 
     /// The HTTP status a refused handshake got.
@@ -303,9 +303,26 @@ impl Drop for TestApp {
 
 pub struct WsClient {
     pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Whether `presence_state` and `presence_diff` are returned; tests of other features
+    /// skip them (they arrive whenever anyone connects or disconnects).
+    pub presence: bool,
 }
 
 impl WsClient {
+    pub fn new(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Self { stream, presence: false }
+    }
+
+    /// From now on, presence messages are returned like any other.
+    pub fn with_presence(mut self) -> Self {
+        self.presence = true;
+        self
+    }
+
+    fn skips(&self, message: &Value) -> bool {
+        !self.presence && matches!(message["type"].as_str(), Some("presence_state" | "presence_diff"))
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.stream.send(Message::text(value.to_string())).await.expect("send");
     }
@@ -327,7 +344,12 @@ impl WsClient {
                 .expect("stream open")
                 .expect("no socket error");
             match message {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON text"),
+                Message::Text(text) => {
+                    let message: Value = serde_json::from_str(text.as_str()).expect("JSON text");
+                    if !self.skips(&message) {
+                        return message;
+                    }
+                }
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text message, got {other:?}"),
             }
@@ -356,10 +378,28 @@ impl WsClient {
         }
     }
 
+    /// Reads until `quiet` passes with no message; returns the JSON messages read.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+        let mut messages = Vec::new();
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(quiet, self.stream.next()).await {
+            if let Message::Text(text) = message {
+                let message: Value = serde_json::from_str(text.as_str()).expect("JSON text");
+                if !self.skips(&message) {
+                    messages.push(message);
+                }
+            }
+        }
+        messages
+    }
+
     /// Asserts nothing but control frames arrive within `window`.
     pub async fn assert_silent(&mut self, window: Duration) {
-        if let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(window, self.stream.next()).await {
-            panic!("expected silence, got {text}");
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await {
+            if let Message::Text(text) = message {
+                let message: Value = serde_json::from_str(text.as_str()).expect("JSON text");
+                assert!(self.skips(&message), "expected silence, got {text}");
+            }
         }
     }
 }

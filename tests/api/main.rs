@@ -18,4 +18,5 @@ mod sessions;
 mod shutdown;
 mod slow_consumer;
 mod tokens;
+mod topics;
 mod websocket;

@@ -71,7 +71,7 @@ async fn the_binary_exits_0_on_sigterm_after_closing_sockets() {
         .unwrap();
     let url = format!("ws://127.0.0.1:{port}/ws?token={}", joined["websocket_token"].as_str().unwrap());
     let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let mut ws = WsClient { stream };
+    let mut ws = WsClient::new(stream);
     assert_eq!(ws.next_json().await["type"], "session_state");
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();

@@ -145,14 +145,12 @@ async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed(backe
     request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
     let (mut stream, response) = tokio_tungstenite::connect_async(request).await.expect("handshake");
     assert_eq!(response.headers().get("sec-websocket-protocol").unwrap().to_str().unwrap(), protocol);
-    let mut client = WsClient {
-        stream: {
-            use futures_util::StreamExt;
-            let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
-            assert!(first.to_text().unwrap().contains("session_state"));
-            stream
-        },
-    };
+    let mut client = WsClient::new({
+        use futures_util::StreamExt;
+        let first = tokio::time::timeout(WAIT, stream.next()).await.unwrap().unwrap().unwrap();
+        assert!(first.to_text().unwrap().contains("session_state"));
+        stream
+    });
     client.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(client.next_json().await["type"], "pong");
 }
