@@ -12,6 +12,7 @@ mod lifetimes;
 mod limits;
 mod observability;
 mod participants;
+mod presence;
 mod proxy;
 mod refresh;
 mod sessions;
