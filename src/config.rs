@@ -92,6 +92,16 @@ pub struct Config {
     #[arg(long, env = "SWEEP_INTERVAL_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub sweep_interval_seconds: u64,
 
+    /// Hours chat messages (session chat and local rooms) are kept; each sweep deletes older
+    /// ones (0: kept until the next sweep).
+    #[arg(long, env = "CHAT_RETENTION_HOURS", default_value_t = 168)]
+    pub chat_retention_hours: u64,
+
+    /// Hours an ended session is kept, with its participants and its chat, before a sweep
+    /// deletes it (0: deleted at the next sweep).
+    #[arg(long, env = "SESSION_RETENTION_HOURS", default_value_t = 168)]
+    pub session_retention_hours: u64,
+
     /// Seconds between two write-behind flushes of last_seen / last_activity to the database.
     #[arg(long, env = "ACTIVITY_FLUSH_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub activity_flush_interval_seconds: u64,

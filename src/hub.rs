@@ -1,4 +1,5 @@
-//! The hub: which local connections listen to which session, and the bounded outbound
+//! The hub: which local connections listen to which channel (a session, or a local chat
+//! room), and the bounded outbound
 //! queue of each connection. A message is serialized once by whoever publishes it; the hub
 //! hands the same bytes to every subscriber's queue and never waits on a socket.
 //!
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::domain::{SessionId, UserId};
+use crate::domain::{RoomId, SessionId, UserId};
 use crate::metrics::RealtimeMetrics;
 
 /// How long a first subscriber waits for the bus to confirm its subscription.
@@ -38,10 +39,34 @@ pub mod close_code {
     pub const HEARTBEAT_TIMEOUT: u16 = 4408;
 }
 
-/// A message for the subscribers of one session, on this instance or (through the bus) any.
+/// What a connection listens to: its session (always) and at most one local chat room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    Session(SessionId),
+    Room(RoomId),
+}
+
+impl Channel {
+    /// `session:{id}` or `room:{id}`: how the bus names it.
+    pub fn name(&self) -> String {
+        match self {
+            Channel::Session(id) => format!("session:{id}"),
+            Channel::Room(id) => format!("room:{id}"),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        if let Some(id) = name.strip_prefix("session:") {
+            return id.parse().ok().map(Channel::Session);
+        }
+        name.strip_prefix("room:").and_then(|id| id.parse().ok()).map(Channel::Room)
+    }
+}
+
+/// A message for the subscribers of one channel, on this instance or (through the bus) any.
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub session_id: SessionId,
+    pub channel: Channel,
     pub message: HubMessage,
 }
 
@@ -102,6 +127,8 @@ struct Queue {
 /// writer task drains everything pending at once and flushes the socket once.
 #[derive(Debug)]
 pub struct Outbox {
+    /// Unique on this instance.
+    id: u64,
     queue: Mutex<Queue>,
     ready: Notify,
     resync: Notify,
@@ -112,7 +139,9 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             queue: Mutex::default(),
             ready: Notify::new(),
             resync: Notify::new(),
@@ -286,16 +315,15 @@ impl Outbox {
 
 #[derive(Clone)]
 struct Subscriber {
-    conn_id: u64,
     user_id: UserId,
     outbox: Arc<Outbox>,
 }
 
-/// Sessions to local subscribers. Cheap to share: wrap it in an `Arc`.
+/// Channels to local subscribers. Cheap to share: wrap it in an `Arc`.
 pub struct Hub {
-    topics: RwLock<HashMap<SessionId, Vec<Subscriber>>>,
+    channels: RwLock<HashMap<Channel, Vec<Subscriber>>>,
     bus: Arc<dyn Bus>,
-    next_conn_id: AtomicU64,
+    /// Session subscriptions: one per open socket.
     connections: AtomicUsize,
     queue_capacity: usize,
     metrics: Arc<RealtimeMetrics>,
@@ -303,53 +331,58 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(bus: Arc<dyn Bus>, queue_capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
-        Self {
-            topics: RwLock::default(),
-            bus,
-            next_conn_id: AtomicU64::new(1),
-            connections: AtomicUsize::new(0),
-            queue_capacity,
-            metrics,
-        }
+        Self { channels: RwLock::default(), bus, connections: AtomicUsize::new(0), queue_capacity, metrics }
     }
 
-    /// Registers a connection of `user_id` in the session; dropping the returned
-    /// subscription unregisters it. The first local subscriber of a session also waits
-    /// (briefly) until the bus delivers that session's messages from other instances.
-    pub async fn subscribe(self: &Arc<Self>, session_id: SessionId, user_id: UserId) -> Subscription {
-        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(self.queue_capacity, self.metrics.clone()));
-        // The bus hears subscribe and unsubscribe in the order the topic map changed: both
-        // are sent under its lock (sending only queues a command).
+    /// A new connection's outbound queue.
+    pub fn outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(self.queue_capacity, self.metrics.clone()))
+    }
+
+    /// Registers a connection of `user_id` on the channel; dropping the returned
+    /// subscription unregisters it. The first local subscriber of a channel also waits
+    /// (briefly) until the bus delivers that channel's messages from other instances.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        channel: Channel,
+        user_id: UserId,
+        outbox: Arc<Outbox>,
+    ) -> Subscription {
+        // The bus hears subscribe and unsubscribe in the order the channel map changed:
+        // both are sent under its lock (sending only queues a command).
         let confirmed = {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            let subscribers = topics.entry(session_id).or_default();
-            subscribers.push(Subscriber { conn_id, user_id, outbox: outbox.clone() });
-            (subscribers.len() == 1).then(|| self.bus.subscribe(session_id))
+            let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            let subscribers = channels.entry(channel).or_default();
+            subscribers.push(Subscriber { user_id, outbox: outbox.clone() });
+            (subscribers.len() == 1).then(|| self.bus.subscribe(channel))
         };
-        self.connections.fetch_add(1, Ordering::Relaxed);
-        self.metrics.connections.increment(1.0);
-        let subscription = Subscription { hub: self.clone(), session_id, conn_id, outbox };
+        if matches!(channel, Channel::Session(_)) {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+            self.metrics.connections.increment(1.0);
+        }
+        let subscription = Subscription { hub: self.clone(), channel, outbox };
         if let Some(confirmed) = confirmed
             && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, confirmed).await.is_err()
         {
-            tracing::warn!(%session_id, "bus subscription not confirmed in time; continuing");
+            tracing::warn!(channel = %channel.name(), "bus subscription not confirmed in time; continuing");
         }
         subscription
     }
 
-    fn unsubscribe(&self, session_id: SessionId, conn_id: u64) {
+    fn unsubscribe(&self, channel: Channel, outbox_id: u64) {
         {
-            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
-            let Some(subscribers) = topics.get_mut(&session_id) else { return };
-            subscribers.retain(|s| s.conn_id != conn_id);
+            let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            let Some(subscribers) = channels.get_mut(&channel) else { return };
+            subscribers.retain(|s| s.outbox.id != outbox_id);
             if subscribers.is_empty() {
-                topics.remove(&session_id);
-                self.bus.unsubscribe(session_id);
+                channels.remove(&channel);
+                self.bus.unsubscribe(channel);
             }
         }
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.connections.decrement(1.0);
+        if matches!(channel, Channel::Session(_)) {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.connections.decrement(1.0);
+        }
     }
 
     /// Delivers to this instance's subscribers, then hands the message to the bus.
@@ -360,8 +393,8 @@ impl Hub {
 
     /// Delivers to this instance's subscribers only (messages from the bus come in here).
     pub fn deliver_local(&self, envelope: &Envelope) {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        let Some(subscribers) = topics.get(&envelope.session_id) else { return };
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let Some(subscribers) = channels.get(&envelope.channel) else { return };
         let started = std::time::Instant::now();
         for sub in subscribers {
             match &envelope.message {
@@ -394,8 +427,8 @@ impl Hub {
     /// Every local connection rebuilds its snapshot: this instance may have missed
     /// messages from the others (its bus connection was down).
     pub fn resync_all(&self) {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        for sub in topics.values().flatten() {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        for sub in channels.values().flatten() {
             sub.outbox.request_resync();
         }
     }
@@ -408,25 +441,30 @@ impl Hub {
     /// Frames queued for each connection of one session, by user (for tests and
     /// diagnostics: shows that queues stay bounded).
     pub fn queue_depths(&self, session_id: SessionId) -> Vec<(UserId, usize)> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics
-            .get(&session_id)
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels
+            .get(&Channel::Session(session_id))
             .map(|subs| subs.iter().map(|s| (s.user_id, s.outbox.pending())).collect())
             .unwrap_or_default()
     }
 }
 
-/// A connection's place in the hub; unregisters on drop.
+/// A connection's place on one channel; unregisters on drop.
 pub struct Subscription {
     hub: Arc<Hub>,
-    session_id: SessionId,
-    conn_id: u64,
+    channel: Channel,
     pub outbox: Arc<Outbox>,
+}
+
+impl Subscription {
+    pub fn channel(&self) -> Channel {
+        self.channel
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unsubscribe(self.session_id, self.conn_id);
+        self.hub.unsubscribe(self.channel, self.outbox.id);
     }
 }
 
@@ -504,13 +542,15 @@ mod tests {
         let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, Arc::default()));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
-        let ann_sub = hub.subscribe(s1, ann).await;
-        let bob_sub = hub.subscribe(s1, bob).await;
-        let other = hub.subscribe(s2, UserId::new_random()).await;
+        let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));
+        let ann_sub = hub.subscribe(s1, ann, hub.outbox()).await;
+        let bob_sub = hub.subscribe(s1, bob, hub.outbox()).await;
+        let other = hub.subscribe(s2, UserId::new_random(), hub.outbox()).await;
+        let room = hub.subscribe(Channel::Room("u4pruy".parse().unwrap()), bob, bob_sub.outbox.clone()).await;
         assert_eq!(hub.connection_count(), 3);
 
         hub.publish(Envelope {
-            session_id: s1,
+            channel: s1,
             message: HubMessage::Location { from: ann, frame: frame("ann moved") },
         });
         assert_eq!(drained(&bob_sub.outbox).0, vec!["ann moved"]);
@@ -521,17 +561,17 @@ mod tests {
         assert!(bob_sub.outbox.subscribe_topics(std::slice::from_ref(&topic), 1));
         assert!(!bob_sub.outbox.subscribe_topics(&[Arc::from("another")], 1), "past the limit");
         hub.publish(Envelope {
-            session_id: s1,
+            channel: s1,
             message: HubMessage::Topic { topic: topic.clone(), frame: frame("alert") },
         });
         assert_eq!(drained(&bob_sub.outbox).0, vec!["alert"]);
         assert_eq!(ann_sub.outbox.pending(), 0, "ann did not subscribe");
         bob_sub.outbox.unsubscribe_topics(std::slice::from_ref(&topic));
-        hub.publish(Envelope { session_id: s1, message: HubMessage::Topic { topic, frame: frame("again") } });
+        hub.publish(Envelope { channel: s1, message: HubMessage::Topic { topic, frame: frame("again") } });
         assert_eq!(bob_sub.outbox.pending(), 0);
 
         hub.publish(Envelope {
-            session_id: s1,
+            channel: s1,
             message: HubMessage::Disconnect {
                 user_id: bob,
                 code: close_code::NORMAL,
@@ -541,11 +581,13 @@ mod tests {
         assert!(bob_sub.outbox.is_closing());
         assert!(!ann_sub.outbox.is_closing());
 
-        hub.publish(Envelope { session_id: s1, message: HubMessage::End { frame: frame("ended") } });
+        hub.publish(Envelope { channel: s1, message: HubMessage::End { frame: frame("ended") } });
         assert_eq!(drained(&ann_sub.outbox).0, vec!["ended"]);
 
-        drop((ann_sub, bob_sub));
+        assert_eq!(hub.connection_count(), 3, "a room is not another connection");
+        drop((ann_sub, bob_sub, room));
         assert_eq!(hub.connection_count(), 1);
-        assert!(hub.queue_depths(s1).is_empty());
+        assert!(hub.channels.read().unwrap().get(&s1).is_none());
+        assert_eq!(hub.channels.read().unwrap().len(), 1);
     }
 }

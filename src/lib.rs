@@ -6,6 +6,7 @@ pub mod activity;
 pub mod app;
 pub mod auth;
 pub mod bus;
+pub mod chat;
 pub mod config;
 pub mod domain;
 pub mod error;

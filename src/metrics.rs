@@ -86,6 +86,7 @@ fn describe() {
         "Bus commands dropped while Redis was unavailable or behind"
     );
     describe_counter!("convoy_bus_publish_errors_total", "Failed Redis pipelines");
+    describe_counter!("convoy_chat_messages_total", "Chat messages stored (session chat and local rooms)");
 }
 
 /// Handles for what the realtime path records.
@@ -104,6 +105,11 @@ pub struct RealtimeMetrics {
     pub subscribes_in: Counter,
     pub unsubscribes_in: Counter,
     pub publishes_in: Counter,
+    pub chat_in: Counter,
+    pub room_joins_in: Counter,
+    pub room_leaves_in: Counter,
+    pub room_messages_in: Counter,
+    pub chat_messages: Counter,
     pub rate_limited: [Counter; 3],
 }
 
@@ -125,6 +131,11 @@ impl RealtimeMetrics {
             subscribes_in: messages_in("subscribe"),
             unsubscribes_in: messages_in("unsubscribe"),
             publishes_in: messages_in("publish"),
+            chat_in: messages_in("chat_message"),
+            room_joins_in: messages_in("join_local_chat"),
+            room_leaves_in: messages_in("leave_local_chat"),
+            room_messages_in: messages_in("message"),
+            chat_messages: counter!("convoy_chat_messages_total"),
             rate_limited: [Scope::Connection, Scope::User, Scope::Instance]
                 .map(|scope| counter!("convoy_rate_limited_total", "scope" => scope.as_str())),
         }

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Participant, SessionId, UserId};
+use crate::domain::{Participant, UserId};
+use crate::hub::Channel;
 
 /// One connection of one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,40 +56,40 @@ pub fn presence_map<'a>(metas: impl IntoIterator<Item = &'a PresenceMeta>) -> Pr
     map
 }
 
-/// This instance's connections, by session. The whole truth for a single instance; the
+/// This instance's connections, by channel. The whole truth for a single instance; the
 /// Redis bus shares it with the others and rewrites it there after an outage.
 #[derive(Debug, Default)]
 pub struct LocalPresence {
-    sessions: Mutex<HashMap<SessionId, Vec<PresenceMeta>>>,
+    channels: Mutex<HashMap<Channel, Vec<PresenceMeta>>>,
 }
 
 impl LocalPresence {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Vec<PresenceMeta>>) -> T) -> T {
-        f(&mut self.sessions.lock().unwrap_or_else(|e| e.into_inner()))
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<Channel, Vec<PresenceMeta>>) -> T) -> T {
+        f(&mut self.channels.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn join(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.with(|map| map.entry(session_id).or_default().push(meta.clone()));
+    pub fn join(&self, channel: Channel, meta: &PresenceMeta) {
+        self.with(|map| map.entry(channel).or_default().push(meta.clone()));
     }
 
-    /// Removes one connection; returns whether it was the session's last one here.
-    pub fn leave(&self, session_id: SessionId, phx_ref: &str) -> bool {
+    /// Removes one connection; returns whether it was the channel's last one here.
+    pub fn leave(&self, channel: Channel, phx_ref: &str) -> bool {
         self.with(|map| {
-            let Some(metas) = map.get_mut(&session_id) else { return true };
+            let Some(metas) = map.get_mut(&channel) else { return true };
             metas.retain(|m| m.phx_ref != phx_ref);
             let last = metas.is_empty();
             if last {
-                map.remove(&session_id);
+                map.remove(&channel);
             }
             last
         })
     }
 
-    pub fn list(&self, session_id: SessionId) -> Vec<PresenceMeta> {
-        self.with(|map| map.get(&session_id).cloned().unwrap_or_default())
+    pub fn list(&self, channel: Channel) -> Vec<PresenceMeta> {
+        self.with(|map| map.get(&channel).cloned().unwrap_or_default())
     }
 
-    pub fn sessions(&self) -> Vec<SessionId> {
+    pub fn channels(&self) -> Vec<Channel> {
         self.with(|map| map.keys().copied().collect())
     }
 }
@@ -121,13 +122,13 @@ mod tests {
     #[test]
     fn the_last_connection_leaving_empties_the_session() {
         let presence = LocalPresence::default();
-        let session = SessionId::new_random();
+        let session = Channel::Session(crate::domain::SessionId::new_random());
         let (a, b) = (meta(UserId::new_random()), meta(UserId::new_random()));
         presence.join(session, &a);
         presence.join(session, &b);
         assert!(!presence.leave(session, &a.phx_ref));
         assert_eq!(presence.list(session), vec![b.clone()]);
         assert!(presence.leave(session, &b.phx_ref));
-        assert!(presence.sessions().is_empty());
+        assert!(presence.channels().is_empty());
     }
 }

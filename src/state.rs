@@ -17,7 +17,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::domain::{self, Location, Participant, SessionId, UserId};
 use crate::error::ApiError;
-use crate::hub::{Envelope, Hub, HubMessage, close_code};
+use crate::hub::{Channel, Envelope, Hub, HubMessage, close_code};
 use crate::limits::Limits;
 use crate::metrics::RealtimeMetrics;
 use crate::presence::{PresenceMeta, presence_map};
@@ -186,7 +186,7 @@ impl AppState {
     }
 
     fn publish(&self, session_id: SessionId, message: HubMessage) {
-        self.hub.publish(Envelope { session_id, message });
+        self.hub.publish(Envelope { channel: Channel::Session(session_id), message });
     }
 
     /// Announces a new participant to everyone connected to the session.
@@ -256,13 +256,13 @@ impl AppState {
     /// A connection is now present: record it and tell the session (the connection itself
     /// included, as Phoenix does).
     pub fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.bus.presence_join(session_id, meta);
+        self.bus.presence_join(Channel::Session(session_id), meta);
         self.announce_presence(session_id, std::slice::from_ref(meta), &[]);
     }
 
     /// A connection closed: forget it and tell the session.
     pub fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.bus.presence_leave(session_id, meta);
+        self.bus.presence_leave(Channel::Session(session_id), meta);
         self.announce_presence(session_id, &[], std::slice::from_ref(meta));
     }
 

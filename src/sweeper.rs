@@ -1,5 +1,6 @@
 //! The sweeper: ends sessions that passed their end time or sat idle too long, tells their
-//! sockets, and drops expired cached locations. `sweep_once` is public so tests can step it.
+//! sockets, drops expired cached locations, announces the leaves of stopped instances'
+//! connections, and enforces chat and session retention. `sweep_once` is public so tests can step it.
 //! Several instances may sweep at once: the store hands each ended session to one caller.
 
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 
 use crate::domain::{self, SessionId};
+use crate::hub::Channel;
 use crate::state::{AppState, EndReason};
 use crate::store::{ActivityBatch, StoreError};
 
@@ -21,6 +23,10 @@ pub struct SweepReport {
     pub purged_locations: usize,
     /// Connections of stopped instances removed from presence (and announced as leaves).
     pub reaped_presence: usize,
+    /// Chat messages older than CHAT_RETENTION_HOURS, deleted.
+    pub deleted_messages: u64,
+    /// Sessions ended more than SESSION_RETENTION_HOURS ago, deleted with their chat.
+    pub deleted_sessions: u64,
 }
 
 pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
@@ -59,11 +65,20 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
     }
     let purged_locations = state.bus.purge_expired().await;
     let reaped_presence = reap_presence(state).await;
+    let hours_ago = |hours: u64| {
+        let hours = i64::try_from(hours).unwrap_or(i64::MAX);
+        ChronoDuration::try_hours(hours)
+            .and_then(|age| now.checked_sub_signed(age))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+    };
+    let deleted_messages = state.store.delete_messages_before(hours_ago(state.config.chat_retention_hours)).await?;
+    let deleted_sessions =
+        state.store.delete_sessions_ended_before(hours_ago(state.config.session_retention_hours)).await?;
     ::metrics::counter!("convoy_sessions_expired_total").increment(ended.len() as u64);
     let (sessions, participants) = state.store.live_counts().await?;
     ::metrics::gauge!("convoy_sessions_active").set(sessions as f64);
     ::metrics::gauge!("convoy_participants_active").set(participants as f64);
-    Ok(SweepReport { flushed, ended, purged_locations, reaped_presence })
+    Ok(SweepReport { flushed, ended, purged_locations, reaped_presence, deleted_messages, deleted_sessions })
 }
 
 /// Announces the leaves of connections whose instance stopped without saying goodbye.
@@ -75,14 +90,17 @@ async fn reap_presence(state: &AppState) -> usize {
             return 0;
         }
     };
-    let mut by_session: std::collections::HashMap<SessionId, Vec<_>> = Default::default();
-    for (session_id, meta) in reaped {
-        by_session.entry(session_id).or_default().push(meta);
+    let mut by_channel: std::collections::HashMap<Channel, Vec<_>> = Default::default();
+    for (channel, meta) in reaped {
+        by_channel.entry(channel).or_default().push(meta);
     }
     let mut count = 0;
-    for (session_id, leaves) in by_session {
+    for (channel, leaves) in by_channel {
         count += leaves.len();
-        state.announce_presence(session_id, &[], &leaves);
+        match channel {
+            Channel::Session(session_id) => state.announce_presence(session_id, &[], &leaves),
+            Channel::Room(room_id) => state.announce_room_leaves(room_id, &leaves).await,
+        }
     }
     count
 }

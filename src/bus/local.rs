@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError};
 use crate::domain::{Location, SessionId, UserId};
-use crate::hub::Envelope;
+use crate::hub::{Channel, Envelope};
 use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Session -> participant -> (latest location, when it expires).
@@ -44,11 +44,11 @@ impl Bus for LocalBus {
     // One instance: everything was already delivered locally by the hub.
     fn publish(&self, _envelope: &Envelope) {}
 
-    fn subscribe(&self, _session_id: SessionId) -> BoxFuture<'static, ()> {
+    fn subscribe(&self, _channel: Channel) -> BoxFuture<'static, ()> {
         Box::pin(std::future::ready(()))
     }
 
-    fn unsubscribe(&self, _session_id: SessionId) {}
+    fn unsubscribe(&self, _channel: Channel) {}
 
     async fn put_location(
         &self,
@@ -120,20 +120,20 @@ impl Bus for LocalBus {
         Ok(())
     }
 
-    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.presence.join(session_id, meta);
+    fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
+        self.presence.join(channel, meta);
     }
 
-    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.presence.leave(session_id, &meta.phx_ref);
+    fn presence_leave(&self, channel: Channel, meta: &PresenceMeta) {
+        self.presence.leave(channel, &meta.phx_ref);
     }
 
-    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta> {
-        self.presence.list(session_id)
+    async fn presence(&self, channel: Channel) -> Vec<PresenceMeta> {
+        self.presence.list(channel)
     }
 
     // One instance: nobody else can stop without this one knowing.
-    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
+    async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         Ok(Vec::new())
     }
 }

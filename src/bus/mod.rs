@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{Location, SessionId, UserId};
-use crate::hub::Envelope;
+use crate::hub::{Channel, Envelope};
 use crate::presence::PresenceMeta;
 
 pub use local::LocalBus;
@@ -66,13 +66,13 @@ pub trait Bus: Send + Sync + 'static {
     /// instances. Never blocks: a bus that talks to a server queues the message.
     fn publish(&self, envelope: &Envelope);
 
-    /// This instance now has a local subscriber in the session: start receiving its
+    /// This instance now has a local subscriber on the channel: start receiving its
     /// messages from other instances. The future resolves once they are being received
     /// (or the bus is down), so a snapshot read after it misses nothing.
-    fn subscribe(&self, session_id: SessionId) -> BoxFuture<'static, ()>;
+    fn subscribe(&self, channel: Channel) -> BoxFuture<'static, ()>;
 
-    /// This instance's last local subscriber in the session left.
-    fn unsubscribe(&self, session_id: SessionId);
+    /// This instance's last local subscriber on the channel left.
+    fn unsubscribe(&self, channel: Channel);
 
     /// Stores a participant's latest location; it disappears after `ttl`.
     async fn put_location(
@@ -107,17 +107,18 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether the bus can currently reach what it depends on.
     async fn ping(&self) -> Result<(), BusError>;
 
-    /// A connection on this instance is now present in the session. Never blocks.
-    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta);
+    /// A connection on this instance is now present on the channel (its session, or a
+    /// room). Never blocks.
+    fn presence_join(&self, channel: Channel, meta: &PresenceMeta);
 
-    /// That connection closed. Never blocks.
-    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta);
+    /// That connection closed or left the channel. Never blocks.
+    fn presence_leave(&self, channel: Channel, meta: &PresenceMeta);
 
-    /// Every connection present in the session on every live instance: the best view
+    /// Every connection present on the channel on every live instance: the best view
     /// available (this instance's own when the others cannot be reached).
-    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta>;
+    async fn presence(&self, channel: Channel) -> Vec<PresenceMeta>;
 
     /// Removes the presence of instances that stopped without saying goodbye and returns
     /// it, each entry to exactly one caller, which announces the leaves.
-    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError>;
+    async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError>;
 }

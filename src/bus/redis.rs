@@ -41,7 +41,7 @@ use uuid::Uuid;
 use super::wire;
 use super::{Bus, BusError, BusEvent, Inbound};
 use crate::domain::{Location, SessionId, UserId, from_millis};
-use crate::hub::{Envelope, HubMessage};
+use crate::hub::{Channel, Envelope, HubMessage};
 use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.
@@ -60,8 +60,9 @@ const RESYNC_SPACING: Duration = Duration::from_secs(10);
 const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
 const INSTANCES_KEY: &str = "presence_instances";
 
-fn channel(session_id: SessionId) -> String {
-    format!("channel:session:{session_id}")
+/// `channel:session:{id}` or `channel:room:{id}`.
+fn pubsub_channel(channel: Channel) -> String {
+    format!("channel:{}", channel.name())
 }
 
 fn location_key(session_id: SessionId, user_id: UserId) -> String {
@@ -76,12 +77,12 @@ fn activity_key(session_id: SessionId) -> String {
     format!("session_activity:{session_id}")
 }
 
-fn presence_key(session_id: SessionId) -> String {
-    format!("presence:{session_id}")
+fn presence_key(channel: Channel) -> String {
+    format!("presence:{}", channel.name())
 }
 
-fn presence_sessions_key(instance_id: &str) -> String {
-    format!("presence_sessions:{instance_id}")
+fn presence_channels_key(instance_id: &str) -> String {
+    format!("presence_channels:{instance_id}")
 }
 
 fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
@@ -119,7 +120,7 @@ return #members";
 enum Command {
     /// `must_arrive`: not a location (which the next update replaces anyway).
     Publish {
-        session_id: SessionId,
+        channel: Channel,
         payload: Vec<u8>,
         must_arrive: bool,
     },
@@ -138,12 +139,12 @@ enum Command {
         session_id: SessionId,
     },
     PresenceJoin {
-        session_id: SessionId,
+        channel: Channel,
         field: String,
         json: String,
     },
     PresenceLeave {
-        session_id: SessionId,
+        channel: Channel,
         field: String,
         /// This instance's last connection in the session.
         last: bool,
@@ -151,26 +152,26 @@ enum Command {
     /// Rewrite this instance's entries in the session from `LocalPresence`, as they are
     /// when the writer gets to it.
     PresenceReplace {
-        session_id: SessionId,
+        channel: Channel,
     },
 }
 
 impl Command {
-    /// The session whose clients must resynchronise if this command is lost.
-    fn must_arrive(&self) -> Option<SessionId> {
+    /// The channel whose clients must resynchronise if this command is lost.
+    fn must_arrive(&self) -> Option<Channel> {
         match self {
-            Command::Publish { session_id, must_arrive: true, .. }
-            | Command::PresenceJoin { session_id, .. }
-            | Command::PresenceLeave { session_id, .. }
-            | Command::PresenceReplace { session_id } => Some(*session_id),
+            Command::Publish { channel, must_arrive: true, .. }
+            | Command::PresenceJoin { channel, .. }
+            | Command::PresenceLeave { channel, .. }
+            | Command::PresenceReplace { channel } => Some(*channel),
             _ => None,
         }
     }
 }
 
 enum Subscription {
-    Subscribe(SessionId, oneshot::Sender<()>),
-    Unsubscribe(SessionId),
+    Subscribe(Channel, oneshot::Sender<()>),
+    Unsubscribe(Channel),
 }
 
 /// The circuit breaker and what health checks report.
@@ -179,8 +180,8 @@ struct Breaker {
     open: AtomicBool,
     subscriber_down: AtomicBool,
     dropped: AtomicU64,
-    /// Sessions whose messages were dropped; they get a `Resync` once publishing works.
-    dropped_sessions: Mutex<HashSet<SessionId>>,
+    /// Channels whose messages were dropped; they get a `Resync` once publishing works.
+    dropped_channels: Mutex<HashSet<Channel>>,
     last_error: Mutex<Option<String>>,
 }
 
@@ -283,23 +284,20 @@ impl RedisBus {
             self.queue.try_send(command).err().map(|err| err.into_inner())
         };
         if let Some(command) = refused {
-            match command.must_arrive() {
-                Some(session_id) => self.count_drop(session_id, true),
-                None => self.count_drop(SessionId(Uuid::nil()), false),
-            }
+            self.count_drop(command.must_arrive());
         }
     }
 
     /// Counts a command Redis will not see; a message that must arrive earns its session a
     /// Resync once publishing works again.
-    fn count_drop(&self, session_id: SessionId, must_arrive: bool) {
+    fn count_drop(&self, must_arrive: Option<Channel>) {
         let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
         self.dropped_total.increment(1);
         if dropped.is_multiple_of(10_000) {
             tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
         }
-        if must_arrive {
-            self.breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(session_id);
+        if let Some(channel) = must_arrive {
+            self.breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
         }
     }
 
@@ -307,11 +305,11 @@ impl RedisBus {
         if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
     }
 
-    /// The session's presence entries written by other instances that are still alive.
-    async fn remote_presence(&self, session_id: SessionId) -> Result<Vec<PresenceMeta>, BusError> {
+    /// The channel's presence entries written by other instances that are still alive.
+    async fn remote_presence(&self, channel: Channel) -> Result<Vec<PresenceMeta>, BusError> {
         let mut conn = self.check()?;
         let entries: HashMap<String, String> =
-            call(redis::cmd("HGETALL").arg(presence_key(session_id)).query_async(&mut conn)).await?;
+            call(redis::cmd("HGETALL").arg(presence_key(channel)).query_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
         let mut instances: Vec<&str> = entries
             .keys()
@@ -344,13 +342,13 @@ impl RedisBus {
         &self,
         conn: &mut ConnectionManager,
         instance: &str,
-    ) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
-        let sessions: Vec<String> =
-            call(redis::cmd("SMEMBERS").arg(presence_sessions_key(instance)).query_async(conn)).await?;
+    ) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
+        let channels: Vec<String> =
+            call(redis::cmd("SMEMBERS").arg(presence_channels_key(instance)).query_async(conn)).await?;
         let prefix = format!("{instance}:");
         let mut reaped = Vec::new();
-        for session_id in sessions.iter().filter_map(|s| s.parse::<SessionId>().ok()) {
-            let key = presence_key(session_id);
+        for channel in channels.iter().filter_map(|c| Channel::parse(c)) {
+            let key = presence_key(channel);
             let entries: HashMap<String, String> =
                 call(redis::cmd("HGETALL").arg(&key).query_async(conn)).await?;
             let theirs: Vec<(String, String)> =
@@ -369,11 +367,11 @@ impl RedisBus {
                     .into_iter()
                     .zip(removed)
                     .filter(|(_, removed)| *removed == 1)
-                    .filter_map(|((_, json), _)| Some((session_id, serde_json::from_str(&json).ok()?))),
+                    .filter_map(|((_, json), _)| Some((channel, serde_json::from_str(&json).ok()?))),
             );
         }
         let mut pipe = redis::pipe();
-        pipe.del(presence_sessions_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
+        pipe.del(presence_channels_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
         call(pipe.query_async::<()>(conn)).await?;
         Ok(reaped)
     }
@@ -396,22 +394,22 @@ impl Bus for RedisBus {
     fn publish(&self, envelope: &Envelope) {
         let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
         if self.breaker.is_open() {
-            self.count_drop(envelope.session_id, must_arrive);
+            self.count_drop(must_arrive.then_some(envelope.channel));
             return;
         }
         let payload = wire::encode(self.instance_id, &envelope.message);
-        self.enqueue(Command::Publish { session_id: envelope.session_id, payload, must_arrive });
+        self.enqueue(Command::Publish { channel: envelope.channel, payload, must_arrive });
     }
 
-    fn subscribe(&self, session_id: SessionId) -> BoxFuture<'static, ()> {
+    fn subscribe(&self, channel: Channel) -> BoxFuture<'static, ()> {
         let (ack, confirmed) = oneshot::channel();
-        let _ = self.subscriptions.send(Subscription::Subscribe(session_id, ack));
+        let _ = self.subscriptions.send(Subscription::Subscribe(channel, ack));
         // Resolves once Redis confirmed, or at once if the subscriber is gone or down.
         confirmed.map(|_| ()).boxed()
     }
 
-    fn unsubscribe(&self, session_id: SessionId) {
-        let _ = self.subscriptions.send(Subscription::Unsubscribe(session_id));
+    fn unsubscribe(&self, channel: Channel) {
+        let _ = self.subscriptions.send(Subscription::Unsubscribe(channel));
     }
 
     async fn put_location(
@@ -422,7 +420,7 @@ impl Bus for RedisBus {
         ttl: Duration,
     ) -> Result<(), BusError> {
         if self.breaker.is_open() {
-            self.count_drop(session_id, false);
+            self.count_drop(None);
             return Ok(());
         }
         let json = serde_json::to_string(location).map_err(|e| BusError(e.to_string()))?;
@@ -490,33 +488,33 @@ impl Bus for RedisBus {
         Ok(())
     }
 
-    fn presence_join(&self, session_id: SessionId, meta: &PresenceMeta) {
-        self.presence.join(session_id, meta);
+    fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
+        self.presence.join(channel, meta);
         match serde_json::to_string(meta) {
             Ok(json) => {
                 let field = presence_field(self.instance_id, &meta.phx_ref);
-                self.enqueue(Command::PresenceJoin { session_id, field, json })
+                self.enqueue(Command::PresenceJoin { channel, field, json })
             }
             Err(err) => tracing::error!(error = %err, "presence meta did not serialize"),
         }
     }
 
-    fn presence_leave(&self, session_id: SessionId, meta: &PresenceMeta) {
-        let last = self.presence.leave(session_id, &meta.phx_ref);
+    fn presence_leave(&self, channel: Channel, meta: &PresenceMeta) {
+        let last = self.presence.leave(channel, &meta.phx_ref);
         let field = presence_field(self.instance_id, &meta.phx_ref);
-        self.enqueue(Command::PresenceLeave { session_id, field, last });
+        self.enqueue(Command::PresenceLeave { channel, field, last });
     }
 
-    async fn presence(&self, session_id: SessionId) -> Vec<PresenceMeta> {
-        let mut metas = self.presence.list(session_id);
-        match self.remote_presence(session_id).await {
+    async fn presence(&self, channel: Channel) -> Vec<PresenceMeta> {
+        let mut metas = self.presence.list(channel);
+        match self.remote_presence(channel).await {
             Ok(remote) => metas.extend(remote),
             Err(err) => tracing::warn!(error = %err, "presence from other instances unavailable"),
         }
         metas
     }
 
-    async fn reap_presence(&self) -> Result<Vec<(SessionId, PresenceMeta)>, BusError> {
+    async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         let mut conn = self.check()?;
         let stale_before = now_ms() - INSTANCE_TIMEOUT.as_millis() as i64;
         let gone: Vec<String> = call(
@@ -554,7 +552,7 @@ async fn run_writer(
     let key_ttl_secs = writer.key_ttl_secs;
     let key_ttl = i64::try_from(key_ttl_secs).unwrap_or(i64::MAX);
     let instance = writer.instance_id.to_string();
-    let sessions_key = presence_sessions_key(&instance);
+    let channels_key = presence_channels_key(&instance);
     let mut must_arrive = HashSet::new();
     while commands.recv_many(&mut batch, BATCH).await > 0 {
         let mut pipe = redis::pipe();
@@ -562,8 +560,8 @@ async fn run_writer(
         for command in batch.drain(..) {
             must_arrive.extend(command.must_arrive());
             match command {
-                Command::Publish { session_id, payload, .. } => {
-                    pipe.publish(channel(session_id), payload).ignore();
+                Command::Publish { channel, payload, .. } => {
+                    pipe.publish(pubsub_channel(channel), payload).ignore();
                 }
                 Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
                     let set = participants_key(session_id);
@@ -588,38 +586,38 @@ async fn run_writer(
                         .arg(3)
                         .arg(participants_key(session_id))
                         .arg(activity_key(session_id))
-                        .arg(presence_key(session_id))
+                        .arg(presence_key(Channel::Session(session_id)))
                         .arg(format!("locations:{session_id}:"))
                         .ignore();
                 }
-                Command::PresenceJoin { session_id, field, json } => {
-                    let key = presence_key(session_id);
+                Command::PresenceJoin { channel, field, json } => {
+                    let key = presence_key(channel);
                     pipe.hset(&key, field, json)
                         .ignore()
                         .expire(&key, key_ttl)
                         .ignore()
-                        .sadd(&sessions_key, session_id.to_string())
+                        .sadd(&channels_key, channel.name())
                         .ignore()
-                        .expire(&sessions_key, key_ttl)
+                        .expire(&channels_key, key_ttl)
                         .ignore();
                 }
-                Command::PresenceLeave { session_id, field, last } => {
-                    pipe.hdel(presence_key(session_id), field).ignore();
+                Command::PresenceLeave { channel, field, last } => {
+                    pipe.hdel(presence_key(channel), field).ignore();
                     if last {
-                        pipe.srem(&sessions_key, session_id.to_string()).ignore();
+                        pipe.srem(&channels_key, channel.name()).ignore();
                     }
                 }
-                Command::PresenceReplace { session_id } => {
+                Command::PresenceReplace { channel } => {
                     let script = pipe
                         .cmd("EVAL")
                         .arg(REPLACE_PRESENCE_SCRIPT)
                         .arg(2)
-                        .arg(presence_key(session_id))
-                        .arg(&sessions_key)
+                        .arg(presence_key(channel))
+                        .arg(&channels_key)
                         .arg(format!("{instance}:"))
                         .arg(key_ttl)
-                        .arg(session_id.to_string());
-                    for meta in writer.presence.list(session_id) {
+                        .arg(channel.name());
+                    for meta in writer.presence.list(channel) {
                         let json = serde_json::to_string(&meta).unwrap_or_default();
                         script.arg(presence_field(writer.instance_id, &meta.phx_ref)).arg(json);
                     }
@@ -631,7 +629,7 @@ async fn run_writer(
             breaker.trip(err);
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // The batch may not have reached Redis: its sessions get a Resync on recovery.
-            breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
+            breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
         }
     }
 }
@@ -652,7 +650,7 @@ async fn run_prober(
     shutdown: CancellationToken,
 ) {
     let mut backoff = PROBE_INTERVAL;
-    let mut last_resync: HashMap<SessionId, Instant> = HashMap::new();
+    let mut last_resync: HashMap<Channel, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -667,10 +665,10 @@ async fn run_prober(
                 // rewrite them and have those sessions resynchronise.
                 match call(heartbeat(instance_id).query_async::<i64>(&mut conn)).await {
                     Ok(1) => breaker
-                        .dropped_sessions
+                        .dropped_channels
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .extend(presence.sessions()),
+                        .extend(presence.channels()),
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "presence heartbeat failed"),
                 }
@@ -679,22 +677,22 @@ async fn run_prober(
                 // commands must not make every socket resnapshot every second).
                 let now = Instant::now();
                 last_resync.retain(|_, at| now.duration_since(*at) < RESYNC_SPACING);
-                let mut dropped = breaker.dropped_sessions.lock().unwrap_or_else(|e| e.into_inner());
-                let due: Vec<SessionId> =
+                let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
+                let due: Vec<Channel> =
                     dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect();
-                for session_id in due {
+                for channel in due {
                     // Presence changes may be among what was lost: rewrite ours first.
                     let payload = wire::encode(instance_id, &HubMessage::Resync);
                     if queue.capacity() < 2 {
                         break; // the queue is full: the rest stay for the next round
                     }
-                    let replace = Command::PresenceReplace { session_id };
-                    let resync = Command::Publish { session_id, payload, must_arrive: true };
+                    let replace = Command::PresenceReplace { channel };
+                    let resync = Command::Publish { channel, payload, must_arrive: true };
                     if queue.try_send(replace).is_err() || queue.try_send(resync).is_err() {
                         break;
                     }
-                    dropped.remove(&session_id);
-                    last_resync.insert(session_id, now);
+                    dropped.remove(&channel);
+                    last_resync.insert(channel, now);
                 }
             }
             Err(err) => {
@@ -713,7 +711,7 @@ async fn run_subscriber(
     breaker: Arc<Breaker>,
     shutdown: CancellationToken,
 ) {
-    let mut wanted: HashSet<SessionId> = HashSet::new();
+    let mut wanted: HashSet<Channel> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = tokio::select! {
@@ -748,7 +746,7 @@ async fn run_subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         if !wanted.is_empty() {
-            let channels: Vec<String> = wanted.iter().map(|s| channel(*s)).collect();
+            let channels: Vec<String> = wanted.iter().map(|c| pubsub_channel(*c)).collect();
             if let Err(err) = call(sink.subscribe(&channels)).await {
                 tracing::warn!(error = %err, "resubscribing failed; reconnecting");
                 breaker.subscriber_down.store(true, Ordering::Relaxed);
@@ -784,11 +782,11 @@ async fn run_subscriber(
                 request = requests.recv() => {
                     let Some(request) = request else { return };
                     let result = match &request {
-                        Subscription::Subscribe(session_id, _) if !wanted.contains(session_id) => {
-                            call(sink.subscribe(channel(*session_id))).await
+                        Subscription::Subscribe(channel, _) if !wanted.contains(channel) => {
+                            call(sink.subscribe(pubsub_channel(*channel))).await
                         }
-                        Subscription::Unsubscribe(session_id) if wanted.contains(session_id) => {
-                            call(sink.unsubscribe(channel(*session_id))).await
+                        Subscription::Unsubscribe(channel) if wanted.contains(channel) => {
+                            call(sink.unsubscribe(pubsub_channel(*channel))).await
                         }
                         _ => Ok(()),
                     };
@@ -821,14 +819,14 @@ async fn run_subscriber(
 
 /// Records what a request wants; subscribe acknowledgements are sent here, after the
 /// SUBSCRIBE (if any) was confirmed or could not be sent.
-fn note(wanted: &mut HashSet<SessionId>, request: Subscription) {
+fn note(wanted: &mut HashSet<Channel>, request: Subscription) {
     match request {
-        Subscription::Subscribe(session_id, ack) => {
-            wanted.insert(session_id);
+        Subscription::Subscribe(channel, ack) => {
+            wanted.insert(channel);
             let _ = ack.send(());
         }
-        Subscription::Unsubscribe(session_id) => {
-            wanted.remove(&session_id);
+        Subscription::Unsubscribe(channel) => {
+            wanted.remove(&channel);
         }
     }
 }

@@ -2,19 +2,20 @@
 //! clients, so an instance that receives it only copies it into its sockets' queues.
 //!
 //! Layout: version (1 byte) | origin instance id (16) | kind (1) | user id (16) |
-//! close code (2, big-endian) | frame (UTF-8, the rest). The session is the channel's.
+//! close code (2, big-endian) | frame (UTF-8, the rest). The session or room is the
+//! pub/sub channel's (`channel:session:{id}`, `channel:room:{id}`).
 //! A topic message (kind 6) uses the close-code field for the topic's length and puts the
 //! topic's name (UTF-8) before the frame.
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::domain::{SessionId, UserId};
-use crate::hub::{Envelope, HubMessage};
+use crate::domain::UserId;
+use crate::hub::{Channel, Envelope, HubMessage};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 16 + 1 + 16 + 2;
-const CHANNEL_PREFIX: &str = "channel:session:";
+const CHANNEL_PREFIX: &str = "channel:";
 
 pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     static EMPTY: Utf8Bytes = Utf8Bytes::from_static("");
@@ -45,10 +46,10 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
 
 /// The origin instance and the envelope, or why the bytes are not a bus message.
 pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
-    let session_id: SessionId = channel
+    let channel = channel
         .strip_prefix(CHANNEL_PREFIX)
-        .and_then(|id| id.parse().ok())
-        .ok_or_else(|| format!("not a session channel: {channel}"))?;
+        .and_then(Channel::parse)
+        .ok_or_else(|| format!("not a convoy channel: {channel}"))?;
     if bytes.len() < HEADER || bytes[0] != VERSION {
         return Err("unknown bus message version or truncated header".into());
     }
@@ -80,12 +81,13 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         6 => HubMessage::Topic { topic: topic.unwrap_or_default().into(), frame },
         other => return Err(format!("unknown bus message kind {other}")),
     };
-    Ok((origin, Envelope { session_id, message }))
+    Ok((origin, Envelope { channel, message }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SessionId;
 
     #[test]
     fn every_kind_round_trips() {
@@ -106,9 +108,17 @@ mod tests {
             let bytes = encode(origin, &message);
             let (got_origin, envelope) = decode(&format!("channel:session:{session_id}"), &bytes).unwrap();
             assert_eq!(got_origin, origin);
-            assert_eq!(envelope.session_id, session_id);
+            assert_eq!(envelope.channel, Channel::Session(session_id));
             assert_eq!(format!("{:?}", envelope.message), format!("{message:?}"));
         }
+    }
+
+    #[test]
+    fn room_channels_decode_too() {
+        let bytes = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
+        let (_, envelope) = decode("channel:room:u4pruy", &bytes).unwrap();
+        assert_eq!(envelope.channel, Channel::Room("u4pruy".parse().unwrap()));
+        assert!(decode("channel:room:nope", &bytes).is_err());
     }
 
     #[test]

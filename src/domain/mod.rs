@@ -1,14 +1,18 @@
 //! Validated domain types and the rules they carry. No I/O here: everything in this module
 //! is pure, so a value that exists has already passed its checks.
 
+mod chat;
 mod ids;
 mod location;
 mod participant;
+mod room;
 mod session;
 
+pub use chat::{ChatContent, ChatMessage, ChatRoom};
 pub use ids::{SessionId, UserId};
 pub use location::{Location, LocationInput, MAX_CLOCK_SKEW_SECS};
 pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant};
+pub use room::RoomId;
 pub use session::{ExpiresInMinutes, Session, SessionName};
 
 use chrono::{DateTime, Utc};

@@ -20,6 +20,11 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// `axum::extract::Query` with JSON errors.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
 /// The verified claims of an `Authorization: Bearer <token>` header; 401 without one.
 pub struct Bearer(pub Claims);
 

@@ -2,6 +2,7 @@
 //! the layers every request shares (tracing without query strings, request ids, body
 //! limit, panic guard, JSON 404 and 405).
 
+mod chat;
 mod extract;
 mod health;
 mod meta;
@@ -35,7 +36,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(sessions::router()).merge(participants::router()).merge(tokens::router());
+    let api = Router::new()
+        .merge(sessions::router())
+        .merge(participants::router())
+        .merge(chat::router())
+        .merge(tokens::router());
     Router::new()
         .nest("/api", api)
         .merge(health::router())

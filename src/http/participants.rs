@@ -11,6 +11,7 @@ use super::extract::{ApiPath, Bearer};
 use crate::auth::Role;
 use crate::domain::{self, Participant, SessionId, UserId};
 use crate::error::ApiError;
+use crate::hub::Channel;
 use crate::presence::{PresenceMap, presence_map};
 use crate::state::AppState;
 
@@ -54,7 +55,7 @@ async fn presence(
     if state.store.session(session_id).await?.is_none() {
         return Err(ApiError::not_found("session"));
     }
-    let metas = state.bus.presence(session_id).await;
+    let metas = state.bus.presence(Channel::Session(session_id)).await;
     let presences = presence_map(&metas);
     let list = PresenceList { session_id, users: presences.len(), connections: metas.len(), presences };
     Ok(Json(serde_json::to_value(&list).map_err(|e| {

@@ -1,4 +1,4 @@
-//! The durable state: sessions and participants. `Store` is the one seam between the rest
+//! The durable state: sessions, participants and chat messages. `Store` is the one seam between the rest
 //! of convoy and SQL; the backend is chosen by the scheme of DATABASE_URL and nothing
 //! outside this module knows which one it is.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Participant, Session, SessionId, UserId};
+use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -72,6 +72,31 @@ pub enum JoinOutcome {
     NoSuchSession,
     SessionEnded,
     SessionFull,
+}
+
+/// A chat message to store; the store assigns its id.
+#[derive(Debug, Clone)]
+pub struct NewChatMessage {
+    pub room: ChatRoom,
+    pub user_id: UserId,
+    pub display_name: String,
+    pub avatar_color: String,
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewChatMessage {
+    fn stored(&self, id: i64) -> ChatMessage {
+        ChatMessage {
+            id,
+            room: self.room,
+            user_id: self.user_id,
+            display_name: self.display_name.clone(),
+            avatar_color: self.avatar_color.clone(),
+            content: self.content.clone(),
+            created_at: self.created_at,
+        }
+    }
 }
 
 /// Activity seen since the last flush, newest time per key.
@@ -145,6 +170,26 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         idle_since: DateTime<Utc>,
     ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Stores a chat message durably (committed before this returns) and returns it with
+    /// its id. Ids grow: a later message has a larger id.
+    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError>;
+
+    /// Up to `limit` messages of the room with an id below `before` (the newest when
+    /// None), oldest first.
+    async fn messages(
+        &self,
+        room: ChatRoom,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, StoreError>;
+
+    /// Deletes chat messages written before `before`; returns how many.
+    async fn delete_messages_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Deletes sessions that ended before `before`, with their participants and chat;
+    /// returns how many sessions.
+    async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Live sessions and their active participants, for the gauges in `/metrics`.
     async fn live_counts(&self) -> Result<(i64, i64), StoreError>;

@@ -10,8 +10,8 @@ use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{ActivityBatch, JoinOutcome, NewParticipant, NewSession, Store, StoreError};
-use crate::domain::{Participant, Session, SessionId, UserId};
+use super::{ActivityBatch, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError};
+use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -40,6 +40,37 @@ fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
         is_active: row.try_get("is_active")?,
     })
 }
+
+fn message_from_row(row: &PgRow) -> Result<ChatMessage, StoreError> {
+    let session: Option<Uuid> = row.try_get("session_id")?;
+    let room = match session {
+        Some(id) => ChatRoom::Session(SessionId(id)),
+        None => {
+            let room: String = row.try_get("room_id")?;
+            ChatRoom::Local(room.parse().map_err(|e| StoreError::Other(format!("bad room_id: {e}")))?)
+        }
+    };
+    Ok(ChatMessage {
+        id: row.try_get("id")?,
+        room,
+        user_id: UserId(row.try_get("user_id")?),
+        display_name: row.try_get("display_name")?,
+        avatar_color: row.try_get("avatar_color")?,
+        content: row.try_get("content")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// (session_id, room_id) column values for a room.
+fn room_columns(room: ChatRoom) -> (Option<Uuid>, Option<String>) {
+    match room {
+        ChatRoom::Session(id) => (Some(id.0), None),
+        ChatRoom::Local(id) => (None, Some(id.to_string())),
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
 const PARTICIPANT_COLUMNS: &str =
     "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
@@ -286,6 +317,76 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.into_iter().map(SessionId).collect())
+    }
+
+    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError> {
+        let (session_id, room_id) = room_columns(new.room);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO chat_messages
+                 (session_id, room_id, user_id, display_name, avatar_color, content, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(session_id)
+        .bind(room_id)
+        .bind(new.user_id.0)
+        .bind(&new.display_name)
+        .bind(&new.avatar_color)
+        .bind(&new.content)
+        .bind(new.created_at)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(new.stored(id))
+    }
+
+    async fn messages(
+        &self,
+        room: ChatRoom,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let query = |column: &str| {
+            format!(
+                "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM chat_messages
+                                WHERE {column} = $1 AND id < $2 ORDER BY id DESC LIMIT $3) newest
+                 ORDER BY id"
+            )
+        };
+        let before = before.unwrap_or(i64::MAX);
+        let rows = match room_columns(room) {
+            (Some(session), _) => {
+                sqlx::query(&query("session_id"))
+                    .bind(session)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            (None, room) => {
+                sqlx::query(&query("room_id"))
+                    .bind(room)
+                    .bind(before)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn delete_messages_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM chat_messages WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE NOT is_active AND ended_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     async fn live_counts(&self) -> Result<(i64, i64), StoreError> {

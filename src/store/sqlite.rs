@@ -12,8 +12,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use super::{ActivityBatch, JoinOutcome, NewParticipant, NewSession, Store, StoreError};
-use crate::domain::{Participant, Session, SessionId, UserId, from_millis};
+use super::{ActivityBatch, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError};
+use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId, from_millis};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -57,6 +57,37 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
         is_active: row.try_get("is_active")?,
     })
 }
+
+fn message_from_row(row: &SqliteRow) -> Result<ChatMessage, StoreError> {
+    let session: Option<String> = row.try_get("session_id")?;
+    let room = match session {
+        Some(_) => ChatRoom::Session(SessionId(parse_uuid(row, "session_id")?)),
+        None => {
+            let room: String = row.try_get("room_id")?;
+            ChatRoom::Local(room.parse().map_err(|e| StoreError::Other(format!("bad room_id: {e}")))?)
+        }
+    };
+    Ok(ChatMessage {
+        id: row.try_get("id")?,
+        room,
+        user_id: UserId(parse_uuid(row, "user_id")?),
+        display_name: row.try_get("display_name")?,
+        avatar_color: row.try_get("avatar_color")?,
+        content: row.try_get("content")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+/// (session_id, room_id) column values for a room.
+fn room_columns(room: ChatRoom) -> (Option<String>, Option<String>) {
+    match room {
+        ChatRoom::Session(id) => (Some(id.to_string()), None),
+        ChatRoom::Local(id) => (None, Some(id.to_string())),
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
 const PARTICIPANT_COLUMNS: &str =
     "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
@@ -300,6 +331,64 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(ids)
+    }
+
+    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError> {
+        let (session_id, room_id) = room_columns(new.room);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO chat_messages
+                 (session_id, room_id, user_id, display_name, avatar_color, content, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        )
+        .bind(session_id)
+        .bind(room_id)
+        .bind(new.user_id.to_string())
+        .bind(&new.display_name)
+        .bind(&new.avatar_color)
+        .bind(&new.content)
+        .bind(ms(new.created_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(new.stored(id))
+    }
+
+    async fn messages(
+        &self,
+        room: ChatRoom,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, StoreError> {
+        let (column, value) = match room {
+            ChatRoom::Session(id) => ("session_id", id.to_string()),
+            ChatRoom::Local(id) => ("room_id", id.to_string()),
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM (SELECT {MESSAGE_COLUMNS} FROM chat_messages
+                            WHERE {column} = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3)
+             ORDER BY id"
+        ))
+        .bind(value)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn delete_messages_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM chat_messages WHERE created_at < ?1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE is_active = 0 AND ended_at < ?1")
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected())
     }
 
     async fn live_counts(&self) -> Result<(i64, i64), StoreError> {

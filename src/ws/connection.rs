@@ -3,6 +3,7 @@
 //! connection's outbox, snapshot first, flushing once per batch. Everything that ends a connection goes through `Outbox::close`, so both halves
 //! stop together and the client always gets a close code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -14,8 +15,9 @@ use tracing::Instrument;
 use super::protocol::{ClientMessage, LocationBroadcast, ServerMessage, SessionState, parse_client};
 use super::topics::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
 use crate::auth::Role;
-use crate::domain::{self, Location, Participant, Session};
-use crate::hub::{CloseReason, Outbox, close_code};
+use crate::chat::{self, RoomMembership};
+use crate::domain::{self, ChatContent, ChatRoom, Location, Participant, RoomId, Session};
+use crate::hub::{Channel, CloseReason, Outbox, close_code};
 use crate::limits::ConnectionLimiter;
 use crate::metrics::RealtimeMetrics;
 use crate::presence::{PresenceMeta, presence_map};
@@ -29,7 +31,8 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {
         tracing::info!("connected");
-        let subscription = state.hub.subscribe(session.id, me.user_id).await;
+        let subscription =
+            state.hub.subscribe(Channel::Session(session.id), me.user_id, state.hub.outbox()).await;
         let outbox = subscription.outbox.clone();
         let presence = PresenceMeta::connect(&me, domain::now());
         state.presence_join(session.id, &presence);
@@ -39,10 +42,21 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
         let (sink, stream) = socket.split();
         let writer_done = CancellationToken::new();
         let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
+        let mut conn = Conn {
+            state: &state,
+            session: &session,
+            me: &me,
+            outbox: &outbox,
+            presence: &presence,
+            room: None,
+        };
         tokio::join!(
             write_loop(sink, &outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
-            read_loop(stream, &state, &session, &me, &outbox, &writer_done),
+            read_loop(stream, &mut conn, &writer_done),
         );
+        if let Some(room) = conn.room.take() {
+            state.exit_room(room, &presence).await;
+        }
         state.presence_leave(session.id, &presence);
         drop(subscription);
         state.activity.touch(session.id, me.user_id, domain::now());
@@ -56,20 +70,23 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
 /// may have lost messages. Re-checks the session and the participant from the store, so a
 /// removal or an end that was missed closes the socket instead.
 async fn resynchronise(state: &AppState, session: &Session, me: &Participant, outbox: &Outbox, first: bool) {
-    let (current, participants) =
-        match tokio::try_join!(state.store.session(session.id), state.store.participants(session.id)) {
-            Ok(found) => found,
-            Err(err) if first => {
-                tracing::error!(error = %err, "could not load the snapshot");
-                outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
-                return;
-            }
-            Err(err) => {
-                // The client keeps its state and live updates; its next reconnect recovers.
-                tracing::warn!(error = %err, "could not resynchronise; keeping the connection");
-                return;
-            }
-        };
+    let (current, participants, messages) = match tokio::try_join!(
+        state.store.session(session.id),
+        state.store.participants(session.id),
+        state.store.messages(ChatRoom::Session(session.id), None, chat::HISTORY),
+    ) {
+        Ok(found) => found,
+        Err(err) if first => {
+            tracing::error!(error = %err, "could not load the snapshot");
+            outbox.close(None, CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
+            return;
+        }
+        Err(err) => {
+            // The client keeps its state and live updates; its next reconnect recovers.
+            tracing::warn!(error = %err, "could not resynchronise; keeping the connection");
+            return;
+        }
+    };
     match current {
         Some(current) if current.is_live(domain::now()) => {}
         _ => {
@@ -88,7 +105,7 @@ async fn resynchronise(state: &AppState, session: &Session, me: &Participant, ou
         tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
         Vec::new()
     });
-    let present = state.bus.presence(session.id).await;
+    let present = state.bus.presence(Channel::Session(session.id)).await;
     let message = ServerMessage::SessionState(SessionState {
         session_id: session.id,
         name: session.name.as_deref(),
@@ -100,6 +117,7 @@ async fn resynchronise(state: &AppState, session: &Session, me: &Participant, ou
             .filter(|(user_id, _)| active.iter().any(|p| p.user_id == *user_id))
             .map(|(user_id, location)| LocationBroadcast { user_id, location })
             .collect(),
+        messages: &messages,
     });
     let presence = ServerMessage::PresenceState(&presence_map(&present)).to_frame();
     outbox.push_snapshot(vec![message.to_frame(), presence]);
@@ -160,14 +178,20 @@ async fn send_close(sink: &mut Sink, reason: CloseReason) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
 }
 
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
-    state: &AppState,
-    session: &Session,
-    me: &Participant,
-    outbox: &Outbox,
-    writer_done: &CancellationToken,
-) {
+/// What the reader acts for: one participant's socket in one session, and the local room
+/// it is in, if any.
+struct Conn<'a> {
+    state: &'a AppState,
+    session: &'a Session,
+    me: &'a Participant,
+    outbox: &'a Arc<Outbox>,
+    /// This socket's presence entry, in its session and in its room.
+    presence: &'a PresenceMeta,
+    room: Option<RoomMembership>,
+}
+
+async fn read_loop(mut stream: SplitStream<WebSocket>, conn: &mut Conn<'_>, writer_done: &CancellationToken) {
+    let Conn { state, session, me, outbox, .. } = *conn;
     let timeout = Duration::from_secs(state.config.client_timeout_seconds);
     // Any frame from the client, a pong included, shows it is alive and moves this on.
     let silence = tokio::time::sleep(timeout);
@@ -194,6 +218,9 @@ async fn read_loop(
                     // Bounded: after a bus outage every socket asks at once.
                     let _permit = state.resync_permits.acquire().await;
                     resynchronise(state, session, me, outbox, false).await;
+                    if let Some(room) = &conn.room {
+                        state.send_room_history(room.room, outbox).await;
+                    }
                 }
                 continue;
             }
@@ -211,7 +238,7 @@ async fn read_loop(
             // Every message a client sends counts against the rate limits, whatever it is.
             Some(Ok(Message::Text(_) | Message::Binary(_))) if !admitted(state, me, outbox, &mut limiter) => {
             }
-            Some(Ok(Message::Text(text))) => handle_text(text.as_str(), state, session, me, outbox).await,
+            Some(Ok(Message::Text(text))) => handle_text(text.as_str(), conn).await,
             Some(Ok(Message::Binary(_))) => reply_error(outbox, "unsupported_frame", "send JSON text frames"),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
@@ -236,6 +263,18 @@ fn is_too_big(err: axum::Error) -> bool {
     err.into_inner()
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
+}
+
+/// Validates and stores a chat message; everyone in the room (the sender too) gets it.
+async fn post(state: &AppState, room: ChatRoom, me: &Participant, content: &str, outbox: &Outbox) {
+    let content = match ChatContent::parse(content) {
+        Ok(content) => content,
+        Err(err) => return reply_error(outbox, "invalid_message", &err.to_string()),
+    };
+    if let Err(err) = state.post_message(room, me, &content).await {
+        tracing::warn!(error = %err, "chat message not stored");
+        reply_error(outbox, "unavailable", "the message could not be stored; send it again");
+    }
 }
 
 fn reply_error(outbox: &Outbox, code: &str, message: &str) {
@@ -317,7 +356,8 @@ fn admitted(state: &AppState, me: &Participant, outbox: &Outbox, limiter: &mut C
     }
 }
 
-async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Participant, outbox: &Outbox) {
+async fn handle_text(text: &str, conn: &mut Conn<'_>) {
+    let Conn { state, session, me, outbox, presence, .. } = *conn;
     let metrics = &state.metrics;
     let scope = Scope { session_id: session.id, user_id: me.user_id };
     match parse_client(text) {
@@ -370,6 +410,36 @@ async fn handle_text(text: &str, state: &AppState, session: &Session, me: &Parti
                     outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
                 }
                 Err(err) => reply_error(outbox, err.code, &err.message),
+            }
+        }
+        Ok(ClientMessage::ChatMessage { content }) => {
+            metrics.chat_in.increment(1);
+            post(state, ChatRoom::Session(session.id), me, &content, outbox).await
+        }
+        Ok(ClientMessage::JoinLocalChat { lat, lng }) => {
+            metrics.room_joins_in.increment(1);
+            match RoomId::at(lat, lng) {
+                Ok(room) => {
+                    if let Some(current) = conn.room.take() {
+                        state.exit_room(current, presence).await;
+                    }
+                    conn.room = Some(state.enter_room(room, me, presence, outbox).await);
+                }
+                Err(err) => reply_error(outbox, "invalid_location", &err.to_string()),
+            }
+        }
+        Ok(ClientMessage::LeaveLocalChat) => {
+            metrics.room_leaves_in.increment(1);
+            match conn.room.take() {
+                Some(current) => state.exit_room(current, presence).await,
+                None => reply_error(outbox, "not_in_room", "this socket is not in a local room"),
+            }
+        }
+        Ok(ClientMessage::RoomMessage { content }) => {
+            metrics.room_messages_in.increment(1);
+            match &conn.room {
+                Some(current) => post(state, ChatRoom::Local(current.room), me, &content, outbox).await,
+                None => reply_error(outbox, "not_in_room", "send join_local_chat {lat, lng} before message"),
             }
         }
         Ok(ClientMessage::Ping) => {

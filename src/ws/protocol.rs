@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{Location, LocationInput, Participant, UserId};
+use crate::domain::{ChatMessage, Location, LocationInput, Participant, RoomId, UserId};
 use crate::hub::Frame;
 use crate::presence::PresenceMap;
 
@@ -58,6 +58,32 @@ pub enum ServerMessage<'a> {
         from_user: UserId,
         payload: &'a RawValue,
     },
+    /// A chat message, in the session or in the local room: to everyone there, the sender
+    /// included (that is the sender's acknowledgement: the message is stored).
+    NewMessage(&'a ChatMessage),
+    /// The answer to `join_local_chat`.
+    RoomJoined {
+        room_id: RoomId,
+        name: &'a str,
+        user_count: usize,
+    },
+    /// The room's recent messages, oldest first, after `room_joined`.
+    MessageHistory {
+        room_id: RoomId,
+        messages: &'a [ChatMessage],
+    },
+    /// Someone else entered the local room this socket is in.
+    UserJoined {
+        room_id: RoomId,
+        user_id: UserId,
+        display_name: &'a str,
+        avatar_color: &'a str,
+    },
+    /// Someone else's last socket left the local room.
+    UserLeft {
+        room_id: RoomId,
+        user_id: UserId,
+    },
     Error {
         code: &'a str,
         message: &'a str,
@@ -76,6 +102,8 @@ pub struct SessionState<'a> {
     pub user_id: UserId,
     pub participants: &'a [Participant],
     pub locations: Vec<LocationBroadcast>,
+    /// The session chat's latest messages, oldest first.
+    pub messages: &'a [ChatMessage],
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +142,33 @@ pub enum ClientMessage {
         topic: String,
         payload: Box<RawValue>,
     },
+    /// Session chat.
+    ChatMessage {
+        content: String,
+    },
+    /// Seed 004's JoinLocalChat: enter the room of the cell this position is in.
+    JoinLocalChat {
+        lat: f64,
+        lng: f64,
+    },
+    LeaveLocalChat,
+    /// Seed 004's Message: chat in the local room.
+    RoomMessage {
+        content: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct ContentInput {
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct PositionInput {
+    #[serde(alias = "latitude")]
+    lat: f64,
+    #[serde(alias = "longitude")]
+    lng: f64,
 }
 
 #[derive(Deserialize)]
@@ -197,11 +252,25 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             let input: PublishInput = data(raw.data, "publish", "{topic, payload}")?;
             Ok(ClientMessage::Publish { topic: input.topic, payload: input.payload })
         }
+        "chat_message" => {
+            let input: ContentInput = data(raw.data, "chat_message", "{content}")?;
+            Ok(ClientMessage::ChatMessage { content: input.content })
+        }
+        // Seed 004's names: JoinLocalChat, Message.
+        "join_local_chat" | "JoinLocalChat" => {
+            let input: PositionInput = data(raw.data, "join_local_chat", "{lat, lng}")?;
+            Ok(ClientMessage::JoinLocalChat { lat: input.lat, lng: input.lng })
+        }
+        "leave_local_chat" | "LeaveLocalChat" => Ok(ClientMessage::LeaveLocalChat),
+        "message" | "Message" => {
+            let input: ContentInput = data(raw.data, "message", "{content}")?;
+            Ok(ClientMessage::RoomMessage { content: input.content })
+        }
         other => Err(ProtocolError {
             code: "unknown_type",
             message: format!(
                 "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
-                 subscribe, unsubscribe or publish"
+                 subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat or message"
             ),
         }),
     }
