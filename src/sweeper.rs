@@ -71,7 +71,8 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
             .and_then(|age| now.checked_sub_signed(age))
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
     };
-    let deleted_messages = state.store.delete_messages_before(hours_ago(state.config.chat_retention_hours)).await?;
+    let deleted_messages =
+        state.store.delete_messages_before(hours_ago(state.config.chat_retention_hours)).await?;
     let deleted_sessions =
         state.store.delete_sessions_ended_before(hours_ago(state.config.session_retention_hours)).await?;
     ::metrics::counter!("convoy_sessions_expired_total").increment(ended.len() as u64);

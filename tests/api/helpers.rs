@@ -410,3 +410,97 @@ pub async fn error_code(response: reqwest::Response) -> String {
     assert!(body["error"]["message"].is_string(), "error has a message: {body}");
     body["error"]["code"].as_str().expect("error has a code").to_owned()
 }
+
+/// The real `convoy` binary, started on a free port with a given DATABASE_URL.
+pub struct Binary {
+    pub port: u16,
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Binary {
+    /// A failed test must not leave the server running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Binary {
+    /// Starts the binary and waits until `/health/ready` answers 200.
+    pub async fn start(database_url: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(database_url, port).await
+    }
+
+    pub async fn start_on(database_url: &str, port: u16) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("DATABASE_URL", database_url)
+            .env("JWT_SECRET", TEST_SECRET)
+            .env("LOG_LEVEL", "warn")
+            .env_remove("APP_ENV")
+            .env_remove("PUBLIC_URL")
+            .env_remove("REDIS_URL")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let server = Self {
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            child: Some(child),
+        };
+        for _ in 0..100 {
+            if server
+                .client
+                .get(format!("{}/health/ready", server.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the binary never answered /health/ready");
+    }
+
+    /// POSTs JSON and returns the JSON answer.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Connects a socket and reads past the snapshot.
+    pub async fn connect(&self, token: &str) -> WsClient {
+        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket handshake");
+        let mut ws = WsClient::new(stream);
+        assert_eq!(ws.next_json().await["type"], "session_state");
+        ws
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(sent.success());
+    }
+
+    pub async fn wait(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
+    }
+}
