@@ -21,6 +21,11 @@ use crate::bus::Bus;
 use crate::domain::{RoomId, SessionId, UserId};
 use crate::metrics::RealtimeMetrics;
 
+/// Presence diffs one connection may have queued; past that it gets a fresh
+/// `presence_state` (a resync) instead of more diffs: presence is state, and a burst of
+/// reconnects must not fill every queue with diffs.
+const PRESENCE_BURST: usize = 32;
+
 /// How long a first subscriber waits for the bus to confirm its subscription.
 const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -81,6 +86,8 @@ pub enum HubMessage {
     Direct { to: UserId, frame: Frame },
     /// For the connections subscribed to one of the session's named topics.
     Topic { topic: Arc<str>, frame: Frame },
+    /// A `presence_diff`: an event, but a burst of them is replaced by a resync.
+    Presence { frame: Frame },
     /// Close one user's connections: they left or were removed.
     Disconnect { user_id: UserId, code: u16, reason: Frame },
     /// The session is over: every subscriber gets `frame`, then its socket closes.
@@ -119,6 +126,8 @@ struct Queue {
     items: VecDeque<Item>,
     locations: HashMap<UserId, Frame>,
     events: usize,
+    /// Presence diffs queued since the last drain.
+    presence: usize,
     close: Option<CloseReason>,
     closed: bool,
 }
@@ -208,6 +217,20 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Queues a presence diff, unless a burst of them is already waiting: then the
+    /// connection resynchronises instead (its snapshot carries `presence_state`).
+    pub fn push_presence(&self, frame: Frame) {
+        let (queue, resync) = self.with_queue(|q| {
+            q.presence += 1;
+            (q.presence <= PRESENCE_BURST, q.presence == PRESENCE_BURST + 1)
+        });
+        if queue {
+            self.push_event(frame);
+        } else if resync {
+            self.request_resync();
+        }
+    }
+
     /// Queues an event if this connection subscribed to `topic`.
     pub fn push_topic(&self, topic: &str, frame: Frame) {
         if self.with_queue(|q| q.topics.contains(topic)) {
@@ -289,6 +312,7 @@ impl Outbox {
                 }
             }
             q.events = 0;
+            q.presence = 0;
             q.close.take()
         })
     }
@@ -410,6 +434,7 @@ impl Hub {
                     }
                 }
                 HubMessage::Topic { topic, frame } => sub.outbox.push_topic(topic, frame.clone()),
+                HubMessage::Presence { frame } => sub.outbox.push_presence(frame.clone()),
                 HubMessage::Disconnect { user_id, code, reason } => {
                     if sub.user_id == *user_id {
                         sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });
@@ -524,6 +549,21 @@ mod tests {
         outbox.push_snapshot(vec![frame("new snapshot"), frame("new presence")]);
         assert_eq!(outbox.pending(), 3);
         assert_eq!(drained(&outbox).0, vec!["new snapshot", "new presence", "joined"]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_presence_diffs_becomes_one_resync() {
+        let outbox = Outbox::new(1000, Arc::default());
+        for i in 0..100 {
+            outbox.push_presence(frame(&i.to_string()));
+        }
+        assert_eq!(outbox.pending(), PRESENCE_BURST);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.resync_requested())
+            .await
+            .expect("a resync was asked for");
+        drained(&outbox);
+        outbox.push_presence(frame("after"));
+        assert_eq!(outbox.pending(), 1, "drained: diffs flow again");
     }
 
     #[test]

@@ -270,7 +270,7 @@ impl AppState {
     pub fn announce_presence(&self, session_id: SessionId, joins: &[PresenceMeta], leaves: &[PresenceMeta]) {
         let (joins, leaves) = (presence_map(joins), presence_map(leaves));
         let frame = ServerMessage::PresenceDiff { joins: &joins, leaves: &leaves }.to_frame();
-        self.publish(session_id, HubMessage::Event { frame });
+        self.publish(session_id, HubMessage::Presence { frame });
     }
 
     /// Publishes on a topic of the session; `topic` is the full name the message carries.

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -58,6 +58,10 @@ const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
 const RESYNC_SPACING: Duration = Duration::from_secs(10);
 /// An instance whose last heartbeat is older than this is presumed gone.
 const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Expiry of the presence keys, renewed every PRESENCE_REFRESH while entries exist, so
+/// keys of a cluster that stopped entirely go away by themselves.
+const PRESENCE_TTL_SECS: i64 = 300;
+const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
 const INSTANCES_KEY: &str = "presence_instances";
 
 /// `channel:session:{id}` or `channel:room:{id}`.
@@ -89,9 +93,30 @@ fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
     format!("{instance_id}:{phx_ref}")
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
+/// Redis's clock in Unix ms, inside a script: heartbeats and their age are measured on one
+/// clock, so a host whose clock is off cannot be taken for gone.
+const LUA_NOW_MS: &str = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+
+/// ZADD of this instance's heartbeat at Redis's time: 1 if it was not in the set.
+static HEARTBEAT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!("{LUA_NOW_MS} return redis.call('ZADD', KEYS[1], now, ARGV[1])"))
+});
+
+/// The instances whose heartbeat is older than ARGV[1] ms.
+static GONE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{LUA_NOW_MS} return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))"
+    ))
+});
+
+/// Redis's time, then the heartbeats of the given instances ('' for none), in Unix ms.
+static BEATS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "{LUA_NOW_MS} local beats = {{tostring(now)}}
+         for i, id in ipairs(ARGV) do beats[i + 1] = redis.call('ZSCORE', KEYS[1], id) or '' end
+         return beats"
+    ))
+});
 
 /// Replaces one instance's entries in a session's presence hash (after an outage, or after
 /// other instances took this one for gone): KEYS = hash, the instance's session set;
@@ -154,6 +179,8 @@ enum Command {
     PresenceReplace {
         channel: Channel,
     },
+    /// Renew the expiry of every presence key this instance has entries in.
+    PresenceRefresh,
 }
 
 impl Command {
@@ -248,7 +275,8 @@ impl RedisBus {
 
         // The first presence heartbeat, before any connection can be present.
         let mut conn = conn;
-        call(heartbeat(instance_id).query_async::<i64>(&mut conn)).await?;
+        call(HEARTBEAT.key(INSTANCES_KEY).arg(instance_id.to_string()).invoke_async::<i64>(&mut conn))
+            .await?;
 
         let breaker = Arc::new(Breaker::default());
         let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
@@ -260,7 +288,7 @@ impl RedisBus {
         tokio::spawn(run_subscriber(
             client,
             subscription_rx,
-            inbound_tx,
+            inbound_tx.clone(),
             instance_id,
             breaker.clone(),
             shutdown.clone(),
@@ -271,6 +299,7 @@ impl RedisBus {
             queue.clone(),
             instance_id,
             presence.clone(),
+            inbound_tx,
             shutdown,
         ));
         let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
@@ -321,13 +350,17 @@ impl RedisBus {
         if instances.is_empty() {
             return Ok(Vec::new());
         }
-        let beats: Vec<Option<f64>> =
-            call(redis::cmd("ZMSCORE").arg(INSTANCES_KEY).arg(&instances).query_async(&mut conn)).await?;
-        let alive_since = (now_ms() - INSTANCE_TIMEOUT.as_millis() as i64) as f64;
+        let mut invocation = BEATS.key(INSTANCES_KEY);
+        for instance in &instances {
+            invocation.arg(*instance);
+        }
+        let beats: Vec<String> = call(invocation.invoke_async(&mut conn)).await?;
+        let number = |s: &String| s.parse::<f64>().ok();
+        let alive_since = beats.first().and_then(number).unwrap_or(0.0) - INSTANCE_TIMEOUT.as_millis() as f64;
         let alive: HashSet<&str> = instances
             .into_iter()
-            .zip(beats)
-            .filter(|(_, beat)| beat.is_some_and(|at| at >= alive_since))
+            .zip(beats.iter().skip(1))
+            .filter(|(_, beat)| number(beat).is_some_and(|at| at >= alive_since))
             .map(|(instance, _)| instance)
             .collect();
         Ok(entries
@@ -337,16 +370,17 @@ impl RedisBus {
             .collect())
     }
 
-    /// Removes one gone instance's entries; returns those this call removed.
+    /// Removes one gone instance's entries, adding those this call removed to `reaped` as
+    /// it goes (so an error part-way loses none of them).
     async fn reap_instance(
         &self,
         conn: &mut ConnectionManager,
         instance: &str,
-    ) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
+        reaped: &mut Vec<(Channel, PresenceMeta)>,
+    ) -> Result<(), BusError> {
         let channels: Vec<String> =
             call(redis::cmd("SMEMBERS").arg(presence_channels_key(instance)).query_async(conn)).await?;
         let prefix = format!("{instance}:");
-        let mut reaped = Vec::new();
         for channel in channels.iter().filter_map(|c| Channel::parse(c)) {
             let key = presence_key(channel);
             let entries: HashMap<String, String> =
@@ -372,8 +406,7 @@ impl RedisBus {
         }
         let mut pipe = redis::pipe();
         pipe.del(presence_channels_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
-        call(pipe.query_async::<()>(conn)).await?;
-        Ok(reaped)
+        call(pipe.query_async::<()>(conn)).await
     }
 }
 
@@ -516,20 +549,20 @@ impl Bus for RedisBus {
 
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         let mut conn = self.check()?;
-        let stale_before = now_ms() - INSTANCE_TIMEOUT.as_millis() as i64;
-        let gone: Vec<String> = call(
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(INSTANCES_KEY)
-                .arg("-inf")
-                .arg(format!("({stale_before}"))
-                .query_async(&mut conn),
-        )
-        .await?;
+        let timeout_ms = INSTANCE_TIMEOUT.as_millis() as i64;
+        let gone: Vec<String> = call(GONE.key(INSTANCES_KEY).arg(timeout_ms).invoke_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
         let mut reaped = Vec::new();
         for instance in gone.iter().filter(|i| **i != own) {
             tracing::info!(%instance, "an instance stopped without leaving: reaping its presence");
-            reaped.extend(self.reap_instance(&mut conn, instance).await?);
+            if let Err(err) = self.reap_instance(&mut conn, instance, &mut reaped).await {
+                if reaped.is_empty() {
+                    return Err(err);
+                }
+                // What was removed so far is still announced; the rest waits for the next sweep.
+                tracing::warn!(error = %err, "reaping stopped part-way");
+                break;
+            }
         }
         Ok(reaped)
     }
@@ -594,11 +627,11 @@ async fn run_writer(
                     let key = presence_key(channel);
                     pipe.hset(&key, field, json)
                         .ignore()
-                        .expire(&key, key_ttl)
+                        .expire(&key, PRESENCE_TTL_SECS)
                         .ignore()
                         .sadd(&channels_key, channel.name())
                         .ignore()
-                        .expire(&channels_key, key_ttl)
+                        .expire(&channels_key, PRESENCE_TTL_SECS)
                         .ignore();
                 }
                 Command::PresenceLeave { channel, field, last } => {
@@ -606,6 +639,12 @@ async fn run_writer(
                     if last {
                         pipe.srem(&channels_key, channel.name()).ignore();
                     }
+                }
+                Command::PresenceRefresh => {
+                    for channel in writer.presence.channels() {
+                        pipe.expire(presence_key(channel), PRESENCE_TTL_SECS).ignore();
+                    }
+                    pipe.expire(&channels_key, PRESENCE_TTL_SECS).ignore();
                 }
                 Command::PresenceReplace { channel } => {
                     let script = pipe
@@ -615,7 +654,7 @@ async fn run_writer(
                         .arg(presence_key(channel))
                         .arg(&channels_key)
                         .arg(format!("{instance}:"))
-                        .arg(key_ttl)
+                        .arg(PRESENCE_TTL_SECS)
                         .arg(channel.name());
                     for meta in writer.presence.list(channel) {
                         let json = serde_json::to_string(&meta).unwrap_or_default();
@@ -634,23 +673,18 @@ async fn run_writer(
     }
 }
 
-/// ZADD of this instance's heartbeat: answers 1 if the instance was not in the set.
-fn heartbeat(instance_id: Uuid) -> redis::Cmd {
-    let mut beat = redis::cmd("ZADD");
-    beat.arg(INSTANCES_KEY).arg(now_ms()).arg(instance_id.to_string());
-    beat
-}
-
 async fn run_prober(
     mut conn: ConnectionManager,
     breaker: Arc<Breaker>,
     queue: mpsc::Sender<Command>,
     instance_id: Uuid,
     presence: Arc<LocalPresence>,
+    inbound: mpsc::UnboundedSender<BusEvent>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = PROBE_INTERVAL;
     let mut last_resync: HashMap<Channel, Instant> = HashMap::new();
+    let mut last_refresh = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -661,16 +695,28 @@ async fn run_prober(
                 breaker.reset();
                 backoff = PROBE_INTERVAL;
                 // The heartbeat that keeps this instance's presence alive. Added anew (1)
-                // means the others took this instance for gone and removed its entries:
-                // rewrite them and have those sessions resynchronise.
-                match call(heartbeat(instance_id).query_async::<i64>(&mut conn)).await {
-                    Ok(1) => breaker
-                        .dropped_channels
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .extend(presence.channels()),
+                // means the others took this instance for gone, removed its entries and
+                // announced its sockets as leaves: rewrite them, have those channels'
+                // sockets everywhere resynchronise, and this instance's own too.
+                let mut beat = HEARTBEAT.key(INSTANCES_KEY);
+                beat.arg(instance_id.to_string());
+                match call(beat.invoke_async(&mut conn)).await {
+                    Ok(1) if !presence.channels().is_empty() => {
+                        tracing::warn!("this instance was taken for gone: restoring its presence");
+                        breaker
+                            .dropped_channels
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(presence.channels());
+                        let _ = inbound.send(BusEvent::ResyncAll);
+                    }
                     Ok(_) => {}
                     Err(err) => tracing::warn!(error = %err, "presence heartbeat failed"),
+                }
+                if last_refresh.elapsed() >= PRESENCE_REFRESH
+                    && queue.try_send(Command::PresenceRefresh).is_ok()
+                {
+                    last_refresh = Instant::now();
                 }
                 // Tell the other instances' sockets in sessions we dropped messages for, at
                 // most once per RESYNC_SPACING per session (a Redis that keeps failing some

@@ -21,6 +21,7 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     static EMPTY: Utf8Bytes = Utf8Bytes::from_static("");
     let mut topic_name: &[u8] = &[];
     let (kind, user, code, frame) = match message {
+        HubMessage::Presence { frame } => (7, Uuid::nil(), 0, frame),
         HubMessage::Topic { topic, frame } => {
             topic_name = topic.as_bytes();
             // Topic names are validated short (far below 64 KiB).
@@ -79,6 +80,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         4 => HubMessage::Resync,
         5 => HubMessage::Direct { to: user, frame },
         6 => HubMessage::Topic { topic: topic.unwrap_or_default().into(), frame },
+        7 => HubMessage::Presence { frame },
         other => return Err(format!("unknown bus message kind {other}")),
     };
     Ok((origin, Envelope { channel, message }))
@@ -103,6 +105,7 @@ mod tests {
             HubMessage::Resync,
             HubMessage::Direct { to: user, frame: Utf8Bytes::from("{}") },
             HubMessage::Topic { topic: "alerts.é".into(), frame: Utf8Bytes::from("{\"a\":1}") },
+            HubMessage::Presence { frame: Utf8Bytes::from("{}") },
         ];
         for message in messages {
             let bytes = encode(origin, &message);

@@ -288,7 +288,7 @@ fn refuse_topic(outbox: &Outbox, err: &TopicError) {
 
 /// The topics of a `subscribe` or `unsubscribe` this connection may use; an `error` naming
 /// each one it may not.
-fn authorized(scope: &Scope, outbox: &Outbox, raw: &[String]) -> Vec<Topic> {
+fn authorized(scope: &Scope, outbox: &Outbox, raw: &[&String]) -> Vec<Topic> {
     let mut topics = Vec::with_capacity(raw.len());
     for name in raw {
         match scope.authorize(name) {
@@ -309,8 +309,20 @@ fn named(topics: &[Topic]) -> Vec<std::sync::Arc<str>> {
         .collect()
 }
 
+/// A request's topics, each once; none if it names more than a connection may hold.
+fn requested<'a>(outbox: &Outbox, raw: &'a [String]) -> Option<Vec<&'a String>> {
+    if raw.len() > MAX_TOPICS_PER_CONNECTION {
+        let message = format!("a request names at most {MAX_TOPICS_PER_CONNECTION} topics");
+        reply_error(outbox, "invalid_message", &message);
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    Some(raw.iter().filter(|name| seen.insert(name.as_str())).collect())
+}
+
 fn subscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
-    let topics = authorized(scope, outbox, raw);
+    let Some(raw) = requested(outbox, raw) else { return };
+    let topics = authorized(scope, outbox, &raw);
     // The session and user topics are always held; only named ones count.
     if !outbox.subscribe_topics(&named(&topics), MAX_TOPICS_PER_CONNECTION) {
         let message =
@@ -322,7 +334,8 @@ fn subscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
 }
 
 fn unsubscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
-    let mut topics = authorized(scope, outbox, raw);
+    let Some(raw) = requested(outbox, raw) else { return };
+    let mut topics = authorized(scope, outbox, &raw);
     topics.retain(|topic| {
         let implicit = !matches!(topic, Topic::Named(_));
         if implicit {

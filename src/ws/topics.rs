@@ -45,13 +45,17 @@ pub struct Scope {
 impl Scope {
     /// Reads a topic name a client sent and checks that this connection may use it.
     pub fn authorize(&self, raw: &str) -> Result<Topic, TopicError> {
-        let refuse = |code, message: String| TopicError { code, message, topic: raw.to_owned() };
+        let shown = shorten(raw);
+        let refuse = |code, why: String| TopicError {
+            code,
+            message: format!("topic {shown:?}{why}"),
+            topic: shown.clone(),
+        };
+        let invalid = |why: &str| refuse("invalid_topic", format!(": {why}"));
         let forbidden = |what: &str| {
             refuse(
                 "forbidden_topic",
-                format!(
-                    "topic {raw:?} is {what}: a participant may use its own session's and user's topics only"
-                ),
+                format!(" is {what}: a participant may use its own session's and user's topics only"),
             )
         };
         if let Some(rest) = raw.strip_prefix("session:") {
@@ -60,29 +64,27 @@ impl Scope {
                 None => (rest, None),
             };
             let Ok(session_id) = id.parse::<SessionId>() else {
-                return Err(refuse("invalid_topic", format!("topic {raw:?}: {id:?} is not a session id")));
+                return Err(invalid("no session id after 'session:'"));
             };
             if session_id != self.session_id {
                 return Err(forbidden("another session's"));
             }
             return match name {
                 None => Ok(Topic::Session),
-                Some(name) => {
-                    named(name).map_err(|why| refuse("invalid_topic", format!("topic {raw:?}: {why}")))
-                }
+                Some(name) => named(name).map_err(|why| invalid(&why)),
             };
         }
         if let Some(id) = raw.strip_prefix("user:") {
             return match id.parse::<UserId>() {
                 Ok(user_id) if user_id == self.user_id => Ok(Topic::User),
                 Ok(_) => Err(forbidden("another user's")),
-                Err(_) => Err(refuse("invalid_topic", format!("topic {raw:?}: {id:?} is not a user id"))),
+                Err(_) => Err(invalid("no user id after 'user:'")),
             };
         }
         if raw.contains(':') {
             return Err(forbidden("not a session or user topic"));
         }
-        named(raw).map_err(|why| refuse("invalid_topic", format!("topic {raw:?}: {why}")))
+        named(raw).map_err(|why| invalid(&why))
     }
 
     /// The full name, as messages on the topic carry it.
@@ -92,6 +94,15 @@ impl Scope {
             Topic::Named(name) => format!("session:{}:{name}", self.session_id),
             Topic::User => format!("user:{}", self.user_id),
         }
+    }
+}
+
+/// A topic name as errors quote it: at most 100 characters, so a huge name cannot make
+/// a huge reply.
+fn shorten(raw: &str) -> String {
+    match raw.char_indices().nth(100) {
+        Some((at, _)) => format!("{}...", &raw[..at]),
+        None => raw.to_owned(),
     }
 }
 
@@ -134,6 +145,10 @@ mod tests {
         ] {
             let err = scope.authorize(raw).unwrap_err();
             assert_eq!((err.code, err.topic.as_str()), (code, raw));
+            assert!(err.message.contains(raw), "{err:?}");
         }
+        // A huge name is quoted shortened.
+        let err = scope.authorize(&"y".repeat(60_000)).unwrap_err();
+        assert!(err.topic.len() < 110 && err.message.len() < 200, "{err:?}");
     }
 }

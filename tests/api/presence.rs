@@ -136,55 +136,72 @@ async fn presence_spans_instances() {
 }
 
 /// An instance that stops heartbeating (here: its Redis connection is cut, so to the others
-/// it is gone) has its connections reaped and announced as leaves by the others' sweep;
-/// when it comes back, it rewrites its presence and the session resynchronises.
+/// it is gone) has its connections reaped and announced as leaves by the others' sweeps,
+/// once even when two instances sweep at the same time; when it comes back, it rewrites
+/// its presence and the session resynchronises.
 #[cfg_attr(
     not(convoy_scaled_tests),
     ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vanished_instance_is_reaped_and_restored() {
+async fn a_vanished_instance_is_reaped_once_and_restored() {
     let (_, redis_url) = scaled_urls();
     let proxy = Proxy::start(upstream(&redis_url)).await;
     let database_url = fresh_postgres_schema().await;
     let a = spawn_scaled(database_url.clone(), redis_url.clone()).await;
-    let b = spawn_scaled(database_url, through(&redis_url, proxy.addr)).await;
+    let b = spawn_scaled(database_url.clone(), redis_url.clone()).await;
+    let c = spawn_scaled(database_url, through(&redis_url, proxy.addr)).await;
     let session = a.create_session(json!({})).await;
     let sid = &session.session_id;
     let ann = a.join(sid, "Ann").await;
     let bob = a.join(sid, "Bob").await;
-    let (mut ann_ws, _) = connect(&a, &ann.token).await;
-    let (_bob_ws, _) = connect(&b, &bob.token).await;
-    diff_for(&mut ann_ws, "joins", &bob.user_id).await;
+    let cat = a.join(sid, "Cat").await;
+    let (mut ann_on_a, _) = connect(&a, &ann.token).await;
+    let (mut cat_on_b, _) = connect(&b, &cat.token).await;
+    let (_bob_on_c, _) = connect(&c, &bob.token).await;
+    for ws in [&mut ann_on_a, &mut cat_on_b] {
+        diff_for(ws, "joins", &bob.user_id).await;
+    }
 
     proxy.cut();
-    // Readers skip entries of an instance whose heartbeat is older than 15 s; a sweep then
-    // removes them and announces the leaves. (Other tests' instances may be reaped by the
-    // same sweeps: the shared Redis holds them all.)
-    let mut diff = Value::Null;
+    // Readers skip entries of an instance whose heartbeat is older than 15 s; sweeps then
+    // remove them and announce the leaves. A and B sweep together, again and again: each
+    // socket must still hear Bob leave exactly once.
+    let mut leaves = [0, 0];
     for _ in 0..300 {
-        sweep_once(&a.state).await.unwrap();
-        let diffs = ann_ws.drain(Duration::from_millis(100)).await;
-        if let Some(found) = diffs.iter().find(|m| m["type"] == "presence_diff") {
-            diff = found["data"].clone();
+        let (swept_a, swept_b) = tokio::join!(sweep_once(&a.state), sweep_once(&b.state));
+        swept_a.unwrap();
+        swept_b.unwrap();
+        for (seen, ws) in leaves.iter_mut().zip([&mut ann_on_a, &mut cat_on_b]) {
+            *seen += ws
+                .drain(Duration::from_millis(50))
+                .await
+                .iter()
+                .filter(|m| m["type"] == "presence_diff" && m["data"]["leaves"].get(&bob.user_id).is_some())
+                .count();
+        }
+        if leaves.iter().all(|n| *n > 0) {
             break;
         }
     }
-    assert_eq!(refs(&diff["leaves"], &bob.user_id).len(), 1, "Bob's one connection on B left: {diff}");
+    let (swept_a, swept_b) = tokio::join!(sweep_once(&a.state), sweep_once(&b.state));
+    swept_a.unwrap();
+    swept_b.unwrap();
+    ann_on_a.assert_silent(Duration::from_millis(300)).await;
+    cat_on_b.assert_silent(Duration::from_millis(100)).await;
+    assert_eq!(leaves, [1, 1], "each socket heard Bob leave once");
     let rest = rest_presence(&a, sid).await;
     assert!(rest["presences"].get(&bob.user_id).is_none(), "{rest}");
-    sweep_once(&a.state).await.unwrap();
-    ann_ws.assert_silent(Duration::from_millis(300)).await; // announced once
 
-    // B is back: its heartbeat finds it was taken for gone, it rewrites its presence and the
+    // C is back: its heartbeat finds it was taken for gone, it rewrites its presence and the
     // session's sockets resynchronise, so Ann sees Bob again.
     proxy.restore();
     loop {
-        let state = ann_ws.next_of_type("presence_state").await;
+        let state = ann_on_a.next_of_type("presence_state").await;
         if !refs(&state["data"], &bob.user_id).is_empty() {
             break;
         }
     }
-    let rest = rest_presence(&a, sid).await;
+    let rest = rest_presence(&b, sid).await;
     assert_eq!(refs(&rest["presences"], &bob.user_id).len(), 1, "{rest}");
 }

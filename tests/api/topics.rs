@@ -148,12 +148,19 @@ async fn refused_topics_get_an_error_naming_them_and_keep_the_connection(backend
     assert_eq!(ann_ws.next_json().await["data"]["code"], "invalid_message");
 
     // A connection holds a bounded number of topics; a request past it changes nothing.
-    let many: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
-    let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    ann_ws.send_json(subscribe(&many)).await;
-    assert_eq!(ann_ws.next_json().await["data"]["code"], "too_many_topics");
-    ann_ws.send_json(subscribe(&many[..31])).await;
+    let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    ann_ws.send_json(subscribe(&names)).await;
+    assert_eq!(ann_ws.next_json().await["data"]["code"], "invalid_message", "40 in one request");
+    ann_ws.send_json(subscribe(&names[..31])).await; // "fine" is the 32nd
     assert_eq!(ann_ws.next_json().await["data"]["topics"].as_array().unwrap().len(), 31);
+    ann_ws.send_json(subscribe(&["t31", "t32"])).await;
+    assert_eq!(ann_ws.next_json().await["data"]["code"], "too_many_topics");
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    bob_ws.send_json(publish("t31", json!("not for ann"))).await;
+    ann_ws.assert_silent(Duration::from_millis(200)).await; // nothing of the refused request held
+    bob_ws.send_json(publish("t30", json!("for ann"))).await;
+    assert_eq!(ann_ws.next_json().await["data"]["payload"], "for ann");
 
     // Still connected and served.
     ann_ws.send_json(json!({ "type": "ping" })).await;
