@@ -32,21 +32,7 @@ impl ChatContent {
     pub const MAX_CHARS: usize = 2000;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let trimmed = raw.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 {
-            return Err(ValidationError::new("content", "must not be empty"));
-        }
-        if chars > Self::MAX_CHARS {
-            return Err(ValidationError::new(
-                "content",
-                format!("must be at most {} characters (this has {chars})", Self::MAX_CHARS),
-            ));
-        }
-        if trimmed.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
-            return Err(ValidationError::new("content", "must not contain control characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
+        super::bounded_text("content", raw, Self::MAX_CHARS, &['\n', '\t', '\r']).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -31,6 +31,27 @@ impl ValidationError {
     }
 }
 
+/// `raw` trimmed, then 1 to `max` characters with no control characters but `allowed`.
+fn bounded_text(
+    field: &'static str,
+    raw: &str,
+    max: usize,
+    allowed: &[char],
+) -> Result<String, ValidationError> {
+    let trimmed = raw.trim();
+    let chars = trimmed.chars().count();
+    if chars == 0 {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if chars > max {
+        return Err(ValidationError::new(field, format!("must be at most {max} characters")));
+    }
+    if trimmed.chars().any(|c| c.is_control() && !allowed.contains(&c)) {
+        return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(trimmed.to_owned())
+}
+
 /// The current time, truncated to milliseconds: the precision every store keeps.
 pub fn now() -> DateTime<Utc> {
     from_millis(Utc::now().timestamp_millis())

@@ -15,21 +15,7 @@ impl DisplayName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let trimmed = raw.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 {
-            return Err(ValidationError::new("display_name", "must not be empty"));
-        }
-        if chars > Self::MAX_CHARS {
-            return Err(ValidationError::new(
-                "display_name",
-                format!("must be at most {} characters", Self::MAX_CHARS),
-            ));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ValidationError::new("display_name", "must not contain control characters"));
-        }
-        Ok(Self(trimmed.to_owned()))
+        super::bounded_text("display_name", raw, Self::MAX_CHARS, &[]).map(Self)
     }
 
     pub fn into_inner(self) -> String {
