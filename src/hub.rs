@@ -32,6 +32,15 @@ const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2
 /// A serialized WebSocket text frame, cheap to clone.
 pub type Frame = Utf8Bytes;
 
+/// How a connection's frames are written: convoy's own JSON (`/ws`), or the Phoenix
+/// Channels serializers (`/socket/websocket`, V1 objects or V2 arrays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    Native,
+    PhoenixV1,
+    PhoenixV2,
+}
+
 /// Close codes convoy uses (RFC 6455, section 7.4.1).
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
@@ -138,6 +147,7 @@ struct Queue {
 pub struct Outbox {
     /// Unique on this instance.
     id: u64,
+    wire: Wire,
     queue: Mutex<Queue>,
     ready: Notify,
     resync: Notify,
@@ -148,9 +158,14 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
+        Self::with_wire(Wire::Native, capacity, metrics)
+    }
+
+    pub fn with_wire(wire: Wire, capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            wire,
             queue: Mutex::default(),
             ready: Notify::new(),
             resync: Notify::new(),
@@ -279,16 +294,14 @@ impl Outbox {
         self.resync.notified().await
     }
 
-    /// Asks the writer to send `last` (if any) after what is pending, then close.
+    /// Asks the writer to send `last` after what is pending, then close.
     /// Only the first close counts.
-    pub fn close(&self, last: Option<Frame>, reason: CloseReason) {
+    pub fn close(&self, last: impl IntoIterator<Item = Frame>, reason: CloseReason) {
         let first = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
-            if let Some(frame) = last {
-                q.items.push_back(Item::Frame(frame));
-            }
+            q.items.extend(last.into_iter().map(Item::Frame));
             q.close = Some(reason);
             q.closed = true;
             true
@@ -359,8 +372,8 @@ impl Hub {
     }
 
     /// A new connection's outbound queue.
-    pub fn outbox(&self) -> Arc<Outbox> {
-        Arc::new(Outbox::new(self.queue_capacity, self.metrics.clone()))
+    pub fn outbox(&self, wire: Wire) -> Arc<Outbox> {
+        Arc::new(Outbox::with_wire(wire, self.queue_capacity, self.metrics.clone()))
     }
 
     /// Registers a connection of `user_id` on the channel; dropping the returned
@@ -420,30 +433,46 @@ impl Hub {
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
         let Some(subscribers) = channels.get(&envelope.channel) else { return };
         let started = std::time::Instant::now();
+        let framed = Framed::new(envelope);
         for sub in subscribers {
+            let wire = sub.outbox.wire;
             match &envelope.message {
-                HubMessage::Location { from, frame } => {
-                    if sub.user_id != *from {
-                        sub.outbox.push_location(*from, frame.clone());
+                HubMessage::Location { from, .. } => {
+                    if sub.user_id != *from
+                        && let Some(frame) = framed.get(wire)
+                    {
+                        sub.outbox.push_location(*from, frame);
                     }
                 }
-                HubMessage::Event { frame } => sub.outbox.push_event(frame.clone()),
-                HubMessage::Direct { to, frame } => {
-                    if sub.user_id == *to {
-                        sub.outbox.push_event(frame.clone());
+                HubMessage::Direct { to, .. } if sub.user_id != *to => {}
+                HubMessage::Event { .. } | HubMessage::Direct { .. } => {
+                    if let Some(frame) = framed.get(wire) {
+                        sub.outbox.push_event(frame);
                     }
                 }
-                HubMessage::Topic { topic, frame } => sub.outbox.push_topic(topic, frame.clone()),
-                HubMessage::Presence { frame } => sub.outbox.push_presence(frame.clone()),
+                HubMessage::Topic { topic, .. } => {
+                    if let Some(frame) = framed.get(wire) {
+                        sub.outbox.push_topic(topic, frame);
+                    }
+                }
+                HubMessage::Presence { .. } => {
+                    if let Some(frame) = framed.get(wire) {
+                        sub.outbox.push_presence(frame);
+                    }
+                }
                 HubMessage::Disconnect { user_id, code, reason } => {
                     if sub.user_id == *user_id {
-                        sub.outbox.close(None, CloseReason { code: *code, reason: reason.clone() });
+                        sub.outbox.close([], CloseReason { code: *code, reason: reason.clone() });
                     }
                 }
                 HubMessage::Resync => sub.outbox.request_resync(),
-                HubMessage::End { frame } => sub
-                    .outbox
-                    .close(Some(frame.clone()), CloseReason::new(close_code::NORMAL, "session ended")),
+                HubMessage::End { .. } => {
+                    let mut last: Vec<Frame> = framed.get(wire).into_iter().collect();
+                    if wire != Wire::Native {
+                        last.extend(crate::ws::phoenix::channel_closed(wire, envelope.channel));
+                    }
+                    sub.outbox.close(last, CloseReason::new(close_code::NORMAL, "session ended"));
+                }
             }
         }
         self.metrics.fanout_seconds.record(started.elapsed());
@@ -471,6 +500,39 @@ impl Hub {
             .get(&Channel::Session(session_id))
             .map(|subs| subs.iter().map(|s| (s.user_id, s.outbox.pending())).collect())
             .unwrap_or_default()
+    }
+}
+
+/// One hub message's frame in each wire format, each serialized at most once however many
+/// connections get it.
+struct Framed<'a> {
+    envelope: &'a Envelope,
+    phoenix_v1: std::cell::OnceCell<Option<Frame>>,
+    phoenix_v2: std::cell::OnceCell<Option<Frame>>,
+}
+
+impl<'a> Framed<'a> {
+    fn new(envelope: &'a Envelope) -> Self {
+        Self { envelope, phoenix_v1: Default::default(), phoenix_v2: Default::default() }
+    }
+
+    /// The frame for `wire`, or None if the message has nothing for that wire.
+    fn get(&self, wire: Wire) -> Option<Frame> {
+        let native = match &self.envelope.message {
+            HubMessage::Location { frame, .. }
+            | HubMessage::Event { frame }
+            | HubMessage::Direct { frame, .. }
+            | HubMessage::Topic { frame, .. }
+            | HubMessage::Presence { frame }
+            | HubMessage::End { frame } => frame,
+            HubMessage::Disconnect { .. } | HubMessage::Resync => return None,
+        };
+        let cell = match wire {
+            Wire::Native => return Some(native.clone()),
+            Wire::PhoenixV1 => &self.phoenix_v1,
+            Wire::PhoenixV2 => &self.phoenix_v2,
+        };
+        cell.get_or_init(|| crate::ws::phoenix::fastlane(wire, self.envelope.channel, native)).clone()
     }
 }
 
@@ -570,8 +632,8 @@ mod tests {
     fn close_sends_the_last_frame_after_pending_ones() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.push_event(frame("first"));
-        outbox.close(Some(frame("bye")), CloseReason::new(close_code::NORMAL, "ended"));
-        outbox.close(None, CloseReason::new(close_code::GOING_AWAY, "ignored"));
+        outbox.close([frame("bye")], CloseReason::new(close_code::NORMAL, "ended"));
+        outbox.close([], CloseReason::new(close_code::GOING_AWAY, "ignored"));
         let (frames, close) = drained(&outbox);
         assert_eq!(frames, vec!["first", "bye"]);
         assert_eq!(close.map(|c| c.code), Some(close_code::NORMAL));
@@ -583,9 +645,9 @@ mod tests {
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));
-        let ann_sub = hub.subscribe(s1, ann, hub.outbox()).await;
-        let bob_sub = hub.subscribe(s1, bob, hub.outbox()).await;
-        let other = hub.subscribe(s2, UserId::new_random(), hub.outbox()).await;
+        let ann_sub = hub.subscribe(s1, ann, hub.outbox(Wire::Native)).await;
+        let bob_sub = hub.subscribe(s1, bob, hub.outbox(Wire::Native)).await;
+        let other = hub.subscribe(s2, UserId::new_random(), hub.outbox(Wire::Native)).await;
         let room = hub.subscribe(Channel::Room("u4pruy".parse().unwrap()), bob, bob_sub.outbox.clone()).await;
         assert_eq!(hub.connection_count(), 3);
 

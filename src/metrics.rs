@@ -110,6 +110,7 @@ pub struct RealtimeMetrics {
     pub room_leaves_in: Counter,
     pub room_messages_in: Counter,
     pub chat_messages: Counter,
+    pub channel_joins_in: Counter,
     pub rate_limited: [Counter; 3],
 }
 
@@ -136,6 +137,7 @@ impl RealtimeMetrics {
             room_leaves_in: messages_in("leave_local_chat"),
             room_messages_in: messages_in("message"),
             chat_messages: counter!("convoy_chat_messages_total"),
+            channel_joins_in: messages_in("phx_join"),
             rate_limited: [Scope::Connection, Scope::User, Scope::Instance]
                 .map(|scope| counter!("convoy_rate_limited_total", "scope" => scope.as_str())),
         }

@@ -2,7 +2,10 @@
 //! so a refused client gets a plain HTTP status) and the connection it starts.
 
 mod connection;
+mod native;
+pub mod phoenix;
 pub mod protocol;
+mod snapshot;
 pub mod topics;
 
 use axum::Router;
@@ -15,15 +18,15 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::auth::{Role, TokenError};
-use crate::domain;
+use crate::domain::{self, Participant, Session};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, ConnectionSlot};
 
 /// The subprotocol prefix that carries a token (seed 003): `access_token.<jwt>`.
 const TOKEN_PROTOCOL_PREFIX: &str = "access_token.";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade))
+    Router::new().route("/ws", get(upgrade)).route("/socket/websocket", get(phoenix::upgrade))
 }
 
 #[derive(Deserialize)]
@@ -52,18 +55,45 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::unavailable("the server is shutting down; reconnect to another instance"));
-    }
-    let ws =
-        ws.map_err(|r| ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", r.body_text()))?;
+    let ws = upgrade_requested(&state, ws)?;
     let Query(query) = query?;
     let (token, protocol) = find_token(query.token, &headers).ok_or_else(|| {
         ApiError::unauthorized(
             "missing token: pass ?token=<websocket_token> or the access_token.<jwt> subprotocol",
         )
     })?;
-    let claims = state.tokens.verify(&token).map_err(|err| match err {
+    let (session, participant, slot) = admit(&state, &token).await?;
+    let mut ws = ws;
+    if let Some(protocol) = protocol {
+        ws = ws.protocols([protocol]);
+    }
+    let sockets = state.sockets.clone();
+    Ok(ws.on_upgrade(move |socket| {
+        sockets.track_future(async move {
+            native::run(socket, state, session, participant).await;
+            drop(slot);
+        })
+    }))
+}
+
+/// The upgrade, with the message size limits set; 503 while draining, 426 without one.
+fn upgrade_requested(
+    state: &AppState,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable("the server is shutting down; reconnect to another instance"));
+    }
+    let ws =
+        ws.map_err(|r| ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", r.body_text()))?;
+    let max = state.config.ws_max_message_bytes;
+    Ok(ws.max_message_size(max).max_frame_size(max))
+}
+
+/// Checks a socket's token before the upgrade: a participant's, of a live session, who has
+/// not left; and takes one of MAX_CONNECTIONS.
+async fn admit(state: &AppState, token: &str) -> Result<(Session, Participant, ConnectionSlot), ApiError> {
+    let claims = state.tokens.verify(token).map_err(|err| match err {
         TokenError::Expired => ApiError::unauthorized("token expired"),
         TokenError::Invalid => ApiError::unauthorized("invalid token"),
     })?;
@@ -84,23 +114,11 @@ async fn upgrade(
         .ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", "this participant has left the session")
         })?;
-
     let slot = state.try_reserve_connection().ok_or_else(|| {
         ApiError::unavailable(format!(
             "this instance holds its maximum of {} sockets",
             state.config.max_connections
         ))
     })?;
-    let max = state.config.ws_max_message_bytes;
-    let mut ws = ws.max_message_size(max).max_frame_size(max);
-    if let Some(protocol) = protocol {
-        ws = ws.protocols([protocol]);
-    }
-    let sockets = state.sockets.clone();
-    Ok(ws.on_upgrade(move |socket| {
-        sockets.track_future(async move {
-            connection::run(socket, state, session, participant).await;
-            drop(slot);
-        })
-    }))
+    Ok((session, participant, slot))
 }

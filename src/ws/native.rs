@@ -1,0 +1,293 @@
+//! The native protocol of `/ws` (seeds 000, 003, 004): JSON `{"type", "data"}` frames.
+//! A socket is in its session from the start: the snapshot comes first, then events.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocket;
+use tracing::Instrument;
+
+use super::connection::{self, Protocol};
+use super::protocol::{ClientMessage, ServerMessage, parse_client};
+use super::snapshot::{self, Loaded};
+use super::topics::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
+use crate::auth::Role;
+use crate::chat::RoomMembership;
+use crate::domain::{self, ChatContent, ChatRoom, Location, Participant, RoomId, Session};
+use crate::hub::{Channel, CloseReason, Outbox, Wire, close_code};
+use crate::presence::PresenceMeta;
+use crate::state::{AppState, EndReason};
+
+pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant) {
+    let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
+    async move {
+        tracing::info!("connected");
+        let subscription = state
+            .hub
+            .subscribe(Channel::Session(session.id), me.user_id, state.hub.outbox(Wire::Native))
+            .await;
+        let outbox = subscription.outbox.clone();
+        let presence = PresenceMeta::connect(&me, domain::now());
+        state.presence_join(session.id, &presence);
+        // Subscribed first, snapshot second: anything that happens in between is queued
+        // behind the snapshot, so the client misses nothing.
+        resynchronise(&state, &session, &me, &outbox, true).await;
+        let mut conn = Conn {
+            state: &state,
+            session: &session,
+            me: &me,
+            outbox: &outbox,
+            presence: &presence,
+            room: None,
+        };
+        connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;
+        if let Some(room) = conn.room.take() {
+            state.exit_room(room, &presence).await;
+        }
+        state.presence_leave(session.id, &presence);
+        drop(subscription);
+        state.activity.touch(session.id, me.user_id, domain::now());
+        tracing::info!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Puts a fresh snapshot (`session_state`, `presence_state`) at the front of the queue: on
+/// connect, and again whenever the bus may have lost messages.
+async fn resynchronise(state: &AppState, session: &Session, me: &Participant, outbox: &Outbox, first: bool) {
+    match snapshot::load(state, session.id, me).await {
+        Loaded::Ready(snapshot) => {
+            let session_state = ServerMessage::SessionState(snapshot.session_state()).to_frame();
+            let presence = ServerMessage::PresenceState(&snapshot.presence()).to_frame();
+            outbox.push_snapshot(vec![session_state, presence]);
+        }
+        Loaded::Ended => {
+            let ended = ServerMessage::SessionEnded { reason: EndReason::Expired.as_str() }.to_frame();
+            outbox.close([ended], CloseReason::new(close_code::NORMAL, "session ended"));
+        }
+        Loaded::Left => outbox.close([], CloseReason::new(close_code::NORMAL, "left the session")),
+        Loaded::Failed(err) if first => {
+            tracing::error!(error = %err, "could not load the snapshot");
+            outbox.close([], CloseReason::new(close_code::INTERNAL_ERROR, "try again"));
+        }
+        Loaded::Failed(err) => {
+            // The client keeps its state and live updates; its next reconnect recovers.
+            tracing::warn!(error = %err, "could not resynchronise; keeping the connection");
+        }
+    }
+}
+
+/// What the reader acts for: one participant's socket in one session, and the local room
+/// it is in, if any.
+struct Conn<'a> {
+    state: &'a AppState,
+    session: &'a Session,
+    me: &'a Participant,
+    outbox: &'a Arc<Outbox>,
+    /// This socket's presence entry, in its session and in its room.
+    presence: &'a PresenceMeta,
+    room: Option<RoomMembership>,
+}
+
+impl Protocol for Conn<'_> {
+    async fn text(&mut self, text: &str) {
+        handle_text(text, self).await
+    }
+
+    fn binary(&mut self) {
+        reply_error(self.outbox, "unsupported_frame", "send JSON text frames")
+    }
+
+    fn rate_limited(&mut self, _text: Option<&str>, message: &str) {
+        reply_error(self.outbox, "rate_limited", message)
+    }
+
+    async fn resync(&mut self) {
+        resynchronise(self.state, self.session, self.me, self.outbox, false).await;
+        if let Some(room) = &self.room {
+            self.state.send_room_history(room.room, self.outbox).await;
+        }
+    }
+}
+
+/// Validates and stores a chat message; everyone in the room (the sender too) gets it.
+async fn post(state: &AppState, room: ChatRoom, me: &Participant, content: &str, outbox: &Outbox) {
+    let content = match ChatContent::parse(content) {
+        Ok(content) => content,
+        Err(err) => return reply_error(outbox, "invalid_message", &err.to_string()),
+    };
+    if let Err(err) = state.post_message(room, me, &content).await {
+        tracing::warn!(error = %err, "chat message not stored");
+        reply_error(outbox, "unavailable", "the message could not be stored; send it again");
+    }
+}
+
+fn reply_error(outbox: &Outbox, code: &str, message: &str) {
+    outbox.push_event(ServerMessage::Error { code, message, topic: None }.to_frame());
+}
+
+fn refuse_topic(outbox: &Outbox, err: &TopicError) {
+    let message = ServerMessage::Error { code: err.code, message: &err.message, topic: Some(&err.topic) };
+    outbox.push_event(message.to_frame());
+}
+
+/// The topics of a `subscribe` or `unsubscribe` this connection may use; an `error` naming
+/// each one it may not.
+fn authorized(scope: &Scope, outbox: &Outbox, raw: &[&String]) -> Vec<Topic> {
+    let mut topics = Vec::with_capacity(raw.len());
+    for name in raw {
+        match scope.authorize(name) {
+            Ok(topic) => topics.push(topic),
+            Err(err) => refuse_topic(outbox, &err),
+        }
+    }
+    topics
+}
+
+fn named(topics: &[Topic]) -> Vec<std::sync::Arc<str>> {
+    topics
+        .iter()
+        .filter_map(|t| match t {
+            Topic::Named(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A request's topics, each once; none if it names more than a connection may hold.
+fn requested<'a>(outbox: &Outbox, raw: &'a [String]) -> Option<Vec<&'a String>> {
+    if raw.len() > MAX_TOPICS_PER_CONNECTION {
+        let message = format!("a request names at most {MAX_TOPICS_PER_CONNECTION} topics");
+        reply_error(outbox, "invalid_message", &message);
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    Some(raw.iter().filter(|name| seen.insert(name.as_str())).collect())
+}
+
+fn subscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
+    let Some(raw) = requested(outbox, raw) else { return };
+    let topics = authorized(scope, outbox, &raw);
+    // The session and user topics are always held; only named ones count.
+    if !outbox.subscribe_topics(&named(&topics), MAX_TOPICS_PER_CONNECTION) {
+        let message =
+            format!("at most {MAX_TOPICS_PER_CONNECTION} topics per connection: nothing was subscribed");
+        return reply_error(outbox, "too_many_topics", &message);
+    }
+    let names: Vec<String> = topics.iter().map(|t| scope.canonical(t)).collect();
+    outbox.push_event(ServerMessage::Subscribed { topics: &names }.to_frame());
+}
+
+fn unsubscribe(scope: &Scope, outbox: &Outbox, raw: &[String]) {
+    let Some(raw) = requested(outbox, raw) else { return };
+    let mut topics = authorized(scope, outbox, &raw);
+    topics.retain(|topic| {
+        let implicit = !matches!(topic, Topic::Named(_));
+        if implicit {
+            let name = scope.canonical(topic);
+            let message = format!("{name} is held by every connection of the session and cannot be left");
+            refuse_topic(outbox, &TopicError { code: "implicit_topic", message, topic: name });
+        }
+        !implicit
+    });
+    outbox.unsubscribe_topics(&named(&topics));
+    let names: Vec<String> = topics.iter().map(|t| scope.canonical(t)).collect();
+    outbox.push_event(ServerMessage::Unsubscribed { topics: &names }.to_frame());
+}
+
+async fn handle_text(text: &str, conn: &mut Conn<'_>) {
+    let Conn { state, session, me, outbox, presence, .. } = *conn;
+    let metrics = &state.metrics;
+    let scope = Scope { session_id: session.id, user_id: me.user_id };
+    match parse_client(text) {
+        Ok(ClientMessage::Subscribe { topics }) => {
+            metrics.subscribes_in.increment(1);
+            subscribe(&scope, outbox, &topics)
+        }
+        Ok(ClientMessage::Unsubscribe { topics }) => {
+            metrics.unsubscribes_in.increment(1);
+            unsubscribe(&scope, outbox, &topics)
+        }
+        Ok(ClientMessage::Publish { topic, payload }) => {
+            metrics.publishes_in.increment(1);
+            match scope.authorize(&topic) {
+                Ok(target) => {
+                    let name = scope.canonical(&target);
+                    state.publish_topic(session.id, me.user_id, &target, &name, &payload)
+                }
+                Err(err) => refuse_topic(outbox, &err),
+            }
+        }
+        Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
+            Ok(location) => {
+                metrics.location_updates_in.increment(1);
+                state.share_location(session.id, me.user_id, location).await
+            }
+            Err(err) => {
+                metrics.invalid_in.increment(1);
+                reply_error(outbox, "invalid_location", &err.to_string())
+            }
+        },
+        Ok(ClientMessage::DirectMessage { target_user, payload }) => {
+            metrics.direct_messages_in.increment(1);
+            match state.send_direct(session.id, me.user_id, target_user, &payload).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = format!("{target_user} is not a participant of this session");
+                    reply_error(outbox, "unknown_target", &message)
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "direct message not sent");
+                    reply_error(outbox, "unavailable", "could not send the message; try again")
+                }
+            }
+        }
+        Ok(ClientMessage::RefreshToken) => {
+            metrics.token_refreshes_in.increment(1);
+            match state.refresh_token(session.id, me.user_id.0, Role::Participant).await {
+                Ok((token, expires_at)) => {
+                    outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
+                }
+                Err(err) => reply_error(outbox, err.code, &err.message),
+            }
+        }
+        Ok(ClientMessage::ChatMessage { content }) => {
+            metrics.chat_in.increment(1);
+            post(state, ChatRoom::Session(session.id), me, &content, outbox).await
+        }
+        Ok(ClientMessage::JoinLocalChat { lat, lng }) => {
+            metrics.room_joins_in.increment(1);
+            match RoomId::at(lat, lng) {
+                Ok(room) => {
+                    if let Some(current) = conn.room.take() {
+                        state.exit_room(current, presence).await;
+                    }
+                    conn.room = Some(state.enter_room(room, me, presence, outbox).await);
+                }
+                Err(err) => reply_error(outbox, "invalid_location", &err.to_string()),
+            }
+        }
+        Ok(ClientMessage::LeaveLocalChat) => {
+            metrics.room_leaves_in.increment(1);
+            match conn.room.take() {
+                Some(current) => state.exit_room(current, presence).await,
+                None => reply_error(outbox, "not_in_room", "this socket is not in a local room"),
+            }
+        }
+        Ok(ClientMessage::RoomMessage { content }) => {
+            metrics.room_messages_in.increment(1);
+            match &conn.room {
+                Some(current) => post(state, ChatRoom::Local(current.room), me, &content, outbox).await,
+                None => reply_error(outbox, "not_in_room", "send join_local_chat {lat, lng} before message"),
+            }
+        }
+        Ok(ClientMessage::Ping) => {
+            metrics.pings_in.increment(1);
+            outbox.push_event(ServerMessage::Pong {}.to_frame())
+        }
+        Err(err) => {
+            metrics.invalid_in.increment(1);
+            reply_error(outbox, err.code, &err.message)
+        }
+    }
+}

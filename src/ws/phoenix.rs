@@ -1,0 +1,422 @@
+//! Phoenix Channels on `/socket/websocket` (seed 001), so apps written for the Elixir
+//! backend with the `phoenix` npm client work unchanged: the V2 JSON serializer
+//! (`vsn=2.0.0`, frames `[join_ref, ref, topic, event, payload]`) and V1 (objects, the
+//! default without `vsn`), heartbeats on topic `phoenix`, and one channel,
+//! `location:{session_id}`, on the same hub as `/ws`.
+//!
+//! Channel events: the client pushes `location_update {lat, lng, accuracy, timestamp}` and
+//! `ping`; the server pushes `location_update {user_id, lat, lng, accuracy, timestamp}`,
+//! `participant_joined`, `participant_left`, `session_ended`, `presence_state`,
+//! `presence_diff` (Phoenix Presence's shape) and every other session event under its
+//! native name. Broadcasts carry `join_ref: null`, as Phoenix's own fastlane does, so each
+//! is serialized once per wire format, not once per socket.
+
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+use tracing::Instrument;
+
+use super::connection::{self, Protocol};
+use super::protocol::ServerMessage;
+use super::snapshot::{self, Loaded};
+use crate::domain::{self, Location, LocationInput, Participant, Session, SessionId};
+use crate::error::ApiError;
+use crate::hub::{Channel, CloseReason, Frame, Outbox, Subscription, Wire, close_code};
+use crate::presence::PresenceMeta;
+use crate::state::{AppState, EndReason};
+
+#[derive(Deserialize)]
+pub(super) struct PhoenixQuery {
+    token: Option<String>,
+    vsn: Option<String>,
+}
+
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    query: Result<Query<PhoenixQuery>, axum::extract::rejection::QueryRejection>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let ws = super::upgrade_requested(&state, ws)?;
+    let Query(query) = query?;
+    let wire = match query.vsn.as_deref() {
+        None | Some("1.0.0") => Wire::PhoenixV1,
+        Some("2.0.0") => Wire::PhoenixV2,
+        Some(other) => {
+            let message = format!("unsupported serializer vsn {other:?}: use 2.0.0 or 1.0.0");
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message));
+        }
+    };
+    let token = query.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+        ApiError::unauthorized("missing token: connect to /socket/websocket?token=<websocket_token>")
+    })?;
+    let (session, participant, slot) = super::admit(&state, &token).await?;
+    let sockets = state.sockets.clone();
+    Ok(ws.on_upgrade(move |socket| {
+        sockets.track_future(async move {
+            run(socket, state, session, participant, wire).await;
+            drop(slot);
+        })
+    }))
+}
+
+/// The channel topic of a session.
+fn topic_of(session_id: SessionId) -> String {
+    format!("location:{session_id}")
+}
+
+/// One Phoenix message in the wire's serializer.
+fn encode(
+    wire: Wire,
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &impl Serialize,
+) -> Frame {
+    #[derive(Serialize)]
+    struct V1<'a, P> {
+        topic: &'a str,
+        event: &'a str,
+        payload: &'a P,
+        #[serde(rename = "ref")]
+        msg_ref: Option<&'a str>,
+        join_ref: Option<&'a str>,
+    }
+    // Serializing these cannot fail: string keys only, no custom serializers that error.
+    let text = match wire {
+        Wire::PhoenixV1 => serde_json::to_string(&V1 { topic, event, payload, msg_ref, join_ref }),
+        _ => serde_json::to_string(&(join_ref, msg_ref, topic, event, payload)),
+    };
+    Frame::from(text.expect("phoenix messages serialize"))
+}
+
+/// A hub frame (`{"type", "data"}`) as a Phoenix broadcast on the session's channel, or
+/// None for what Phoenix sockets do not get (local rooms).
+pub fn fastlane(wire: Wire, channel: Channel, native: &Frame) -> Option<Frame> {
+    #[derive(Deserialize)]
+    struct Native<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        #[serde(borrow)]
+        data: &'a RawValue,
+    }
+    let Channel::Session(session_id) = channel else { return None };
+    let Native { kind, data } = serde_json::from_str(native.as_str()).ok()?;
+    // Seed 001 names a broadcast position `location_update`, as the client names its own.
+    let event = if kind == "location_broadcast" { "location_update" } else { kind };
+    Some(encode(wire, None, None, &topic_of(session_id), event, &data))
+}
+
+/// `phx_close` on the session's channel: the server closed it.
+pub fn channel_closed(wire: Wire, channel: Channel) -> Option<Frame> {
+    let Channel::Session(session_id) = channel else { return None };
+    Some(encode(wire, None, None, &topic_of(session_id), "phx_close", &json!({})))
+}
+
+/// A client message, in either serializer.
+struct Incoming<'a> {
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+    topic: String,
+    event: String,
+    payload: &'a RawValue,
+}
+
+fn decode(wire: Wire, text: &str) -> Result<Incoming<'_>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct V1<'a> {
+        topic: String,
+        event: String,
+        #[serde(borrow)]
+        payload: &'a RawValue,
+        #[serde(rename = "ref")]
+        msg_ref: Option<String>,
+        join_ref: Option<String>,
+    }
+    match wire {
+        Wire::PhoenixV1 => {
+            let m: V1 = serde_json::from_str(text)?;
+            Ok(Incoming {
+                join_ref: m.join_ref,
+                msg_ref: m.msg_ref,
+                topic: m.topic,
+                event: m.event,
+                payload: m.payload,
+            })
+        }
+        _ => {
+            let (join_ref, msg_ref, topic, event, payload): (
+                Option<String>,
+                Option<String>,
+                String,
+                String,
+                &RawValue,
+            ) = serde_json::from_str(text)?;
+            Ok(Incoming { join_ref, msg_ref, topic, event, payload })
+        }
+    }
+}
+
+/// The joined channel: its join_ref and the socket's place in the hub.
+struct Joined {
+    join_ref: Option<String>,
+    _subscription: Subscription,
+}
+
+struct PhoenixSocket<'a> {
+    state: &'a AppState,
+    session: &'a Session,
+    me: &'a Participant,
+    outbox: &'a Arc<Outbox>,
+    wire: Wire,
+    topic: String,
+    presence: PresenceMeta,
+    joined: Option<Joined>,
+}
+
+async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant, wire: Wire) {
+    let span = tracing::info_span!("phoenix", session_id = %session.id, user_id = %me.user_id);
+    async move {
+        tracing::info!("connected");
+        let outbox = state.hub.outbox(wire);
+        let mut phoenix = PhoenixSocket {
+            state: &state,
+            session: &session,
+            me: &me,
+            outbox: &outbox,
+            wire,
+            topic: topic_of(session.id),
+            presence: PresenceMeta::connect(&me, domain::now()),
+            joined: None,
+        };
+        connection::serve(socket, &state, me.user_id, &outbox, &mut phoenix).await;
+        phoenix.leave();
+        state.activity.touch(session.id, me.user_id, domain::now());
+        tracing::info!("disconnected");
+    }
+    .instrument(span)
+    .await
+}
+
+impl PhoenixSocket<'_> {
+    fn reply(&self, incoming: &Incoming<'_>, status: &str, response: serde_json::Value) {
+        let payload = json!({ "status": status, "response": response });
+        let frame = encode(
+            self.wire,
+            incoming.join_ref.as_deref(),
+            incoming.msg_ref.as_deref(),
+            &incoming.topic,
+            "phx_reply",
+            &payload,
+        );
+        self.outbox.push_event(frame);
+    }
+
+    fn refuse(&self, incoming: &Incoming<'_>, reason: &str) {
+        self.reply(incoming, "error", json!({ "reason": reason }));
+    }
+
+    /// A message on this socket's channel, from the server.
+    fn push(&self, event: &str, payload: &impl Serialize) -> Frame {
+        let join_ref = self.joined.as_ref().and_then(|j| j.join_ref.as_deref());
+        encode(self.wire, join_ref, None, &self.topic, event, payload)
+    }
+
+    async fn join(&mut self, incoming: &Incoming<'_>) {
+        if incoming.topic != self.topic {
+            let reason =
+                if incoming.topic.starts_with("location:") { "unauthorized" } else { "unmatched topic" };
+            return self.refuse(incoming, reason);
+        }
+        // A second join of the same topic replaces the first, as Phoenix does.
+        self.leave();
+        let channel = Channel::Session(self.session.id);
+        let subscription = self.state.hub.subscribe(channel, self.me.user_id, self.outbox.clone()).await;
+        self.presence = PresenceMeta::connect(self.me, domain::now());
+        self.state.presence_join(self.session.id, &self.presence);
+        self.joined = Some(Joined { join_ref: incoming.join_ref.clone(), _subscription: subscription });
+        match snapshot::load(self.state, self.session.id, self.me).await {
+            Loaded::Ready(snapshot) => {
+                // The reply carries what `/ws` sends as `session_state`; Presence follows.
+                let reply = json!({ "status": "ok", "response": snapshot.session_state() });
+                let reply = encode(
+                    self.wire,
+                    incoming.join_ref.as_deref(),
+                    incoming.msg_ref.as_deref(),
+                    &self.topic,
+                    "phx_reply",
+                    &reply,
+                );
+                let presence = self.push("presence_state", &snapshot.presence());
+                self.outbox.push_snapshot(vec![reply, presence]);
+            }
+            Loaded::Ended => {
+                self.leave();
+                self.refuse(incoming, "session_ended");
+            }
+            Loaded::Left => {
+                self.leave();
+                self.refuse(incoming, "left the session");
+            }
+            Loaded::Failed(err) => {
+                tracing::warn!(error = %err, "could not load the snapshot for a join");
+                self.leave();
+                self.refuse(incoming, "unavailable: try again");
+            }
+        }
+    }
+
+    /// Leaves the channel, if joined: off the hub, out of presence.
+    fn leave(&mut self) {
+        if self.joined.take().is_some() {
+            self.state.presence_leave(self.session.id, &self.presence);
+        }
+    }
+
+    async fn handle(&mut self, incoming: Incoming<'_>) {
+        let metrics = &self.state.metrics;
+        match (incoming.topic.as_str(), incoming.event.as_str()) {
+            ("phoenix", "heartbeat") => {
+                metrics.pings_in.increment(1);
+                self.reply(&incoming, "ok", json!({}))
+            }
+            (_, "phx_join") => {
+                metrics.channel_joins_in.increment(1);
+                self.join(&incoming).await
+            }
+            (topic, _) if topic != self.topic || self.joined.is_none() => {
+                self.refuse(&incoming, "unmatched topic")
+            }
+            (_, "phx_leave") => {
+                self.leave();
+                self.reply(&incoming, "ok", json!({}))
+            }
+            (_, "location_update") => match serde_json::from_str::<LocationInput>(incoming.payload.get())
+                .map_err(|e| e.to_string())
+                .and_then(|input| Location::parse(&input, domain::now()).map_err(|e| e.to_string()))
+            {
+                Ok(location) => {
+                    metrics.location_updates_in.increment(1);
+                    self.state.share_location(self.session.id, self.me.user_id, location).await;
+                    self.reply(&incoming, "ok", json!({}))
+                }
+                Err(err) => {
+                    metrics.invalid_in.increment(1);
+                    self.refuse(&incoming, &format!("invalid_location: {err}"))
+                }
+            },
+            (_, "ping") => {
+                metrics.pings_in.increment(1);
+                self.reply(&incoming, "ok", json!({ "pong": true }))
+            }
+            (_, event) => {
+                metrics.invalid_in.increment(1);
+                let reason = format!("unknown event {event:?}: expected location_update or ping");
+                self.refuse(&incoming, &reason)
+            }
+        }
+    }
+}
+
+impl Protocol for PhoenixSocket<'_> {
+    async fn text(&mut self, text: &str) {
+        match decode(self.wire, text) {
+            Ok(incoming) => self.handle(incoming).await,
+            Err(err) => {
+                self.state.metrics.invalid_in.increment(1);
+                let reason = format!("not a Phoenix message: {err}");
+                let frame =
+                    encode(self.wire, None, None, "phoenix", "phx_error", &json!({ "reason": reason }));
+                self.outbox.push_event(frame);
+            }
+        }
+    }
+
+    fn binary(&mut self) {
+        let reason = "binary frames are not supported: use the JSON serializer";
+        let frame = encode(self.wire, None, None, "phoenix", "phx_error", &json!({ "reason": reason }));
+        self.outbox.push_event(frame);
+    }
+
+    fn rate_limited(&mut self, text: Option<&str>, message: &str) {
+        if let Some(incoming) = text.and_then(|t| decode(self.wire, t).ok()) {
+            self.refuse(&incoming, &format!("rate_limited: {message}"));
+        }
+    }
+
+    async fn resync(&mut self) {
+        if self.joined.is_none() {
+            return;
+        }
+        match snapshot::load(self.state, self.session.id, self.me).await {
+            Loaded::Ready(snapshot) => {
+                let session_state = self.push("session_state", &snapshot.session_state());
+                let presence = self.push("presence_state", &snapshot.presence());
+                self.outbox.push_snapshot(vec![session_state, presence]);
+            }
+            Loaded::Ended => {
+                let ended = ServerMessage::SessionEnded { reason: EndReason::Expired.as_str() }.to_frame();
+                let channel = Channel::Session(self.session.id);
+                let last = fastlane(self.wire, channel, &ended)
+                    .into_iter()
+                    .chain(channel_closed(self.wire, channel));
+                self.outbox.close(last, CloseReason::new(close_code::NORMAL, "session ended"));
+            }
+            Loaded::Left => {
+                let last = channel_closed(self.wire, Channel::Session(self.session.id));
+                self.outbox.close(last, CloseReason::new(close_code::NORMAL, "left the session"));
+            }
+            Loaded::Failed(err) => {
+                tracing::warn!(error = %err, "could not resynchronise; keeping the connection")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_are_fastlaned_in_both_serializers() {
+        let session_id = SessionId::new_random();
+        let native = Frame::from(r#"{"type":"location_broadcast","data":{"user_id":"u","lat":1.5}}"#);
+        let v2 = fastlane(Wire::PhoenixV2, Channel::Session(session_id), &native).unwrap();
+        assert_eq!(
+            v2.as_str(),
+            format!(r#"[null,null,"location:{session_id}","location_update",{{"user_id":"u","lat":1.5}}]"#)
+        );
+        let v1: serde_json::Value = serde_json::from_str(
+            fastlane(Wire::PhoenixV1, Channel::Session(session_id), &native).unwrap().as_str(),
+        )
+        .unwrap();
+        assert_eq!(v1["event"], "location_update");
+        assert_eq!(v1["payload"]["lat"], 1.5);
+        assert_eq!(v1["ref"], serde_json::Value::Null);
+        let room = Channel::Room("u4pruy".parse().unwrap());
+        assert!(fastlane(Wire::PhoenixV2, room, &native).is_none());
+    }
+
+    #[test]
+    fn reads_both_serializers() {
+        let v2 = r#"["1","2","location:x","phx_join",{"a":1}]"#;
+        let m = decode(Wire::PhoenixV2, v2).unwrap();
+        assert_eq!(
+            (m.join_ref.as_deref(), m.msg_ref.as_deref(), m.topic.as_str()),
+            (Some("1"), Some("2"), "location:x")
+        );
+        assert_eq!(m.payload.get(), r#"{"a":1}"#);
+        let v1 = r#"{"topic":"phoenix","event":"heartbeat","payload":{},"ref":"7"}"#;
+        let m = decode(Wire::PhoenixV1, v1).unwrap();
+        assert_eq!((m.event.as_str(), m.msg_ref.as_deref(), m.join_ref), ("heartbeat", Some("7"), None));
+        assert!(decode(Wire::PhoenixV2, "[1,2]").is_err());
+        assert!(decode(Wire::PhoenixV1, "[]").is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! What a client holds about its session, loaded fresh: on connect (or channel join) and
+//! whenever the bus may have lost messages. Each wire protocol renders it its own way.
+
+use crate::chat;
+use crate::domain::{self, ChatMessage, ChatRoom, Participant, Session, UserId};
+use crate::hub::Channel;
+use crate::presence::{PresenceMap, PresenceMeta, presence_map};
+use crate::state::AppState;
+use crate::store::StoreError;
+
+use super::protocol::{LocationBroadcast, SessionState};
+
+pub(super) struct Snapshot {
+    session: Session,
+    user_id: UserId,
+    /// Active participants only.
+    participants: Vec<Participant>,
+    locations: Vec<LocationBroadcast>,
+    messages: Vec<ChatMessage>,
+    presence: Vec<PresenceMeta>,
+}
+
+pub(super) enum Loaded {
+    Ready(Snapshot),
+    /// The session ended (a missed end closes the socket instead).
+    Ended,
+    /// The participant left or was removed.
+    Left,
+    Failed(StoreError),
+}
+
+impl Snapshot {
+    pub fn session_state(&self) -> SessionState<'_> {
+        SessionState {
+            session_id: self.session.id,
+            name: self.session.name.as_deref(),
+            expires_at: self.session.expires_at,
+            user_id: self.user_id,
+            participants: &self.participants,
+            locations: self.locations.clone(),
+            messages: &self.messages,
+        }
+    }
+
+    pub fn presence(&self) -> PresenceMap<'_> {
+        presence_map(&self.presence)
+    }
+}
+
+/// Re-reads the session and the participant from the store, so a removal or an end that
+/// was missed is noticed.
+pub(super) async fn load(state: &AppState, session_id: domain::SessionId, me: &Participant) -> Loaded {
+    let (current, participants, messages) = match tokio::try_join!(
+        state.store.session(session_id),
+        state.store.participants(session_id),
+        state.store.messages(ChatRoom::Session(session_id), None, chat::HISTORY),
+    ) {
+        Ok(found) => found,
+        Err(err) => return Loaded::Failed(err),
+    };
+    let session = match current {
+        Some(current) if current.is_live(domain::now()) => current,
+        _ => return Loaded::Ended,
+    };
+    let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();
+    if !active.iter().any(|p| p.user_id == me.user_id) {
+        return Loaded::Left;
+    }
+    // Without the location cache the snapshot still has everyone; positions follow live.
+    let locations = state.bus.locations(session_id).await.unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
+        Vec::new()
+    });
+    let locations = locations
+        .into_iter()
+        .filter(|(user_id, _)| active.iter().any(|p| p.user_id == *user_id))
+        .map(|(user_id, location)| LocationBroadcast { user_id, location })
+        .collect();
+    let presence = state.bus.presence(Channel::Session(session_id)).await;
+    Loaded::Ready(Snapshot {
+        session,
+        user_id: me.user_id,
+        participants: active,
+        locations,
+        messages,
+        presence,
+    })
+}
