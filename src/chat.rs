@@ -67,7 +67,7 @@ impl AppState {
 
     /// Puts a connection in a local room: answers `room_joined` and `message_history`,
     /// and tells the others if this is the user's first socket there. A message posted
-    /// while this runs may arrive both live and in the history: clients keep one per id.
+    /// while this runs may arrive live before the history, or in both: clients merge by id.
     pub async fn enter_room(
         &self,
         room: RoomId,
@@ -77,12 +77,14 @@ impl AppState {
     ) -> RoomMembership {
         let channel = Channel::Room(room);
         self.bus.presence_join(channel, presence);
-        let present = self.bus.presence(channel).await;
-        let name = room.name();
-        let joined =
-            ServerMessage::RoomJoined { room_id: room, name: &name, user_count: user_count(&present) };
-        outbox.push_event(joined.to_frame());
-        if present.iter().filter(|m| m.user_id == me.user_id).count() <= 1 {
+        let first = match self.bus.room_member(room, me.user_id, 1).await {
+            Ok(count) => count == 1,
+            Err(err) => {
+                tracing::warn!(error = %err, "room membership not counted; announcing the join");
+                true
+            }
+        };
+        if first {
             // Published before this socket is on the channel: it goes to the others only.
             let frame = ServerMessage::UserJoined {
                 room_id: room,
@@ -94,12 +96,16 @@ impl AppState {
             self.hub.publish(Envelope { channel, message: HubMessage::Event { frame } });
         }
         let subscription = self.hub.subscribe(channel, me.user_id, outbox.clone()).await;
-        self.send_room_history(room, outbox).await;
+        self.describe_room(room, outbox).await;
         RoomMembership { room, _subscription: subscription }
     }
 
-    /// `message_history` for a socket in the room (on entering, and after a resync).
-    pub async fn send_room_history(&self, room: RoomId, outbox: &Outbox) {
+    /// `room_joined` (with the current count) and `message_history` for a socket in the
+    /// room: on entering, on entering the same room again, and after a resync.
+    pub async fn describe_room(&self, room: RoomId, outbox: &Outbox) {
+        let name = room.name();
+        let user_count = self.room_user_count(room).await;
+        outbox.push_event(ServerMessage::RoomJoined { room_id: room, name: &name, user_count }.to_frame());
         match self.store.messages(ChatRoom::Local(room), None, HISTORY).await {
             Ok(messages) => outbox
                 .push_event(ServerMessage::MessageHistory { room_id: room, messages: &messages }.to_frame()),
@@ -122,18 +128,19 @@ impl AppState {
         self.announce_room_leaves(room, std::slice::from_ref(presence)).await;
     }
 
-    /// Announces `user_left` for each user among `leaves` with no socket left in the room.
+    /// Counts each of `leaves` (sockets that left the room, or were reaped with a stopped
+    /// instance) out of the room, and announces `user_left` for users with none left.
     pub async fn announce_room_leaves(&self, room: RoomId, leaves: &[PresenceMeta]) {
-        let channel = Channel::Room(room);
-        let present = self.bus.presence(channel).await;
-        let gone: HashSet<_> = leaves
-            .iter()
-            .map(|m| m.user_id)
-            .filter(|user| !present.iter().any(|m| m.user_id == *user))
-            .collect();
-        for user_id in gone {
-            let frame = ServerMessage::UserLeft { room_id: room, user_id }.to_frame();
-            self.hub.publish(Envelope { channel, message: HubMessage::Event { frame } });
+        for meta in leaves {
+            match self.bus.room_member(room, meta.user_id, -1).await {
+                Ok(count) if count > 0 => continue,
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "room membership not counted; announcing the leave");
+                }
+            }
+            let frame = ServerMessage::UserLeft { room_id: room, user_id: meta.user_id }.to_frame();
+            self.hub.publish(Envelope { channel: Channel::Room(room), message: HubMessage::Event { frame } });
         }
     }
 }

@@ -51,7 +51,7 @@ impl ApiError {
         let mut error = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many requests from this address; retry in {seconds} s"),
+            format!("too many requests; retry in {seconds} s"),
         );
         error.retry_after = Some(seconds.max(1));
         error

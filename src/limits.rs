@@ -89,6 +89,17 @@ impl Limits {
         self.instance.check().map_err(|_| Scope::Instance)
     }
 
+    /// Whether a message sent over REST (a chat post) may go through: it spends the same
+    /// per-user and per-instance buckets as socket messages. Ok, or how long to wait.
+    pub fn allow_user_message(&self, user_id: UserId) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let wait = |not_until: governor::NotUntil<_>| not_until.wait_time_from(self.clock.now());
+        self.per_user.check_key(&user_id).map_err(wait)?;
+        self.instance.check().map_err(wait)
+    }
+
     /// Ok, or how long the client should wait.
     pub fn allow_rest(&self, action: RestAction, ip: IpAddr) -> Result<(), Duration> {
         if !self.enabled {

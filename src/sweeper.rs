@@ -69,7 +69,10 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
         let hours = i64::try_from(hours).unwrap_or(i64::MAX);
         ChronoDuration::try_hours(hours)
             .and_then(|age| now.checked_sub_signed(age))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+            .unwrap_or(chrono::DateTime::UNIX_EPOCH)
+            // Nothing was written before 1970; an earlier cutoff would only be out of the
+            // databases' range ("keep for ever" is a very large number of hours).
+            .max(chrono::DateTime::UNIX_EPOCH)
     };
     let deleted_messages =
         state.store.delete_messages_before(hours_ago(state.config.chat_retention_hours)).await?;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError};
-use crate::domain::{Location, SessionId, UserId};
+use crate::domain::{Location, RoomId, SessionId, UserId};
 use crate::hub::{Channel, Envelope};
 use crate::presence::{LocalPresence, PresenceMeta};
 
@@ -21,6 +21,7 @@ type Cache = HashMap<SessionId, HashMap<UserId, (Location, Instant)>>;
 pub struct LocalBus {
     locations: Mutex<Cache>,
     presence: LocalPresence,
+    room_members: Mutex<HashMap<(RoomId, UserId), i64>>,
 }
 
 impl LocalBus {
@@ -130,6 +131,17 @@ impl Bus for LocalBus {
 
     async fn presence(&self, channel: Channel) -> Vec<PresenceMeta> {
         self.presence.list(channel)
+    }
+
+    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
+        let mut members = self.room_members.lock().unwrap_or_else(|e| e.into_inner());
+        let count = members.entry((room, user_id)).or_default();
+        *count += delta;
+        let now = *count;
+        if now <= 0 {
+            members.remove(&(room, user_id));
+        }
+        Ok(now)
     }
 
     // One instance: nobody else can stop without this one knowing.

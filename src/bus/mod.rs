@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{Location, SessionId, UserId};
+use crate::domain::{Location, RoomId, SessionId, UserId};
 use crate::hub::{Channel, Envelope};
 use crate::presence::PresenceMeta;
 
@@ -117,6 +117,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Every connection present on the channel on every live instance: the best view
     /// available (this instance's own when the others cannot be reached).
     async fn presence(&self, channel: Channel) -> Vec<PresenceMeta>;
+
+    /// Counts one user's sockets in a local room across instances, atomically: adds
+    /// `delta` and returns the new count, so exactly one socket sees it go 0 -> 1 (it
+    /// announces `user_joined`) and one sees 1 -> 0 (`user_left`).
+    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError>;
 
     /// Removes the presence of instances that stopped without saying goodbye and returns
     /// it, each entry to exactly one caller, which announces the leaves.

@@ -40,7 +40,7 @@ use uuid::Uuid;
 
 use super::wire;
 use super::{Bus, BusError, BusEvent, Inbound};
-use crate::domain::{Location, SessionId, UserId, from_millis};
+use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
 use crate::hub::{Channel, Envelope, HubMessage};
 use crate::presence::{LocalPresence, PresenceMeta};
 
@@ -96,6 +96,21 @@ fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
 /// Redis's clock in Unix ms, inside a script: heartbeats and their age are measured on one
 /// clock, so a host whose clock is off cannot be taken for gone.
 const LUA_NOW_MS: &str = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)";
+
+/// Adds ARGV[2] to user ARGV[1]'s socket count in a room, dropping it at zero; renews the
+/// key's expiry (ARGV[3] s); returns the new count.
+static ROOM_MEMBER: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+         if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+         redis.call('EXPIRE', KEYS[1], ARGV[3])
+         return n",
+    )
+});
+
+fn room_members_key(room: RoomId) -> String {
+    format!("room_users:{room}")
+}
 
 /// ZADD of this instance's heartbeat at Redis's time: 1 if it was not in the set.
 static HEARTBEAT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -521,6 +536,13 @@ impl Bus for RedisBus {
         Ok(())
     }
 
+    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
+        let mut conn = self.check()?;
+        let mut script = ROOM_MEMBER.key(room_members_key(room));
+        script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
+        call(script.invoke_async(&mut conn)).await
+    }
+
     fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
         self.presence.join(channel, meta);
         match serde_json::to_string(meta) {
@@ -643,6 +665,9 @@ async fn run_writer(
                 Command::PresenceRefresh => {
                     for channel in writer.presence.channels() {
                         pipe.expire(presence_key(channel), PRESENCE_TTL_SECS).ignore();
+                        if let Channel::Room(room) = channel {
+                            pipe.expire(room_members_key(room), PRESENCE_TTL_SECS).ignore();
+                        }
                     }
                     pipe.expire(&channels_key, PRESENCE_TTL_SECS).ignore();
                 }

@@ -48,13 +48,16 @@ impl RoomId {
         format!("Near {lat:.3}, {lng:.3}")
     }
 
-    /// This cell and the eight around it (fewer at the poles), this one first.
+    /// This cell and the eight around it (fewer at the poles, where the grid's "north"
+    /// would wrap to the other pole), this one first.
     pub fn with_neighbours(&self) -> Vec<RoomId> {
         let mut rooms = vec![*self];
+        let (lat, _) = self.centre();
         if let Ok(n) = geohash::neighbors(self.as_str()) {
             for hash in [n.n, n.ne, n.e, n.se, n.s, n.sw, n.w, n.nw] {
-                if let Ok(room) = hash.parse()
+                if let Ok(room) = hash.parse::<RoomId>()
                     && !rooms.contains(&room)
+                    && (room.centre().0 - lat).abs() < 0.01
                 {
                     rooms.push(room);
                 }
@@ -114,6 +117,14 @@ mod tests {
         assert!(around.contains(&RoomId::at(57.6530, 10.4074).unwrap()), "the cell north");
         let (lat, lng) = here.centre();
         assert!((lat - 57.649).abs() < 0.01 && (lng - 10.407).abs() < 0.01);
+    }
+
+    #[test]
+    fn no_neighbours_across_a_pole() {
+        let top = RoomId::at(89.999, 0.0).unwrap();
+        let around = top.with_neighbours();
+        assert_eq!(around.len(), 6, "no cells above the top row: {around:?}");
+        assert!(around.iter().all(|r| r.centre().0 > 89.9));
     }
 
     #[test]

@@ -81,6 +81,9 @@ async fn session_history(
     if claims.session_id() != session_id {
         return Err(ApiError::forbidden("needs a token of this session"));
     }
+    if claims.role == Role::Participant {
+        participant(&state, &claims).await?; // still in the session
+    }
     page(&state, ChatRoom::Session(session_id), &query).await
 }
 
@@ -186,6 +189,7 @@ async fn post_to_room(
 ) -> Result<(StatusCode, Json<ChatMessage>), ApiError> {
     let room = room_id(&raw)?;
     let author = participant(&state, &claims).await?;
+    state.limits.allow_user_message(author.user_id).map_err(ApiError::rate_limited)?;
     let content = ChatContent::parse(&body.content)?;
     let message = state.post_message(ChatRoom::Local(room), &author, &content).await?;
     Ok((StatusCode::CREATED, Json(message)))

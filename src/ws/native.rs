@@ -105,7 +105,7 @@ impl Protocol for Conn<'_> {
     async fn resync(&mut self) {
         resynchronise(self.state, self.session, self.me, self.outbox, false).await;
         if let Some(room) = &self.room {
-            self.state.send_room_history(room.room, self.outbox).await;
+            self.state.describe_room(room.room, self.outbox).await;
         }
     }
 }
@@ -258,6 +258,10 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         Ok(ClientMessage::JoinLocalChat { lat, lng }) => {
             metrics.room_joins_in.increment(1);
             match RoomId::at(lat, lng) {
+                Ok(room) if conn.room.as_ref().is_some_and(|current| current.room == room) => {
+                    // Still in the same cell: nothing changes for the others.
+                    state.describe_room(room, outbox).await
+                }
                 Ok(room) => {
                     if let Some(current) = conn.room.take() {
                         state.exit_room(current, presence).await;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use convoy::domain::RoomId;
+use convoy::domain::{ChatRoom, RoomId};
+use convoy::store::NewChatMessage;
 use convoy::sweeper::sweep_once;
 use serde_json::{Value, json};
 
@@ -223,14 +224,26 @@ async fn local_rooms_group_people_by_cell(backend: Backend) {
     }
     // Leaving explicitly, and disconnecting, are leaves too.
     ann_ws.send_json(json!({ "type": "leave_local_chat" })).await;
-    assert_eq!(dan_ws.next_of_type("user_left").await["data"]["user_id"], ann.user_id);
+    assert_eq!(dan_ws.next_json().await["data"], json!({ "room_id": room, "user_id": ann.user_id }));
     ann_ws.send_json(json!({ "type": "message", "data": { "content": "still here?" } })).await;
     assert_eq!(ann_ws.next_of_type("error").await["data"]["code"], "not_in_room");
-    let (mut ann_again, _) = app.connect(&ann.token).await;
-    ann_again.send_json(join_local(here)).await;
-    assert_eq!(dan_ws.next_of_type("user_joined").await["data"]["user_id"], ann.user_id);
-    ann_again.stream.close(None).await.unwrap();
-    assert_eq!(dan_ws.next_of_type("user_left").await["data"]["user_id"], ann.user_id);
+
+    // A user is in the room while any of their sockets is: one join, one leave.
+    let (mut ann_phone, _) = app.connect(&ann.token).await;
+    let (mut ann_tablet, _) = app.connect(&ann.token).await;
+    ann_phone.send_json(join_local(here)).await;
+    assert_eq!(dan_ws.next_json().await["type"], "user_joined");
+    ann_tablet.send_json(join_local(nearby)).await;
+    assert_eq!(ann_tablet.next_of_type("room_joined").await["data"]["user_count"], 2, "Ann and Dan");
+    // Joining the cell one is already in changes nothing for the others.
+    ann_phone.send_json(join_local(nearby)).await;
+    assert_eq!(ann_phone.next_of_type("room_joined").await["data"]["room_id"], room);
+    ann_phone.next_of_type("message_history").await;
+    ann_phone.stream.close(None).await.unwrap();
+    dan_ws.assert_silent(Duration::from_millis(300)).await; // the tablet is still there
+    ann_tablet.stream.close(None).await.unwrap();
+    assert_eq!(dan_ws.next_json().await["data"], json!({ "room_id": room, "user_id": ann.user_id }));
+    dan_ws.assert_silent(Duration::from_millis(200)).await;
 }
 
 async fn rooms_over_rest(backend: Backend) {
@@ -290,33 +303,82 @@ async fn rooms_over_rest(backend: Backend) {
 
 async fn retention_deletes_old_chat_and_ended_sessions(backend: Backend) {
     let app = spawn_app_on(backend, |c| {
-        c.chat_retention_hours = 0;
+        c.chat_retention_hours = 1;
         c.session_retention_hours = 0;
     })
     .await;
+    let Places { room, .. } = places();
     let session = app.create_session(json!({})).await;
     let sid = &session.session_id;
     let ann = app.join(sid, "Ann").await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
-    ann_ws.send_json(chat("soon gone")).await;
+    ann_ws.send_json(chat("young")).await;
     ann_ws.next_of_type("new_message").await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Two messages written two hours ago, one per kind of room.
+    let author = app
+        .state
+        .store
+        .participant(sid.parse().unwrap(), ann.user_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+    for room in [ChatRoom::Session(sid.parse().unwrap()), ChatRoom::Local(room.parse().unwrap())] {
+        let old = NewChatMessage {
+            room,
+            user_id: author.user_id,
+            display_name: author.display_name.clone(),
+            avatar_color: author.avatar_color.clone(),
+            content: "old".into(),
+            created_at: two_hours_ago,
+        };
+        app.state.store.add_message(&old).await.unwrap();
+    }
 
     let report = sweep_once(&app.state).await.unwrap();
-    assert!(report.deleted_messages >= 1, "{report:?}");
+    assert!(report.deleted_messages >= 2, "{report:?}");
+    assert_eq!(report.deleted_sessions, 0, "a live session is never deleted");
     let history: Value = get_with(&app, &format!("/api/sessions/{sid}/messages"), Some(&ann.token))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(history["messages"], json!([]));
-    assert_eq!(report.deleted_sessions, 0, "a live session is never deleted");
+    assert_eq!(contents(&history["messages"]), vec!["young"], "only the old one went");
+    let local: Value =
+        get_with(&app, &format!("/api/rooms/{room}/messages"), Some(&ann.token)).await.json().await.unwrap();
+    assert_eq!(local["messages"], json!([]));
 
+    // An ended session goes after SESSION_RETENTION_HOURS, with its participants and chat.
     let ended = app.delete(&format!("/api/sessions/{sid}"), Some(&session.creator_token)).await;
     assert_eq!(ended.status(), 204);
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(sweep_once(&app.state).await.unwrap().deleted_sessions, 1);
     assert_eq!(app.get(&format!("/api/sessions/{sid}")).await.status(), 404);
+    let session_id = sid.parse().unwrap();
+    assert!(app.state.store.participants(session_id).await.unwrap().is_empty());
+    assert!(
+        app.state.store.messages(ChatRoom::Session(session_id), None, 10).await.unwrap().is_empty(),
+        "chat went too"
+    );
+}
+
+async fn room_posts_over_rest_are_rate_limited(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.rate_limit_user_per_second = 1).await; // bursts of 2
+    let Places { room, .. } = places();
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let path = format!("/api/rooms/{room}/messages");
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let response = post_with(&app, &path, &ann.token, json!({ "content": format!("n{i}") })).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            assert_eq!(error_code(response).await, "rate_limited");
+        }
+    }
+    assert_eq!(&statuses[..2], &[201, 201]);
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
 }
 
 on_every_backend!(
@@ -325,6 +387,7 @@ on_every_backend!(
     local_rooms_group_people_by_cell,
     rooms_over_rest,
     retention_deletes_old_chat_and_ended_sessions,
+    room_posts_over_rest_are_rate_limited,
 );
 
 #[cfg_attr(
