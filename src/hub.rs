@@ -137,6 +137,8 @@ struct Queue {
     events: usize,
     /// Presence diffs queued since the last drain.
     presence: usize,
+    /// Nothing is written until the next snapshot (a channel join is being answered).
+    holding: bool,
     close: Option<CloseReason>,
     closed: bool,
 }
@@ -278,11 +280,24 @@ impl Outbox {
                 return false;
             }
             q.snapshot = frames;
+            q.holding = false;
             true
         });
         if queued {
             self.ready.notify_one();
         }
+    }
+
+    /// Writes nothing more until the next `push_snapshot` (or `release`): what arrives
+    /// meanwhile is queued behind that snapshot, as on a fresh connection.
+    pub fn hold_until_snapshot(&self) {
+        self.with_queue(|q| q.holding = true);
+    }
+
+    /// Ends a hold without a snapshot.
+    pub fn release(&self) {
+        self.with_queue(|q| q.holding = false);
+        self.ready.notify_one();
     }
 
     /// Asks the connection to rebuild its snapshot (see `HubMessage::Resync`).
@@ -316,6 +331,9 @@ impl Outbox {
     /// after them, if one was asked for.
     pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
         self.with_queue(|q| {
+            if q.holding && q.close.is_none() {
+                return None;
+            }
             out.reserve(q.items.len() + q.snapshot.len());
             out.append(&mut q.snapshot);
             for item in q.items.drain(..) {
@@ -626,6 +644,20 @@ mod tests {
         drained(&outbox);
         outbox.push_presence(frame("after"));
         assert_eq!(outbox.pending(), 1, "drained: diffs flow again");
+    }
+
+    #[test]
+    fn a_hold_keeps_everything_behind_the_next_snapshot() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.hold_until_snapshot();
+        outbox.push_event(frame("early event"));
+        assert_eq!(drained(&outbox).0, Vec::<String>::new());
+        outbox.push_snapshot(vec![frame("reply")]);
+        assert_eq!(drained(&outbox).0, vec!["reply", "early event"]);
+        outbox.hold_until_snapshot();
+        outbox.push_event(frame("refused"));
+        outbox.release();
+        assert_eq!(drained(&outbox).0, vec!["refused"]);
     }
 
     #[test]

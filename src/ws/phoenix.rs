@@ -221,6 +221,7 @@ impl PhoenixSocket<'_> {
 
     fn refuse(&self, incoming: &Incoming<'_>, reason: &str) {
         self.reply(incoming, "error", json!({ "reason": reason }));
+        self.outbox.release();
     }
 
     /// A message on this socket's channel, from the server.
@@ -237,6 +238,8 @@ impl PhoenixSocket<'_> {
         }
         // A second join of the same topic replaces the first, as Phoenix does.
         self.leave();
+        // The reply comes before any event of the channel.
+        self.outbox.hold_until_snapshot();
         let channel = Channel::Session(self.session.id);
         let subscription = self.state.hub.subscribe(channel, self.me.user_id, self.outbox.clone()).await;
         self.presence = PresenceMeta::connect(self.me, domain::now());

@@ -13,6 +13,7 @@ mod lifetimes;
 mod limits;
 mod observability;
 mod participants;
+mod phoenix;
 mod presence;
 mod proxy;
 mod refresh;
