@@ -17,12 +17,16 @@
 //! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
 //! `channel:session:{session_id}`.
 //!
-//! Presence: `presence:{session_id}` is a hash of `{instance_id}:{phx_ref}` -> meta JSON,
-//! written by the instance that holds the connection; `presence_instances` is a sorted set
-//! of instance heartbeats (Unix ms, every probe); `presence_sessions:{instance_id}` lists
-//! the sessions an instance has entries in, so the entries of an instance whose heartbeat
-//! stopped can be found, removed and announced as leaves (by whichever instance's HDEL
-//! removed each one). Readers ignore entries of instances that stopped.
+//! Local rooms use `channel:room:{room_id}`.
+//!
+//! Presence: `presence:session:{id}` and `presence:room:{id}` are hashes of
+//! `{instance_id}:{phx_ref}` -> meta JSON, written by the instance that holds the
+//! connection; `presence_instances` is a sorted set of instance heartbeats (Redis's Unix ms,
+//! every probe); `presence_channels:{instance_id}` lists the channels an instance has
+//! entries in, so the entries of an instance whose heartbeat stopped can be found, removed
+//! and announced as leaves (by whichever instance's HDEL removed each one). Readers ignore
+//! entries of instances that stopped. `room_users:{room_id}` counts each user's sockets in
+//! a room.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

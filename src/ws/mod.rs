@@ -1,5 +1,6 @@
-//! The native WebSocket, `GET /ws`: the handshake (token checks happen before the upgrade,
-//! so a refused client gets a plain HTTP status) and the connection it starts.
+//! The sockets: `GET /ws` (convoy's native protocol) and `GET /socket/websocket` (Phoenix
+//! Channels). Token checks happen before the upgrade, so a refused client gets a plain HTTP
+//! status; both protocols run on the same connection loop and hub.
 
 mod connection;
 mod native;
