@@ -1,0 +1,552 @@
+//! convoy-bench: drives a running convoy the way phones do and measures it end to end.
+//!
+//! It creates S sessions, joins P participants to each over REST, opens their WebSockets
+//! (spread over 127.0.0.x source addresses when asked), and has every participant send a
+//! location update R times a second on a fixed schedule (open loop: a slow server cannot
+//! slow the senders down) for D seconds after a warm-up. Each update carries its scheduled
+//! send time as its `timestamp`; receivers measure latency from that time, so queueing
+//! anywhere (sender, server, receiver) counts. With the server's pid it also reads the
+//! server's CPU time and RSS from /proc over the measured window.
+
+mod proc_stats;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, SubsecRound, Utc};
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt, stream};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpSocket;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+use proc_stats::{ServerSample, ServerStats};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Preset {
+    /// 40 sessions x 50 participants at 1 Hz: 98,000 deliveries a second.
+    Fanout,
+    /// Connections held with no traffic, for memory per connection.
+    Idle,
+    /// A few seconds on a few sockets: proves the tool works (CI runs this).
+    Smoke,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Drive a running convoy like phones do and measure delivery, latency, server CPU and memory"
+)]
+struct Args {
+    /// Scenario; the options below override its numbers.
+    #[arg(long, value_enum, default_value = "fanout")]
+    preset: Preset,
+    /// convoy's base URL. Ignored with --spawn.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Start this convoy binary (embedded SQLite in a temporary folder, rate limits off) on a
+    /// free port and measure it; it is stopped at the end.
+    #[arg(long)]
+    spawn: Option<PathBuf>,
+    /// The server's pid, for CPU seconds and RSS from /proc (set by --spawn).
+    #[arg(long)]
+    server_pid: Option<i32>,
+    #[arg(long)]
+    sessions: Option<usize>,
+    #[arg(long)]
+    participants: Option<usize>,
+    /// Location updates per second per participant (0: connections only).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds measured, after the warm-up.
+    #[arg(long)]
+    duration: Option<u64>,
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Spread sockets over this many source addresses 127.0.0.1.. (each has ~28,000 ports).
+    #[arg(long, default_value_t = 1)]
+    source_addresses: u8,
+    /// Where the JSON result goes.
+    #[arg(long, default_value = "bench-results/result.json")]
+    output: PathBuf,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The numbers a run uses, after the preset and the options.
+#[derive(Debug, Clone, Serialize)]
+struct Plan {
+    preset: Preset,
+    sessions: usize,
+    participants: usize,
+    rate_hz: f64,
+    warmup_s: u64,
+    duration_s: u64,
+    source_addresses: u8,
+}
+
+impl Plan {
+    fn from(args: &Args) -> Self {
+        let (sessions, participants, rate, warmup, duration) = match args.preset {
+            Preset::Fanout => (40, 50, 1.0, 5, 30),
+            Preset::Idle => (200, 50, 0.0, 5, 10),
+            Preset::Smoke => (2, 5, 2.0, 1, 3),
+        };
+        Self {
+            preset: args.preset,
+            sessions: args.sessions.unwrap_or(sessions),
+            participants: args.participants.unwrap_or(participants),
+            rate_hz: args.rate.unwrap_or(rate),
+            warmup_s: args.warmup.unwrap_or(warmup),
+            duration_s: args.duration.unwrap_or(duration),
+            source_addresses: args.source_addresses.max(1),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.sessions * self.participants
+    }
+}
+
+/// What a run measured; written as JSON.
+#[derive(Debug, Serialize)]
+struct Report {
+    started_at: DateTime<Utc>,
+    plan: Plan,
+    connections_held: usize,
+    updates_sent: u64,
+    deliveries_expected: u64,
+    deliveries: u64,
+    delivery_ratio: f64,
+    deliveries_per_second: f64,
+    latency_us: Latency,
+    /// Deliveries counted per second of the measured window.
+    throughput_per_second: Vec<u64>,
+    server: Option<ServerStats>,
+    deliveries_per_server_cpu_second: Option<f64>,
+    server_rss_bytes_per_connection: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Latency {
+    p50: u64,
+    p90: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    mean: f64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+            mean: h.mean(),
+        }
+    }
+}
+
+/// A joined participant: which session, and the socket token.
+struct Member {
+    session: usize,
+    token: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let plan = Plan::from(&args);
+    let (base, server) = match &args.spawn {
+        Some(binary) => {
+            let server = proc_stats::Spawned::start(binary, plan.connections()).await?;
+            (server.base.clone(), Some(server))
+        }
+        None => (args.url.trim_end_matches('/').to_owned(), None),
+    };
+    let pid = args.server_pid.or(server.as_ref().map(|s| s.pid));
+    let report = run(&plan, &base, pid, args.quiet).await;
+    drop(server);
+    let report = report?;
+    if let Some(dir) = args.output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
+    print_summary(&report);
+    eprintln!("result written to {}", args.output.display());
+    Ok(())
+}
+
+async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<Report> {
+    let started_at = Utc::now();
+    let http = reqwest::Client::new();
+    let members = join_everyone(&http, base, plan).await?;
+    let ws_url = base.replacen("http", "ws", 1);
+    let sockets = connect_everyone(&ws_url, &members, plan).await?;
+    let connections_held = sockets.len();
+    eprintln!("{connections_held} sockets open");
+
+    // Everyone starts on one schedule, a second from now; senders are spread evenly over
+    // the period so the load is smooth.
+    let start = Instant::now() + Duration::from_secs(1);
+    let window_start = start + Duration::from_secs(plan.warmup_s);
+    let window_end = window_start + Duration::from_secs(plan.duration_s);
+    let wall_start = Utc::now() + chrono::Duration::seconds(1);
+    let window = Window {
+        start: wall_start + chrono::Duration::seconds(plan.warmup_s as i64),
+        end: wall_start + chrono::Duration::seconds((plan.warmup_s + plan.duration_s) as i64),
+    };
+    let counters = Arc::new(Counters::new(plan.duration_s as usize));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(sockets.len());
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let offset =
+            if plan.rate_hz > 0.0 { (i as f64 / connections_held as f64) / plan.rate_hz } else { 0.0 };
+        let schedule =
+            Schedule { rate_hz: plan.rate_hz, start, offset_s: offset, wall_start, window, end: window_end };
+        tasks.push(tokio::spawn(client(socket, schedule, counters.clone(), stopped.clone())));
+    }
+
+    let progress = progress_bar(plan, quiet);
+    tokio::time::sleep_until(window_start).await;
+    let before = pid.map(ServerSample::take).transpose()?;
+    let mut peak_rss = before.as_ref().map_or(0, |s| s.rss_bytes);
+    while Instant::now() < window_end {
+        tokio::time::sleep(Duration::from_millis(250).min(window_end - Instant::now())).await;
+        if let Some(pid) = pid
+            && let Ok(sample) = ServerSample::take(pid)
+        {
+            peak_rss = peak_rss.max(sample.rss_bytes);
+        }
+        let elapsed = Instant::now().saturating_duration_since(window_start).as_secs();
+        progress.set_position(elapsed);
+        progress.set_message(format!("{} deliveries", counters.deliveries.load(Ordering::Relaxed)));
+    }
+    let after = pid.map(ServerSample::take).transpose()?;
+    progress.finish_and_clear();
+    // In-flight messages of the window's last second still count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    for h in counters.take_histograms() {
+        latency.add(&h)?;
+    }
+
+    let updates_sent = counters.sent.load(Ordering::Relaxed);
+    let deliveries = counters.deliveries.load(Ordering::Relaxed);
+    let deliveries_expected = updates_sent * (plan.participants as u64).saturating_sub(1);
+    let server = match (before, after) {
+        (Some(before), Some(after)) => Some(ServerStats::between(&before, &after, peak_rss)),
+        _ => None,
+    };
+    Ok(Report {
+        started_at,
+        plan: plan.clone(),
+        connections_held,
+        updates_sent,
+        deliveries_expected,
+        deliveries,
+        delivery_ratio: if deliveries_expected == 0 {
+            1.0
+        } else {
+            deliveries as f64 / deliveries_expected as f64
+        },
+        deliveries_per_second: deliveries as f64 / plan.duration_s.max(1) as f64,
+        latency_us: Latency::of(&latency),
+        throughput_per_second: counters.per_second(),
+        deliveries_per_server_cpu_second: server
+            .as_ref()
+            .filter(|s| s.cpu_seconds > 0.0)
+            .map(|s| deliveries as f64 / s.cpu_seconds),
+        server_rss_bytes_per_connection: server
+            .as_ref()
+            .map(|s| s.rss_bytes_end as f64 / connections_held.max(1) as f64),
+        server,
+    })
+}
+
+fn progress_bar(plan: &Plan, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(plan.duration_s);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("measuring {bar:40} {pos}/{len} s  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn join_everyone(http: &reqwest::Client, base: &str, plan: &Plan) -> Result<Vec<Member>> {
+    let mut sessions = Vec::with_capacity(plan.sessions);
+    for _ in 0..plan.sessions {
+        let created: Value =
+            post(http, &format!("{base}/api/sessions"), json!({ "expires_in_minutes": 120 })).await?;
+        sessions.push(created["session_id"].as_str().context("session_id")?.to_owned());
+    }
+    let joins =
+        sessions.iter().enumerate().flat_map(|(s, id)| (0..plan.participants).map(move |p| (s, id, p)));
+    let members: Vec<Result<Member>> = stream::iter(joins)
+        .map(|(session, id, p)| async move {
+            let url = format!("{base}/api/sessions/{id}/join");
+            let joined: Value = post(http, &url, json!({ "display_name": format!("bench {p}") })).await?;
+            Ok(Member {
+                session,
+                token: joined["websocket_token"].as_str().context("websocket_token")?.to_owned(),
+            })
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    members.into_iter().collect()
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value> {
+    let response = http.post(url).json(&body).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if !status.is_success() {
+        bail!("{url}: {status} {body} (start convoy with RATE_LIMIT_ENABLED=false for benchmarks)");
+    }
+    Ok(body)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn connect_everyone(ws_url: &str, members: &[Member], plan: &Plan) -> Result<Vec<Socket>> {
+    let host = ws_url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_owned();
+    let server: SocketAddr = tokio::net::lookup_host(&host).await?.next().context("server address")?;
+    let results: Vec<Result<Socket>> = stream::iter(members.iter().enumerate())
+        .map(|(i, member)| {
+            let url = format!("{ws_url}/ws?token={}", member.token);
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % plan.source_addresses as usize) as u8));
+            let _ = member.session;
+            async move {
+                let socket = TcpSocket::new_v4()?;
+                socket.bind(SocketAddr::new(source, 0))?;
+                let tcp = socket.connect(server).await?;
+                tcp.set_nodelay(true)?;
+                let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+                // The snapshot comes first; the socket is in its session from here on.
+                match ws.next().await {
+                    Some(Ok(Message::Text(_))) => Ok(ws),
+                    other => bail!("no snapshot: {other:?}"),
+                }
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// The measured window, in wall time (timestamps in messages are wall time).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+impl Window {
+    fn contains(&self, t: DateTime<Utc>) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+struct Counters {
+    sent: AtomicU64,
+    deliveries: AtomicU64,
+    per_second: Vec<AtomicU64>,
+    histograms: std::sync::Mutex<Vec<Histogram<u64>>>,
+}
+
+impl Counters {
+    fn new(seconds: usize) -> Self {
+        Self {
+            sent: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            per_second: (0..seconds.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            histograms: std::sync::Mutex::default(),
+        }
+    }
+
+    fn take_histograms(&self) -> Vec<Histogram<u64>> {
+        std::mem::take(&mut self.histograms.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn per_second(&self) -> Vec<u64> {
+        self.per_second.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    data: Option<Timestamped<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Timestamped<'a> {
+    timestamp: Option<&'a str>,
+}
+
+/// When one phone sends.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    rate_hz: f64,
+    /// The run's time zero, and this phone's offset from it.
+    start: Instant,
+    offset_s: f64,
+    /// Time zero on the wall clock (what message timestamps use).
+    wall_start: DateTime<Utc>,
+    window: Window,
+    /// No sends from here on.
+    end: Instant,
+}
+
+/// One phone: sends on its schedule and times what it receives, until told to stop.
+async fn client(
+    socket: Socket,
+    schedule: Schedule,
+    counters: Arc<Counters>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Schedule { rate_hz, start, offset_s, wall_start, window, end } = schedule;
+    let (mut sink, mut stream) = socket.split();
+    let sender = async {
+        if rate_hz <= 0.0 {
+            return std::future::pending::<()>().await;
+        }
+        let period = Duration::from_secs_f64(1.0 / rate_hz);
+        let first = start + Duration::from_secs_f64(offset_s);
+        let mut tick = tokio::time::interval_at(first, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            let due = tick.tick().await;
+            if due >= end {
+                return std::future::pending::<()>().await;
+            }
+            // The scheduled time, not the time the send happens: latency counts any delay.
+            // Microseconds: what the message carries, so sender and receivers agree on
+            // whether it falls in the window.
+            let scheduled =
+                (wall_start + chrono::Duration::from_std(due - start).unwrap_or_default()).trunc_subsecs(6);
+            let text = format!(
+                r#"{{"type":"location_update","data":{{"lat":48.85,"lng":2.35,"accuracy":5.0,"timestamp":"{}"}}}}"#,
+                scheduled.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            );
+            if sink.send(Message::text(text)).await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+            if window.contains(scheduled) {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    };
+    let receiver = async {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        let flush = |h: &mut Histogram<u64>| {
+            let taken =
+                std::mem::replace(h, Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"));
+            counters.histograms.lock().unwrap_or_else(|e| e.into_inner()).push(taken);
+        };
+        let mut last_flush = Instant::now();
+        loop {
+            let message = tokio::select! {
+                _ = stop.changed() => break,
+                message = stream.next() => message,
+            };
+            let Some(Ok(message)) = message else { break };
+            let Message::Text(text) = message else { continue };
+            let now = Utc::now();
+            let Ok(incoming) = serde_json::from_str::<Incoming>(text.as_str()) else { continue };
+            if incoming.kind != "location_broadcast" {
+                continue;
+            }
+            let Some(sent) =
+                incoming.data.and_then(|d| d.timestamp).and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            else {
+                continue;
+            };
+            let sent = sent.with_timezone(&Utc);
+            if !window.contains(sent) {
+                continue;
+            }
+            let micros = (now - sent).num_microseconds().unwrap_or(i64::MAX).max(1) as u64;
+            let _ = histogram.record(micros.min(60_000_000));
+            counters.deliveries.fetch_add(1, Ordering::Relaxed);
+            let second =
+                ((sent - window.start).num_seconds().max(0) as usize).min(counters.per_second.len() - 1);
+            counters.per_second[second].fetch_add(1, Ordering::Relaxed);
+            if last_flush.elapsed() > Duration::from_millis(500) {
+                flush(&mut histogram);
+                last_flush = Instant::now();
+            }
+        }
+        flush(&mut histogram);
+    };
+    // The sender never finishes by itself; the receiver ends when told to stop (or with
+    // the socket), flushing its histogram.
+    tokio::select! {
+        _ = sender => {}
+        _ = receiver => {}
+    }
+}
+
+fn print_summary(r: &Report) {
+    println!(
+        "preset {:?}: {} sessions x {} participants at {} Hz, {} s measured",
+        r.plan.preset, r.plan.sessions, r.plan.participants, r.plan.rate_hz, r.plan.duration_s
+    );
+    println!("connections held      {}", r.connections_held);
+    println!("updates sent          {}", r.updates_sent);
+    println!(
+        "deliveries            {} of {} ({:.4} %)",
+        r.deliveries,
+        r.deliveries_expected,
+        r.delivery_ratio * 100.0
+    );
+    println!("deliveries per second {:.0}", r.deliveries_per_second);
+    let l = &r.latency_us;
+    println!(
+        "latency (ms)          p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        l.p50 as f64 / 1e3,
+        l.p90 as f64 / 1e3,
+        l.p99 as f64 / 1e3,
+        l.p999 as f64 / 1e3,
+        l.max as f64 / 1e3
+    );
+    if let Some(s) = &r.server {
+        println!(
+            "server CPU seconds    {:.2} ({:.0} % of one core)",
+            s.cpu_seconds,
+            s.cpu_seconds / r.plan.duration_s.max(1) as f64 * 100.0
+        );
+        println!(
+            "server RSS            {:.1} MiB at the end, {:.1} MiB peak",
+            s.rss_bytes_end as f64 / 1048576.0,
+            s.rss_bytes_peak as f64 / 1048576.0
+        );
+    }
+    if let Some(d) = r.deliveries_per_server_cpu_second {
+        println!("deliveries per server CPU second {d:.0}");
+    }
+    if let Some(b) = r.server_rss_bytes_per_connection {
+        println!("server RSS per connection {:.0} bytes (whole RSS / connections)", b);
+    }
+}
