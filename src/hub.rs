@@ -127,8 +127,11 @@ enum Item {
 
 #[derive(Debug, Default)]
 struct Queue {
-    /// The newest snapshot (one or more frames), written before everything else; a newer
-    /// one replaces it.
+    /// Replies that must go out before everything else, even a snapshot (a channel join's
+    /// reply); never replaced.
+    first: Vec<Frame>,
+    /// The newest snapshot (one or more frames), written before everything but `first`; a
+    /// newer one replaces it.
     snapshot: Vec<Frame>,
     /// The session's named topics this connection subscribed to.
     topics: HashSet<Arc<str>>,
@@ -154,6 +157,9 @@ pub struct Outbox {
     ready: Notify,
     resync: Notify,
     closing: CancellationToken,
+    /// Hub messages other than closes are not delivered (a Phoenix socket with no joined
+    /// channel). Replies pushed by the connection itself still go out.
+    muted: std::sync::atomic::AtomicBool,
     capacity: usize,
     metrics: Arc<RealtimeMetrics>,
 }
@@ -172,6 +178,7 @@ impl Outbox {
             ready: Notify::new(),
             resync: Notify::new(),
             closing: CancellationToken::new(),
+            muted: std::sync::atomic::AtomicBool::new(false),
             capacity,
             metrics,
         }
@@ -213,6 +220,7 @@ impl Outbox {
                 return false;
             }
             if q.events >= capacity {
+                q.first.clear();
                 q.snapshot.clear();
                 q.items.clear();
                 q.locations.clear();
@@ -281,11 +289,35 @@ impl Outbox {
             }
             q.snapshot = frames;
             q.holding = false;
+            q.presence = 0; // the snapshot carries presence_state: earlier diffs are moot
             true
         });
         if queued {
             self.ready.notify_one();
         }
+    }
+
+    /// Queues a reply ahead of the snapshot and everything else.
+    pub fn push_first(&self, frame: Frame) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            q.first.push(frame);
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Stops (or resumes) delivery of hub messages other than closes and resyncs.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
     }
 
     /// Writes nothing more until the next `push_snapshot` (or `release`): what arrives
@@ -334,7 +366,8 @@ impl Outbox {
             if q.holding && q.close.is_none() {
                 return None;
             }
-            out.reserve(q.items.len() + q.snapshot.len());
+            out.reserve(q.items.len() + q.first.len() + q.snapshot.len());
+            out.append(&mut q.first);
             out.append(&mut q.snapshot);
             for item in q.items.drain(..) {
                 match item {
@@ -350,7 +383,7 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn pending(&self) -> usize {
-        self.with_queue(|q| q.items.len() + q.snapshot.len())
+        self.with_queue(|q| q.items.len() + q.first.len() + q.snapshot.len())
     }
 
     /// Resolves when something was queued since the last drain.
@@ -454,6 +487,10 @@ impl Hub {
         let framed = Framed::new(envelope);
         for sub in subscribers {
             let wire = sub.outbox.wire;
+            let closes = matches!(envelope.message, HubMessage::Disconnect { .. } | HubMessage::End { .. });
+            if sub.outbox.is_muted() && !closes {
+                continue;
+            }
             match &envelope.message {
                 HubMessage::Location { from, .. } => {
                     if sub.user_id != *from
@@ -480,16 +517,29 @@ impl Hub {
                 }
                 HubMessage::Disconnect { user_id, code, reason } => {
                     if sub.user_id == *user_id {
-                        sub.outbox.close([], CloseReason { code: *code, reason: reason.clone() });
+                        // A Phoenix client hears its channel close first.
+                        let last = match wire {
+                            Wire::Native => None,
+                            _ => crate::ws::phoenix::channel_closed(wire, envelope.channel),
+                        };
+                        sub.outbox.close(last, CloseReason { code: *code, reason: reason.clone() });
                     }
                 }
                 HubMessage::Resync => sub.outbox.request_resync(),
-                HubMessage::End { .. } => {
-                    let mut last: Vec<Frame> = framed.get(wire).into_iter().collect();
-                    if wire != Wire::Native {
-                        last.extend(crate::ws::phoenix::channel_closed(wire, envelope.channel));
-                    }
+                HubMessage::End { .. } if wire == Wire::Native => {
+                    let last = framed.get(wire);
                     sub.outbox.close(last, CloseReason::new(close_code::NORMAL, "session ended"));
+                }
+                HubMessage::End { .. } => {
+                    // As Phoenix does: the channel closes, the socket stays (the client
+                    // would otherwise reconnect to an ended session again and again).
+                    if !sub.outbox.is_muted() {
+                        let closed = crate::ws::phoenix::channel_closed(wire, envelope.channel);
+                        for frame in framed.get(wire).into_iter().chain(closed) {
+                            sub.outbox.push_event(frame);
+                        }
+                    }
+                    sub.outbox.set_muted(true);
                 }
             }
         }

@@ -25,8 +25,9 @@ pub(super) trait Protocol {
     async fn text(&mut self, text: &str);
     /// A binary frame the rate limits let through.
     fn binary(&mut self);
-    /// A frame refused by a rate limit (`text` if it was text); at most once a second.
-    fn rate_limited(&mut self, text: Option<&str>, message: &str);
+    /// A frame refused by a rate limit (`text` if it was text). `tell` is true at most once
+    /// a second: a protocol without per-message replies tells the client only then.
+    async fn rate_limited(&mut self, text: Option<&str>, message: &str, tell: bool);
     /// Messages may have been lost between instances: rebuild what the client holds.
     async fn resync(&mut self);
 }
@@ -162,13 +163,10 @@ async fn read_loop<P: Protocol>(
                     },
                     Err(scope) => {
                         state.metrics.rate_limited(scope).increment(1);
-                        if limiter.should_reply() {
-                            let message =
-                                format!("too many messages ({} limit): this one was dropped", scope.as_str());
-                            let text =
-                                if let Message::Text(text) = &frame { Some(text.as_str()) } else { None };
-                            protocol.rate_limited(text, &message);
-                        }
+                        let message =
+                            format!("too many messages ({} limit): this one was dropped", scope.as_str());
+                        let text = if let Message::Text(text) = &frame { Some(text.as_str()) } else { None };
+                        protocol.rate_limited(text, &message, limiter.should_reply()).await;
                     }
                 }
             }

@@ -98,8 +98,10 @@ impl Protocol for Conn<'_> {
         reply_error(self.outbox, "unsupported_frame", "send JSON text frames")
     }
 
-    fn rate_limited(&mut self, _text: Option<&str>, message: &str) {
-        reply_error(self.outbox, "rate_limited", message)
+    async fn rate_limited(&mut self, _text: Option<&str>, message: &str, tell: bool) {
+        if tell {
+            reply_error(self.outbox, "rate_limited", message)
+        }
     }
 
     async fn resync(&mut self) {

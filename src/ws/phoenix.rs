@@ -28,7 +28,7 @@ use super::protocol::ServerMessage;
 use super::snapshot::{self, Loaded};
 use crate::domain::{self, Location, LocationInput, Participant, Session, SessionId};
 use crate::error::ApiError;
-use crate::hub::{Channel, CloseReason, Frame, Outbox, Subscription, Wire, close_code};
+use crate::hub::{Channel, CloseReason, Frame, Outbox, Wire, close_code};
 use crate::presence::PresenceMeta;
 use crate::state::{AppState, EndReason};
 
@@ -164,12 +164,9 @@ fn decode(wire: Wire, text: &str) -> Result<Incoming<'_>, serde_json::Error> {
     }
 }
 
-/// The joined channel: its join_ref and the socket's place in the hub.
-struct Joined {
-    join_ref: Option<String>,
-    _subscription: Subscription,
-}
-
+/// A Phoenix socket. It is on its session's hub channel from the start, muted (only closes
+/// reach it) until its channel is joined, so a session's end or a participant's removal
+/// reaches it joined or not.
 struct PhoenixSocket<'a> {
     state: &'a AppState,
     session: &'a Session,
@@ -178,7 +175,10 @@ struct PhoenixSocket<'a> {
     wire: Wire,
     topic: String,
     presence: PresenceMeta,
-    joined: Option<Joined>,
+    /// The join_ref of the joined channel; None when not joined.
+    joined: Option<Option<String>>,
+    /// Whether `presence` is announced.
+    present: bool,
 }
 
 async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant, wire: Wire) {
@@ -186,6 +186,9 @@ async fn run(socket: WebSocket, state: AppState, session: Session, me: Participa
     async move {
         tracing::info!("connected");
         let outbox = state.hub.outbox(wire);
+        outbox.set_muted(true);
+        let subscription =
+            state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox.clone()).await;
         let mut phoenix = PhoenixSocket {
             state: &state,
             session: &session,
@@ -195,9 +198,11 @@ async fn run(socket: WebSocket, state: AppState, session: Session, me: Participa
             topic: topic_of(session.id),
             presence: PresenceMeta::connect(&me, domain::now()),
             joined: None,
+            present: false,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut phoenix).await;
         phoenix.leave();
+        drop(subscription);
         state.activity.touch(session.id, me.user_id, domain::now());
         tracing::info!("disconnected");
     }
@@ -207,16 +212,19 @@ async fn run(socket: WebSocket, state: AppState, session: Session, me: Participa
 
 impl PhoenixSocket<'_> {
     fn reply(&self, incoming: &Incoming<'_>, status: &str, response: serde_json::Value) {
+        self.outbox.push_event(self.reply_frame(incoming, status, &response));
+    }
+
+    fn reply_frame(&self, incoming: &Incoming<'_>, status: &str, response: &impl Serialize) -> Frame {
         let payload = json!({ "status": status, "response": response });
-        let frame = encode(
+        encode(
             self.wire,
             incoming.join_ref.as_deref(),
             incoming.msg_ref.as_deref(),
             &incoming.topic,
             "phx_reply",
             &payload,
-        );
-        self.outbox.push_event(frame);
+        )
     }
 
     fn refuse(&self, incoming: &Incoming<'_>, reason: &str) {
@@ -224,9 +232,14 @@ impl PhoenixSocket<'_> {
         self.outbox.release();
     }
 
+    /// Whether the channel is joined (the server closes it when the session ends).
+    fn is_joined(&self) -> bool {
+        self.joined.is_some() && !self.outbox.is_muted()
+    }
+
     /// A message on this socket's channel, from the server.
     fn push(&self, event: &str, payload: &impl Serialize) -> Frame {
-        let join_ref = self.joined.as_ref().and_then(|j| j.join_ref.as_deref());
+        let join_ref = self.joined.as_ref().and_then(|j| j.as_deref());
         encode(self.wire, join_ref, None, &self.topic, event, payload)
     }
 
@@ -236,29 +249,21 @@ impl PhoenixSocket<'_> {
                 if incoming.topic.starts_with("location:") { "unauthorized" } else { "unmatched topic" };
             return self.refuse(incoming, reason);
         }
-        // A second join of the same topic replaces the first, as Phoenix does.
-        self.leave();
-        // The reply comes before any event of the channel.
+        // Events from here on queue behind the reply and the snapshot. A second join of
+        // the same topic replaces the first (new join_ref) and keeps its presence.
         self.outbox.hold_until_snapshot();
-        let channel = Channel::Session(self.session.id);
-        let subscription = self.state.hub.subscribe(channel, self.me.user_id, self.outbox.clone()).await;
-        self.presence = PresenceMeta::connect(self.me, domain::now());
-        self.state.presence_join(self.session.id, &self.presence);
-        self.joined = Some(Joined { join_ref: incoming.join_ref.clone(), _subscription: subscription });
+        self.outbox.set_muted(false);
         match snapshot::load(self.state, self.session.id, self.me).await {
-            Loaded::Ready(snapshot) => {
+            Loaded::Ready(mut snapshot) => {
+                if !self.present {
+                    self.state.presence_join(self.session.id, &self.presence);
+                    self.present = true;
+                }
+                snapshot.include_presence(&self.presence);
+                self.joined = Some(incoming.join_ref.clone());
                 // The reply carries what `/ws` sends as `session_state`; Presence follows.
-                let reply = json!({ "status": "ok", "response": snapshot.session_state() });
-                let reply = encode(
-                    self.wire,
-                    incoming.join_ref.as_deref(),
-                    incoming.msg_ref.as_deref(),
-                    &self.topic,
-                    "phx_reply",
-                    &reply,
-                );
-                let presence = self.push("presence_state", &snapshot.presence());
-                self.outbox.push_snapshot(vec![reply, presence]);
+                self.outbox.push_first(self.reply_frame(incoming, "ok", &snapshot.session_state()));
+                self.outbox.push_snapshot(vec![self.push("presence_state", &snapshot.presence())]);
             }
             Loaded::Ended => {
                 self.leave();
@@ -276,9 +281,11 @@ impl PhoenixSocket<'_> {
         }
     }
 
-    /// Leaves the channel, if joined: off the hub, out of presence.
+    /// Leaves the channel: muted on the hub, out of presence.
     fn leave(&mut self) {
-        if self.joined.take().is_some() {
+        self.outbox.set_muted(true);
+        self.joined = None;
+        if std::mem::take(&mut self.present) {
             self.state.presence_leave(self.session.id, &self.presence);
         }
     }
@@ -294,7 +301,7 @@ impl PhoenixSocket<'_> {
                 metrics.channel_joins_in.increment(1);
                 self.join(&incoming).await
             }
-            (topic, _) if topic != self.topic || self.joined.is_none() => {
+            (topic, _) if topic != self.topic || !self.is_joined() => {
                 self.refuse(&incoming, "unmatched topic")
             }
             (_, "phx_leave") => {
@@ -348,14 +355,20 @@ impl Protocol for PhoenixSocket<'_> {
         self.outbox.push_event(frame);
     }
 
-    fn rate_limited(&mut self, text: Option<&str>, message: &str) {
-        if let Some(incoming) = text.and_then(|t| decode(self.wire, t).ok()) {
-            self.refuse(&incoming, &format!("rate_limited: {message}"));
+    /// Every refused push gets its error reply (a client waits for one per ref); a
+    /// heartbeat is never refused: missing one would make the client reconnect.
+    async fn rate_limited(&mut self, text: Option<&str>, message: &str, _tell: bool) {
+        let Some(incoming) = text.and_then(|t| decode(self.wire, t).ok()) else { return };
+        if (incoming.topic.as_str(), incoming.event.as_str()) == ("phoenix", "heartbeat") {
+            return self.handle(incoming).await;
+        }
+        if incoming.msg_ref.is_some() {
+            self.reply(&incoming, "error", json!({ "reason": format!("rate_limited: {message}") }));
         }
     }
 
     async fn resync(&mut self) {
-        if self.joined.is_none() {
+        if !self.is_joined() {
             return;
         }
         match snapshot::load(self.state, self.session.id, self.me).await {
@@ -365,12 +378,15 @@ impl Protocol for PhoenixSocket<'_> {
                 self.outbox.push_snapshot(vec![session_state, presence]);
             }
             Loaded::Ended => {
+                // As when the end is announced: the channel closes, the socket stays.
                 let ended = ServerMessage::SessionEnded { reason: EndReason::Expired.as_str() }.to_frame();
                 let channel = Channel::Session(self.session.id);
-                let last = fastlane(self.wire, channel, &ended)
-                    .into_iter()
-                    .chain(channel_closed(self.wire, channel));
-                self.outbox.close(last, CloseReason::new(close_code::NORMAL, "session ended"));
+                for frame in
+                    fastlane(self.wire, channel, &ended).into_iter().chain(channel_closed(self.wire, channel))
+                {
+                    self.outbox.push_event(frame);
+                }
+                self.leave();
             }
             Loaded::Left => {
                 let last = channel_closed(self.wire, Channel::Session(self.session.id));

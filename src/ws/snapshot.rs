@@ -42,6 +42,13 @@ impl Snapshot {
         }
     }
 
+    /// Adds a connection's own entry if the read missed it (it was announced after).
+    pub fn include_presence(&mut self, meta: &PresenceMeta) {
+        if !self.presence.iter().any(|m| m.phx_ref == meta.phx_ref) {
+            self.presence.push(meta.clone());
+        }
+    }
+
     pub fn presence(&self) -> PresenceMap<'_> {
         presence_map(&self.presence)
     }

@@ -91,7 +91,9 @@ async fn speaks_both_serializers(backend: Backend) {
     let topic = format!("location:{sid}");
     let ann = app.join(sid, "Ann").await;
     let bob = app.join(sid, "Bob").await;
+    let cat = app.join(sid, "Cat").await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let (mut cat_ws, _) = app.connect(&cat.token).await;
 
     for vsn in [Some("2.0.0"), Some("1.0.0"), None] {
         let mut socket = Raw::connect(&app, &ann.token, vsn).await;
@@ -140,11 +142,20 @@ async fn speaks_both_serializers(backend: Backend) {
         );
         assert_eq!((payload["user_id"].as_str(), &payload["lat"]), (Some(bob.user_id.as_str()), &json!(9.0)));
 
-        // Leave: ok, and no more broadcasts.
-        socket.send(Some("3"), "5", &topic, "phx_leave", json!({})).await;
+        // A second join replaces the first: a new join_ref, the same single presence.
+        socket.send(Some("7"), "7", &topic, "phx_join", json!({})).await;
+        let (join_ref, _, _, event, _) = socket.next_event("phx_reply").await;
+        assert_eq!((join_ref, event.as_str()), (json!("7"), "phx_reply"));
+        let presence: Value = app.get(&format!("/api/sessions/{sid}/presence")).await.json().await.unwrap();
+        assert_eq!(presence["presences"][&ann.user_id]["metas"].as_array().unwrap().len(), 1, "{presence}");
+
+        // Leave: ok, and no more broadcasts. Cat is the barrier: once Cat has Bob's move,
+        // Ann's queue would have it too, ahead of the heartbeat's reply.
+        socket.send(Some("7"), "5", &topic, "phx_leave", json!({})).await;
         let (_, msg_ref, _, _, payload) = socket.next_event("phx_reply").await;
         assert_eq!((msg_ref, &payload["status"]), (json!("5"), &json!("ok")));
         bob_ws.send_location(7.0, 7.0).await;
+        while cat_ws.next_of_type("location_broadcast").await["data"]["lat"] != 7.0 {}
         socket.send(None, "6", "phoenix", "heartbeat", json!({})).await;
         let (_, msg_ref, _, event, _) = socket.next().await;
         assert_eq!(
@@ -220,9 +231,53 @@ async fn session_end_closes_the_channel(backend: Backend) {
     let (_, _, t, _, payload) = socket.next_event("session_ended").await;
     assert_eq!((t.as_str(), payload), (topic.as_str(), json!({ "reason": "ended_by_creator" })));
     assert_eq!(socket.next().await.3, "phx_close");
+    // As Phoenix does, the socket stays (the client would otherwise reconnect and retry);
+    // the channel is closed: its events are refused.
+    socket.send(None, "2", "phoenix", "heartbeat", json!({})).await;
+    assert_eq!(socket.next().await.4["status"], "ok");
+    socket
+        .send(Some("1"), "3", &topic, "location_update", json!({ "lat": 1, "lng": 1, "accuracy": 1 }))
+        .await;
+    assert_eq!(socket.next().await.4["response"]["reason"], "unmatched topic");
 }
 
-on_every_backend!(speaks_both_serializers, bad_input_gets_phoenix_errors, session_end_closes_the_channel);
+async fn a_removed_participant_is_closed_joined_or_not(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let session = app.create_session(json!({})).await;
+    let sid = &session.session_id;
+    let topic = format!("location:{sid}");
+    let ann = app.join(sid, "Ann").await;
+    let mut joined = Raw::connect(&app, &ann.token, Some("2.0.0")).await;
+    joined.send(Some("1"), "1", &topic, "phx_join", json!({})).await;
+    joined.next_event("presence_state").await;
+    let mut idle = Raw::connect(&app, &ann.token, Some("2.0.0")).await;
+    idle.send(None, "1", "phoenix", "heartbeat", json!({})).await;
+    idle.next().await;
+
+    let path = format!("/api/sessions/{sid}/participants/{}", ann.user_id);
+    assert_eq!(app.delete(&path, Some(&ann.token)).await.status(), 204);
+    assert_eq!(joined.next_event("phx_close").await.2, topic);
+    for socket in [&mut joined, &mut idle] {
+        let code = loop {
+            match tokio::time::timeout(Duration::from_secs(10), socket.stream.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => break None,
+            }
+        };
+        assert_eq!(code, Some(1000));
+    }
+}
+
+on_every_backend!(
+    speaks_both_serializers,
+    bad_input_gets_phoenix_errors,
+    session_end_closes_the_channel,
+    a_removed_participant_is_closed_joined_or_not,
+);
 
 /// Runs tests/phoenix (the official client, from Node) against `url`, with the native
 /// client on `native_url`.
