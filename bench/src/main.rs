@@ -21,7 +21,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt, stream};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
@@ -131,6 +131,8 @@ struct Report {
     /// Deliveries counted per second of the measured window.
     throughput_per_second: Vec<u64>,
     server: Option<ServerStats>,
+    /// This tool's own CPU seconds over the window: it shares the machine with the server.
+    load_generator_cpu_seconds: f64,
     deliveries_per_server_cpu_second: Option<f64>,
     server_rss_bytes_per_connection: Option<f64>,
 }
@@ -221,6 +223,7 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
     let progress = progress_bar(plan, quiet);
     tokio::time::sleep_until(window_start).await;
     let before = pid.map(ServerSample::take).transpose()?;
+    let own_before = ServerSample::take(std::process::id() as i32)?;
     let mut peak_rss = before.as_ref().map_or(0, |s| s.rss_bytes);
     while Instant::now() < window_end {
         tokio::time::sleep(Duration::from_millis(250).min(window_end - Instant::now())).await;
@@ -234,6 +237,7 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
         progress.set_message(format!("{} deliveries", counters.deliveries.load(Ordering::Relaxed)));
     }
     let after = pid.map(ServerSample::take).transpose()?;
+    let own_after = ServerSample::take(std::process::id() as i32)?;
     progress.finish_and_clear();
     // In-flight messages of the window's last second still count.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -268,6 +272,7 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
         deliveries_per_second: deliveries as f64 / plan.duration_s.max(1) as f64,
         latency_us: Latency::of(&latency),
         throughput_per_second: counters.per_second(),
+        load_generator_cpu_seconds: own_after.cpu_seconds - own_before.cpu_seconds,
         deliveries_per_server_cpu_second: server
             .as_ref()
             .filter(|s| s.cpu_seconds > 0.0)
@@ -393,16 +398,29 @@ impl Counters {
     }
 }
 
-#[derive(Deserialize)]
-struct Incoming<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    data: Option<Timestamped<'a>>,
+/// The start of the day of the last timestamp read, so most reads parse only the time.
+#[derive(Default)]
+struct DayCache {
+    date: [u8; 10],
+    start: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize)]
-struct Timestamped<'a> {
-    timestamp: Option<&'a str>,
+/// The `timestamp` of a broadcast this tool sent: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+fn timestamp_of(text: &str, day: &mut DayCache) -> Option<DateTime<Utc>> {
+    const KEY: &str = r#""timestamp":""#;
+    let at = text.find(KEY)? + KEY.len();
+    let t = text.as_bytes().get(at..at + 27)?;
+    if day.start.is_none() || day.date != t[..10] {
+        let date = chrono::NaiveDate::parse_from_str(std::str::from_utf8(&t[..10]).ok()?, "%Y-%m-%d").ok()?;
+        day.start = Some(date.and_hms_opt(0, 0, 0)?.and_utc());
+        day.date.copy_from_slice(&t[..10]);
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        t.get(range)?.iter().try_fold(0i64, |n, b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
+    };
+    let micros =
+        ((number(11..13)? * 60 + number(14..16)?) * 60 + number(17..19)?) * 1_000_000 + number(20..26)?;
+    Some(day.start? + chrono::Duration::microseconds(micros))
 }
 
 /// When one phone sends.
@@ -466,6 +484,7 @@ async fn client(
             counters.histograms.lock().unwrap_or_else(|e| e.into_inner()).push(taken);
         };
         let mut last_flush = Instant::now();
+        let mut day = DayCache::default();
         loop {
             let message = tokio::select! {
                 _ = stop.changed() => break,
@@ -474,16 +493,13 @@ async fn client(
             let Some(Ok(message)) = message else { break };
             let Message::Text(text) = message else { continue };
             let now = Utc::now();
-            let Ok(incoming) = serde_json::from_str::<Incoming>(text.as_str()) else { continue };
-            if incoming.kind != "location_broadcast" {
+            // This runs ~100,000 times a second on the machine the server shares: no JSON
+            // parse, just the fields needed (the server writes them in a fixed order).
+            let text = text.as_str();
+            if !text.starts_with(r#"{"type":"location_broadcast""#) {
                 continue;
             }
-            let Some(sent) =
-                incoming.data.and_then(|d| d.timestamp).and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            else {
-                continue;
-            };
-            let sent = sent.with_timezone(&Utc);
+            let Some(sent) = timestamp_of(text, &mut day) else { continue };
             if !window.contains(sent) {
                 continue;
             }
@@ -543,10 +559,33 @@ fn print_summary(r: &Report) {
             s.rss_bytes_peak as f64 / 1048576.0
         );
     }
+    println!(
+        "load generator CPU    {:.2} s (it shares the machine with the server)",
+        r.load_generator_cpu_seconds
+    );
     if let Some(d) = r.deliveries_per_server_cpu_second {
         println!("deliveries per server CPU second {d:.0}");
     }
     if let Some(b) = r.server_rss_bytes_per_connection {
         println!("server RSS per connection {:.0} bytes (whole RSS / connections)", b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_timestamp_it_wrote() {
+        let sent = DateTime::parse_from_rfc3339("2026-11-23T13:42:07.123456Z").unwrap().with_timezone(&Utc);
+        let text = format!(
+            r#"{{"type":"location_broadcast","data":{{"user_id":"u","lat":1.0,"lng":2.0,"accuracy":5.0,"timestamp":"{}"}}}}"#,
+            sent.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        let mut day = DayCache::default();
+        assert_eq!(timestamp_of(&text, &mut day), Some(sent));
+        assert_eq!(timestamp_of(&text, &mut day), Some(sent), "from the cached day");
+        assert_eq!(timestamp_of(r#"{"type":"location_broadcast","data":{}}"#, &mut day), None);
+        assert_eq!(timestamp_of(r#""timestamp":"2026-11-23T1x:42:07.123456Z""#, &mut day), None);
     }
 }

@@ -23,6 +23,10 @@ use crate::domain::{self, Participant, Session};
 use crate::error::ApiError;
 use crate::state::{AppState, ConnectionSlot};
 
+/// Per-socket buffer sizes (see `upgrade_requested`).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
 /// The subprotocol prefix that carries a token (seed 003): `access_token.<jwt>`.
 const TOKEN_PROTOCOL_PREFIX: &str = "access_token.";
 
@@ -88,7 +92,14 @@ fn upgrade_requested(
     let ws =
         ws.map_err(|r| ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", r.body_text()))?;
     let max = state.config.ws_max_message_bytes;
-    Ok(ws.max_message_size(max).max_frame_size(max))
+    // tungstenite's defaults (128 KiB to read and to write, per socket) would make an idle
+    // socket cost hundreds of KiB; location frames are ~150 bytes. Larger messages still
+    // work: the buffers grow for them.
+    Ok(ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES))
 }
 
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has
