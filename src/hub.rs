@@ -611,12 +611,6 @@ pub struct Subscription {
     pub outbox: Arc<Outbox>,
 }
 
-impl Subscription {
-    pub fn channel(&self) -> Channel {
-        self.channel
-    }
-}
-
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.channel, self.outbox.id);
