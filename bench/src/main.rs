@@ -8,6 +8,7 @@
 //! anywhere (sender, server, receiver) counts. With the server's pid it also reads the
 //! server's CPU time and RSS from /proc over the measured window.
 
+mod mqtt;
 mod proc_stats;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -73,6 +74,13 @@ struct Args {
     /// Spread sockets over this many source addresses 127.0.0.1.. (each has ~28,000 ports).
     #[arg(long, default_value_t = 1)]
     source_addresses: u8,
+    /// Also run the same pattern over MQTT against this broker (host:port, e.g. Mosquitto
+    /// on 127.0.0.1:1883) and report it next to convoy. Its CPU and RSS come from
+    /// --mqtt-pid, or the running `mosquitto` process.
+    #[arg(long)]
+    mqtt: Option<String>,
+    #[arg(long)]
+    mqtt_pid: Option<i32>,
     /// Where the JSON result goes.
     #[arg(long, default_value = "bench-results/result.json")]
     output: PathBuf,
@@ -83,7 +91,7 @@ struct Args {
 
 /// The numbers a run uses, after the preset and the options.
 #[derive(Debug, Clone, Serialize)]
-struct Plan {
+pub(crate) struct Plan {
     preset: Preset,
     sessions: usize,
     participants: usize,
@@ -116,9 +124,16 @@ impl Plan {
     }
 }
 
+/// A command's result: convoy's run and, with --mqtt, the reference run.
+#[derive(Debug, Serialize)]
+struct Output {
+    convoy: Report,
+    mqtt_reference: Option<Report>,
+}
+
 /// What a run measured; written as JSON.
 #[derive(Debug, Serialize)]
-struct Report {
+pub(crate) struct Report {
     started_at: DateTime<Utc>,
     plan: Plan,
     connections_held: usize,
@@ -180,12 +195,30 @@ async fn main() -> Result<()> {
     let pid = args.server_pid.or(server.as_ref().map(|s| s.pid));
     let report = run(&plan, &base, pid, args.quiet).await;
     drop(server);
-    let report = report?;
+    let convoy = report?;
+    let reference = match &args.mqtt {
+        Some(broker) => {
+            let pid = args.mqtt_pid.or_else(mqtt::broker_pid);
+            Some(mqtt::run(&plan, broker, pid, args.quiet).await?)
+        }
+        None => None,
+    };
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
-    print_summary(&report);
+    let output = Output { convoy, mqtt_reference: reference };
+    std::fs::write(&args.output, serde_json::to_string_pretty(&output)?)?;
+    println!("== convoy");
+    print_summary(&output.convoy);
+    if let Some(reference) = &output.mqtt_reference {
+        println!("== MQTT reference ({})", args.mqtt.as_deref().unwrap_or_default());
+        print_summary(reference);
+        if let (Some(c), Some(m)) =
+            (output.convoy.deliveries_per_server_cpu_second, reference.deliveries_per_server_cpu_second)
+        {
+            println!("== convoy / MQTT deliveries per server CPU-second: {:.2}", c / m);
+        }
+    }
     eprintln!("result written to {}", args.output.display());
     Ok(())
 }
@@ -196,9 +229,27 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
     let members = join_everyone(&http, base, plan).await?;
     let ws_url = base.replacen("http", "ws", 1);
     let sockets = connect_everyone(&ws_url, &members, plan).await?;
-    let connections_held = sockets.len();
-    eprintln!("{connections_held} sockets open");
+    eprintln!("{} sockets open", sockets.len());
+    measure(plan, pid, quiet, started_at, sockets, client).await
+}
 
+pub(crate) type Stop = tokio::sync::watch::Receiver<bool>;
+
+/// Runs `client` for each connection on one schedule and measures the window.
+pub(crate) async fn measure<C, F, Fut>(
+    plan: &Plan,
+    pid: Option<i32>,
+    quiet: bool,
+    started_at: DateTime<Utc>,
+    connections: Vec<C>,
+    client: F,
+) -> Result<Report>
+where
+    C: Send + 'static,
+    F: Fn(C, Schedule, Arc<Counters>, Stop) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let connections_held = connections.len();
     // Everyone starts on one schedule, a second from now; senders are spread evenly over
     // the period so the load is smooth.
     let start = Instant::now() + Duration::from_secs(1);
@@ -211,13 +262,13 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
     };
     let counters = Arc::new(Counters::new(plan.duration_s as usize));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::with_capacity(sockets.len());
-    for (i, socket) in sockets.into_iter().enumerate() {
+    let mut tasks = Vec::with_capacity(connections_held);
+    for (i, connection) in connections.into_iter().enumerate() {
         let offset =
             if plan.rate_hz > 0.0 { (i as f64 / connections_held as f64) / plan.rate_hz } else { 0.0 };
         let schedule =
             Schedule { rate_hz: plan.rate_hz, start, offset_s: offset, wall_start, window, end: window_end };
-        tasks.push(tokio::spawn(client(socket, schedule, counters.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(client(connection, schedule, counters.clone(), stopped.clone())));
     }
 
     let progress = progress_bar(plan, quiet);
@@ -241,7 +292,7 @@ async fn run(plan: &Plan, base: &str, pid: Option<i32>, quiet: bool) -> Result<R
     progress.finish_and_clear();
     // In-flight messages of the window's last second still count.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut latency = new_histogram();
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;
@@ -361,7 +412,7 @@ async fn connect_everyone(ws_url: &str, members: &[Member], plan: &Plan) -> Resu
 
 /// The measured window, in wall time (timestamps in messages are wall time).
 #[derive(Debug, Clone, Copy)]
-struct Window {
+pub(crate) struct Window {
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 }
@@ -372,7 +423,7 @@ impl Window {
     }
 }
 
-struct Counters {
+pub(crate) struct Counters {
     sent: AtomicU64,
     deliveries: AtomicU64,
     per_second: Vec<AtomicU64>,
@@ -425,7 +476,7 @@ fn timestamp_of(text: &str, day: &mut DayCache) -> Option<DateTime<Utc>> {
 
 /// When one phone sends.
 #[derive(Debug, Clone, Copy)]
-struct Schedule {
+pub(crate) struct Schedule {
     rate_hz: f64,
     /// The run's time zero, and this phone's offset from it.
     start: Instant,
@@ -437,33 +488,92 @@ struct Schedule {
     end: Instant,
 }
 
-/// One phone: sends on its schedule and times what it receives, until told to stop.
-async fn client(
-    socket: Socket,
+/// A phone's send times, open loop: late ticks fire at once (Burst), and each send is
+/// stamped with its scheduled time, not the time it happens, so latency counts any delay.
+pub(crate) struct Ticker {
     schedule: Schedule,
+    interval: Option<tokio::time::Interval>,
+}
+
+impl Ticker {
+    pub fn new(schedule: Schedule) -> Self {
+        let interval = (schedule.rate_hz > 0.0).then(|| {
+            let period = Duration::from_secs_f64(1.0 / schedule.rate_hz);
+            let first = schedule.start + Duration::from_secs_f64(schedule.offset_s);
+            let mut tick = tokio::time::interval_at(first, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            tick
+        });
+        Self { schedule, interval }
+    }
+
+    /// The next scheduled send time (to the microsecond, what messages carry), or never.
+    pub async fn next(&mut self) -> DateTime<Utc> {
+        let Some(interval) = &mut self.interval else { return std::future::pending().await };
+        let due = interval.tick().await;
+        if due >= self.schedule.end {
+            return std::future::pending().await;
+        }
+        let since = chrono::Duration::from_std(due - self.schedule.start).unwrap_or_default();
+        (self.schedule.wall_start + since).trunc_subsecs(6)
+    }
+
+    /// Counts a send that went out, if it belongs to the measured window.
+    pub fn sent(&self, scheduled: DateTime<Utc>, counters: &Counters) {
+        if self.schedule.window.contains(scheduled) {
+            counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A receiver's bookkeeping: latency into a local histogram, merged every half second.
+pub(crate) struct Recorder {
     counters: Arc<Counters>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let Schedule { rate_hz, start, offset_s, wall_start, window, end } = schedule;
+    window: Window,
+    histogram: Histogram<u64>,
+    last_flush: Instant,
+}
+
+impl Recorder {
+    pub fn new(counters: Arc<Counters>, window: Window) -> Self {
+        Self { counters, window, histogram: new_histogram(), last_flush: Instant::now() }
+    }
+
+    /// A delivery of a message scheduled at `sent`, arriving `now`.
+    pub fn record(&mut self, sent: DateTime<Utc>, now: DateTime<Utc>) {
+        if !self.window.contains(sent) {
+            return;
+        }
+        let micros = (now - sent).num_microseconds().unwrap_or(i64::MAX).max(1) as u64;
+        let _ = self.histogram.record(micros.min(60_000_000));
+        self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
+        let buckets = &self.counters.per_second;
+        let second = ((sent - self.window.start).num_seconds().max(0) as usize).min(buckets.len() - 1);
+        buckets[second].fetch_add(1, Ordering::Relaxed);
+        if self.last_flush.elapsed() > Duration::from_millis(500) {
+            self.flush();
+        }
+    }
+
+    pub fn flush(&mut self) {
+        let taken = std::mem::replace(&mut self.histogram, new_histogram());
+        self.counters.histograms.lock().unwrap_or_else(|e| e.into_inner()).push(taken);
+        self.last_flush = Instant::now();
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// One phone on convoy's /ws: sends on its schedule and times what it receives, until
+/// told to stop.
+async fn client(socket: Socket, schedule: Schedule, counters: Arc<Counters>, mut stop: Stop) {
     let (mut sink, mut stream) = socket.split();
     let sender = async {
-        if rate_hz <= 0.0 {
-            return std::future::pending::<()>().await;
-        }
-        let period = Duration::from_secs_f64(1.0 / rate_hz);
-        let first = start + Duration::from_secs_f64(offset_s);
-        let mut tick = tokio::time::interval_at(first, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut ticker = Ticker::new(schedule);
         loop {
-            let due = tick.tick().await;
-            if due >= end {
-                return std::future::pending::<()>().await;
-            }
-            // The scheduled time, not the time the send happens: latency counts any delay.
-            // Microseconds: what the message carries, so sender and receivers agree on
-            // whether it falls in the window.
-            let scheduled =
-                (wall_start + chrono::Duration::from_std(due - start).unwrap_or_default()).trunc_subsecs(6);
+            let scheduled = ticker.next().await;
             let text = format!(
                 r#"{{"type":"location_update","data":{{"lat":48.85,"lng":2.35,"accuracy":5.0,"timestamp":"{}"}}}}"#,
                 scheduled.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -471,19 +581,11 @@ async fn client(
             if sink.send(Message::text(text)).await.is_err() {
                 return std::future::pending::<()>().await;
             }
-            if window.contains(scheduled) {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
-            }
+            ticker.sent(scheduled, &counters);
         }
     };
     let receiver = async {
-        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-        let flush = |h: &mut Histogram<u64>| {
-            let taken =
-                std::mem::replace(h, Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"));
-            counters.histograms.lock().unwrap_or_else(|e| e.into_inner()).push(taken);
-        };
-        let mut last_flush = Instant::now();
+        let mut recorder = Recorder::new(counters.clone(), schedule.window);
         let mut day = DayCache::default();
         loop {
             let message = tokio::select! {
@@ -499,22 +601,11 @@ async fn client(
             if !text.starts_with(r#"{"type":"location_broadcast""#) {
                 continue;
             }
-            let Some(sent) = timestamp_of(text, &mut day) else { continue };
-            if !window.contains(sent) {
-                continue;
-            }
-            let micros = (now - sent).num_microseconds().unwrap_or(i64::MAX).max(1) as u64;
-            let _ = histogram.record(micros.min(60_000_000));
-            counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            let second =
-                ((sent - window.start).num_seconds().max(0) as usize).min(counters.per_second.len() - 1);
-            counters.per_second[second].fetch_add(1, Ordering::Relaxed);
-            if last_flush.elapsed() > Duration::from_millis(500) {
-                flush(&mut histogram);
-                last_flush = Instant::now();
+            if let Some(sent) = timestamp_of(text, &mut day) {
+                recorder.record(sent, now);
             }
         }
-        flush(&mut histogram);
+        recorder.flush();
     };
     // The sender never finishes by itself; the receiver ends when told to stop (or with
     // the socket), flushing its histogram.
