@@ -68,13 +68,7 @@ async fn clients_on_two_instances_see_each_other_and_each_message_once() {
     assert!(located.contains(&ann.user_id.as_str()) && located.contains(&cat.user_id.as_str()), "{snapshot}");
 
     // Removing a participant through B closes their socket on A.
-    let removed = b
-        .delete(
-            &format!("/api/sessions/{}/participants/{}", session.session_id, bob.user_id),
-            Some(&session.creator_token),
-        )
-        .await;
-    assert_eq!(removed.status(), 204);
+    assert_eq!(b.remove(&session.session_id, &bob.user_id, &session.creator_token).await, 204);
     assert_eq!(bob_on_a.closed().await.map(|f| u16::from(f.code)), Some(1000));
     assert_eq!(cat_on_b.next_of_type("participant_left").await["data"]["user_id"], bob.user_id);
 

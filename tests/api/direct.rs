@@ -47,13 +47,7 @@ async fn direct_messages_to_strangers_are_refused_with_an_error(backend: Backend
     let stranger = app.join(&other.session_id, "Stranger").await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut stranger_ws, _) = app.connect(&stranger.token).await;
-    let left = app
-        .delete(
-            &format!("/api/sessions/{}/participants/{}", session.session_id, bob.user_id),
-            Some(&bob.token),
-        )
-        .await;
-    assert_eq!(left.status(), 204);
+    assert_eq!(app.remove(&session.session_id, &bob.user_id, &bob.token).await, 204);
 
     let unknown = uuid::Uuid::new_v4().to_string();
     for target in [unknown.as_str(), stranger.user_id.as_str(), bob.user_id.as_str()] {

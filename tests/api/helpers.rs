@@ -233,6 +233,12 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
+    /// DELETE of a participant (a leave, or the creator removing them); the status.
+    pub async fn remove(&self, session_id: &str, user_id: &str, token: &str) -> u16 {
+        let path = format!("/api/sessions/{session_id}/participants/{user_id}");
+        self.delete(&path, Some(token)).await.status().as_u16()
+    }
+
     pub async fn create_session(&self, body: Value) -> Created {
         let response = self.post("/api/sessions", body).await;
         assert_eq!(response.status(), 201);

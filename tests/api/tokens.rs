@@ -136,13 +136,7 @@ async fn tokens_of_ended_sessions_and_departed_participants_cannot_connect(backe
     let ann = app.join(&session.session_id, "Ann").await;
     let bob = app.join(&session.session_id, "Bob").await;
 
-    let left = app
-        .delete(
-            &format!("/api/sessions/{}/participants/{}", session.session_id, bob.user_id),
-            Some(&bob.token),
-        )
-        .await;
-    assert_eq!(left.status(), 204);
+    assert_eq!(app.remove(&session.session_id, &bob.user_id, &bob.token).await, 204);
     assert_eq!(app.handshake_status(&app.ws_url(&bob.token)).await, 401);
 
     assert_eq!(

@@ -44,13 +44,7 @@ async fn the_whole_flow_create_join_move_late_join_leave_end(backend: Backend) {
     assert_eq!(locations[0]["lat"], 37.7749);
 
     // Bob leaves: the others hear it and his socket closes.
-    let response = app
-        .delete(
-            &format!("/api/sessions/{}/participants/{}", session.session_id, bob.user_id),
-            Some(&bob.token),
-        )
-        .await;
-    assert_eq!(response.status(), 204);
+    assert_eq!(app.remove(&session.session_id, &bob.user_id, &bob.token).await, 204);
     assert_eq!(ann_ws.next_of_type("participant_left").await["data"]["user_id"], bob.user_id);
     assert_eq!(cat_ws.next_of_type("participant_left").await["data"]["user_id"], bob.user_id);
     assert_eq!(bob_ws.closed().await.map(|f| u16::from(f.code)), Some(1000));
