@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
-use crate::{Counters, Plan, Recorder, Report, Schedule, Stop, Ticker, measure};
+use crate::Plan;
+use crate::measure::{Counters, Recorder, Report, Schedule, Stop, Ticker, Watched, measure};
 
 /// One connected, subscribed MQTT client.
 pub struct Phone {
@@ -21,7 +22,7 @@ pub struct Phone {
     events: EventLoop,
 }
 
-pub async fn run(plan: &Plan, broker: &str, pid: Option<i32>, quiet: bool) -> Result<Report> {
+pub async fn run(plan: &Plan, broker: &str, watched: &Watched, quiet: bool) -> Result<Report> {
     let started_at = Utc::now();
     let (host, port) = broker.rsplit_once(':').context("--mqtt wants host:port")?;
     let port: u16 = port.parse().context("--mqtt port")?;
@@ -36,7 +37,7 @@ pub async fn run(plan: &Plan, broker: &str, pid: Option<i32>, quiet: bool) -> Re
         .await;
     let phones = phones.into_iter().collect::<Result<Vec<_>>>()?;
     eprintln!("{} MQTT clients subscribed", phones.len());
-    measure(plan, pid, quiet, started_at, phones, phone).await
+    measure(plan, watched, quiet, started_at, phones, phone).await
 }
 
 /// A run-unique tag for client ids and topics (runs must not see each other).
@@ -78,7 +79,7 @@ async fn phone(phone: Phone, schedule: Schedule, counters: Arc<Counters>, mut st
         }
     };
     let receiver = async {
-        let mut recorder = Recorder::new(counters.clone(), schedule.window);
+        let mut recorder = Recorder::new(counters.clone(), &schedule);
         let me = index.to_string();
         loop {
             let event = tokio::select! {
@@ -108,13 +109,4 @@ async fn phone(phone: Phone, schedule: Schedule, counters: Arc<Counters>, mut st
         _ = receiver => {}
     }
     let _ = client.try_disconnect();
-}
-
-/// The pid of a running `mosquitto`, if there is one.
-pub fn broker_pid() -> Option<i32> {
-    procfs::process::all_processes()
-        .ok()?
-        .filter_map(Result::ok)
-        .find(|p| p.stat().is_ok_and(|s| s.comm == "mosquitto"))
-        .map(|p| p.pid)
 }

@@ -23,6 +23,45 @@ impl ServerSample {
         let rss_kib = process.status()?.vmrss.unwrap_or(0);
         Ok(Self { cpu_seconds: (stat.utime + stat.stime) as f64 / ticks, rss_bytes: rss_kib * 1024 })
     }
+
+    /// The processes together (several instances of a server), or None for none.
+    pub fn take_all(pids: &[i32]) -> Result<Option<Self>> {
+        let mut all: Option<Self> = None;
+        for &pid in pids {
+            let one = Self::take(pid)?;
+            all = Some(match all {
+                Some(sum) => Self {
+                    cpu_seconds: sum.cpu_seconds + one.cpu_seconds,
+                    rss_bytes: sum.rss_bytes + one.rss_bytes,
+                },
+                None => one,
+            });
+        }
+        Ok(all)
+    }
+}
+
+/// The pid of a running process with this name (`comm`), if there is one.
+pub fn pid_of(name: &str) -> Option<i32> {
+    procfs::process::all_processes()
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|p| p.stat().is_ok_and(|s| s.comm == name))
+        .map(|p| p.pid)
+}
+
+/// Redis's own CPU seconds (user + system, from `INFO cpu`), when a Redis is watched.
+pub async fn redis_cpu_seconds(redis: Option<&redis::Client>) -> Result<Option<f64>> {
+    let Some(client) = redis else { return Ok(None) };
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let field = |name: &str| {
+        info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+    };
+    match (field("used_cpu_user"), field("used_cpu_sys")) {
+        (Some(user), Some(sys)) => Ok(Some(user + sys)),
+        _ => bail!("Redis INFO cpu without used_cpu_user/used_cpu_sys"),
+    }
 }
 
 /// The server over the measured window.
@@ -46,8 +85,16 @@ impl ServerStats {
     }
 }
 
-/// A convoy started for the run: embedded SQLite in a temporary folder, rate limits off
-/// (the run joins thousands of participants from one address), on a free port.
+/// Where a spawned convoy keeps its data: by default embedded SQLite in a temporary
+/// folder and no Redis; multi-instance runs give PostgreSQL and Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+/// A convoy started for the run: rate limits off (the run joins thousands of participants
+/// from one address), on a free port.
 pub struct Spawned {
     pub base: String,
     pub pid: i32,
@@ -56,20 +103,27 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    pub async fn start(binary: &Path, connections: usize) -> Result<Self> {
+    pub async fn start(binary: &Path, connections: usize, backends: &Backends) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new(binary)
+        let database_url = backends
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+        let mut command = Command::new(binary);
+        command
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
-            .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("bench.db").display()))
+            .env("DATABASE_URL", database_url)
             .env("RATE_LIMIT_ENABLED", "false")
             .env("MAX_CONNECTIONS", (connections + 100).to_string())
             .env("LOG_LEVEL", "warn")
             .env_remove("REDIS_URL")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .stdout(Stdio::null());
+        if let Some(redis) = &backends.redis_url {
+            command.env("REDIS_URL", redis);
+        }
+        let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let spawned =
             Self { base: format!("http://127.0.0.1:{port}"), pid: child.id() as i32, child, _dir: dir };
         let client = reqwest::Client::new();
