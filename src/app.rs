@@ -35,6 +35,7 @@ impl App {
             config.redis_url.as_deref(),
             instance_id,
             config.session_idle_timeout_seconds,
+            Duration::from_millis(config.redis_batch_delay_ms),
             shutdown.clone(),
         )
         .await

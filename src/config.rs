@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Milliseconds the Redis writer waits after a command before sending its pipeline, so
+    /// more commands share one round trip (less Redis CPU per update; cross-instance
+    /// deliveries wait that much longer). 0 sends at once.
+    #[arg(long, env = "REDIS_BATCH_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub redis_batch_delay_ms: u64,
+
     /// Secret for signing the HS256 session tokens.
     #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
     pub jwt_secret: String,

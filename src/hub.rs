@@ -391,9 +391,9 @@ impl Outbox {
         self.ready.notified().await
     }
 
-    /// Resolves once a close has been asked for.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await
+    /// Resolves once a close has been asked for (and again on every poll after that).
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closing.cancelled()
     }
 
     pub fn is_closing(&self) -> bool {

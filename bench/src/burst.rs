@@ -59,8 +59,8 @@ pub async fn run(cluster: &Cluster, plan: &Plan) -> Result<(BurstReport, Vec<Soc
             tokio::spawn(async move { convoy::admit_at(&cluster, &plan, index, &session_id, due).await })
         })
         .collect();
-    let mut join = Histogram::<u64>::new(3)?;
-    let mut admitted = Histogram::<u64>::new(3)?;
+    let mut join = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut admitted = join.clone();
     let (mut sockets, mut errors, mut failed, mut last) = (Vec::new(), Vec::new(), 0, 0.0f64);
     for (index, task) in tasks.into_iter().enumerate() {
         match task.await? {

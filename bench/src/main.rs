@@ -239,6 +239,10 @@ struct Output {
     /// Sockets the servers closed with 1013 for falling behind (slow-consumer).
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_consumer_closes: Option<u64>,
+    /// Location updates the servers replaced in a queue before it was written (a slow
+    /// reader gets the newest position of each participant, not every one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frames_coalesced: Option<u64>,
 }
 
 #[tokio::main]
@@ -324,6 +328,7 @@ async fn run(args: &Args, plan: &Plan, cluster: &Cluster, watched: &Watched) -> 
             if plan.slow_every.is_some() {
                 output.slow_consumer_closes =
                     Some(cluster.counter("convoy_ws_slow_consumer_closes_total").await?);
+                output.frames_coalesced = Some(cluster.counter("convoy_ws_frames_coalesced_total").await?);
             }
         }
     }
@@ -382,6 +387,9 @@ fn print_output(output: &Output, broker: Option<&str>) {
     }
     if let Some(closes) = output.slow_consumer_closes {
         println!("== slow consumers closed by the server (1013): {closes}");
+    }
+    if let Some(coalesced) = output.frames_coalesced {
+        println!("== location updates coalesced in slow queues (newest kept): {coalesced}");
     }
 }
 

@@ -42,12 +42,14 @@ pub async fn connect(
     redis_url: Option<&str>,
     instance_id: Uuid,
     session_key_ttl_secs: u64,
+    batch_delay: Duration,
     shutdown: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, Option<Inbound>), BusError> {
     match redis_url {
         None => Ok((Arc::new(LocalBus::new()), None)),
         Some(url) => {
-            let (bus, inbound) = RedisBus::connect(url, instance_id, session_key_ttl_secs, shutdown).await?;
+            let (bus, inbound) =
+                RedisBus::connect(url, instance_id, session_key_ttl_secs, batch_delay, shutdown).await?;
             Ok((Arc::new(bus), Some(inbound)))
         }
     }

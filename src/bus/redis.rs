@@ -66,6 +66,10 @@ const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// keys of a cluster that stopped entirely go away by themselves.
 const PRESENCE_TTL_SECS: i64 = 300;
 const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
+/// A participant's entry in its session's location index is rewritten at least this often.
+const INDEX_REFRESH: Duration = Duration::from_secs(30);
+/// A session's last-activity key is written at most this often.
+const ACTIVITY_SPACING: Duration = Duration::from_secs(1);
 const INSTANCES_KEY: &str = "presence_instances";
 
 /// `channel:session:{id}` or `channel:room:{id}`.
@@ -271,11 +275,13 @@ impl RedisBus {
     /// session's keys go away by themselves.
     /// Connects (failing fast if Redis cannot be reached at start) and starts the writer,
     /// subscriber and prober tasks, which stop when `shutdown` is cancelled. Messages from
-    /// other instances arrive on the returned receiver, in order.
+    /// other instances arrive on the returned receiver, in order. The writer holds each
+    /// pipeline `batch_delay` after its first command, to gather more.
     pub async fn connect(
         url: &str,
         instance_id: Uuid,
         session_key_ttl_secs: u64,
+        batch_delay: Duration,
         shutdown: CancellationToken,
     ) -> Result<(Self, Inbound), BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
@@ -302,7 +308,12 @@ impl RedisBus {
         let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let presence = Arc::new(LocalPresence::default());
-        let writer = Writer { instance_id, presence: presence.clone(), key_ttl_secs: session_key_ttl_secs };
+        let writer = Writer {
+            instance_id,
+            presence: presence.clone(),
+            key_ttl_secs: session_key_ttl_secs,
+            batch_delay,
+        };
         tokio::spawn(run_writer(conn.clone(), commands, breaker.clone(), writer));
         tokio::spawn(run_subscriber(
             client,
@@ -599,6 +610,7 @@ struct Writer {
     instance_id: Uuid,
     presence: Arc<LocalPresence>,
     key_ttl_secs: u64,
+    batch_delay: Duration,
 }
 
 async fn run_writer(
@@ -613,9 +625,20 @@ async fn run_writer(
     let instance = writer.instance_id.to_string();
     let channels_key = presence_channels_key(&instance);
     let mut must_arrive = HashSet::new();
+    let mut written = Written::new(Duration::from_secs(key_ttl_secs / 2).min(INDEX_REFRESH));
     while commands.recv_many(&mut batch, BATCH).await > 0 {
+        if !writer.batch_delay.is_zero() && batch.len() < BATCH {
+            tokio::time::sleep(writer.batch_delay).await;
+            while batch.len() < BATCH
+                && let Ok(command) = commands.try_recv()
+            {
+                batch.push(command);
+            }
+        }
         let mut pipe = redis::pipe();
         must_arrive.clear();
+        let now = Instant::now();
+        written.prune(now);
         for command in batch.drain(..) {
             must_arrive.extend(command.must_arrive());
             match command {
@@ -623,23 +646,26 @@ async fn run_writer(
                     pipe.publish(pubsub_channel(channel), payload).ignore();
                 }
                 Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
-                    let set = participants_key(session_id);
-                    pipe.set_ex(location_key(session_id, user_id), json, ttl_secs)
-                        .ignore()
-                        .sadd(&set, user_id.to_string())
-                        .ignore()
-                        .expire(&set, key_ttl)
-                        .ignore()
-                        .set_ex(activity_key(session_id), at_ms, key_ttl_secs)
-                        .ignore();
+                    // The hot path: one SET per update; the session's index and activity
+                    // only when they are due (they change far less often than positions).
+                    pipe.set_ex(location_key(session_id, user_id), json, ttl_secs).ignore();
+                    if written.index_due(session_id, user_id, now) {
+                        let set = participants_key(session_id);
+                        pipe.sadd(&set, user_id.to_string()).ignore().expire(&set, key_ttl).ignore();
+                    }
+                    if written.activity_due(session_id, now) {
+                        pipe.set_ex(activity_key(session_id), at_ms, key_ttl_secs).ignore();
+                    }
                 }
                 Command::RemoveLocation { session_id, user_id } => {
+                    written.forget_user(session_id, user_id);
                     pipe.del(location_key(session_id, user_id))
                         .ignore()
                         .srem(participants_key(session_id), user_id.to_string())
                         .ignore();
                 }
                 Command::ClearSession { session_id } => {
+                    written.forget_session(session_id);
                     pipe.cmd("EVAL")
                         .arg(CLEAR_SESSION_SCRIPT)
                         .arg(3)
@@ -695,9 +721,78 @@ async fn run_writer(
         }
         if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
             breaker.trip(err);
+            written.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // The batch may not have reached Redis: its sessions get a Resync on recovery.
             breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
+        }
+    }
+}
+
+/// What the writer wrote recently that need not be written on every location update: a
+/// participant's entry in its session's index (SADD + EXPIRE) and the session's last
+/// activity (read by the sweeper at a resolution of seconds).
+struct Written {
+    index: HashMap<(SessionId, UserId), Instant>,
+    activity: HashMap<SessionId, Instant>,
+    /// Index entries are rewritten this often anyway (refreshing the key's expiry, and
+    /// healing a key lost on the Redis side without a connection error).
+    refresh: Duration,
+    last_prune: Instant,
+}
+
+impl Written {
+    fn new(refresh: Duration) -> Self {
+        Self { index: HashMap::new(), activity: HashMap::new(), refresh, last_prune: Instant::now() }
+    }
+
+    fn index_due(&mut self, session_id: SessionId, user_id: UserId, now: Instant) -> bool {
+        due(&mut self.index, (session_id, user_id), now, self.refresh)
+    }
+
+    fn activity_due(&mut self, session_id: SessionId, now: Instant) -> bool {
+        due(&mut self.activity, session_id, now, ACTIVITY_SPACING)
+    }
+
+    fn forget_user(&mut self, session_id: SessionId, user_id: UserId) {
+        self.index.remove(&(session_id, user_id));
+    }
+
+    fn forget_session(&mut self, session_id: SessionId) {
+        self.index.retain(|(s, _), _| *s != session_id);
+        self.activity.remove(&session_id);
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.activity.clear();
+    }
+
+    /// Drops what would be due anyway, now and then, so departed users do not accumulate.
+    fn prune(&mut self, now: Instant) {
+        if now.duration_since(self.last_prune) < self.refresh {
+            return;
+        }
+        self.last_prune = now;
+        let refresh = self.refresh;
+        self.index.retain(|_, at| now.duration_since(*at) < refresh);
+        self.activity.retain(|_, at| now.duration_since(*at) < ACTIVITY_SPACING);
+    }
+}
+
+/// Whether `key` was last written `every` or longer ago (or never); if so, it counts as
+/// written now.
+fn due<K: Eq + std::hash::Hash>(
+    map: &mut HashMap<K, Instant>,
+    key: K,
+    now: Instant,
+    every: Duration,
+) -> bool {
+    match map.get(&key) {
+        Some(at) if now.duration_since(*at) < every => false,
+        _ => {
+            map.insert(key, now);
+            true
         }
     }
 }

@@ -62,16 +62,26 @@ async fn write_loop(
     let _done = done.drop_guard();
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
+    // The waits live as long as the loop: registering a waiter is the costly part, and
+    // this loop runs once per delivery. The two cancellation waits may be polled again
+    // after they resolved (they resolve again); `ready` is renewed each time it fires.
+    let shutting_down = shutdown.cancelled();
+    let closing = outbox.closing();
+    let ready = outbox.ready();
+    tokio::pin!(shutting_down, closing, ready);
     loop {
         // Pings before frames: a steady stream of frames must not starve the heartbeat.
         let ping = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
+            _ = &mut shutting_down => {
                 send_close(&mut sink, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
                 return;
             }
             _ = pings.tick() => true,
-            _ = outbox.ready() => false,
+            _ = &mut ready => {
+                ready.set(outbox.ready());
+                false
+            }
         };
         let close = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
@@ -87,9 +97,9 @@ async fn write_loop(
         // A client that stopped reading must not keep a close or a shutdown waiting.
         tokio::select! {
             result = write_all => if result.is_err() { return },
-            _ = outbox.closing(), if close.is_none() => {}
+            _ = &mut closing, if close.is_none() => {}
             _ = tokio::time::sleep(CLOSE_TIMEOUT), if close.is_some() => return,
-            _ = shutdown.cancelled() => {}
+            _ = &mut shutting_down => {}
         }
         batch.clear();
         if let Some(reason) = close {
@@ -118,9 +128,12 @@ async fn read_loop<P: Protocol>(
     tokio::pin!(silence);
     let mut timed_out = false;
     let mut limiter = state.limits.connection();
+    let writer_finished = writer_done.cancelled();
+    let resync = outbox.resync_requested();
+    tokio::pin!(writer_finished, resync);
     loop {
         let message = tokio::select! {
-            _ = writer_done.cancelled() => {
+            _ = &mut writer_finished => {
                 // The writer sent a close: finish the closing handshake (read until the
                 // client's close), so the client reads ours before the TCP connection goes.
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -133,7 +146,8 @@ async fn read_loop<P: Protocol>(
                 .await;
                 return;
             }
-            _ = outbox.resync_requested() => {
+            _ = &mut resync => {
+                resync.set(outbox.resync_requested());
                 if !outbox.is_closing() {
                     // Bounded: after a bus outage every socket asks at once.
                     let _permit = state.resync_permits.acquire().await;

@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, ConnectionSlot};
 
 /// Per-socket buffer sizes (see `upgrade_requested`).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The subprotocol prefix that carries a token (seed 003): `access_token.<jwt>`.
