@@ -43,6 +43,7 @@ fn latency_chart(path: &Path, runs: &[(&str, &Report)]) -> Result<()> {
     let mut chart = ChartBuilder::on(&root)
         .caption("End-to-end latency by percentile", ("sans-serif", 22))
         .margin(16)
+        .margin_right(40)
         .x_label_area_size(40)
         .y_label_area_size(64)
         .build_cartesian_2d(0.0..NINES, 0.0..max_ms * 1.05)?;
@@ -78,7 +79,13 @@ fn throughput_chart(path: &Path, runs: &[(&str, &Report)]) -> Result<()> {
         .x_label_area_size(40)
         .y_label_area_size(80)
         .build_cartesian_2d(0.0..seconds as f64, 0.0..max as f64 * 1.1)?;
-    chart.configure_mesh().x_desc("second of the window").y_desc("deliveries / s").draw()?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|s| format!("{s:.0}"))
+        .y_label_formatter(&|n| format!("{n:.0}"))
+        .x_desc("second of the window")
+        .y_desc("deliveries / s")
+        .draw()?;
     for (i, (name, report)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         // Each second's count drawn across that second.

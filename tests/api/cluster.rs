@@ -155,3 +155,45 @@ async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper(
         assert!(sweep_once(&a.state).await.unwrap().ended.is_empty(), "A ended a session active on B");
     }
 }
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing() {
+    let (a, b) = spawn_pair(|c| c.redis_batch_delay_ms = 50).await;
+    let session = a.create_session(json!({})).await;
+    let ann = a.join(&session.session_id, "Ann").await;
+    let bob = b.join(&session.session_id, "Bob").await;
+    let (mut ann_on_a, _) = a.connect(&ann.token).await;
+    let (mut bob_on_b, _) = b.connect(&bob.token).await;
+
+    // A quick series lands in few pipelines; B still sees it in order, ending on the last.
+    for i in 1..=20 {
+        ann_on_a.send_location(f64::from(i), 0.0).await;
+    }
+    let mut last = 0.0;
+    while last < 20.0 {
+        let lat = bob_on_b.next_of_type("location_broadcast").await["data"]["lat"].as_f64().unwrap();
+        assert!(lat > last, "{lat} after {last}: out of order or twice");
+        last = lat;
+    }
+    bob_on_b.send_location(-5.0, 0.0).await;
+    assert_eq!(ann_on_a.next_of_type("location_broadcast").await["data"]["lat"], -5.0);
+
+    // The location cache behind snapshots has both, read from the other instance each.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cat = a.join(&session.session_id, "Cat").await;
+    for app in [&a, &b] {
+        let (_, snapshot) = app.connect(&cat.token).await;
+        let mut located: Vec<(String, f64)> = snapshot["data"]["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["user_id"].as_str().unwrap().to_owned(), l["lat"].as_f64().unwrap()))
+            .collect();
+        located.sort_by(|x, y| x.1.total_cmp(&y.1));
+        assert_eq!(located, vec![(bob.user_id.clone(), -5.0), (ann.user_id.clone(), 20.0)], "{snapshot}");
+    }
+}
