@@ -1,12 +1,26 @@
 //! Marks whether the tests that need outside things can run: they are compiled as ignored
 //! (with the reason shown by `cargo test`) unless TEST_POSTGRES_URL and TEST_REDIS_URL are
-//! set (PostgreSQL and Redis), or TEST_NODE is set (Node with `npm ci` done in
-//! tests/phoenix, for the Phoenix client tests).
+//! set (PostgreSQL and Redis), TEST_NODE is set (Node with `npm ci` done in tests/phoenix,
+//! for the Phoenix client tests) or TEST_BROWSER is set (Chromium and `npm ci` done in
+//! tests/browser, for the web page's end-to-end tests).
+//!
+//! Also marks whether the web page's map library was built (`web/dist`, by `npm ci
+//! --prefix web && npm run build --prefix web`): then it is embedded in the binary;
+//! without it the page draws its plain grid.
 
 fn main() {
     println!("cargo::rerun-if-env-changed=TEST_POSTGRES_URL");
     println!("cargo::rerun-if-env-changed=TEST_REDIS_URL");
     println!("cargo::rerun-if-env-changed=TEST_NODE");
+    println!("cargo::rerun-if-env-changed=TEST_BROWSER");
+    println!("cargo::rustc-check-cfg=cfg(convoy_browser_tests)");
+    println!("cargo::rustc-check-cfg=cfg(convoy_web_map)");
+    for built in WEB_MAP_FILES {
+        println!("cargo::rerun-if-changed=web/dist/{built}");
+    }
+    if WEB_MAP_FILES.iter().all(|f| std::path::Path::new("web/dist").join(f).is_file()) {
+        println!("cargo::rustc-cfg=convoy_web_map");
+    }
     println!("cargo::rustc-check-cfg=cfg(convoy_scaled_tests)");
     println!("cargo::rustc-check-cfg=cfg(convoy_node_tests)");
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
@@ -16,4 +30,10 @@ fn main() {
     if set("TEST_NODE") {
         println!("cargo::rustc-cfg=convoy_node_tests");
     }
+    if set("TEST_BROWSER") {
+        println!("cargo::rustc-cfg=convoy_browser_tests");
+    }
 }
+
+/// What `npm run build --prefix web` puts in web/dist (see web/build.mjs).
+const WEB_MAP_FILES: [&str; 2] = ["leaflet.js", "leaflet.css"];

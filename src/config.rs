@@ -82,6 +82,19 @@ pub struct Config {
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Map tiles for the web page, `{z}/{x}/{y}` URL template (mind the tile server's usage
+    /// policy). Empty: no tiles, the page draws a plain grid with a scale.
+    #[arg(long, env = "TILE_URL", default_value = "https://tile.openstreetmap.org/{z}/{x}/{y}.png")]
+    pub tile_url: String,
+
+    /// Attribution shown on the map for the tiles (HTML allowed, as the tile server asks).
+    #[arg(
+        long,
+        env = "TILE_ATTRIBUTION",
+        default_value = "&copy; <a href=\"https://www.openstreetmap.org/copyright\">OpenStreetMap</a> contributors"
+    )]
+    pub tile_attribution: String,
+
     /// Most active participants one session may have.
     #[arg(long, env = "MAX_PARTICIPANTS_PER_SESSION", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_participants_per_session: u32,

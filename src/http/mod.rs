@@ -9,6 +9,7 @@ mod meta;
 mod participants;
 mod sessions;
 mod tokens;
+pub mod web;
 
 pub use extract::ApiJson;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(meta::router())
         .merge(crate::ws::router())
+        .merge(web::router())
         // Only matched routes: the route label stays bounded whatever paths clients try.
         .route_layer(middleware::from_fn(record_request))
         .fallback(|| async { ApiError::not_found("route") })

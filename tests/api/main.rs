@@ -22,4 +22,5 @@ mod shutdown;
 mod slow_consumer;
 mod tokens;
 mod topics;
+mod web;
 mod websocket;

@@ -1,0 +1,99 @@
+//! The web page: served with its assets and config by every build; driven end to end in
+//! Chromium by tests/browser (Playwright) when TEST_BROWSER is set.
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use serde_json::Value;
+
+use super::helpers::*;
+use super::proxy::Proxy;
+
+/// The config the page carries, read back out of its HTML.
+fn page_config(html: &str) -> Value {
+    let start = html.find(r#"<script id="convoy-config" type="application/json">"#).expect("config script");
+    let rest = &html[start..];
+    let json = &rest[rest.find('>').unwrap() + 1..rest.find("</script>").unwrap()];
+    serde_json::from_str(json).expect("config is JSON")
+}
+
+#[tokio::test]
+async fn the_page_its_assets_and_its_config_are_served() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.tile_url = "https://tiles.example/{z}/{x}/{y}.png".into();
+        c.tile_attribution = "</script><script>alert(1)</script>".into();
+    })
+    .await;
+    for path in ["/", "/join/7c1d3f5e-0000-4000-8000-000000000000", "/join/not-a-uuid"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("<script>alert(1)"), "the config cannot close its script tag: {html}");
+        let config = page_config(&html);
+        assert_eq!(config["tile_url"], "https://tiles.example/{z}/{x}/{y}.png");
+        assert_eq!(config["tile_attribution"], "</script><script>alert(1)</script>");
+        assert_eq!(config["location_ttl_seconds"], 30);
+        assert_eq!(config["map_library"], cfg!(convoy_web_map), "{config}");
+        assert!(config["build_hint"].as_str().unwrap().contains("npm run build --prefix web"));
+        assert_eq!(html.contains("/assets/leaflet.js"), cfg!(convoy_web_map));
+    }
+    for (asset, kind) in [("app.js", "text/javascript"), ("style.css", "text/css")] {
+        let response = app.get(&format!("/assets/{asset}")).await;
+        assert_eq!(response.status(), 200, "{asset}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+    // The map library is there exactly when it was built into this binary.
+    let leaflet = app.get("/assets/leaflet.js").await;
+    assert_eq!(leaflet.status(), if cfg!(convoy_web_map) { 200 } else { 404 });
+    let missing = app.get("/assets/../Cargo.toml").await;
+    assert_eq!(missing.status(), 404);
+    let missing = app.get("/assets/nothing.js").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+}
+
+/// Where the unreachable tile server is: nothing listens on port 9 (discard) here.
+const UNREACHABLE_TILES: &str = "http://127.0.0.1:9/";
+
+#[cfg_attr(
+    not(convoy_browser_tests),
+    ignore = "needs Chromium (/usr/bin/chromium) and `npm ci` in tests/browser: set TEST_BROWSER=1"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_page_works_in_chromium() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.tile_url = format!("{UNREACHABLE_TILES}{{z}}/{{x}}/{{y}}.png");
+        c.location_ttl_seconds = 3; // so a stopped phone's marker fades within the test
+    })
+    .await;
+    // One page reaches the server through a proxy the browser test can cut and restore.
+    let proxy = Arc::new(Proxy::start(app.base.trim_start_matches("http://").to_owned()).await);
+    let (cut, restore) = (proxy.clone(), proxy.clone());
+    let control = axum::Router::new()
+        .route("/cut", get(move || async move { cut.cut() }))
+        .route("/restore", get(move || async move { restore.restore() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, control).await });
+    let root = env!("CARGO_MANIFEST_DIR");
+    let artifacts = format!("{root}/target/browser-artifacts");
+    let output = tokio::process::Command::new("node")
+        .arg("--test")
+        .arg("web.test.mjs")
+        .current_dir(format!("{root}/tests/browser"))
+        .env("CONVOY_URL", &app.base)
+        .env("PROXY_URL", format!("http://{}", proxy.addr))
+        .env("CONTROL_URL", &control_url)
+        .env("EXPECT_MAP", if cfg!(convoy_web_map) { "leaflet" } else { "grid" })
+        .env("TILE_PREFIX", UNREACHABLE_TILES)
+        .env("ARTIFACTS_DIR", &artifacts)
+        .output()
+        .await
+        .expect("node runs (install Node.js and run `npm ci` in tests/browser)");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the browser tests failed (screenshots in {artifacts}):\n{report}");
+    assert!(report.contains("# pass 2") && report.contains("# fail 0"), "{report}");
+}

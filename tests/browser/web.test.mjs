@@ -1,0 +1,192 @@
+// convoy's web page in two real Chromium pages (Debian's /usr/bin/chromium, driven by
+// playwright-core), phone-sized, with faked geolocation. Run by tests/api/web.rs, which
+// starts convoy and passes CONVOY_URL, PROXY_URL (the same server through a TCP proxy the
+// test can cut: CONTROL_URL/cut and CONTROL_URL/restore), EXPECT_MAP (leaflet or grid),
+// TILE_PREFIX (the unreachable tile server the server was given) and ARTIFACTS_DIR.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join as joinPath } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const base = process.env.CONVOY_URL;
+const proxied = process.env.PROXY_URL;
+const control = process.env.CONTROL_URL;
+const expectMap = process.env.EXPECT_MAP;
+const tilePrefix = process.env.TILE_PREFIX;
+const artifacts = process.env.ARTIFACTS_DIR || 'artifacts';
+mkdirSync(artifacts, { recursive: true });
+
+const PARIS = { latitude: 48.8566, longitude: 2.3522, accuracy: 15 };
+const LOUVRE = { latitude: 48.8606, longitude: 2.3376, accuracy: 30 };
+const MOVED = { latitude: 48.8650, longitude: 2.3210, accuracy: 20 };
+const PHONE = { width: 375, height: 740 };
+/// While a test has cut a page's network, the browser's own reports of failed requests are
+/// expected.
+let networkCut = false;
+const NETWORK_FAILURE = /net::ERR_|WebSocket connection to .* failed/;
+
+function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+/// A phone: a page at 375 px with a position, every console error and page error noted
+/// (failed requests to the unreachable tile server excepted: that is the point of it).
+async function phone(browser, name, geolocation, problems) {
+  const context = await browser.newContext({ viewport: PHONE, geolocation, permissions: ['geolocation'] });
+  const page = await context.newPage();
+  page.on('console', (message) => {
+    const from = message.location().url || '';
+    const expected = (tilePrefix && from.startsWith(tilePrefix)) || (networkCut && NETWORK_FAILURE.test(message.text()));
+    if (message.type() === 'error' && !expected) {
+      problems.push(`${name} console: ${message.text()} (${from})`);
+    }
+  });
+  page.on('pageerror', (error) => problems.push(`${name} page error: ${error.message}`));
+  page.on('dialog', (dialog) => dialog.accept());
+  return { context, page };
+}
+
+async function join(page, url, name) {
+  await page.goto(url);
+  await page.locator('#display-name').fill(name);
+  await page.locator('#join-button').click();
+  await page.waitForFunction(() => window.convoyDebug.userId());
+  return page.evaluate(() => window.convoyDebug.userId());
+}
+
+/// Waits until `page` draws `userId`'s marker at `where`.
+async function seesAt(page, userId, where) {
+  await page.waitForFunction(([id, lat, lng]) => {
+    const at = window.convoyDebug.positions()[id];
+    return at && Math.abs(at[0] - lat) < 1e-6 && Math.abs(at[1] - lng) < 1e-6;
+  }, [userId, where.latitude, where.longitude], { timeout: 20000 });
+}
+
+test('two phones see each other move, chat, and both see the end', async () => {
+  const created = await fetch(`${base}/api/sessions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'Browser trip', expires_in_minutes: 60 }),
+  }).then((r) => r.json());
+  const link = `${base}/join/${created.session_id}`;
+  const browser = await launch();
+  const problems = [];
+  try {
+    const ann = await phone(browser, 'Ann', PARIS, problems);
+    const bob = await phone(browser, 'Bob', LOUVRE, problems);
+
+    // Ann created the trip: she arrives with the creator token in the fragment.
+    const annId = await join(ann.page, `${link}#creator=${created.creator_token}`, 'Ann');
+    assert.equal(await ann.page.locator('#session-name').textContent(), 'Browser trip');
+    assert.match(await ann.page.locator('#time-left').textContent(), /min left/);
+    assert.ok(await ann.page.locator('#end-session').isVisible(), 'the creator can end the trip');
+    // Bob's network is the proxy, so the test can cut it.
+    const bobId = await join(bob.page, `${proxied}/join/${created.session_id}`, 'Bob');
+    assert.ok(!(await bob.page.locator('#end-session').isVisible()), 'only the creator can end it');
+    assert.equal(await ann.page.evaluate(() => window.convoyDebug.mapKind()), expectMap);
+
+    // Each sees the other's marker where the other is, then moving.
+    await seesAt(ann.page, bobId, LOUVRE);
+    await seesAt(bob.page, annId, PARIS);
+    await seesAt(ann.page, annId, PARIS);
+    await bob.context.setGeolocation(MOVED);
+    await seesAt(ann.page, bobId, MOVED);
+    await ann.page.locator(`#people li[data-user-id="${bobId}"]`).filter({ hasText: 'online' }).waitFor();
+    await bob.page.locator(`#people li[data-user-id="${annId}"]`).filter({ hasText: 'Ann' }).waitFor();
+
+    // Chat, typed and sent from the keyboard.
+    await bob.page.locator('#chat-input').fill('Coffee at the Louvre?');
+    await bob.page.locator('#chat-input').press('Enter');
+    await ann.page.locator('#messages li').filter({ hasText: 'Coffee at the Louvre?' }).waitFor();
+    await bob.page.locator('#messages li').filter({ hasText: 'Coffee at the Louvre?' }).waitFor();
+
+    // A dropped connection: the page reconnects by itself and resynchronises.
+    networkCut = true;
+    await fetch(`${control}/cut`);
+    await bob.page.locator('#status').filter({ hasText: 'reconnecting' }).waitFor({ timeout: 15000 });
+    await ann.page.locator('#chat-input').fill('Are you there?');
+    await ann.page.locator('#chat-send').click();
+    await fetch(`${control}/restore`);
+    await bob.page.locator('#status').filter({ hasText: /^$/ }).waitFor({ timeout: 20000 });
+    networkCut = false;
+    await ann.page.locator('#chat-input').fill('Yes, see you there');
+    await ann.page.locator('#chat-send').click();
+    await bob.page.locator('#messages li').filter({ hasText: 'see you there' }).waitFor({ timeout: 20000 });
+    // What was said while Bob was cut off came with the snapshot.
+    await bob.page.locator('#messages li').filter({ hasText: 'Are you there?' }).waitFor();
+    await bob.context.setGeolocation(LOUVRE);
+    await seesAt(ann.page, bobId, LOUVRE);
+
+    // Bob stops sharing: his marker fades on Ann's map once his last position is past the
+    // TTL (the server runs with a 3 s TTL here), and he stays in the list.
+    await bob.page.locator('#toggle-sharing').click();
+    assert.equal(await bob.page.locator('#toggle-sharing').textContent(), 'Share my position');
+    await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] <= 0.25, bobId, { timeout: 20000 });
+    await bob.page.locator('#toggle-sharing').click();
+    await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] === 1, bobId, { timeout: 20000 });
+
+    // Phone-sized: nothing wider than the screen; every control reachable by keyboard.
+    for (const page of [ann.page, bob.page]) {
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= PHONE.width, `the page is ${width} px wide on a ${PHONE.width} px screen`);
+    }
+    const reached = new Set();
+    await ann.page.locator('body').focus();
+    for (let i = 0; i < 40; i += 1) {
+      await ann.page.keyboard.press('Tab');
+      reached.add(await ann.page.evaluate(() => document.activeElement?.id));
+    }
+    for (const id of ['copy-link', 'toggle-sharing', 'leave', 'end-session', 'chat-input', 'chat-send']) {
+      assert.ok(reached.has(id), `#${id} is not reachable with Tab (reached: ${[...reached].join(', ')})`);
+    }
+    if (expectMap === 'leaflet' && tilePrefix) {
+      await ann.page.locator('#map-note').filter({ hasText: 'could not be loaded' }).waitFor();
+    }
+    await ann.page.screenshot({ path: joinPath(artifacts, 'ann-live.png'), fullPage: true });
+    await bob.page.screenshot({ path: joinPath(artifacts, 'bob-live.png'), fullPage: true });
+
+    // The creator ends the trip: both pages say so.
+    await ann.page.locator('#end-session').click();
+    for (const page of [ann.page, bob.page]) {
+      await page.locator('#ended').filter({ hasText: 'Its creator ended it' }).waitFor();
+    }
+    await ann.page.screenshot({ path: joinPath(artifacts, 'ann-ended.png'), fullPage: true });
+    await bob.page.screenshot({ path: joinPath(artifacts, 'bob-ended.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('the start page creates a trip and opens it as its creator', async () => {
+  const browser = await launch();
+  const problems = [];
+  try {
+    const { page } = await phone(browser, 'Cat', PARIS, problems);
+    await page.goto(`${base}/`);
+    await page.locator('#trip-name').fill('Picnic');
+    await page.locator('#start-button').click();
+    await page.waitForURL(/\/join\//);
+    assert.equal(await page.locator('#session-name').textContent(), 'Picnic');
+    assert.ok(await page.locator('#end-session').isVisible());
+    // The plain view, asked for: Cat's own marker on the grid.
+    await join(page, `${page.url()}?view=grid`, 'Cat');
+    assert.equal(await page.evaluate(() => window.convoyDebug.mapKind()), 'grid');
+    const catId = await page.evaluate(() => window.convoyDebug.userId());
+    await seesAt(page, catId, PARIS);
+    await page.locator(`#map g[data-user-id="${catId}"]`).waitFor();
+    await page.screenshot({ path: joinPath(artifacts, 'start-joined-grid.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+    // A link to no trip says so (the browser also logs the API's 404 itself).
+    const unknown = `${base}/join/00000000-0000-4000-8000-000000000000`;
+    await page.goto(unknown);
+    await page.locator('#ended').filter({ hasText: 'does not lead to a trip' }).waitFor();
+  } finally {
+    await browser.close();
+  }
+});
