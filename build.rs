@@ -15,9 +15,9 @@ fn main() {
     println!("cargo::rerun-if-env-changed=TEST_BROWSER");
     println!("cargo::rustc-check-cfg=cfg(convoy_browser_tests)");
     println!("cargo::rustc-check-cfg=cfg(convoy_web_map)");
-    for built in WEB_MAP_FILES {
-        println!("cargo::rerun-if-changed=web/dist/{built}");
-    }
+    // web/dist always exists (a .gitkeep is committed): watching a missing path would make
+    // cargo rerun this script, and rebuild the crate, on every build.
+    println!("cargo::rerun-if-changed=web/dist");
     if WEB_MAP_FILES.iter().all(|f| std::path::Path::new("web/dist").join(f).is_file()) {
         println!("cargo::rustc-cfg=convoy_web_map");
     }

@@ -82,6 +82,12 @@ pub struct Config {
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Browser origins (scheme://host[:port]) allowed to call the REST API and open sockets
+    /// from pages of other sites, comma-separated; `*` allows any (refused in production).
+    /// Unset: none (convoy's own page, same origin, always works).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
     /// Map tiles for the web page, `{z}/{x}/{y}` URL template (mind the tile server's usage
     /// policy). Empty: no tiles, the page draws a plain grid with a scale.
     #[arg(long, env = "TILE_URL", default_value = "https://tile.openstreetmap.org/{z}/{x}/{y}.png")]
@@ -192,6 +198,14 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Which other sites' pages may use the API (CORS_ALLOWED_ORIGINS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    /// Exactly these (none: same origin only).
+    List(Vec<String>),
+}
+
 impl Config {
     /// Checks what clap cannot: the production secret rules and the public URL.
     pub fn validate(&self) -> Result<(), String> {
@@ -219,7 +233,37 @@ impl Config {
         {
             return Err("PUBLIC_URL must start with http:// or https://".into());
         }
+        self.cors_origins()?;
         Ok(())
+    }
+
+    /// CORS_ALLOWED_ORIGINS, checked: `Any` for `*`, else the origins, lower-cased.
+    pub fn cors_origins(&self) -> Result<CorsOrigins, String> {
+        let origins: Vec<String> = self
+            .cors_allowed_origins
+            .iter()
+            .map(|o| o.trim())
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if origins.iter().any(|o| o == "*") {
+            if origins.len() > 1 {
+                return Err("CORS_ALLOWED_ORIGINS: `*` cannot be combined with origins".into());
+            }
+            if self.app_env == AppEnv::Production {
+                return Err("CORS_ALLOWED_ORIGINS=* is refused in production: list the origins".into());
+            }
+            return Ok(CorsOrigins::Any);
+        }
+        for origin in &origins {
+            let rest = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            if rest.is_none_or(|host| host.is_empty() || host.contains('/')) {
+                return Err(format!(
+                    "CORS_ALLOWED_ORIGINS: {origin:?} is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
+        Ok(CorsOrigins::List(origins.into_iter().map(|o| o.to_ascii_lowercase()).collect()))
     }
 
     pub fn bind_addr(&self) -> SocketAddr {
@@ -262,6 +306,25 @@ mod tests {
         let secret = "x".repeat(32);
         let config = parse(&["--app-env", "production", "--jwt-secret", &secret]);
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        let origins = |list: &str, env: &str| {
+            parse(&["--app-env", env, "--jwt-secret", &"x".repeat(32), "--cors-allowed-origins", list])
+                .cors_origins()
+        };
+        assert_eq!(origins("*", "development"), Ok(CorsOrigins::Any));
+        assert!(origins("*", "production").unwrap_err().contains("refused in production"));
+        assert!(origins("*,https://a.example", "development").is_err());
+        assert_eq!(
+            origins("https://A.example, http://b.example:3000", "production"),
+            Ok(CorsOrigins::List(vec!["https://a.example".into(), "http://b.example:3000".into()]))
+        );
+        for bad in ["a.example", "https://a.example/app", "ftp://a.example", "https://"] {
+            assert!(origins(bad, "development").is_err(), "{bad}");
+        }
+        assert_eq!(parse(&[]).cors_origins(), Ok(CorsOrigins::List(vec![])));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! limit, panic guard, JSON 404 and 405).
 
 mod chat;
+pub mod cors;
 mod extract;
 mod health;
 mod meta;
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(participants::router())
         .merge(chat::router())
         .merge(tokens::router());
+    let cors = cors::layer(&state.config);
     Router::new()
         .nest("/api", api)
         .merge(health::router())
@@ -63,6 +65,8 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Outermost: preflights are answered here, and errors carry the headers too.
+        .layer(cors)
         .with_state(state)
 }
 

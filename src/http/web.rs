@@ -6,7 +6,11 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::HeaderValue;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -48,14 +52,51 @@ pub fn router() -> Router<AppState> {
         .route("/assets/{file}", get(asset))
 }
 
-async fn page(State(state): State<AppState>) -> Html<String> {
-    Html(render(&state))
+async fn page(State(state): State<AppState>) -> Response {
+    page_response(&state)
 }
 
 /// The page is the same for every session: it reads the id from its own address and asks
 /// the API, so an unknown or ended session is explained on the page itself.
-async fn join_page(State(state): State<AppState>, Path(_session_id): Path<String>) -> Html<String> {
-    Html(render(&state))
+async fn join_page(State(state): State<AppState>, Path(_session_id): Path<String>) -> Response {
+    page_response(&state)
+}
+
+/// The page with its security headers: scripts, styles and sockets from this server only,
+/// images from here and the tile server, never framed, and no `Referer` (the address holds
+/// the session id) sent to the tile server.
+fn page_response(state: &AppState) -> Response {
+    let tiles = tile_origin(&state.config.tile_url).map(|o| format!(" {o}")).unwrap_or_default();
+    let policy = format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:{tiles}; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    );
+    let mut response = Html(render(state)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert(CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert("permissions-policy", HeaderValue::from_static("geolocation=(self)"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `https://tile.example.org` out of a tile URL template, or just its scheme (`https:`) when
+/// the host is templated (`{s}.tile...`); none for an empty or odd one.
+fn tile_origin(template: &str) -> Option<&str> {
+    let scheme_end = template.find("://")? + 3;
+    let host_end = template[scheme_end..].find('/').map_or(template.len(), |i| scheme_end + i);
+    let origin = &template[..host_end];
+    if host_end == scheme_end || origin.contains([' ', ';', ',', '\'', '"']) {
+        return None;
+    }
+    if origin.contains('{') {
+        return Some(&template[..scheme_end - 2]);
+    }
+    Some(origin)
 }
 
 fn render(state: &AppState) -> String {
@@ -83,5 +124,28 @@ async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
         _ => return Err(ApiError::not_found("asset")),
     };
     // Assets change with the binary: a short cache keeps upgrades visible.
-    Ok(([(CONTENT_TYPE, content_type), (CACHE_CONTROL, "public, max-age=300")], body).into_response())
+    let headers = [
+        (CONTENT_TYPE, content_type),
+        (CACHE_CONTROL, "public, max-age=300"),
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ];
+    Ok((headers, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_origin;
+
+    #[test]
+    fn the_tile_servers_origin_is_read_from_its_template() {
+        assert_eq!(
+            tile_origin("https://tile.openstreetmap.org/{z}/{x}/{y}.png"),
+            Some("https://tile.openstreetmap.org")
+        );
+        assert_eq!(tile_origin("http://127.0.0.1:9/{z}/{x}/{y}.png"), Some("http://127.0.0.1:9"));
+        assert_eq!(tile_origin("https://{s}.tiles.example/{z}/{x}/{y}.png"), Some("https:"));
+        assert_eq!(tile_origin("https://a.example;script-src */{z}"), None);
+        assert_eq!(tile_origin(""), None);
+        assert_eq!(tile_origin("https:///x"), None);
+    }
 }

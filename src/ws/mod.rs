@@ -60,7 +60,7 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = upgrade_requested(&state, ws)?;
+    let ws = upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
     let (token, protocol) = find_token(query.token, &headers).ok_or_else(|| {
         ApiError::unauthorized(
@@ -84,8 +84,10 @@ async fn upgrade(
 /// The upgrade, with the message size limits set; 503 while draining, 426 without one.
 fn upgrade_requested(
     state: &AppState,
+    headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<WebSocketUpgrade, ApiError> {
+    crate::http::cors::check_socket_origin(&state.config, headers)?;
     if state.is_draining() {
         return Err(ApiError::unavailable("the server is shutting down; reconnect to another instance"));
     }

@@ -41,9 +41,10 @@ pub(super) struct PhoenixQuery {
 pub(super) async fn upgrade(
     State(state): State<AppState>,
     query: Result<Query<PhoenixQuery>, axum::extract::rejection::QueryRejection>,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = super::upgrade_requested(&state, ws)?;
+    let ws = super::upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
     let wire = match query.vsn.as_deref() {
         None | Some("1.0.0") => Wire::PhoenixV1,

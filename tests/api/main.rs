@@ -4,6 +4,7 @@ mod helpers;
 
 mod chat;
 mod cluster;
+mod cors;
 mod direct;
 mod errors;
 mod faults;

@@ -21,6 +21,7 @@ const PARIS = { latitude: 48.8566, longitude: 2.3522, accuracy: 15 };
 const LOUVRE = { latitude: 48.8606, longitude: 2.3376, accuracy: 30 };
 const MOVED = { latitude: 48.8650, longitude: 2.3210, accuracy: 20 };
 const PHONE = { width: 375, height: 740 };
+const BOB = 'Bob <img src=x onerror="window.pwned=1">';
 /// While a test has cut a page's network, the browser's own reports of failed requests are
 /// expected.
 let networkCut = false;
@@ -86,7 +87,13 @@ test('two phones see each other move, chat, and both see the end', async () => {
     assert.match(await ann.page.locator('#time-left').textContent(), /min left/);
     assert.ok(await ann.page.locator('#end-session').isVisible(), 'the creator can end the trip');
     // Bob's network is the proxy, so the test can cut it.
-    const bobId = await join(bob.page, `${proxied}/join/${created.session_id}`, 'Bob');
+    // His name is hostile: it must show as text everywhere, never run (and the page's CSP
+    // would report a blocked inline handler as a console error).
+    await bob.page.goto(`${proxied}/join/${created.session_id}`);
+    assert.ok(!(await bob.page.locator('#live').isVisible()), 'the live view waits for the join');
+    assert.ok(!(await bob.page.locator('#toggle-sharing').isVisible()));
+    assert.ok(!(await bob.page.locator('#start').isVisible()));
+    const bobId = await join(bob.page, `${proxied}/join/${created.session_id}`, BOB);
     assert.ok(!(await bob.page.locator('#end-session').isVisible()), 'only the creator can end it');
     assert.equal(await ann.page.evaluate(() => window.convoyDebug.mapKind()), expectMap);
 
@@ -97,6 +104,11 @@ test('two phones see each other move, chat, and both see the end', async () => {
     await bob.context.setGeolocation(MOVED);
     await seesAt(ann.page, bobId, MOVED);
     await ann.page.locator(`#people li[data-user-id="${bobId}"]`).filter({ hasText: 'online' }).waitFor();
+    assert.equal(await ann.page.locator(`#people li[data-user-id="${bobId}"] span`).nth(1).textContent(), BOB);
+    if (expectMap === 'leaflet') {
+      await ann.page.locator('.leaflet-tooltip').filter({ hasText: BOB }).waitFor();
+    }
+    assert.equal(await ann.page.evaluate(() => window.pwned), undefined);
     await bob.page.locator(`#people li[data-user-id="${annId}"]`).filter({ hasText: 'Ann' }).waitFor();
 
     // Chat, typed and sent from the keyboard.
@@ -112,7 +124,10 @@ test('two phones see each other move, chat, and both see the end', async () => {
     await ann.page.locator('#chat-input').fill('Are you there?');
     await ann.page.locator('#chat-send').click();
     await fetch(`${control}/restore`);
-    await bob.page.locator('#status').filter({ hasText: /^$/ }).waitFor({ timeout: 20000 });
+    await bob.page.waitForFunction(() => document.getElementById('status').textContent === '', null, { timeout: 20000 })
+      .catch(async (error) => {
+        throw new Error(`Bob's page still says: ${await bob.page.locator('#status').textContent()} (${error.message})`);
+      });
     networkCut = false;
     await ann.page.locator('#chat-input').fill('Yes, see you there');
     await ann.page.locator('#chat-send').click();
@@ -127,6 +142,7 @@ test('two phones see each other move, chat, and both see the end', async () => {
     await bob.page.locator('#toggle-sharing').click();
     assert.equal(await bob.page.locator('#toggle-sharing').textContent(), 'Share my position');
     await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] <= 0.25, bobId, { timeout: 20000 });
+    await ann.page.locator(`#people li[data-user-id="${bobId}"]`).filter({ hasText: 'online' }).waitFor();
     await bob.page.locator('#toggle-sharing').click();
     await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] === 1, bobId, { timeout: 20000 });
 

@@ -12,6 +12,8 @@
   // A still phone repeats its position so it does not fade (well within the TTL).
   const RESEND_AFTER_MS = Math.min(10000, (config.location_ttl_seconds * 1000) / 3);
   const MAX_RETRY_MS = 30000;
+  const PING_EVERY_MS = 20000;
+  const SILENCE_LIMIT_MS = 45000; // an open socket that heard nothing (not even a pong)
 
   const state = {
     sessionId: null,
@@ -32,6 +34,9 @@
     lastSentAt: 0,
     sendTimer: null,
     ownPosition: null,
+    positionProblem: null,
+    lastHeardAt: 0,
+    lastPingAt: 0,
     view: null,
   };
 
@@ -148,7 +153,7 @@
     const fragment = new URLSearchParams(location.hash.slice(1));
     if (fragment.get('creator')) {
       save('creator', fragment.get('creator'));
-      history.replaceState(null, '', location.pathname);
+      history.replaceState(null, '', location.pathname + location.search);
     }
     state.creatorToken = load('creator');
     let session;
@@ -179,7 +184,8 @@
   function tickClock() {
     if (!state.session) return;
     const left = Date.parse(state.session.expires_at) - Date.now();
-    $('time-left').textContent = state.ended ? 'ended' : timeLeft(left);
+    const text = state.ended ? 'ended' : timeLeft(left);
+    if ($('time-left').textContent !== text) $('time-left').textContent = text;
   }
 
   function joinForm() {
@@ -255,7 +261,17 @@
       renderPeople();
       renderMap();
       resendIfStill();
+      watchConnection();
     }, 1000);
+    // Back online, or back to the tab: try now rather than at the next backoff step.
+    const retryNow = () => {
+      if (!state.socket && !state.ended && !state.left && document.visibilityState === 'visible') {
+        clearTimeout(state.reconnectTimer);
+        connect();
+      }
+    };
+    window.addEventListener('online', retryNow);
+    document.addEventListener('visibilitychange', retryNow);
   }
 
   function noteMap(extra) {
@@ -276,7 +292,9 @@
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(state.me.token)}`);
     state.socket = socket;
+    state.lastHeardAt = Date.now();
     socket.addEventListener('message', (event) => {
+      state.lastHeardAt = Date.now();
       let message;
       try {
         message = JSON.parse(event.data);
@@ -307,10 +325,12 @@
     try {
       const session = await api('GET', `/api/sessions/${state.sessionId}`);
       if (!session.is_active) {
-        ended('expired');
+        ended(null);
         return true;
       }
-      await api('POST', '/api/token/refresh', undefined, state.me.token);
+      const refreshed = await api('POST', '/api/token/refresh', undefined, state.me.token);
+      state.me.token = refreshed.token;
+      save('me', state.me);
       return false;
     } catch (error) {
       if (error.status === 401 && error.code === 'token_revoked') {
@@ -321,7 +341,7 @@
         return true;
       }
       if (error.status === 410) {
-        ended('expired');
+        ended(null);
         return true;
       }
       return false; // unreachable server: keep trying
@@ -339,6 +359,23 @@
     }, delay);
   }
 
+  /// A connection can die without a close (a phone between networks): ask now and then, and
+  /// give up on a socket that has said nothing for a while.
+  function watchConnection() {
+    const socket = state.socket;
+    if (!socket) return;
+    const now = Date.now();
+    if (socket.readyState === WebSocket.OPEN && now - state.lastPingAt > PING_EVERY_MS) {
+      state.lastPingAt = now;
+      send('ping', {});
+    }
+    if (now - state.lastHeardAt > SILENCE_LIMIT_MS) {
+      state.socket = null;
+      socket.close();
+      scheduleReconnect();
+    }
+  }
+
   function send(type, data) {
     const socket = state.socket;
     if (!socket || socket.readyState !== WebSocket.OPEN) return false;
@@ -351,9 +388,11 @@
       case 'session_state':
         // The whole truth, on connect and after any loss: replace what we hold.
         state.retries = 0;
-        setStatus('');
+        setStatus(state.positionProblem || '', Boolean(state.positionProblem));
         state.participants = new Map(data.participants.map((p) => [p.user_id, p]));
-        state.locations = new Map(data.locations.map((l) => [l.user_id, l]));
+        state.locations = new Map(data.locations.map((l) => [l.user_id, arrived(l, true)]));
+        // Our own position is ours to show: the fresh one while sharing, none otherwise.
+        state.locations.delete(state.me.user_id);
         if (state.ownPosition && state.sharing) state.locations.set(state.me.user_id, state.ownPosition);
         state.messages = new Map();
         data.messages.forEach(addMessage);
@@ -370,7 +409,7 @@
         renderPeople();
         break;
       case 'location_broadcast':
-        state.locations.set(data.user_id, data);
+        state.locations.set(data.user_id, arrived(data));
         renderMap();
         renderPeople();
         break;
@@ -381,7 +420,8 @@
       case 'participant_left':
         state.participants.delete(data.user_id);
         state.locations.delete(data.user_id);
-        renderAll();
+        renderPeople();
+        renderMap();
         break;
       case 'new_message':
         addMessage(data);
@@ -392,9 +432,22 @@
       case 'error':
         setStatus(data.message, true);
         break;
+      case 'token_refreshed':
+        state.me.token = data.token;
+        save('me', state.me);
+        break;
       default:
         break;
     }
+  }
+
+  /// A position with the time it reached this page (`seen`), which is what fading and "seen N
+  /// s ago" go by: the sender's clock may be off. A snapshot's positions are as old as their
+  /// timestamps say, within the TTL the server already applied.
+  function arrived(location, fromSnapshot = false) {
+    const ttl = config.location_ttl_seconds * 1000;
+    const age = fromSnapshot ? Math.min(ttl, Math.max(0, Date.now() - Date.parse(location.timestamp))) : 0;
+    return { ...location, seen: Date.now() - (Number.isFinite(age) ? age : 0) };
   }
 
   function applyPresenceDiff({ joins, leaves }) {
@@ -414,16 +467,18 @@
   // ---- own position --------------------------------------------------------------------
 
   function startSharing() {
+    state.positionProblem = null;
     if (!('geolocation' in navigator)) {
-      setStatus('This browser cannot share its position; you can still see the others.', true);
+      state.positionProblem = 'This browser cannot share its position; you can still see the others.';
+      setStatus(state.positionProblem, true);
       return;
     }
     state.sharing = true;
     $('toggle-sharing').textContent = 'Stop sharing';
+    // No timeout: a phone that stays put gets no new fix, and that is not an error.
     state.watchId = navigator.geolocation.watchPosition(onPosition, onPositionError, {
       enableHighAccuracy: true,
       maximumAge: 5000,
-      timeout: 30000,
     });
   }
 
@@ -438,6 +493,10 @@
   }
 
   function onPosition(position) {
+    if (state.positionProblem) {
+      state.positionProblem = null;
+      setStatus('');
+    }
     const { latitude, longitude, accuracy } = position.coords;
     state.ownPosition = {
       user_id: state.me.user_id,
@@ -445,6 +504,7 @@
       lng: longitude,
       accuracy: Number.isFinite(accuracy) ? accuracy : 0,
       timestamp: new Date().toISOString(),
+      seen: Date.now(),
     };
     state.locations.set(state.me.user_id, state.ownPosition);
     sendPosition();
@@ -452,8 +512,11 @@
   }
 
   function onPositionError(error) {
-    const why = error.code === error.PERMISSION_DENIED ? 'permission was refused' : error.message || 'unavailable';
-    setStatus(`Your position is not shared (${why}); you can still see the others.`, true);
+    const refused = error.code === error.PERMISSION_DENIED;
+    const why = refused ? 'permission was refused' : error.message || 'unavailable';
+    state.positionProblem = `Your position is not shared (${why}); you can still see the others.`;
+    if (refused) stopSharing();
+    setStatus(state.positionProblem, true);
   }
 
   function sendPosition() {
@@ -477,6 +540,7 @@
   function resendIfStill() {
     if (state.ownPosition && state.sharing && Date.now() - state.lastSentAt > RESEND_AFTER_MS) {
       state.ownPosition.timestamp = new Date().toISOString();
+      state.ownPosition.seen = Date.now();
       sendPosition();
     }
   }
@@ -488,9 +552,11 @@
     try {
       await api('DELETE', `/api/sessions/${state.sessionId}/participants/${state.me.user_id}`, undefined, state.me.token);
     } catch (error) {
-      if (error.status !== 401 && error.status !== 410) return setStatus(`Could not leave: ${error.message}`, true);
+      const gone = error.code === 'token_revoked' || error.status === 410;
+      if (!gone) return setStatus(`Could not leave: ${error.message}`, true);
     }
     state.left = true;
+    clearTimeout(state.reconnectTimer);
     save('me', null);
     stopSharing();
     state.socket?.close();
@@ -516,7 +582,8 @@
     state.socket = null;
     socket?.close();
     save('me', null);
-    const why = reason === 'ended_by_creator' ? 'Its creator ended it.' : 'Its time ran out.';
+    const why = { ended_by_creator: 'Its creator ended it.', expired: 'Its time ran out.' }[reason] ||
+      'It was ended or its time ran out.';
     showEnded('This trip has ended', `${why} Positions are no longer shared.`);
     tickClock();
   }
@@ -574,7 +641,7 @@
       const seen = document.createElement('span');
       seen.className = 'seen';
       const location = state.locations.get(person.user_id);
-      const where = location ? `seen ${ago(Date.now() - Date.parse(location.timestamp))}` : 'no position yet';
+      const where = location ? `seen ${ago(Date.now() - location.seen)}` : 'no position yet';
       seen.textContent = `${online ? 'online' : 'offline'} · ${where}`;
       item.append(dot, name, seen);
       return item;
@@ -585,7 +652,7 @@
   /// Opacity by age: full while fresh, fading in the second half of the TTL, faint after.
   function freshness(location) {
     const ttl = config.location_ttl_seconds * 1000;
-    const age = Date.now() - Date.parse(location.timestamp);
+    const age = Date.now() - location.seen;
     if (age <= ttl / 2) return 1;
     if (age >= ttl) return 0.25;
     return 1 - 0.75 * ((age - ttl / 2) / (ttl / 2));
@@ -606,7 +673,7 @@
         colour: person.avatar_color,
         name: person.display_name,
         opacity: freshness(location),
-        title: `${person.display_name}: seen ${ago(Date.now() - Date.parse(location.timestamp))}`,
+        title: `${person.display_name}: seen ${ago(Date.now() - location.seen)}`,
       });
     }
     state.view.render(marks);
@@ -629,8 +696,13 @@
       new Grid().addTo(this.map);
       if (config.tile_url) {
         this.tiles = L.tileLayer(config.tile_url, { maxZoom: 19, attribution: config.tile_attribution });
-        this.tiles.once('tileerror', () => {
-          // No tile server: stop asking, the grid and the scale still work.
+        this.tiles.once('tileload', () => {
+          this.tilesLoaded = true;
+        });
+        this.tiles.on('tileerror', () => {
+          // No tile server at all: stop asking, the grid and the scale still work. (Once
+          // tiles have loaded, a failure is a passing network problem: keep them.)
+          if (this.tilesLoaded || !this.map.hasLayer(this.tiles)) return;
           this.map.removeLayer(this.tiles);
           noteMap('Map tiles could not be loaded: positions are shown on a grid.');
         });
@@ -655,14 +727,16 @@
             accuracy: L.circle([mark.lat, mark.lng], { radius: mark.accuracy, weight: 1, interactive: false }),
             dot: L.circleMarker([mark.lat, mark.lng], { radius: 9, weight: 2, color: '#fff', fillOpacity: 1 }),
           };
-          drawn.dot.bindTooltip('', { permanent: true, direction: 'right', className: 'name', offset: [10, 0] });
+          // Leaflet inserts string content as HTML: names go in as text nodes only.
+          drawn.label = document.createElement('span');
+          drawn.dot.bindTooltip(drawn.label, { permanent: true, direction: 'right', className: 'name', offset: [10, 0] });
           drawn.accuracy.addTo(this.map);
           drawn.dot.addTo(this.map);
           this.marks.set(mark.id, drawn);
         }
         drawn.dot.setLatLng([mark.lat, mark.lng]);
         drawn.dot.setStyle({ fillColor: mark.colour, opacity: mark.opacity, fillOpacity: mark.opacity });
-        drawn.dot.setTooltipContent(mark.name);
+        drawn.label.textContent = mark.name;
         drawn.dot.getTooltip()?.setOpacity(Math.max(0.4, mark.opacity));
         drawn.accuracy.setLatLng([mark.lat, mark.lng]).setRadius(mark.accuracy);
         drawn.accuracy.setStyle({ color: mark.colour, fillColor: mark.colour, opacity: 0.4 * mark.opacity, fillOpacity: 0.1 * mark.opacity });
