@@ -185,6 +185,11 @@ pub struct Config {
     #[arg(long, env = "TCP_SEND_BUFFER_BYTES")]
     pub tcp_send_buffer_bytes: Option<usize>,
 
+    /// Seconds a socket opened without a token has to send `auth {token}` before it is
+    /// closed with 1008.
+    #[arg(long, env = "AUTH_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub auth_timeout_seconds: u64,
+
     /// Seconds a graceful shutdown waits for sockets to close before giving up.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

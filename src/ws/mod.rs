@@ -2,6 +2,7 @@
 //! Channels). Token checks happen before the upgrade, so a refused client gets a plain HTTP
 //! status; both protocols run on the same connection loop and hub.
 
+mod auth_first;
 mod connection;
 mod native;
 pub mod phoenix;
@@ -62,17 +63,17 @@ async fn upgrade(
 ) -> Result<Response, ApiError> {
     let ws = upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
-    let (token, protocol) = find_token(query.token, &headers).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing token: pass ?token=<websocket_token> or the access_token.<jwt> subprotocol",
-        )
-    })?;
+    let sockets = state.sockets.clone();
+    let Some((token, protocol)) = find_token(query.token, &headers) else {
+        // No token in the handshake: it must come as the first message (seed 004's Auth).
+        let slot = reserve_slot(&state)?;
+        return Ok(ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot))));
+    };
     let (session, participant, slot) = admit(&state, &token).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);
     }
-    let sockets = state.sockets.clone();
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
             native::run(socket, state, session, participant).await;
@@ -107,6 +108,22 @@ fn upgrade_requested(
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has
 /// not left; and takes one of MAX_CONNECTIONS.
 async fn admit(state: &AppState, token: &str) -> Result<(Session, Participant, ConnectionSlot), ApiError> {
+    let (session, participant) = admit_token(state, token).await?;
+    Ok((session, participant, reserve_slot(state)?))
+}
+
+/// One of MAX_CONNECTIONS, or 503.
+fn reserve_slot(state: &AppState) -> Result<ConnectionSlot, ApiError> {
+    state.try_reserve_connection().ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "this instance holds its maximum of {} sockets",
+            state.config.max_connections
+        ))
+    })
+}
+
+/// The token checks: a participant's, of a live session, who has not left.
+async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Participant), ApiError> {
     let claims = state.tokens.verify(token).map_err(|err| match err {
         TokenError::Expired => ApiError::unauthorized("token expired"),
         TokenError::Invalid => ApiError::unauthorized("invalid token"),
@@ -128,11 +145,5 @@ async fn admit(state: &AppState, token: &str) -> Result<(Session, Participant, C
         .ok_or_else(|| {
             ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", "this participant has left the session")
         })?;
-    let slot = state.try_reserve_connection().ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "this instance holds its maximum of {} sockets",
-            state.config.max_connections
-        ))
-    })?;
-    Ok((session, participant, slot))
+    Ok((session, participant))
 }

@@ -291,6 +291,9 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             metrics.pings_in.increment(1);
             outbox.push_event(ServerMessage::Pong {}.to_frame())
         }
+        Ok(ClientMessage::Auth { .. }) => {
+            reply_error(outbox, "already_authenticated", "this socket is already authenticated")
+        }
         Err(err) => {
             metrics.invalid_in.increment(1);
             reply_error(outbox, err.code, &err.message)

@@ -126,6 +126,10 @@ pub enum ClientMessage {
     LocationUpdate(LocationInput),
     Ping,
     RefreshToken,
+    /// Seed 004's Auth: the token as the first message (on a socket opened without one).
+    Auth {
+        token: String,
+    },
     /// To every connection of another participant of the same session.
     DirectMessage {
         target_user: UserId,
@@ -183,6 +187,11 @@ struct TopicsInput {
 }
 
 #[derive(Deserialize)]
+struct AuthInput {
+    token: String,
+}
+
+#[derive(Deserialize)]
 struct PublishInput {
     topic: String,
     payload: Box<RawValue>,
@@ -234,6 +243,10 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             })
         }
         "ping" => Ok(ClientMessage::Ping),
+        "auth" | "Auth" => {
+            let input: AuthInput = data(raw.data, "auth", "{token}")?;
+            Ok(ClientMessage::Auth { token: input.token })
+        }
         "refresh_token" => Ok(ClientMessage::RefreshToken),
         // Seed 003's names are accepted too: DirectMessage, Subscribe, Unsubscribe, Broadcast.
         "direct_message" | "DirectMessage" => {
@@ -270,7 +283,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             code: "unknown_type",
             message: format!(
                 "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
-                 subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat or message"
+                 subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat, message or auth"
             ),
         }),
     }

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod auth_first;
 mod chat;
 mod cluster;
 mod cors;

@@ -1,0 +1,94 @@
+//! Authentication as the first message (seed 004's `Auth`): `/ws` opened without a token
+//! is accepted, and the client must send `auth {token}` (alias `Auth`) within
+//! AUTH_TIMEOUT_SECONDS. The token gets the same checks as one in the query string; on
+//! success the socket carries on as any other (snapshot first). Before that, every other
+//! message is answered with `error {code: "unauthenticated"}`; a refused token, the timeout
+//! or too many unauthenticated messages close the socket with 1008.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+
+use crate::hub::close_code;
+use crate::state::{AppState, ConnectionSlot};
+use crate::ws::protocol::{ClientMessage, ServerMessage, parse_client};
+
+/// Messages answered with `unauthenticated` before the socket is closed.
+const MAX_UNAUTHENTICATED: usize = 10;
+/// How long a close frame may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the socket's first phase; `slot` is its place among MAX_CONNECTIONS, taken before
+/// the upgrade.
+pub(super) async fn run(mut socket: WebSocket, state: AppState, slot: ConnectionSlot) {
+    let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
+    tokio::pin!(deadline);
+    let mut refused = 0;
+    loop {
+        let message = tokio::select! {
+            _ = &mut deadline => {
+                return close(socket, close_code::POLICY_VIOLATION, "authentication timeout: send auth {token} first").await;
+            }
+            _ = state.shutdown.cancelled() => {
+                return close(socket, close_code::GOING_AWAY, "server shutting down").await;
+            }
+            message = socket.recv() => message,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => Default::default(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+        };
+        match parse_client(text.as_str()) {
+            Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
+                Ok((session, participant)) => {
+                    super::native::run(socket, state, session, participant).await;
+                    drop(slot);
+                    return;
+                }
+                Err(err) => return close(socket, close_code::POLICY_VIOLATION, &err.message).await,
+            },
+            _ => {
+                refused += 1;
+                if refused >= MAX_UNAUTHENTICATED {
+                    return close(
+                        socket,
+                        close_code::POLICY_VIOLATION,
+                        "authenticate first: send auth {token}",
+                    )
+                    .await;
+                }
+                let error = ServerMessage::Error {
+                    code: "unauthenticated",
+                    message: "authenticate first: send {\"type\":\"auth\",\"data\":{\"token\":...}}",
+                    topic: None,
+                };
+                let frame = error.to_frame();
+                if socket.send(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &str) {
+    // Close reasons are limited to 123 bytes.
+    let mut reason = reason.to_owned();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            // Finish the closing handshake so the client reads the code.
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
