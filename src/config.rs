@@ -190,6 +190,16 @@ pub struct Config {
     #[arg(long, env = "AUTH_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub auth_timeout_seconds: u64,
 
+    /// Trust `X-Forwarded-For` for the client's address (rate limits, logs): only behind a
+    /// proxy that sets it. Off: the TCP peer's address.
+    #[arg(long, env = "TRUST_PROXY_HEADERS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_proxy_headers: bool,
+
+    /// Seconds a REST request may take (reading its body included) before it is answered
+    /// with 408. Sockets are not affected once open.
+    #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_request_timeout_seconds: u64,
+
     /// Seconds a graceful shutdown waits for sockets to close before giving up.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,

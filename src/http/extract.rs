@@ -1,10 +1,13 @@
 //! Extractors whose rejections are `ApiError`s, so malformed JSON, a wrong content type,
 //! an oversized body or a bad id in the path get the same JSON error body as everything else.
 
-use axum::extract::{FromRequest, FromRequestParts};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap};
 
 use crate::auth::Claims;
 use crate::error::ApiError;
@@ -24,6 +27,37 @@ pub struct ApiPath<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
+
+/// The client's address: the TCP peer, or, with TRUST_PROXY_HEADERS, the last address in
+/// `X-Forwarded-For` (the one the trusted proxy in front appended: earlier entries are
+/// whatever the client claimed). Rate limits and logs use it.
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions, state.config.trust_proxy_headers)))
+    }
+}
+
+/// See `ClientIp` (0.0.0.0 for a request served without connection info).
+pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trust_proxy_headers: bool) -> IpAddr {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+    if !trust_proxy_headers {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
+}
 
 /// The verified claims of an `Authorization: Bearer <token>` header; 401 without one.
 pub struct Bearer(pub Claims);

@@ -15,7 +15,7 @@ pub mod web;
 pub use extract::ApiJson;
 
 use std::any::Any;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::MatchedPath;
@@ -38,6 +38,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState) -> Router {
+    let trust_proxy_headers = state.config.trust_proxy_headers;
+    let request_timeout = Duration::from_secs(state.config.http_request_timeout_seconds);
     let api = Router::new()
         .merge(sessions::router())
         .merge(participants::router())
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::ws::router())
         .merge(web::router())
         // Only matched routes: the route label stays bounded whatever paths clients try.
+        .route_layer(middleware::from_fn(move |request, next| time_limit(request, next, request_timeout)))
         .route_layer(middleware::from_fn(record_request))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
@@ -59,15 +62,30 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
         // The span records the path only: query strings can carry tokens.
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| {
             let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            let client = extract::client_ip(request.headers(), request.extensions(), trust_proxy_headers);
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, %client)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         // Outermost: preflights are answered here, and errors carry the headers too.
         .layer(cors)
         .with_state(state)
+}
+
+/// Answers 408 when a request (its body included) takes longer than HTTP_REQUEST_TIMEOUT_SECONDS.
+/// A socket's upgrade answers at once; what follows on the socket is not a request.
+async fn time_limit(request: Request<Body>, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// Counts requests by method, route template and status, and times them.

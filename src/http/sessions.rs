@@ -1,8 +1,6 @@
 //! `/api/sessions`: create, read, join and end sessions.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -10,7 +8,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, ApiPath, Bearer};
+use super::extract::{ApiJson, ApiPath, Bearer, ClientIp};
 use crate::auth::Role;
 use crate::domain::{self, AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
 use crate::error::ApiError;
@@ -43,10 +41,10 @@ struct SessionCreated {
 
 async fn create(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<CreateSession>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.limits.allow_rest(RestAction::CreateSession, peer.ip()).map_err(ApiError::rate_limited)?;
+    state.limits.allow_rest(RestAction::CreateSession, ip).map_err(ApiError::rate_limited)?;
     let name = SessionName::parse(body.name)?.into_inner();
     let lifetime = ExpiresInMinutes::parse(body.expires_in_minutes)?;
     let now = domain::now();
@@ -130,11 +128,11 @@ struct Joined {
 
 async fn join(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     ApiPath(session_id): ApiPath<SessionId>,
     ApiJson(body): ApiJson<JoinSession>,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.limits.allow_rest(RestAction::Join, peer.ip()).map_err(ApiError::rate_limited)?;
+    state.limits.allow_rest(RestAction::Join, ip).map_err(ApiError::rate_limited)?;
     let display_name = DisplayName::parse(&body.display_name)?.into_inner();
     let avatar_color = AvatarColor::parse(body.avatar_color.as_deref())?.into_inner();
     let new = NewParticipant {
