@@ -143,7 +143,7 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
 }
 
 /// The active participant a token belongs to, in a live session.
-async fn participant(state: &AppState, claims: &Claims) -> Result<Participant, ApiError> {
+pub(super) async fn participant(state: &AppState, claims: &Claims) -> Result<Participant, ApiError> {
     if claims.role != Role::Participant {
         return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));
     }

@@ -9,6 +9,7 @@ mod health;
 mod meta;
 mod participants;
 mod sessions;
+mod sync;
 mod tokens;
 pub mod web;
 
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::router())
         .merge(participants::router())
         .merge(chat::router())
+        .merge(sync::router())
         .merge(tokens::router());
     let cors = cors::layer(&state.config);
     Router::new()

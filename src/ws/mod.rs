@@ -7,7 +7,7 @@ mod connection;
 mod native;
 pub mod phoenix;
 pub mod protocol;
-mod snapshot;
+pub(crate) mod snapshot;
 pub mod topics;
 
 use axum::Router;

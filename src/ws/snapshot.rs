@@ -10,7 +10,7 @@ use crate::store::StoreError;
 
 use super::protocol::{LocationBroadcast, SessionState};
 
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     session: Session,
     user_id: UserId,
     /// Active participants only.
@@ -20,7 +20,7 @@ pub(super) struct Snapshot {
     presence: Vec<PresenceMeta>,
 }
 
-pub(super) enum Loaded {
+pub(crate) enum Loaded {
     Ready(Snapshot),
     /// The session ended (a missed end closes the socket instead).
     Ended,
@@ -56,7 +56,7 @@ impl Snapshot {
 
 /// Re-reads the session and the participant from the store, so a removal or an end that
 /// was missed is noticed.
-pub(super) async fn load(state: &AppState, session_id: domain::SessionId, me: &Participant) -> Loaded {
+pub(crate) async fn load(state: &AppState, session_id: domain::SessionId, me: &Participant) -> Loaded {
     let (current, participants, messages) = match tokio::try_join!(
         state.store.session(session_id),
         state.store.participants(session_id),

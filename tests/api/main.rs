@@ -10,6 +10,7 @@ mod deploy;
 mod direct;
 mod edge;
 mod errors;
+mod fallback;
 mod faults;
 mod health;
 mod heartbeat;
