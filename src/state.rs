@@ -4,6 +4,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -48,6 +49,9 @@ pub struct Inner {
     pub limits: Limits,
     /// Snapshots rebuilt at once after a bus outage (each reads the store twice).
     pub resync_permits: tokio::sync::Semaphore,
+    /// Sockets opened without a token and not yet authenticated: a quarter of
+    /// MAX_CONNECTIONS at most, so anonymous handshakes cannot take every place.
+    pub pending_auth: Arc<tokio::sync::Semaphore>,
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     draining: AtomicBool,
@@ -101,6 +105,7 @@ impl AppState {
         let metrics = Arc::new(RealtimeMetrics::new());
         let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
         let tokens = Tokens::new(config.jwt_secret.as_bytes());
+        let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         Self(Arc::new(Inner {
             config,
             public_url,
@@ -117,6 +122,7 @@ impl AppState {
             prometheus,
             limits,
             resync_permits: tokio::sync::Semaphore::new(16),
+            pending_auth,
             draining: AtomicBool::new(false),
             sockets_open: AtomicUsize::new(0),
         }))
@@ -295,7 +301,9 @@ impl AppState {
     /// The hot path: remember the location, hand it to every subscriber, note activity.
     /// Nothing here waits on SQL.
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
-        let ttl = self.config.location_ttl();
+        // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
+        let age = (domain::now() - location.timestamp).to_std().unwrap_or_default();
+        let ttl = self.config.location_ttl().saturating_sub(age).max(Duration::from_secs(1));
         if let Err(err) = self.bus.put_location(session_id, user_id, &location, ttl).await {
             // Live delivery matters more than the cache that late joiners read.
             tracing::warn!(error = %err, "could not cache a location; broadcasting anyway");

@@ -49,13 +49,15 @@ pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trust_proxy_heade
     if !trust_proxy_headers {
         return peer;
     }
+    // Only the last entry: if the proxy wrote something unreadable there, the client's own
+    // earlier entries must not take its place.
     headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
         .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|entry| entry.trim().parse::<IpAddr>().ok())
         .unwrap_or(peer)
 }
 

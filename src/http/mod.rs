@@ -48,7 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::router())
         .merge(tokens::router());
     let cors = cors::layer(&state.config);
-    Router::new()
+    let router = Router::new()
         .nest("/api", api)
         .merge(health::router())
         .merge(meta::router())
@@ -70,10 +70,13 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, %client)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        // Outermost: preflights are answered here, and errors carry the headers too.
-        .layer(cors)
-        .with_state(state)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    // Outermost: preflights are answered here, and errors carry the headers too.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Answers 408 when a request (its body included) takes longer than HTTP_REQUEST_TIMEOUT_SECONDS.

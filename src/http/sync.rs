@@ -69,7 +69,8 @@ async fn push(
     state.limits.allow_user_message(me.user_id).map_err(ApiError::rate_limited)?;
     let now = domain::now();
     let points = parse_points(body, now)?;
-    let oldest_live = now - chrono::Duration::from_std(state.config.location_ttl()).unwrap_or_default();
+    let ttl = chrono::Duration::from_std(state.config.location_ttl()).unwrap_or(chrono::Duration::MAX);
+    let oldest_live = now.checked_sub_signed(ttl).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let current = state
         .bus
         .locations(session_id)
@@ -130,6 +131,8 @@ async fn pull(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let me = caller(&state, &claims, session_id).await?;
+    // A snapshot reads the store several times: polling counts like sending a message.
+    state.limits.allow_user_message(me.user_id).map_err(ApiError::rate_limited)?;
     let loaded = match snapshot::load(&state, session_id, &me).await {
         Loaded::Ready(snapshot) => snapshot,
         Loaded::Ended => return Err(ApiError::session_ended()),
@@ -149,7 +152,7 @@ async fn pull(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|tag| tag.trim() == etag || tag.trim() == "*");
+        .any(|tag| weak(tag.trim()) == weak(&etag) || tag.trim() == "*");
     let etag = HeaderValue::from_str(&etag).map_err(|_| ApiError::internal())?;
     let cache = HeaderValue::from_static("no-cache");
     if unchanged {
@@ -158,6 +161,11 @@ async fn pull(
     let json = HeaderValue::from_static("application/json");
     Ok(([(ETAG, etag), (CACHE_CONTROL, cache), (axum::http::header::CONTENT_TYPE, json)], body)
         .into_response())
+}
+
+/// The tag without its weakness mark: If-None-Match compares weakly (RFC 9110).
+fn weak(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
 }
 
 /// A weak validator of the body: the same snapshot gives the same tag on every instance

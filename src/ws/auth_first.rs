@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::hub::close_code;
 use crate::state::{AppState, ConnectionSlot};
 use crate::ws::protocol::{ClientMessage, ServerMessage, parse_client};
@@ -18,9 +20,14 @@ const MAX_UNAUTHENTICATED: usize = 10;
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the socket's first phase; `slot` is its place among MAX_CONNECTIONS, taken before
-/// the upgrade.
-pub(super) async fn run(mut socket: WebSocket, state: AppState, slot: ConnectionSlot) {
+/// Runs the socket's first phase; `slot` is its place among MAX_CONNECTIONS and `pending`
+/// its place among the sockets waiting to authenticate, both taken before the upgrade.
+pub(super) async fn run(
+    mut socket: WebSocket,
+    state: AppState,
+    slot: ConnectionSlot,
+    pending: OwnedSemaphorePermit,
+) {
     let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
     tokio::pin!(deadline);
     let mut refused = 0;
@@ -43,6 +50,7 @@ pub(super) async fn run(mut socket: WebSocket, state: AppState, slot: Connection
         match parse_client(text.as_str()) {
             Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
                 Ok((session, participant)) => {
+                    drop(pending);
                     super::native::run(socket, state, session, participant).await;
                     drop(slot);
                     return;

@@ -66,8 +66,13 @@ async fn upgrade(
     let sockets = state.sockets.clone();
     let Some((token, protocol)) = find_token(query.token, &headers) else {
         // No token in the handshake: it must come as the first message (seed 004's Auth).
+        let pending = state.pending_auth.clone().try_acquire_owned().map_err(|_| {
+            ApiError::unavailable("too many sockets are waiting to authenticate; retry, or pass the token")
+        })?;
         let slot = reserve_slot(&state)?;
-        return Ok(ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot))));
+        return Ok(
+            ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot, pending)))
+        );
     };
     let (session, participant, slot) = admit(&state, &token).await?;
     let mut ws = ws;

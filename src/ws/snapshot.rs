@@ -78,11 +78,13 @@ pub(crate) async fn load(state: &AppState, session_id: domain::SessionId, me: &P
         tracing::warn!(error = %err, "snapshot without locations: the bus is unavailable");
         Vec::new()
     });
-    let locations = locations
+    let mut locations: Vec<LocationBroadcast> = locations
         .into_iter()
         .filter(|(user_id, _)| active.iter().any(|p| p.user_id == *user_id))
         .map(|(user_id, location)| LocationBroadcast { user_id, location })
         .collect();
+    // A stable order: the same state renders the same bytes (ETags of GET .../state).
+    locations.sort_by_key(|l| l.user_id);
     let presence = state.bus.presence(Channel::Session(session_id)).await;
     Loaded::Ready(Snapshot {
         session,

@@ -76,6 +76,37 @@ async fn a_refused_token_closes_with_1008() {
 }
 
 #[tokio::test]
+async fn sockets_waiting_to_authenticate_have_a_cap_of_their_own() {
+    // MAX_CONNECTIONS 8: at most 2 (a quarter) may wait for their auth message.
+    let app = spawn_app_on(Backend::Embedded, |c| c.max_connections = 8).await;
+    let _first = anonymous(&app).await;
+    let _second = anonymous(&app).await;
+    assert_eq!(app.handshake_status(&format!("ws://{}/ws", app.addr)).await, 503);
+    // Tokens in the handshake still get in.
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    assert_eq!(app.handshake_status(&app.ws_url(&ann.token)).await, 101);
+    // An authenticated socket frees its waiting place.
+    drop(_first);
+    let mut ws = anonymous_when_free(&app).await;
+    ws.send_json(json!({ "type": "auth", "data": { "token": ann.token } })).await;
+    assert_eq!(ws.next_json().await["type"], "session_state");
+    assert_eq!(app.handshake_status(&format!("ws://{}/ws", app.addr)).await, 101);
+}
+
+/// An anonymous socket, once a waiting place is free again (a dropped client's place is
+/// freed when the server notices the close).
+async fn anonymous_when_free(app: &TestApp) -> WsClient {
+    for _ in 0..50 {
+        if let Ok((stream, _)) = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await {
+            return WsClient::new(stream);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no waiting place came free");
+}
+
+#[tokio::test]
 async fn silence_or_persistent_junk_closes_with_1008() {
     let app = spawn_app_on(Backend::Embedded, |c| c.auth_timeout_seconds = 1).await;
     let mut silent = anonymous(&app).await;

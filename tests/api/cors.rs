@@ -91,7 +91,9 @@ async fn a_listed_origin_gets_preflights_and_headers_others_get_none() {
 async fn without_a_list_no_origin_is_allowed_and_star_allows_any_outside_production() {
     let closed = spawn_app().await;
     let answer = preflight(&closed, "/api/sessions", APP).await;
+    assert_eq!(answer.status(), 405, "no CORS layer: OPTIONS is just another method");
     assert_eq!(header(&answer, "access-control-allow-origin"), None);
+    assert_eq!(header(&answer, "access-control-allow-methods"), None);
 
     let open = spawn_app_on(Backend::Embedded, |c| c.cors_allowed_origins = vec!["*".into()]).await;
     let answer = preflight(&open, "/api/sessions", OTHER).await;
@@ -123,6 +125,21 @@ async fn sockets_from_unlisted_origins_are_refused_when_a_list_is_set() {
     };
     let body: serde_json::Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
     assert_eq!(body["error"]["code"], "forbidden_origin");
+
+    // Sandboxed pages send Origin "null": not on any list.
+    assert_eq!(socket_status(&app, &format!("/ws?token={}", ann.token), Some("null")).await, 403);
+
+    // Behind a proxy that rewrites Host, PUBLIC_URL names this server's own origin.
+    let public = spawn_app_on(Backend::Embedded, |c| {
+        c.cors_allowed_origins = vec![APP.into()];
+        c.public_url = Some("https://convoy.example/base".into());
+    })
+    .await;
+    let session = public.create_session(json!({})).await;
+    let cat = public.join(&session.session_id, "Cat").await;
+    let path = format!("/ws?token={}", cat.token);
+    assert_eq!(socket_status(&public, &path, Some("https://convoy.example")).await, 101);
+    assert_eq!(socket_status(&public, &path, Some(&public.base)).await, 403, "Host is not trusted then");
 
     // Without a list, sockets are not checked (tokens are what protect them).
     let open = spawn_app().await;

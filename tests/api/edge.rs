@@ -49,6 +49,9 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
     // ... and the address used is the one the proxy appended, not what the client wrote.
     assert_eq!(create_from(&proxied, "198.51.100.7, 203.0.113.1").await, 429);
     assert_eq!(create_from(&proxied, "203.0.113.1, 198.51.100.7").await, 201);
+    // An unreadable last entry means the proxy's own address, never an earlier entry.
+    sessions_until_refused(&proxied, "198.51.100.9, unknown").await;
+    assert_eq!(create_from(&proxied, "192.0.2.44, garbage").await, 429);
 }
 
 #[tokio::test]

@@ -65,6 +65,14 @@ async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
     assert_eq!((pushed["accepted"].as_u64(), pushed["live"].as_bool()), (Some(2), Some(false)));
     bob_ws.assert_silent(Duration::from_millis(300)).await;
 
+    // With no live location at all, a point past the TTL still does not go live.
+    let cat = app.join(&session.session_id, "Cat").await;
+    bob_ws.next_of_type("participant_joined").await;
+    let pushed: Value =
+        push(&app, &session.session_id, &cat.token, point(16.0, 45)).await.json().await.unwrap();
+    assert_eq!((pushed["accepted"].as_u64(), pushed["live"].as_bool()), (Some(1), Some(false)));
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+
     // The live location is the one snapshots carry.
     let (_, snapshot) = app.connect(&bob.token).await;
     let ann_at = snapshot["data"]["locations"]
