@@ -11,6 +11,60 @@ use serde_json::json;
 use crate::domain::ValidationError;
 use crate::store::StoreError;
 
+/// Every error's JSON body, for the OpenAPI description (`ApiError` writes it).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable (README, "REST API").
+    code: String,
+    /// Safe to show; names the field or parameter at fault.
+    message: String,
+}
+
+/// Any JSON object (bodies built on the fly: health, info).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+pub struct AnyJson(serde_json::Value);
+
+/// The errors every REST operation may answer, each with an `ErrorBody`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ApiErrors {
+    #[response(status = 400, description = "malformed JSON, a bad id in the path or a bad query")]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "missing, invalid or expired token; a participant who left")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "a token that may not do this")]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "unknown session, participant or route")]
+    NotFound(ErrorBody),
+    #[response(status = 405, description = "a method this route does not have")]
+    MethodNotAllowed(ErrorBody),
+    #[response(status = 408, description = "the request took too long")]
+    Timeout(ErrorBody),
+    #[response(status = 409, description = "the session is full")]
+    Conflict(ErrorBody),
+    #[response(status = 410, description = "the session ended or expired")]
+    Gone(ErrorBody),
+    #[response(status = 413, description = "a body over 64 KiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "a body that is not application/json")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 422, description = "a field breaks a rule; the message names it")]
+    Invalid(ErrorBody),
+    #[response(status = 429, description = "rate limited (see Retry-After)")]
+    RateLimited(ErrorBody),
+    #[response(status = 503, description = "the database does not answer, or the server is draining")]
+    Unavailable(ErrorBody),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,

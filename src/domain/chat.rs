@@ -41,11 +41,14 @@ impl ChatContent {
 }
 
 /// A stored message, as clients see it: ids are strings, the time is RFC 3339.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ChatMessage {
     #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String)]
     pub id: i64,
+    /// The session id for session chat, the cell's geohash for a local room.
     #[serde(rename = "room_id")]
+    #[schema(value_type = String)]
     pub room: ChatRoom,
     pub user_id: UserId,
     pub display_name: String,

@@ -9,7 +9,7 @@ use super::ValidationError;
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// A location as a client sends it, before validation.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct LocationInput {
     pub lat: f64,
     pub lng: f64,
@@ -20,7 +20,7 @@ pub struct LocationInput {
 }
 
 /// A validated location. `accuracy` is in metres (the wire name is the seeds').
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Location {
     pub lat: f64,
     pub lng: f64,

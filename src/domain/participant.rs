@@ -43,7 +43,7 @@ impl AvatarColor {
 }
 
 /// A participant as stored and as listed by the API.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Participant {
     #[serde(skip)]
     pub session_id: SessionId,

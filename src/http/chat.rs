@@ -24,7 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room_id}/messages", get(room_history).post(post_to_room))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     /// Only messages with a smaller id: the oldest id of the page already held.
@@ -51,7 +52,7 @@ impl PageQuery {
 }
 
 /// A page of history, oldest first; `has_more` says whether older messages exist.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Page {
     messages: Vec<ChatMessage>,
     has_more: bool,
@@ -69,6 +70,14 @@ async fn page(state: &AppState, room: ChatRoom, query: &PageQuery) -> Result<Jso
 }
 
 /// `GET /api/sessions/{id}/messages`: the session's chat, for its participants and creator.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/messages",
+    tag = "chat",
+    params(("session_id" = String, Path, description = "the session (UUID)"), PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "a page of the session chat, oldest first", body = Page), crate::error::ApiErrors)
+)]
 async fn session_history(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -87,7 +96,8 @@ async fn session_history(
     page(&state, ChatRoom::Session(session_id), &query).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct Position {
     #[serde(alias = "latitude")]
@@ -96,8 +106,10 @@ struct Position {
     lng: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Room {
+    /// The cell's geohash (6 characters).
+    #[schema(value_type = String)]
     room_id: RoomId,
     name: String,
     user_count: usize,
@@ -111,12 +123,19 @@ async fn describe(state: &AppState, room: RoomId) -> Room {
     Room { room_id: room, name: room.name(), user_count: state.room_user_count(room).await, lat, lng }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Rooms {
     rooms: Vec<Room>,
 }
 
 /// `GET /api/rooms?lat=&lng=`: the room for that point first, then its neighbours.
+#[utoipa::path(
+    get,
+    path = "/api/rooms",
+    tag = "chat",
+    params(Position),
+    responses((status = 200, description = "the point's room, then its neighbours", body = Rooms), crate::error::ApiErrors)
+)]
 async fn rooms_near(
     State(state): State<AppState>,
     ApiQuery(position): ApiQuery<Position>,
@@ -129,6 +148,13 @@ async fn rooms_near(
 
 /// `POST /api/rooms/join {lat, lng}`: which room a position belongs to (entering it is
 /// `join_local_chat` on the socket).
+#[utoipa::path(
+    post,
+    path = "/api/rooms/join",
+    tag = "chat",
+    request_body = Position,
+    responses((status = 200, description = "the room of that position", body = Room), crate::error::ApiErrors)
+)]
 async fn room_for_position(
     State(state): State<AppState>,
     ApiJson(position): ApiJson<Position>,
@@ -162,6 +188,14 @@ pub(super) async fn participant(state: &AppState, claims: &Claims) -> Result<Par
 }
 
 /// `GET /api/rooms/{room_id}/messages`: a local room's history, for any participant.
+#[utoipa::path(
+    get,
+    path = "/api/rooms/{room_id}/messages",
+    tag = "chat",
+    params(("room_id" = String, Path, description = "the room: a geohash of 6 characters"), PageQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "a page of the room's chat, oldest first", body = Page), crate::error::ApiErrors)
+)]
 async fn room_history(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
@@ -173,7 +207,7 @@ async fn room_history(
     page(&state, ChatRoom::Local(room), &query).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PostMessage {
     content: String,
@@ -181,6 +215,15 @@ struct PostMessage {
 
 /// `POST /api/rooms/{room_id}/messages {content}`: posts as the token's participant;
 /// everyone in the room gets `new_message`.
+#[utoipa::path(
+    post,
+    path = "/api/rooms/{room_id}/messages",
+    tag = "chat",
+    params(("room_id" = String, Path, description = "the room: a geohash of 6 characters")),
+    request_body = PostMessage,
+    security(("bearer" = [])),
+    responses((status = 201, description = "stored and sent to the room", body = ChatMessage), crate::error::ApiErrors)
+)]
 async fn post_to_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,

@@ -22,10 +22,22 @@ pub fn router() -> Router<AppState> {
         .route("/health/detailed", get(detailed))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "the process answers", body = crate::error::AnyJson))
+)]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    responses((status = 200, description = "the process serves requests", body = crate::error::AnyJson))
+)]
 async fn live() -> Json<Value> {
     Json(json!({ "status": "alive" }))
 }
@@ -44,6 +56,15 @@ async fn check<E: std::fmt::Display>(probe: impl Future<Output = Result<(), E>>)
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "the database and the bus answer", body = crate::error::AnyJson),
+        (status = 503, description = "one does not, or the server is draining", body = crate::error::AnyJson)
+    )
+)]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
@@ -55,6 +76,15 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     (status, Json(json!({ "status": word, "checks": { "database": database, "bus": bus } })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/detailed",
+    tag = "health",
+    responses(
+        (status = 200, description = "each dependency is up", body = crate::error::AnyJson),
+        (status = 503, description = "one is down", body = crate::error::AnyJson)
+    )
+)]
 async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ((db_up, mut database), (bus_up, mut bus)) =
         tokio::join!(check(state.store.ping()), check(state.bus.ping()));

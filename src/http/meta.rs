@@ -14,10 +14,22 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics)).route("/info", get(info))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.prometheus.render())
 }
 
+#[utoipa::path(
+    get,
+    path = "/info",
+    tag = "meta",
+    responses((status = 200, description = "version, instance, limits", body = crate::error::AnyJson))
+)]
 async fn info(State(state): State<AppState>) -> Json<Value> {
     let config = &state.config;
     Json(json!({

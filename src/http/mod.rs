@@ -7,6 +7,7 @@ pub mod cors;
 mod extract;
 mod health;
 mod meta;
+pub mod openapi;
 mod participants;
 mod sessions;
 mod sync;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .merge(health::router())
         .merge(meta::router())
+        .merge(openapi::router())
         .merge(crate::ws::router())
         .merge(web::router())
         // Only matched routes: the route label stays bounded whatever paths clients try.

@@ -22,11 +22,32 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/participants/{user_id}", delete(remove))
 }
 
-#[derive(Serialize)]
+/// `PresenceList`'s shape, for the OpenAPI description.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct PresenceDoc {
+    session_id: SessionId,
+    /// Users with at least one open socket.
+    users: usize,
+    /// Open sockets.
+    connections: usize,
+    /// `{user_id: {metas: [{phx_ref, user_id, display_name, avatar_color, online_at}]}}`
+    #[schema(value_type = Object)]
+    presences: serde_json::Value,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct ParticipantList {
     participants: Vec<Participant>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/participants",
+    tag = "participants",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    responses((status = 200, description = "everyone who joined, oldest first", body = ParticipantList), crate::error::ApiErrors)
+)]
 async fn list(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -48,6 +69,13 @@ struct PresenceList<'a> {
     presences: PresenceMap<'a>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/presence",
+    tag = "participants",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    responses((status = 200, description = "who is connected now, in Phoenix Presence's shape", body = PresenceDoc), crate::error::ApiErrors)
+)]
 async fn presence(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -64,6 +92,14 @@ async fn presence(
     })?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{session_id}/participants/{user_id}",
+    tag = "participants",
+    params(("session_id" = String, Path, description = "the session (UUID)"), ("user_id" = String, Path, description = "the participant (UUID)")),
+    security(("bearer" = [])),
+    responses((status = 204, description = "removed (or already gone)"), crate::error::ApiErrors)
+)]
 async fn remove(
     State(state): State<AppState>,
     ApiPath((session_id, user_id)): ApiPath<(SessionId, UserId)>,

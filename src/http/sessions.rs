@@ -23,14 +23,14 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/join", post(join))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSession {
     name: Option<String>,
     expires_in_minutes: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionCreated {
     session_id: SessionId,
     join_link: String,
@@ -39,6 +39,13 @@ struct SessionCreated {
     creator_token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "sessions",
+    request_body = CreateSession,
+    responses((status = 201, description = "created", body = SessionCreated), crate::error::ApiErrors)
+)]
 async fn create(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -68,7 +75,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionDetails {
     id: SessionId,
     name: Option<String>,
@@ -78,6 +85,13 @@ struct SessionDetails {
     is_active: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}",
+    tag = "sessions",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    responses((status = 200, description = "the session", body = SessionDetails), crate::error::ApiErrors)
+)]
 async fn show(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -94,6 +108,14 @@ async fn show(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/sessions/{session_id}",
+    tag = "sessions",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    security(("bearer" = [])),
+    responses((status = 204, description = "ended; everyone connected was told"), crate::error::ApiErrors)
+)]
 async fn end(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -112,20 +134,28 @@ async fn end(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinSession {
     display_name: String,
     avatar_color: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Joined {
     user_id: UserId,
     websocket_token: String,
     websocket_url: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{session_id}/join",
+    tag = "sessions",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    request_body = JoinSession,
+    responses((status = 201, description = "joined", body = Joined), crate::error::ApiErrors)
+)]
 async fn join(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,

@@ -38,7 +38,19 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/state", get(pull))
 }
 
-#[derive(Serialize)]
+/// What a push takes, for the OpenAPI description (`parse_points` reads it).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum PushBody {
+    One(LocationInput),
+    Batch {
+        /// 1 to 100 points.
+        locations: Vec<LocationInput>,
+    },
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Pushed {
     /// Points received (all valid).
     accepted: usize,
@@ -59,6 +71,15 @@ async fn caller(state: &AppState, claims: &Claims, session_id: SessionId) -> Res
     participant(state, claims).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{session_id}/locations",
+    tag = "locations",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    request_body = PushBody,
+    security(("bearer" = [])),
+    responses((status = 200, description = "accepted; whether a point went live", body = Pushed), crate::error::ApiErrors)
+)]
 async fn push(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,
@@ -124,6 +145,14 @@ fn parse_points(body: Value, now: DateTime<Utc>) -> Result<Vec<Location>, ApiErr
         .collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{session_id}/state",
+    tag = "locations",
+    params(("session_id" = String, Path, description = "the session (UUID)"), ("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "the snapshot a socket gets on connect", body = crate::ws::protocol::SessionState, headers(("ETag" = String, description = "weak validator of the body"))), (status = 304, description = "unchanged since the ETag given"), crate::error::ApiErrors)
+)]
 async fn pull(
     State(state): State<AppState>,
     ApiPath(session_id): ApiPath<SessionId>,

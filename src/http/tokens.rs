@@ -15,12 +15,19 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/token/refresh", post(refresh))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Refreshed {
     pub token: String,
     pub expires_at: DateTime<Utc>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/token/refresh",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses((status = 200, description = "the same claims, a new expiry", body = Refreshed), crate::error::ApiErrors)
+)]
 async fn refresh(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Json<Refreshed>, ApiError> {
     let (token, expires_at) = state.refresh_token(claims.session_id(), claims.sub, claims.role).await?;
     Ok(Json(Refreshed { token, expires_at }))

@@ -93,20 +93,23 @@ pub enum ServerMessage<'a> {
     },
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionState<'a> {
     pub session_id: crate::domain::SessionId,
+    #[schema(value_type = Option<String>)]
     pub name: Option<&'a str>,
     pub expires_at: DateTime<Utc>,
     /// The participant this connection belongs to.
     pub user_id: UserId,
+    #[schema(value_type = Vec<Participant>)]
     pub participants: &'a [Participant],
     pub locations: Vec<LocationBroadcast>,
     /// The session chat's latest messages, oldest first.
+    #[schema(value_type = Vec<ChatMessage>)]
     pub messages: &'a [ChatMessage],
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LocationBroadcast {
     pub user_id: UserId,
     #[serde(flatten)]

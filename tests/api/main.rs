@@ -17,6 +17,7 @@ mod heartbeat;
 mod lifetimes;
 mod limits;
 mod observability;
+mod openapi;
 mod participants;
 mod phoenix;
 mod presence;
