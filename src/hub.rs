@@ -145,6 +145,48 @@ struct Queue {
     holding: bool,
     close: Option<CloseReason>,
     closed: bool,
+    /// The connection's `view_settings`, if it set any: nothing to check otherwise.
+    view: Option<ViewFilter>,
+}
+
+/// A viewer's rules for others' positions (`view_settings`): none sooner than
+/// `min_interval` after the last one delivered from the same sender, none closer than
+/// `min_distance_m` to it. Decided as positions are queued, so a refused one is never
+/// written.
+#[derive(Debug)]
+struct ViewFilter {
+    min_interval: std::time::Duration,
+    min_distance_m: f64,
+    /// Per sender: when and where the last delivered position was.
+    last: HashMap<UserId, (std::time::Instant, f64, f64)>,
+}
+
+impl ViewFilter {
+    fn admits(&mut self, from: UserId, frame: &Frame) -> bool {
+        #[derive(serde::Deserialize)]
+        struct At {
+            lat: f64,
+            lng: f64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Broadcast {
+            data: At,
+        }
+        // Only connections with rules pay for reading the position back.
+        let Ok(Broadcast { data: At { lat, lng } }) = serde_json::from_str::<Broadcast>(frame.as_str())
+        else {
+            return true;
+        };
+        let now = std::time::Instant::now();
+        if let Some(&(at, last_lat, last_lng)) = self.last.get(&from)
+            && (now.duration_since(at) < self.min_interval
+                || crate::domain::distance_m(last_lat, last_lng, lat, lng) < self.min_distance_m)
+        {
+            return false;
+        }
+        self.last.insert(from, (now, lat, lng));
+        true
+    }
 }
 
 /// One connection's outbound queue. Producers push without waiting; the connection's
@@ -196,6 +238,11 @@ impl Outbox {
             if q.closed {
                 return false;
             }
+            if let Some(view) = &mut q.view
+                && !view.admits(from, &frame)
+            {
+                return false;
+            }
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
                     pending.insert(frame);
@@ -211,6 +258,24 @@ impl Outbox {
         if queued {
             self.ready.notify_one();
         }
+    }
+
+    /// This connection's `view_settings` (zero: none).
+    pub fn view(&self) -> (std::time::Duration, f64) {
+        self.with_queue(|q| {
+            q.view.as_ref().map_or((std::time::Duration::ZERO, 0.0), |v| (v.min_interval, v.min_distance_m))
+        })
+    }
+
+    /// Sets this connection's `view_settings` (both zero: no filter at all).
+    pub fn set_view(&self, min_interval: std::time::Duration, min_distance_m: f64) {
+        self.with_queue(|q| {
+            q.view = (!min_interval.is_zero() || min_distance_m > 0.0).then(|| ViewFilter {
+                min_interval,
+                min_distance_m,
+                last: HashMap::new(),
+            });
+        });
     }
 
     /// Queues an event; past capacity the connection is closed as too slow.

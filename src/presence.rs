@@ -25,6 +25,9 @@ pub struct PresenceMeta {
     pub display_name: String,
     pub avatar_color: String,
     pub online_at: DateTime<Utc>,
+    /// The connection shares no position (`share_settings {paused: true}`); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 impl PresenceMeta {
@@ -36,7 +39,14 @@ impl PresenceMeta {
             display_name: participant.display_name.clone(),
             avatar_color: participant.avatar_color.clone(),
             online_at,
+            paused: false,
         }
+    }
+
+    /// The same connection with `paused` changed, under a new `phx_ref` (Phoenix Presence
+    /// updates a meta as a leave of the old one and a join of the new one).
+    pub fn with_paused(&self, paused: bool) -> Self {
+        Self { phx_ref: uuid::Uuid::new_v4().simple().to_string(), paused, ..self.clone() }
     }
 }
 
@@ -100,6 +110,7 @@ mod tests {
 
     fn meta(user_id: UserId) -> PresenceMeta {
         PresenceMeta {
+            paused: false,
             phx_ref: uuid::Uuid::new_v4().simple().to_string(),
             user_id,
             display_name: "Ann".into(),

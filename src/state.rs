@@ -300,6 +300,16 @@ impl AppState {
 
     /// The hot path: remember the location, hand it to every subscriber, note activity.
     /// Nothing here waits on SQL.
+    /// Forgets a participant's live position everywhere (they paused sharing): the cache
+    /// snapshots read, and every connected client's view (`location_cleared`).
+    pub async fn clear_location(&self, session_id: SessionId, user_id: UserId) {
+        if let Err(err) = self.bus.remove_location(session_id, user_id).await {
+            tracing::warn!(error = %err, "could not forget a paused participant's location");
+        }
+        let frame = ServerMessage::LocationCleared { user_id }.to_frame();
+        self.publish(session_id, HubMessage::Event { frame });
+    }
+
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
         // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
         let age = (domain::now() - location.timestamp).to_std().unwrap_or_default();

@@ -28,7 +28,40 @@ pub struct Location {
     pub timestamp: DateTime<Utc>,
 }
 
+/// Metres between two points (haversine on the mean Earth radius).
+pub fn distance_m(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
+    const EARTH_RADIUS_M: f64 = 6_371_008.8;
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lng2 - lng1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
+}
+
+/// The accuracy an approximate position claims: it covers its whole cell (the half
+/// diagonal of a geohash-6 cell is at most ~0.7 km).
+pub const APPROXIMATE_ACCURACY_M: f64 = 700.0;
+
 impl Location {
+    /// The position coarsened to about 1 km (`share_settings {precision: "approximate"}`):
+    /// the centre of its geohash-6 cell, the local-room grid (0.61 km north-south by 1.22 km
+    /// east-west at the equator), with an accuracy that covers the cell. Everyone in the cell
+    /// shows at the same point.
+    pub fn approximate(&self) -> Self {
+        match super::RoomId::at(self.lat, self.lng) {
+            Ok(cell) => {
+                let (lat, lng) = cell.centre();
+                Self {
+                    lat,
+                    lng,
+                    accuracy: self.accuracy.max(APPROXIMATE_ACCURACY_M),
+                    timestamp: self.timestamp,
+                }
+            }
+            Err(_) => *self, // not reachable for a parsed location
+        }
+    }
+
     pub fn parse(input: &LocationInput, now: DateTime<Utc>) -> Result<Self, ValidationError> {
         if !(input.lat.is_finite() && (-90.0..=90.0).contains(&input.lat)) {
             return Err(ValidationError::new("lat", "must be between -90 and 90"));
@@ -58,6 +91,22 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distances_and_approximations() {
+        // One degree of latitude is ~111 km; Paris to London ~344 km.
+        assert!((distance_m(0.0, 0.0, 1.0, 0.0) - 111_195.0).abs() < 10.0);
+        assert!((distance_m(48.8566, 2.3522, 51.5074, -0.1278) - 343_500.0).abs() < 1_000.0);
+        assert_eq!(distance_m(10.0, 20.0, 10.0, 20.0), 0.0);
+        let exact = Location { lat: 48.85661, lng: 2.35222, accuracy: 5.0, timestamp: Utc::now() };
+        let coarse = exact.approximate();
+        assert!(distance_m(exact.lat, exact.lng, coarse.lat, coarse.lng) <= APPROXIMATE_ACCURACY_M);
+        assert_ne!((coarse.lat, coarse.lng), (exact.lat, exact.lng));
+        assert_eq!(coarse.accuracy, APPROXIMATE_ACCURACY_M);
+        // Nearby points in the same cell become the same point.
+        let nearby = Location { lat: 48.85662, lng: 2.35224, ..exact }.approximate();
+        assert_eq!((nearby.lat, nearby.lng), (coarse.lat, coarse.lng));
+    }
 
     fn input(lat: f64, lng: f64, accuracy: f64, timestamp: Option<&str>) -> LocationInput {
         LocationInput { lat, lng, accuracy, timestamp: timestamp.map(str::to_owned) }

@@ -10,7 +10,7 @@ mod session;
 
 pub use chat::{ChatContent, ChatMessage, ChatRoom};
 pub use ids::{SessionId, UserId};
-pub use location::{Location, LocationInput, MAX_CLOCK_SKEW_SECS};
+pub use location::{APPROXIMATE_ACCURACY_M, Location, LocationInput, MAX_CLOCK_SKEW_SECS, distance_m};
 pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant};
 pub use room::RoomId;
 pub use session::{ExpiresInMinutes, Session, SessionName};

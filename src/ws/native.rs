@@ -37,13 +37,16 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
             me: &me,
             outbox: &outbox,
             presence: &presence,
+            session_meta: presence.clone(),
             room: None,
+            approximate: false,
+            paused: false,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;
         if let Some(room) = conn.room.take() {
             state.exit_room(room, &presence).await;
         }
-        state.presence_leave(session.id, &presence);
+        state.presence_leave(session.id, &conn.session_meta);
         drop(subscription);
         state.activity.touch(session.id, me.user_id, domain::now());
         tracing::info!("disconnected");
@@ -84,9 +87,14 @@ struct Conn<'a> {
     session: &'a Session,
     me: &'a Participant,
     outbox: &'a Arc<Outbox>,
-    /// This socket's presence entry, in its session and in its room.
+    /// This socket's presence entry in its room (fixed for the connection's life).
     presence: &'a PresenceMeta,
+    /// Its entry in the session's presence: the same, or its paused variant.
+    session_meta: PresenceMeta,
     room: Option<RoomMembership>,
+    /// `share_settings`: positions coarsened to about 1 km, or not shared at all.
+    approximate: bool,
+    paused: bool,
 }
 
 impl Protocol for Conn<'_> {
@@ -221,8 +229,10 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             }
         }
         Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
+            Ok(_) if conn.paused => metrics.location_updates_in.increment(1), // shared with no one
             Ok(location) => {
                 metrics.location_updates_in.increment(1);
+                let location = if conn.approximate { location.approximate() } else { location };
                 state.share_location(session.id, me.user_id, location).await
             }
             Err(err) => {
@@ -290,6 +300,34 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         Ok(ClientMessage::Ping) => {
             metrics.pings_in.increment(1);
             outbox.push_event(ServerMessage::Pong {}.to_frame())
+        }
+        Ok(ClientMessage::ShareSettings { approximate, paused }) => {
+            conn.approximate = approximate.unwrap_or(conn.approximate);
+            if let Some(paused) = paused
+                && paused != conn.paused
+            {
+                conn.paused = paused;
+                // Presence says so (Phoenix-style: the old meta leaves, the new one joins).
+                let updated = conn.session_meta.with_paused(paused);
+                state.presence_leave(session.id, &conn.session_meta);
+                state.presence_join(session.id, &updated);
+                conn.session_meta = updated;
+                if paused {
+                    state.clear_location(session.id, me.user_id).await;
+                }
+            }
+            let precision = if conn.approximate { "approximate" } else { "exact" };
+            outbox.push_event(ServerMessage::ShareSettings { precision, paused: conn.paused }.to_frame());
+        }
+        Ok(ClientMessage::ViewSettings { min_interval_ms, min_distance_m }) => {
+            let (interval, distance) = outbox.view();
+            let interval = min_interval_ms.map_or(interval, std::time::Duration::from_millis);
+            let distance = min_distance_m.unwrap_or(distance);
+            outbox.set_view(interval, distance);
+            let min_interval_ms = interval.as_millis() as u64;
+            outbox.push_event(
+                ServerMessage::ViewSettings { min_interval_ms, min_distance_m: distance }.to_frame(),
+            );
         }
         Ok(ClientMessage::Auth { .. }) => {
             reply_error(outbox, "already_authenticated", "this socket is already authenticated")

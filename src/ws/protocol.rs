@@ -25,6 +25,20 @@ pub enum ServerMessage<'a> {
         user_id: UserId,
     },
     LocationBroadcast(LocationBroadcast),
+    /// Someone paused sharing: forget their position (they stay present).
+    LocationCleared {
+        user_id: UserId,
+    },
+    /// The answer to `share_settings`: what now applies to this connection's positions.
+    ShareSettings {
+        precision: &'a str,
+        paused: bool,
+    },
+    /// The answer to `view_settings`: what now filters this connection's deliveries.
+    ViewSettings {
+        min_interval_ms: u64,
+        min_distance_m: f64,
+    },
     SessionEnded {
         reason: &'a str,
     },
@@ -133,6 +147,16 @@ pub enum ClientMessage {
     Auth {
         token: String,
     },
+    /// How this connection's positions are shared (fields left out keep their value).
+    ShareSettings {
+        approximate: Option<bool>,
+        paused: Option<bool>,
+    },
+    /// Which deliveries this connection wants (fields left out keep their value).
+    ViewSettings {
+        min_interval_ms: Option<u64>,
+        min_distance_m: Option<f64>,
+    },
     /// To every connection of another participant of the same session.
     DirectMessage {
         target_user: UserId,
@@ -187,6 +211,20 @@ struct DirectMessageInput {
 #[derive(Deserialize)]
 struct TopicsInput {
     topics: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareInput {
+    precision: Option<String>,
+    paused: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewInput {
+    min_interval_ms: Option<u64>,
+    min_distance_m: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +284,45 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             })
         }
         "ping" => Ok(ClientMessage::Ping),
+        "share_settings" | "ShareSettings" => {
+            let input: ShareInput =
+                data(raw.data, "share_settings", "{precision: exact|approximate, paused}")?;
+            let approximate = match input.precision.as_deref() {
+                None => None,
+                Some("exact") => Some(false),
+                Some("approximate") => Some(true),
+                Some(other) => {
+                    return Err(ProtocolError {
+                        code: "invalid_message",
+                        message: format!(
+                            "share_settings precision must be exact or approximate, not {other:?}"
+                        ),
+                    });
+                }
+            };
+            Ok(ClientMessage::ShareSettings { approximate, paused: input.paused })
+        }
+        "view_settings" | "ViewSettings" => {
+            let input: ViewInput = data(raw.data, "view_settings", "{min_interval_ms, min_distance_m}")?;
+            if let Some(distance) = input.min_distance_m
+                && !(distance.is_finite() && (0.0..=1_000_000.0).contains(&distance))
+            {
+                return Err(ProtocolError {
+                    code: "invalid_message",
+                    message: "view_settings min_distance_m must be between 0 and 1000000".into(),
+                });
+            }
+            if input.min_interval_ms.is_some_and(|ms| ms > 3_600_000) {
+                return Err(ProtocolError {
+                    code: "invalid_message",
+                    message: "view_settings min_interval_ms must be between 0 and 3600000".into(),
+                });
+            }
+            Ok(ClientMessage::ViewSettings {
+                min_interval_ms: input.min_interval_ms,
+                min_distance_m: input.min_distance_m,
+            })
+        }
         "auth" | "Auth" => {
             let input: AuthInput = data(raw.data, "auth", "{token}")?;
             Ok(ClientMessage::Auth { token: input.token })
@@ -286,7 +363,8 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             code: "unknown_type",
             message: format!(
                 "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
-                 subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat, message or auth"
+                 subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat, message, \
+                 share_settings, view_settings or auth"
             ),
         }),
     }

@@ -161,6 +161,43 @@ async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper(
     ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_rules_apply_across_instances() {
+    let (a, b) = spawn_pair(|_| {}).await;
+    let session = a.create_session(json!({})).await;
+    let ann = a.join(&session.session_id, "Ann").await;
+    let bob = b.join(&session.session_id, "Bob").await;
+    let (mut ann_on_a, _) = a.connect(&ann.token).await;
+    let (mut bob_on_b, _) = b.connect(&bob.token).await;
+
+    ann_on_a.send_json(json!({ "type": "share_settings", "data": { "precision": "approximate" } })).await;
+    ann_on_a.next_of_type("share_settings").await;
+    ann_on_a.send_location(48.85661, 2.35222).await;
+    let seen = bob_on_b.next_of_type("location_broadcast").await;
+    assert_ne!(seen["data"]["lat"].as_f64(), Some(48.85661), "coarsened before it left instance A");
+    let (_, snapshot) = b.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["locations"][0]["lat"], seen["data"]["lat"], "B's snapshot is coarse too");
+
+    // A viewer's filter on B applies to positions from A.
+    bob_on_b.send_json(json!({ "type": "view_settings", "data": { "min_distance_m": 5000 } })).await;
+    bob_on_b.next_of_type("view_settings").await;
+    ann_on_a.send_json(json!({ "type": "share_settings", "data": { "precision": "exact" } })).await;
+    ann_on_a.next_of_type("share_settings").await;
+    ann_on_a.send_location(48.8567, 2.3523).await; // the first since the filter: delivered
+    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 48.8567);
+    ann_on_a.send_location(48.8600, 2.3600).await; // ~700 m on: filtered
+    bob_on_b.assert_silent(Duration::from_millis(400)).await;
+
+    ann_on_a.send_json(json!({ "type": "share_settings", "data": { "paused": true } })).await;
+    assert_eq!(bob_on_b.next_of_type("location_cleared").await["data"]["user_id"], ann.user_id);
+    let (_, snapshot) = b.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["locations"], json!([]), "{snapshot}");
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing() {
     let (a, b) = spawn_pair(|c| c.redis_batch_delay_ms = 50).await;
     let session = a.create_session(json!({})).await;

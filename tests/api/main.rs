@@ -6,6 +6,7 @@ mod auth_first;
 mod chat;
 mod cluster;
 mod cors;
+mod delivery;
 mod deploy;
 mod direct;
 mod edge;

@@ -121,6 +121,8 @@ test('two phones see each other move, chat, and both see the end', async () => {
     networkCut = true;
     await fetch(`${control}/cut`);
     await bob.page.locator('#status').filter({ hasText: 'reconnecting' }).waitFor({ timeout: 15000 });
+    // His last position ages past the TTL (3 s here): his marker fades on Ann's map.
+    await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] <= 0.25, bobId, { timeout: 20000 });
     await ann.page.locator('#chat-input').fill('Are you there?');
     await ann.page.locator('#chat-send').click();
     await fetch(`${control}/restore`);
@@ -137,12 +139,12 @@ test('two phones see each other move, chat, and both see the end', async () => {
     await bob.context.setGeolocation(LOUVRE);
     await seesAt(ann.page, bobId, LOUVRE);
 
-    // Bob stops sharing: his marker fades on Ann's map once his last position is past the
-    // TTL (the server runs with a 3 s TTL here), and he stays in the list.
+    // Bob stops sharing: his marker leaves Ann's map at once (share_settings paused), he
+    // stays in the list, marked as not sharing; then he shares again.
     await bob.page.locator('#toggle-sharing').click();
     assert.equal(await bob.page.locator('#toggle-sharing').textContent(), 'Share my position');
-    await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] <= 0.25, bobId, { timeout: 20000 });
-    await ann.page.locator(`#people li[data-user-id="${bobId}"]`).filter({ hasText: 'online' }).waitFor();
+    await ann.page.waitForFunction((id) => !(id in window.convoyDebug.positions()), bobId, { timeout: 20000 });
+    await ann.page.locator(`#people li[data-user-id="${bobId}"]`).filter({ hasText: 'not sharing' }).waitFor();
     await bob.page.locator('#toggle-sharing').click();
     await ann.page.waitForFunction((id) => window.convoyDebug.positions()[id]?.[2] === 1, bobId, { timeout: 20000 });
 

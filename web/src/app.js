@@ -397,6 +397,8 @@
         state.messages = new Map();
         data.messages.forEach(addMessage);
         state.lastSentAt = 0;
+        // Rules belong to a connection: a new one starts sharing unless told otherwise.
+        if (!state.sharing) send('share_settings', { paused: true });
         sendPosition();
         renderAll();
         break;
@@ -410,6 +412,12 @@
         break;
       case 'location_broadcast':
         state.locations.set(data.user_id, arrived(data));
+        renderMap();
+        renderPeople();
+        break;
+      case 'location_cleared':
+        // They paused sharing: their marker goes now, not when it would have faded.
+        state.locations.delete(data.user_id);
         renderMap();
         renderPeople();
         break;
@@ -473,6 +481,7 @@
       setStatus(state.positionProblem, true);
       return;
     }
+    if (!state.sharing) send('share_settings', { paused: false });
     state.sharing = true;
     $('toggle-sharing').textContent = 'Stop sharing';
     // No timeout: a phone that stays put gets no new fix, and that is not an error.
@@ -485,6 +494,8 @@
   function stopSharing() {
     if (state.watchId !== null) navigator.geolocation.clearWatch(state.watchId);
     state.watchId = null;
+    // Everyone else forgets our position at once, and presence says we paused.
+    if (state.sharing) send('share_settings', { paused: true });
     state.sharing = false;
     state.ownPosition = null;
     if (state.me) state.locations.delete(state.me.user_id);
@@ -633,7 +644,9 @@
       const item = document.createElement('li');
       item.dataset.userId = person.user_id;
       const dot = document.createElement('span');
-      const online = Boolean(state.presence[person.user_id]);
+      const metas = state.presence[person.user_id]?.metas || [];
+      const online = metas.length > 0;
+      const paused = online && metas.every((meta) => meta.paused);
       dot.className = `dot${online ? '' : ' offline'}`;
       dot.style.background = person.avatar_color;
       const name = document.createElement('span');
@@ -641,7 +654,7 @@
       const seen = document.createElement('span');
       seen.className = 'seen';
       const location = state.locations.get(person.user_id);
-      const where = location ? `seen ${ago(Date.now() - location.seen)}` : 'no position yet';
+      const where = paused ? 'not sharing' : location ? `seen ${ago(Date.now() - location.seen)}` : 'no position yet';
       seen.textContent = `${online ? 'online' : 'offline'} · ${where}`;
       item.append(dot, name, seen);
       return item;

@@ -1,0 +1,161 @@
+//! Delivery rules: a sender's `share_settings` (approximate or paused positions) and a
+//! viewer's `view_settings` (no updates sooner or smaller than asked).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+fn lat_lng(message: &Value) -> (f64, f64) {
+    (message["data"]["lat"].as_f64().unwrap(), message["data"]["lng"].as_f64().unwrap())
+}
+
+/// Metres between two points (the server's own formula is unit-tested; this is a check).
+fn metres(a: (f64, f64), b: (f64, f64)) -> f64 {
+    convoy::domain::distance_m(a.0, a.1, b.0, b.1)
+}
+
+async fn settle(ws: &mut WsClient, kind: &str, data: Value) -> Value {
+    ws.send_json(json!({ "type": kind, "data": data })).await;
+    ws.next_of_type(kind).await
+}
+
+#[tokio::test]
+async fn approximate_positions_are_coarsened_for_everyone_and_in_snapshots() {
+    let app = spawn_app().await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let bob = app.join(&session.session_id, "Bob").await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    let answer = settle(&mut ann_ws, "share_settings", json!({ "precision": "approximate" })).await;
+    assert_eq!(
+        (answer["data"]["precision"].as_str(), answer["data"]["paused"].as_bool()),
+        (Some("approximate"), Some(false))
+    );
+    let exact = (48.85661, 2.35222);
+    ann_ws.send_location(exact.0, exact.1).await;
+    let seen = bob_ws.next_of_type("location_broadcast").await;
+    let shown = lat_lng(&seen);
+    assert_ne!(shown, exact, "the exact position must not reach anyone");
+    assert!(metres(shown, exact) < 1_000.0, "about 1 km: {shown:?}");
+    assert!(seen["data"]["accuracy"].as_f64().unwrap() >= 700.0, "{seen}");
+    // A step of a few metres inside the cell shows as the very same point.
+    ann_ws.send_location(exact.0 + 0.00002, exact.1 + 0.00002).await;
+    assert_eq!(lat_lng(&bob_ws.next_of_type("location_broadcast").await), shown);
+
+    let (_, snapshot) = app.connect(&bob.token).await;
+    let cached = snapshot["data"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["user_id"] == ann.user_id)
+        .cloned()
+        .unwrap();
+    assert_eq!((cached["lat"].as_f64().unwrap(), cached["lng"].as_f64().unwrap()), shown);
+
+    // Back to exact.
+    settle(&mut ann_ws, "share_settings", json!({ "precision": "exact" })).await;
+    ann_ws.send_location(exact.0, exact.1).await;
+    assert_eq!(lat_lng(&bob_ws.next_of_type("location_broadcast").await), exact);
+}
+
+#[tokio::test]
+async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
+    let app = spawn_app().await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let bob = app.join(&session.session_id, "Bob").await;
+    let (stream, _) = tokio_tungstenite::connect_async(app.ws_url(&ann.token)).await.unwrap();
+    let mut ann_ws = WsClient::new(stream);
+    ann_ws.next_of_type("session_state").await;
+    let (stream, _) = tokio_tungstenite::connect_async(app.ws_url(&bob.token)).await.unwrap();
+    let mut bob_ws = WsClient::new(stream).with_presence();
+    bob_ws.next_of_type("session_state").await;
+    ann_ws.send_location(10.0, 10.0).await;
+    bob_ws.next_of_type("location_broadcast").await;
+
+    let answer = settle(&mut ann_ws, "share_settings", json!({ "paused": true })).await;
+    assert_eq!(answer["data"]["paused"], true);
+    // Bob is told to forget Ann's position, and presence replaces her meta with one that
+    // says paused (in whichever order they come).
+    let (mut cleared, mut paused_meta) = (false, None);
+    while !cleared || paused_meta.is_none() {
+        let message = bob_ws.next_json().await;
+        match message["type"].as_str() {
+            Some("location_cleared") => {
+                assert_eq!(message["data"]["user_id"], ann.user_id);
+                cleared = true;
+            }
+            Some("presence_diff") => {
+                if let Some(metas) = message["data"]["joins"][&ann.user_id]["metas"].as_array() {
+                    paused_meta = metas.first().cloned();
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(paused_meta.unwrap()["paused"], true);
+    ann_ws.send_location(11.0, 11.0).await;
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    let presence: Value =
+        app.get(&format!("/api/sessions/{}/presence", session.session_id)).await.json().await.unwrap();
+    assert_eq!(presence["presences"][&ann.user_id]["metas"][0]["paused"], true, "{presence}");
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert!(
+        snapshot["data"]["locations"].as_array().unwrap().iter().all(|l| l["user_id"] != ann.user_id),
+        "{snapshot}"
+    );
+
+    settle(&mut ann_ws, "share_settings", json!({ "paused": false })).await;
+    ann_ws.send_location(12.0, 12.0).await;
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 12.0);
+}
+
+#[tokio::test]
+async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
+    let app = spawn_app().await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let bob = app.join(&session.session_id, "Bob").await;
+    let cat = app.join(&session.session_id, "Cat").await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let (mut cat_ws, _) = app.connect(&cat.token).await;
+
+    let answer = settle(&mut bob_ws, "view_settings", json!({ "min_interval_ms": 60_000 })).await;
+    assert_eq!(answer["data"]["min_interval_ms"], 60_000);
+    for i in 0..5 {
+        ann_ws.send_location(1.0 + f64::from(i), 1.0).await;
+    }
+    // Cat set nothing and sees every update (the last for sure); Bob only the first.
+    let mut cat_last = 0.0;
+    while cat_last < 5.0 {
+        cat_last = cat_ws.next_of_type("location_broadcast").await["data"]["lat"].as_f64().unwrap();
+    }
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 1.0);
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+
+    // Distance instead: moves under 100 m are not sent.
+    let answer =
+        settle(&mut bob_ws, "view_settings", json!({ "min_interval_ms": 0, "min_distance_m": 100 })).await;
+    assert_eq!(
+        (answer["data"]["min_interval_ms"].as_u64(), answer["data"]["min_distance_m"].as_f64()),
+        (Some(0), Some(100.0))
+    );
+    ann_ws.send_location(40.0, 1.0).await;
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 40.0);
+    ann_ws.send_location(40.0001, 1.0).await; // ~11 m
+    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    ann_ws.send_location(40.01, 1.0).await; // ~1.1 km
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 40.01);
+
+    // Bad settings are refused by name; the socket stays.
+    bob_ws.send_json(json!({ "type": "view_settings", "data": { "min_distance_m": -1 } })).await;
+    let error = bob_ws.next_of_type("error").await;
+    assert!(error["data"]["message"].as_str().unwrap().contains("min_distance_m"), "{error}");
+    bob_ws.send_json(json!({ "type": "share_settings", "data": { "precision": "vague" } })).await;
+    assert!(bob_ws.next_of_type("error").await["data"]["message"].as_str().unwrap().contains("precision"));
+}
