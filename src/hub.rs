@@ -151,12 +151,14 @@ struct Queue {
 
 /// A viewer's rules for others' positions (`view_settings`): none sooner than
 /// `min_interval` after the last one delivered from the same sender, none closer than
-/// `min_distance_m` to it. Decided as positions are queued, so a refused one is never
-/// written.
+/// `min_distance_m` to it unless `refresh` has passed (so a participant who stays put does
+/// not expire on the viewer's map). Decided as positions are queued, so a refused one is
+/// never written.
 #[derive(Debug)]
 struct ViewFilter {
     min_interval: std::time::Duration,
     min_distance_m: f64,
+    refresh: std::time::Duration,
     /// Per sender: when and where the last delivered position was.
     last: HashMap<UserId, (std::time::Instant, f64, f64)>,
 }
@@ -178,11 +180,12 @@ impl ViewFilter {
             return true;
         };
         let now = std::time::Instant::now();
-        if let Some(&(at, last_lat, last_lng)) = self.last.get(&from)
-            && (now.duration_since(at) < self.min_interval
-                || crate::domain::distance_m(last_lat, last_lng, lat, lng) < self.min_distance_m)
-        {
-            return false;
+        if let Some(&(at, last_lat, last_lng)) = self.last.get(&from) {
+            let elapsed = now.duration_since(at);
+            let moved = crate::domain::distance_m(last_lat, last_lng, lat, lng);
+            if elapsed < self.min_interval || (moved < self.min_distance_m && elapsed < self.refresh) {
+                return false;
+            }
         }
         self.last.insert(from, (now, lat, lng));
         true
@@ -268,11 +271,18 @@ impl Outbox {
     }
 
     /// Sets this connection's `view_settings` (both zero: no filter at all).
-    pub fn set_view(&self, min_interval: std::time::Duration, min_distance_m: f64) {
+    /// `refresh`: how long a position may be held back for being too close.
+    pub fn set_view(
+        &self,
+        min_interval: std::time::Duration,
+        min_distance_m: f64,
+        refresh: std::time::Duration,
+    ) {
         self.with_queue(|q| {
             q.view = (!min_interval.is_zero() || min_distance_m > 0.0).then(|| ViewFilter {
                 min_interval,
                 min_distance_m,
+                refresh,
                 last: HashMap::new(),
             });
         });

@@ -272,6 +272,14 @@ impl AppState {
         self.announce_presence(session_id, &[], std::slice::from_ref(meta));
     }
 
+    /// A connection's meta changed (paused or resumed): the new one joins, the old one
+    /// leaves, in one diff, as Phoenix Presence sends an update.
+    pub fn presence_update(&self, session_id: SessionId, old: &PresenceMeta, new: &PresenceMeta) {
+        self.bus.presence_join(Channel::Session(session_id), new);
+        self.bus.presence_leave(Channel::Session(session_id), old);
+        self.announce_presence(session_id, std::slice::from_ref(new), std::slice::from_ref(old));
+    }
+
     /// Publishes a `presence_diff`.
     pub fn announce_presence(&self, session_id: SessionId, joins: &[PresenceMeta], leaves: &[PresenceMeta]) {
         let (joins, leaves) = (presence_map(joins), presence_map(leaves));
@@ -298,7 +306,6 @@ impl AppState {
         self.publish(session_id, message);
     }
 
-    /// The hot path: remember the location, hand it to every subscriber, note activity.
     /// Nothing here waits on SQL.
     /// Forgets a participant's live position everywhere (they paused sharing): the cache
     /// snapshots read, and every connected client's view (`location_cleared`).
@@ -310,6 +317,7 @@ impl AppState {
         self.publish(session_id, HubMessage::Event { frame });
     }
 
+    /// The hot path: remember the location, hand it to every subscriber, note activity.
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
         // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
         let age = (domain::now() - location.timestamp).to_std().unwrap_or_default();

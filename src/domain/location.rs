@@ -47,19 +47,15 @@ impl Location {
     /// the centre of its geohash-6 cell, the local-room grid (0.61 km north-south by 1.22 km
     /// east-west at the equator), with an accuracy that covers the cell. Everyone in the cell
     /// shows at the same point.
-    pub fn approximate(&self) -> Self {
-        match super::RoomId::at(self.lat, self.lng) {
-            Ok(cell) => {
-                let (lat, lng) = cell.centre();
-                Self {
-                    lat,
-                    lng,
-                    accuracy: self.accuracy.max(APPROXIMATE_ACCURACY_M),
-                    timestamp: self.timestamp,
-                }
-            }
-            Err(_) => *self, // not reachable for a parsed location
-        }
+    /// None (nothing to share) if it has no cell: never for a parsed location.
+    pub fn approximate(&self) -> Option<Self> {
+        let (lat, lng) = super::RoomId::at(self.lat, self.lng).ok()?.centre();
+        Some(Self {
+            lat,
+            lng,
+            accuracy: self.accuracy.max(APPROXIMATE_ACCURACY_M),
+            timestamp: self.timestamp,
+        })
     }
 
     pub fn parse(input: &LocationInput, now: DateTime<Utc>) -> Result<Self, ValidationError> {
@@ -99,12 +95,12 @@ mod tests {
         assert!((distance_m(48.8566, 2.3522, 51.5074, -0.1278) - 343_500.0).abs() < 1_000.0);
         assert_eq!(distance_m(10.0, 20.0, 10.0, 20.0), 0.0);
         let exact = Location { lat: 48.85661, lng: 2.35222, accuracy: 5.0, timestamp: Utc::now() };
-        let coarse = exact.approximate();
+        let coarse = exact.approximate().unwrap();
         assert!(distance_m(exact.lat, exact.lng, coarse.lat, coarse.lng) <= APPROXIMATE_ACCURACY_M);
         assert_ne!((coarse.lat, coarse.lng), (exact.lat, exact.lng));
         assert_eq!(coarse.accuracy, APPROXIMATE_ACCURACY_M);
         // Nearby points in the same cell become the same point.
-        let nearby = Location { lat: 48.85662, lng: 2.35224, ..exact }.approximate();
+        let nearby = Location { lat: 48.85662, lng: 2.35224, ..exact }.approximate().unwrap();
         assert_eq!((nearby.lat, nearby.lng), (coarse.lat, coarse.lng));
     }
 

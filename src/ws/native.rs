@@ -232,8 +232,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             Ok(_) if conn.paused => metrics.location_updates_in.increment(1), // shared with no one
             Ok(location) => {
                 metrics.location_updates_in.increment(1);
-                let location = if conn.approximate { location.approximate() } else { location };
-                state.share_location(session.id, me.user_id, location).await
+                // Approximate: coarsened here, before anyone (or the cache) sees it.
+                let location = if conn.approximate { location.approximate() } else { Some(location) };
+                if let Some(location) = location {
+                    state.share_location(session.id, me.user_id, location).await
+                }
             }
             Err(err) => {
                 metrics.invalid_in.increment(1);
@@ -302,6 +305,12 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             outbox.push_event(ServerMessage::Pong {}.to_frame())
         }
         Ok(ClientMessage::ShareSettings { approximate, paused }) => {
+            if approximate == Some(true) && !conn.approximate {
+                // The exact position cached so far must not reach later snapshots.
+                if let Err(err) = state.bus.remove_location(session.id, me.user_id).await {
+                    tracing::warn!(error = %err, "could not forget an exact position");
+                }
+            }
             conn.approximate = approximate.unwrap_or(conn.approximate);
             if let Some(paused) = paused
                 && paused != conn.paused
@@ -309,8 +318,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 conn.paused = paused;
                 // Presence says so (Phoenix-style: the old meta leaves, the new one joins).
                 let updated = conn.session_meta.with_paused(paused);
-                state.presence_leave(session.id, &conn.session_meta);
-                state.presence_join(session.id, &updated);
+                state.presence_update(session.id, &conn.session_meta, &updated);
                 conn.session_meta = updated;
                 if paused {
                     state.clear_location(session.id, me.user_id).await;
@@ -323,7 +331,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             let (interval, distance) = outbox.view();
             let interval = min_interval_ms.map_or(interval, std::time::Duration::from_millis);
             let distance = min_distance_m.unwrap_or(distance);
-            outbox.set_view(interval, distance);
+            outbox.set_view(interval, distance, state.config.location_ttl() / 2);
             let min_interval_ms = interval.as_millis() as u64;
             outbox.push_event(
                 ServerMessage::ViewSettings { min_interval_ms, min_distance_m: distance }.to_frame(),

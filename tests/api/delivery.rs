@@ -30,7 +30,12 @@ async fn approximate_positions_are_coarsened_for_everyone_and_in_snapshots() {
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
+    // An exact position first: switching to approximate must take it out of snapshots too.
+    ann_ws.send_location(48.9, 2.4).await;
+    bob_ws.next_of_type("location_broadcast").await;
     let answer = settle(&mut ann_ws, "share_settings", json!({ "precision": "approximate" })).await;
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["locations"], json!([]), "the exact position is gone: {snapshot}");
     assert_eq!(
         (answer["data"]["precision"].as_str(), answer["data"]["paused"].as_bool()),
         (Some("approximate"), Some(false))
@@ -92,6 +97,10 @@ async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
             Some("presence_diff") => {
                 if let Some(metas) = message["data"]["joins"][&ann.user_id]["metas"].as_array() {
                     paused_meta = metas.first().cloned();
+                    // One diff, as Phoenix Presence updates a meta: the old one leaves in it.
+                    let left = &message["data"]["leaves"][&ann.user_id]["metas"][0];
+                    assert_eq!(left["paused"], Value::Null, "{message}");
+                    assert_ne!(left["phx_ref"], paused_meta.as_ref().unwrap()["phx_ref"]);
                 }
             }
             _ => {}
@@ -103,6 +112,11 @@ async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
     let presence: Value =
         app.get(&format!("/api/sessions/{}/presence", session.session_id)).await.json().await.unwrap();
     assert_eq!(presence["presences"][&ann.user_id]["metas"][0]["paused"], true, "{presence}");
+    assert_eq!(
+        presence["presences"][&ann.user_id]["metas"].as_array().unwrap().len(),
+        1,
+        "no ghost: {presence}"
+    );
     let (_, snapshot) = app.connect(&bob.token).await;
     assert!(
         snapshot["data"]["locations"].as_array().unwrap().iter().all(|l| l["user_id"] != ann.user_id),
@@ -137,6 +151,16 @@ async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     }
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 1.0);
     bob_ws.assert_silent(Duration::from_millis(300)).await;
+
+    // Once the interval has passed, the next one goes out.
+    settle(&mut bob_ws, "view_settings", json!({ "min_interval_ms": 300 })).await;
+    ann_ws.send_location(20.0, 1.0).await;
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 20.0);
+    ann_ws.send_location(21.0, 1.0).await;
+    bob_ws.assert_silent(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann_ws.send_location(22.0, 1.0).await;
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 22.0);
 
     // Distance instead: moves under 100 m are not sent.
     let answer =
