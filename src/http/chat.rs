@@ -84,16 +84,27 @@ async fn session_history(
     Bearer(claims): Bearer,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page>, ApiError> {
+    token_of_session(&state, &claims, session_id).await?;
+    if claims.role == Role::Participant {
+        participant(&state, &claims).await?; // still in the session
+    }
+    page(&state, ChatRoom::Session(session_id), &query).await
+}
+
+/// An existing session (404) and a token of it (403), for routes under
+/// `/api/sessions/{session_id}/` that take a bearer token.
+pub(super) async fn token_of_session(
+    state: &AppState,
+    claims: &Claims,
+    session_id: SessionId,
+) -> Result<(), ApiError> {
     if state.store.session(session_id).await?.is_none() {
         return Err(ApiError::not_found("session"));
     }
     if claims.session_id() != session_id {
         return Err(ApiError::forbidden("needs a token of this session"));
     }
-    if claims.role == Role::Participant {
-        participant(&state, &claims).await?; // still in the session
-    }
-    page(&state, ChatRoom::Session(session_id), &query).await
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]

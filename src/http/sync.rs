@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::chat::participant;
+use super::chat::{participant, token_of_session};
 use super::extract::{ApiJson, ApiPath, Bearer};
 use crate::auth::Claims;
 use crate::domain::{self, Location, LocationInput, Participant, SessionId};
@@ -62,12 +62,7 @@ struct Pushed {
 
 /// The token's participant, of this session.
 async fn caller(state: &AppState, claims: &Claims, session_id: SessionId) -> Result<Participant, ApiError> {
-    if state.store.session(session_id).await?.is_none() {
-        return Err(ApiError::not_found("session"));
-    }
-    if claims.session_id() != session_id {
-        return Err(ApiError::forbidden("needs a token of this session"));
-    }
+    token_of_session(state, claims, session_id).await?;
     participant(state, claims).await
 }
 
