@@ -16,6 +16,9 @@ RUN useradd --system --uid 10001 --home /var/lib/convoy --create-home convoy
 COPY --from=build /src/target/release/convoy /usr/local/bin/convoy
 USER convoy
 WORKDIR /var/lib/convoy
+# The SQLite file and the JWT secret convoy generates beside it (no JWT_SECRET set) live
+# here: keep it on a volume so tokens and sessions survive a new container.
+VOLUME ["/var/lib/convoy"]
 ENV HOST=0.0.0.0 PORT=8080
 EXPOSE 8080
 # No curl in the slim image: bash's /dev/tcp asks /health/live.

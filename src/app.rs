@@ -11,10 +11,22 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Tokens;
 use crate::bus;
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{http, store, sweeper};
+
+/// JWT_SECRET, or the installation's own: generated on first start (256 random bits) and
+/// kept by the store, so tokens survive restarts and no two installations share a key.
+async fn signing_secret(config: &Config, store: &dyn store::Store) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness for the JWT secret: {e}"))?;
+    store.signing_secret(&fresh).await.context("keeping the generated JWT secret")
+}
 
 pub struct App {
     listener: TcpListener,
@@ -25,10 +37,15 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let store = store::connect(&config.database_url, config.database_max_connections)
-            .await
-            .context("opening the database")?;
+        let store = store::connect(
+            &config.database_url,
+            config.database_max_connections,
+            config.database_statement_timeout(),
+        )
+        .await
+        .context("opening the database")?;
         store.migrate().await.context("migrating the database")?;
+        let tokens = Tokens::new(&signing_secret(&config, store.as_ref()).await?);
         let instance_id = uuid::Uuid::new_v4();
         let shutdown = CancellationToken::new();
         let (bus, inbound) = bus::connect(
@@ -50,7 +67,7 @@ impl App {
             .unwrap_or_else(|| format!("http://localhost:{port}"))
             .trim_end_matches('/')
             .to_owned();
-        let state = AppState::new(config, public_url, store, bus, instance_id, shutdown);
+        let state = AppState::new(config, public_url, store, bus, tokens, instance_id, shutdown);
         Ok(Self { listener, state, inbound })
     }
 

@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// The JWT secret used when none is configured. Refused in production.
-pub const DEV_JWT_SECRET: &str = "convoy-development-secret-do-not-use-in-production";
-
-/// The shortest JWT secret accepted in production, in bytes.
-pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+/// The shortest JWT secret accepted, in bytes, in every mode.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Parser, Clone)]
 #[command(name = "convoy", version, about = "Real-time location sharing server")]
@@ -60,6 +57,10 @@ pub struct Config {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
 
+    /// Seconds a PostgreSQL statement may run before it is cancelled (the request gets 503).
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_statement_timeout_seconds: u64,
+
     /// Redis URL (redis://...): share live state and events with other instances. Unset: in-process bus.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -70,11 +71,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_BATCH_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub redis_batch_delay_ms: u64,
 
-    /// Secret for signing the HS256 session tokens.
-    #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
-    pub jwt_secret: String,
+    /// Secret for signing the HS256 session tokens, at least 32 bytes; the same on every
+    /// instance. Unset: a random 256-bit secret generated once and kept with the data (a
+    /// 0600 file beside the SQLite file, or a row in PostgreSQL shared by every instance).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
 
-    /// development or production (production refuses the development JWT secret).
+    /// development or production (production refuses CORS_ALLOWED_ORIGINS=*).
     #[arg(long, env = "APP_ENV", value_enum, default_value = "development")]
     pub app_env: AppEnv,
 
@@ -222,26 +225,21 @@ pub enum CorsOrigins {
 }
 
 impl Config {
-    /// Checks what clap cannot: the production secret rules and the public URL.
+    /// Checks what clap cannot: the secret's length, the public URL, the origins.
     pub fn validate(&self) -> Result<(), String> {
-        if self.app_env == AppEnv::Production {
-            if self.jwt_secret == DEV_JWT_SECRET {
-                return Err("APP_ENV=production needs JWT_SECRET: the development secret is refused".into());
-            }
-            if self.jwt_secret.len() < MIN_PRODUCTION_SECRET_BYTES {
-                return Err(format!(
-                    "APP_ENV=production needs a JWT_SECRET of at least {MIN_PRODUCTION_SECRET_BYTES} bytes"
-                ));
-            }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            return Err(format!(
+                "JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`), \
+                 or unset to let convoy generate and keep one"
+            ));
         }
         if self.client_timeout_seconds <= self.heartbeat_interval_seconds {
             return Err("CLIENT_TIMEOUT_SECONDS must be longer than HEARTBEAT_INTERVAL_SECONDS".into());
         }
         if self.ws_max_message_bytes < 1024 {
             return Err("WS_MAX_MESSAGE_BYTES must be at least 1024".into());
-        }
-        if self.jwt_secret.is_empty() {
-            return Err("JWT_SECRET must not be empty".into());
         }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -285,6 +283,10 @@ impl Config {
         SocketAddr::new(self.host, self.port)
     }
 
+    pub fn database_statement_timeout(&self) -> Duration {
+        Duration::from_secs(self.database_statement_timeout_seconds)
+    }
+
     pub fn location_ttl(&self) -> Duration {
         Duration::from_secs(self.location_ttl_seconds)
     }
@@ -305,22 +307,21 @@ mod tests {
     }
 
     #[test]
-    fn production_refuses_the_development_secret() {
-        let config = parse(&["--app-env", "production", "--jwt-secret", DEV_JWT_SECRET]);
-        assert!(config.validate().unwrap_err().contains("development secret"));
+    fn a_short_secret_is_refused_in_every_mode() {
+        for env in ["development", "production"] {
+            for short in ["", "short", &"x".repeat(31)] {
+                let config = parse(&["--app-env", env, "--jwt-secret", short]);
+                assert!(config.validate().unwrap_err().contains("32 bytes"), "{env} {short:?}");
+            }
+        }
     }
 
     #[test]
-    fn production_refuses_a_short_secret() {
-        let config = parse(&["--app-env", "production", "--jwt-secret", "short"]);
-        assert!(config.validate().unwrap_err().contains("32 bytes"));
-    }
-
-    #[test]
-    fn production_accepts_a_long_secret() {
+    fn a_long_secret_or_none_is_accepted() {
         let secret = "x".repeat(32);
-        let config = parse(&["--app-env", "production", "--jwt-secret", &secret]);
-        assert!(config.validate().is_ok());
+        assert!(parse(&["--app-env", "production", "--jwt-secret", &secret]).validate().is_ok());
+        assert!(parse(&["--app-env", "production"]).validate().is_ok());
+        assert!(parse(&[]).jwt_secret.is_none());
     }
 
     #[test]

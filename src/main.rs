@@ -11,7 +11,12 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&config.log_level, config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            let store = store::connect(&config.database_url, config.database_max_connections).await?;
+            let store = store::connect(
+                &config.database_url,
+                config.database_max_connections,
+                config.database_statement_timeout(),
+            )
+            .await?;
             store.migrate().await?;
             store.close().await;
             tracing::info!("migrations applied");

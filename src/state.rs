@@ -97,6 +97,7 @@ impl AppState {
         public_url: String,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        tokens: Tokens,
         instance_id: Uuid,
         shutdown: CancellationToken,
     ) -> Self {
@@ -104,7 +105,6 @@ impl AppState {
         let limits = Limits::new(&config);
         let metrics = Arc::new(RealtimeMetrics::new());
         let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
-        let tokens = Tokens::new(config.jwt_secret.as_bytes());
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         Self(Arc::new(Inner {
             config,

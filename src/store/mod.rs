@@ -31,9 +31,10 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => Self::Unavailable(err.to_string()),
-            // Connection exceptions (08) and operator intervention such as a shutdown (57P).
+            // Connection exceptions (08) and operator intervention (57): a shutdown, or a
+            // statement cancelled by statement_timeout.
             sqlx::Error::Database(ref db)
-                if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+                if db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")) =>
             {
                 Self::Unavailable(err.to_string())
             }
@@ -191,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
     /// returns how many sessions.
     async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 
+    /// The installation's token signing secret: `fresh` is kept if none is kept yet, and
+    /// the kept one is returned, so restarts and every instance on this data share it.
+    async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError>;
+
     /// Live sessions and their active participants, for the gauges in `/metrics`.
     async fn live_counts(&self) -> Result<(i64, i64), StoreError>;
 
@@ -198,12 +203,17 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store DATABASE_URL names, by its scheme.
-pub async fn connect(database_url: &str, max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the store DATABASE_URL names, by its scheme. `statement_timeout` bounds every
+/// PostgreSQL statement (SQLite has its busy timeout).
+pub async fn connect(
+    database_url: &str,
+    max_connections: u32,
+    statement_timeout: std::time::Duration,
+) -> anyhow::Result<Arc<dyn Store>> {
     if database_url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::connect(database_url, max_connections).await?))
     } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(database_url, max_connections).await?))
+        Ok(Arc::new(PostgresStore::connect(database_url, max_connections, statement_timeout).await?))
     } else {
         anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://")
     }

@@ -2,11 +2,12 @@
 //! row so the capacity check holds across instances; the sweeper's UPDATE ... RETURNING
 //! hands each expired session to exactly one instance.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -18,12 +19,20 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // A query stuck on a lock or a huge scan must not hold a pooled connection forever.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(format!("bad postgres URL: {e}")))?
+            .options([("statement_timeout", format!("{}ms", statement_timeout.as_millis()))]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // A dead database must answer REST calls with 503 quickly, not hang them.
             .acquire_timeout(Duration::from_secs(3))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(Self { pool })
     }
@@ -387,6 +396,19 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // Whichever instance inserts first wins; the others read its secret.
+        sqlx::query(
+            "INSERT INTO installation_secrets (name, value) VALUES ('jwt', $1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(fresh)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM installation_secrets WHERE name = 'jwt'")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     async fn live_counts(&self) -> Result<(i64, i64), StoreError> {

@@ -2,6 +2,7 @@
 //! itself; every write that must be atomic is a single statement, so no transaction
 //! ever has to upgrade from a read lock (which SQLite answers with SQLITE_BUSY).
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, User
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The database file (None in memory), beside which generated secrets are kept.
+    file: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -28,13 +31,42 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let file = Some(options.get_filename().to_owned()).filter(|f| f.as_os_str() != ":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, file })
     }
+}
+
+/// The secret kept in `path` (hex), or `fresh` written there first: created 0600 under a
+/// temporary name, then hard-linked into place, which fails if another process got there
+/// first, so two processes starting at once still end up with one secret.
+fn secret_file(path: &Path, fresh: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if !path.exists() {
+        let temporary = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        let written = file.write_all(hex::encode(fresh).as_bytes()).and_then(|()| file.sync_all());
+        let linked = written.and_then(|()| std::fs::hard_link(&temporary, path));
+        let _ = std::fs::remove_file(&temporary);
+        match linked {
+            Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
+    }
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the JWT secret file is readable by others: chmod 600 it");
+    }
+    let text = std::fs::read_to_string(path)?;
+    hex::decode(text.trim()).ok().filter(|secret| secret.len() >= crate::config::MIN_SECRET_BYTES).ok_or_else(
+        || std::io::Error::other(format!("{} does not hold a hex secret of 32+ bytes", path.display())),
+    )
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -389,6 +421,21 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let Some(db) = &self.file else {
+            tracing::warn!("in-memory database: tokens are signed with a secret that ends with this process");
+            return Ok(fresh.to_vec());
+        };
+        let mut name = db.file_name().unwrap_or_default().to_owned();
+        name.push(".jwt-secret");
+        let path = db.with_file_name(name);
+        let fresh = fresh.to_vec();
+        tokio::task::spawn_blocking(move || secret_file(&path, &fresh))
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?
+            .map_err(|e| StoreError::Other(format!("keeping the JWT secret: {e}")))
     }
 
     async fn live_counts(&self) -> Result<(i64, i64), StoreError> {

@@ -40,7 +40,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.host = "127.0.0.1".parse().unwrap();
     config.port = 0;
     config.database_url = format!("sqlite://{}", dir.join("convoy.db").display());
-    config.jwt_secret = TEST_SECRET.into();
+    config.jwt_secret = Some(TEST_SECRET.into());
     config.public_url = None;
     config.redis_url = None;
     config.max_participants_per_session = 50;
@@ -142,6 +142,12 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Config))
     }
     configure(&mut config);
     start(backend, config, dir).await
+}
+
+/// An embedded instance with exactly this configuration (its data wherever the config
+/// says, e.g. a folder the test keeps across restarts).
+pub async fn spawn_config(config: Config) -> TestApp {
+    start(Backend::Embedded, config, tempfile::tempdir().expect("temp dir")).await
 }
 
 /// Two instances on one PostgreSQL schema and one Redis: a cluster of two.

@@ -24,6 +24,7 @@ mod phoenix;
 mod presence;
 mod proxy;
 mod refresh;
+mod secret;
 mod sessions;
 mod shutdown;
 mod slow_consumer;
