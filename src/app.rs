@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
@@ -14,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Tokens;
 use crate::bus;
 use crate::config::Config;
+use crate::serve::{ServeLimits, serve};
 use crate::state::AppState;
 use crate::{http, store, sweeper};
 
@@ -111,25 +111,30 @@ impl App {
         let signal_state = state.clone();
         let router = http::router(state.clone());
         let send_buffer = state.config.tcp_send_buffer_bytes;
-        let listener = listener.tap_io(move |tcp| {
+        let tap = move |tcp: &tokio::net::TcpStream| {
             // Location frames are small and latency matters: no Nagle delay.
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
             if let Some(bytes) = send_buffer
-                && let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes)
+                && let Err(err) = socket2::SockRef::from(tcp).set_send_buffer_size(bytes)
             {
                 tracing::debug!(error = %err, "could not set SO_SNDBUF");
             }
-        });
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sockets");
-                signal_state.begin_shutdown();
-            })
-            .await
-            .context("serving")?;
+        };
+        let config = &state.config;
+        let limits = ServeLimits {
+            header_timeout: Duration::from_secs(config.http_header_timeout_seconds),
+            max_pending: config.max_http_connections,
+            max_pending_per_ip: config.max_http_connections_per_ip,
+            per_ip: !config.trust_proxy_headers,
+        };
+        serve(listener, router, limits, tap, async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets");
+            signal_state.begin_shutdown();
+        })
+        .await;
 
         // Sockets were told to close with 1001; wait for them, but not forever.
         state.sockets.close();

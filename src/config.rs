@@ -167,6 +167,17 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
     pub max_connections: usize,
 
+    /// Most open WebSocket connections from one client address (IPv6: one /64; behind
+    /// TRUST_PROXY_HEADERS the forwarded address), sockets still waiting for `auth`
+    /// included; past it the handshake gets 429.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// Most open WebSocket connections of one participant (phone, laptop, reconnects not
+    /// yet noticed as dead); past it the handshake gets 429, or an `auth` message 1013.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_PARTICIPANT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_participant: u32,
+
     /// Seconds between two pings the server sends on every socket.
     #[arg(long, env = "HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_interval_seconds: u64,
@@ -202,6 +213,21 @@ pub struct Config {
     /// with 408. Sockets are not affected once open.
     #[arg(long, env = "HTTP_REQUEST_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_request_timeout_seconds: u64,
+
+    /// Seconds a client has to send a request's headers (and an idle keep-alive connection
+    /// to start its next request) before the connection is closed: slow-loris protection.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub http_header_timeout_seconds: u64,
+
+    /// Most HTTP connections not (yet) upgraded to a socket; past it new connections get a
+    /// 503 and are closed.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 4096, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
+    pub max_http_connections: usize,
+
+    /// Most such connections from one TCP peer address (IPv6: one /64); not applied with
+    /// TRUST_PROXY_HEADERS, where every connection comes from the proxy.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections_per_ip: u32,
 
     /// Seconds a graceful shutdown waits for sockets to close before giving up.
     #[arg(long, env = "SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]

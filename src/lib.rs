@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod activity;
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod bus;
@@ -15,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod sweeper;

@@ -122,7 +122,7 @@ impl Limits {
 
 /// The key a client IP is limited under: the address itself for IPv4, its /64 for IPv6
 /// (one subscriber usually holds a whole /64, so per-address keys would be free to evade).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -3,7 +3,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::activity::Activity;
+use crate::admission::Admission;
 use crate::auth::{Role, Tokens};
 use crate::bus::Bus;
 use crate::config::Config;
@@ -55,17 +56,8 @@ pub struct Inner {
     /// Renders `/metrics`.
     pub prometheus: PrometheusHandle,
     draining: AtomicBool,
-    /// Sockets open or being opened, against MAX_CONNECTIONS.
-    sockets_open: AtomicUsize,
-}
-
-/// A place among MAX_CONNECTIONS, held from the handshake until the socket closes.
-pub struct ConnectionSlot(AppState);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.sockets_open.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// The socket caps: per instance, per address, per participant.
+    pub admission: Arc<Admission>,
 }
 
 impl Deref for AppState {
@@ -106,6 +98,7 @@ impl AppState {
         let metrics = Arc::new(RealtimeMetrics::new());
         let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
+        let admission = Admission::new(&config);
         Self(Arc::new(Inner {
             config,
             public_url,
@@ -124,18 +117,8 @@ impl AppState {
             resync_permits: tokio::sync::Semaphore::new(16),
             pending_auth,
             draining: AtomicBool::new(false),
-            sockets_open: AtomicUsize::new(0),
+            admission,
         }))
-    }
-
-    /// Takes a connection slot, or None when MAX_CONNECTIONS sockets are already open.
-    pub fn try_reserve_connection(&self) -> Option<ConnectionSlot> {
-        let before = self.sockets_open.fetch_add(1, Ordering::Relaxed);
-        if before >= self.config.max_connections {
-            self.sockets_open.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(ConnectionSlot(self.clone()))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -117,6 +117,9 @@ impl Spawned {
             .env("DATABASE_URL", database_url)
             .env("RATE_LIMIT_ENABLED", "false")
             .env("MAX_CONNECTIONS", (connections + 100).to_string())
+            // Every simulated phone connects from 127.0.0.1: the per-address caps that
+            // protect a public instance would refuse the load itself.
+            .env("MAX_CONNECTIONS_PER_IP", (connections + 100).to_string())
             .env("LOG_LEVEL", "warn")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null());

@@ -14,7 +14,7 @@ mod sync;
 mod tokens;
 pub mod web;
 
-pub use extract::ApiJson;
+pub use extract::{ApiJson, ClientIp};
 
 use std::any::Any;
 use std::time::{Duration, Instant};

@@ -11,8 +11,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::admission::ConnectionSlot;
 use crate::hub::close_code;
-use crate::state::{AppState, ConnectionSlot};
+use crate::state::AppState;
 use crate::ws::protocol::{ClientMessage, ServerMessage, parse_client};
 
 /// Messages answered with `unauthenticated` before the socket is closed.
@@ -25,7 +26,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) async fn run(
     mut socket: WebSocket,
     state: AppState,
-    slot: ConnectionSlot,
+    mut slot: ConnectionSlot,
     pending: OwnedSemaphorePermit,
 ) {
     let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
@@ -51,6 +52,11 @@ pub(super) async fn run(
             Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
                 Ok((session, participant)) => {
                     drop(pending);
+                    if slot.bind(participant.user_id).is_err() {
+                        let max = state.config.max_connections_per_participant;
+                        let reason = super::refused_participant_message(max);
+                        return close(socket, close_code::TRY_AGAIN_LATER, &reason).await;
+                    }
                     super::native::run(socket, state, session, participant).await;
                     drop(slot);
                     return;

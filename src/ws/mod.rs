@@ -10,6 +10,8 @@ pub mod protocol;
 pub(crate) mod snapshot;
 pub mod topics;
 
+use std::net::IpAddr;
+
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -19,10 +21,12 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::admission::{ConnectionSlot, Refusal};
 use crate::auth::{Role, TokenError};
 use crate::domain::{self, Participant, Session};
 use crate::error::ApiError;
-use crate::state::{AppState, ConnectionSlot};
+use crate::http::ClientIp;
+use crate::state::AppState;
 
 /// Per-socket buffer sizes (see `upgrade_requested`).
 const READ_BUFFER_BYTES: usize = 1024;
@@ -57,6 +61,7 @@ fn find_token(query: Option<String>, headers: &HeaderMap) -> Option<(String, Opt
 
 async fn upgrade(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -66,15 +71,16 @@ async fn upgrade(
     let sockets = state.sockets.clone();
     let Some((token, protocol)) = find_token(query.token, &headers) else {
         // No token in the handshake: it must come as the first message (seed 004's Auth).
+        // Until then the socket counts against its address.
+        let slot = reserve_slot(&state, ip)?;
         let pending = state.pending_auth.clone().try_acquire_owned().map_err(|_| {
             ApiError::unavailable("too many sockets are waiting to authenticate; retry, or pass the token")
         })?;
-        let slot = reserve_slot(&state)?;
         return Ok(
             ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot, pending)))
         );
     };
-    let (session, participant, slot) = admit(&state, &token).await?;
+    let (session, participant, slot) = admit(&state, &token, ip).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);
@@ -111,20 +117,56 @@ fn upgrade_requested(
 }
 
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has
-/// not left; and takes one of MAX_CONNECTIONS.
-async fn admit(state: &AppState, token: &str) -> Result<(Session, Participant, ConnectionSlot), ApiError> {
+/// not left; and takes its places under the socket caps (the address's first, so a client
+/// over its cap costs no database read).
+async fn admit(
+    state: &AppState,
+    token: &str,
+    ip: IpAddr,
+) -> Result<(Session, Participant, ConnectionSlot), ApiError> {
+    let mut slot = reserve_slot(state, ip)?;
     let (session, participant) = admit_token(state, token).await?;
-    Ok((session, participant, reserve_slot(state)?))
+    slot.bind(participant.user_id).map_err(|refusal| refused(state, refusal))?;
+    Ok((session, participant, slot))
 }
 
-/// One of MAX_CONNECTIONS, or 503.
-fn reserve_slot(state: &AppState) -> Result<ConnectionSlot, ApiError> {
-    state.try_reserve_connection().ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "this instance holds its maximum of {} sockets",
-            state.config.max_connections
-        ))
-    })
+/// A place for a socket from `ip`, or the refusal as an HTTP error.
+fn reserve_slot(state: &AppState, ip: IpAddr) -> Result<ConnectionSlot, ApiError> {
+    state.admission.admit(ip).map_err(|refusal| refused(state, refusal))
+}
+
+/// 503 when the instance is full (another instance may have room), 429 when the client
+/// holds its share.
+fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    let config = &state.config;
+    let mut error = match refusal {
+        Refusal::Instance => {
+            return ApiError::unavailable(format!(
+                "this instance holds its maximum of {} sockets",
+                config.max_connections
+            ));
+        }
+        Refusal::PerIp => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("this address holds its maximum of {} sockets", config.max_connections_per_ip),
+        ),
+        Refusal::PerParticipant => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            refused_participant_message(config.max_connections_per_participant),
+        ),
+    };
+    error.retry_after = Some(RETRY_AFTER_SECS);
+    error
+}
+
+/// Seconds a client refused by a per-client cap is told to wait: time for its dead sockets
+/// to be noticed.
+const RETRY_AFTER_SECS: u64 = 10;
+
+fn refused_participant_message(max: u32) -> String {
+    format!("this participant holds its maximum of {max} sockets; close one first")
 }
 
 /// The token checks: a participant's, of a live session, who has not left.

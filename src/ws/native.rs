@@ -17,6 +17,9 @@ use crate::hub::{Channel, CloseReason, Outbox, Wire, close_code};
 use crate::presence::PresenceMeta;
 use crate::state::{AppState, EndReason};
 
+/// The longest frame checked for being a `ping` when over the rate limit.
+const MAX_PING_BYTES: usize = 256;
+
 pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant) {
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {
@@ -106,7 +109,15 @@ impl Protocol for Conn<'_> {
         reply_error(self.outbox, "unsupported_frame", "send JSON text frames")
     }
 
-    async fn rate_limited(&mut self, _text: Option<&str>, message: &str, tell: bool) {
+    /// A `ping` is answered whatever the limits say: a client that was briefly chatty must
+    /// not conclude its connection is dead. Only short frames are looked at.
+    async fn rate_limited(&mut self, text: Option<&str>, message: &str, tell: bool) {
+        if let Some(text) = text.filter(|t| t.len() <= MAX_PING_BYTES)
+            && matches!(parse_client(text), Ok(ClientMessage::Ping))
+        {
+            self.state.metrics.pings_in.increment(1);
+            return self.outbox.push_event(ServerMessage::Pong {}.to_frame());
+        }
         if tell {
             reply_error(self.outbox, "rate_limited", message)
         }

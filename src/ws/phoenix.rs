@@ -28,6 +28,7 @@ use super::protocol::ServerMessage;
 use super::snapshot::{self, Loaded};
 use crate::domain::{self, Location, LocationInput, Participant, Session, SessionId};
 use crate::error::ApiError;
+use crate::http::ClientIp;
 use crate::hub::{Channel, CloseReason, Frame, Outbox, Wire, close_code};
 use crate::presence::PresenceMeta;
 use crate::state::{AppState, EndReason};
@@ -40,6 +41,7 @@ pub(super) struct PhoenixQuery {
 
 pub(super) async fn upgrade(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     query: Result<Query<PhoenixQuery>, axum::extract::rejection::QueryRejection>,
     headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -57,7 +59,7 @@ pub(super) async fn upgrade(
     let token = query.token.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::unauthorized("missing token: connect to /socket/websocket?token=<websocket_token>")
     })?;
-    let (session, participant, slot) = super::admit(&state, &token).await?;
+    let (session, participant, slot) = super::admit(&state, &token, ip).await?;
     let sockets = state.sockets.clone();
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {

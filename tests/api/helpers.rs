@@ -423,6 +423,12 @@ pub async fn error_code(response: reqwest::Response) -> String {
     body["error"]["code"].as_str().expect("error has a code").to_owned()
 }
 
+/// The value of the first sample in a `/metrics` text whose line starts with `series`
+/// (name plus labels).
+pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 /// The real `convoy` binary, started on a free port with a given DATABASE_URL.
 pub struct Binary {
     pub port: u16,

@@ -138,3 +138,32 @@ on_every_backend!(
     rest_calls_are_limited_per_address_with_retry_after,
     limits_can_be_switched_off,
 );
+
+#[tokio::test]
+async fn a_ping_over_the_limit_is_still_answered() {
+    let app = spawn_app_on(Backend::Embedded, |c| c.rate_limit_connection_per_second = 1).await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    // A burst spends the bucket (2 messages); the pings right after it are over the limit.
+    for i in 0..10 {
+        ann_ws.send_location(f64::from(i), 0.0).await;
+    }
+    for _ in 0..3 {
+        ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
+    }
+    let mut pongs = 0;
+    let mut limited = false;
+    while pongs < 3 {
+        let message = ann_ws.next_json().await;
+        match message["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") => {
+                assert_eq!(message["data"]["code"], "rate_limited");
+                limited = true;
+            }
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    assert!(limited, "the burst was over the limit");
+}

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth_first;
+mod caps;
 mod chat;
 mod cluster;
 mod cors;

@@ -5,11 +5,6 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
-/// The value of the first sample whose line starts with `series` (name plus labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_requests_messages_and_broadcasts() {
     let app = spawn_app().await;
@@ -30,7 +25,7 @@ async fn metrics_count_requests_messages_and_broadcasts() {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
     let at_least = |series: &str, min: f64| {
-        let value = sample(&text, series).unwrap_or_else(|| panic!("{series} missing from /metrics"));
+        let value = metric_sample(&text, series).unwrap_or_else(|| panic!("{series} missing from /metrics"));
         assert!(value >= min, "{series} = {value}, expected >= {min}");
     };
     at_least(r#"convoy_ws_messages_in_total{type="location_update"}"#, 3.0);
