@@ -52,6 +52,63 @@ fn bounded_text(
     Ok(trimmed.to_owned())
 }
 
+/// A name people see (a display name, a session name): NFC-normalized, so one name has one
+/// form, and without the invisible characters that make a name pass for another: control
+/// characters, bidi overrides and isolates, and zero-width characters other than the
+/// joiners and tags inside emoji sequences (family emoji, flags such as Scotland's).
+fn name_text(field: &'static str, raw: &str, max: usize) -> Result<String, ValidationError> {
+    use unicode_normalization::UnicodeNormalization;
+    let normalized: String = raw.nfc().collect();
+    let name = bounded_text(field, &normalized, max, &[])?;
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if !is_invisible(c) {
+            continue;
+        }
+        let emoji_before = i > 0 && is_emoji(chars[i - 1]);
+        let allowed = match c {
+            ZERO_WIDTH_JOINER => emoji_before && chars.get(i + 1).is_some_and(|&next| is_emoji(next)),
+            // Tag sequences: U+1F3F4 followed by tags (subdivision flags).
+            _ if unicode_properties::emoji::is_tag_character(c) => {
+                i > 0
+                    && (chars[i - 1] == '\u{1F3F4}'
+                        || unicode_properties::emoji::is_tag_character(chars[i - 1]))
+            }
+            _ => false,
+        };
+        if !allowed {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "must not contain invisible or direction-changing characters (U+{:04X} at character {})",
+                    u32::from(c),
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(name)
+}
+
+const ZERO_WIDTH_JOINER: char = '\u{200D}';
+
+/// Format characters (bidi controls, zero-width spaces and joiners, tags, the BOM) and the
+/// line and paragraph separators.
+fn is_invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+    )
+}
+
+/// Part of an emoji: a pictograph, or a modifier or selector that follows one (not the
+/// ASCII digits and signs that are emoji only in keycaps).
+fn is_emoji(c: char) -> bool {
+    use unicode_properties::UnicodeEmoji;
+    !c.is_ascii() && c.is_emoji_char_or_emoji_component() && c != ZERO_WIDTH_JOINER
+}
+
 /// The current time, truncated to milliseconds: the precision every store keeps.
 pub fn now() -> DateTime<Utc> {
     from_millis(Utc::now().timestamp_millis())

@@ -7,7 +7,7 @@ use super::{SessionId, UserId, ValidationError};
 
 pub const DEFAULT_AVATAR_COLOR: &str = "#FF5733";
 
-/// 1 to 100 characters after trimming, no control characters.
+/// 1 to 100 characters after trimming, NFC-normalized, nothing invisible (`name_text`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -15,7 +15,7 @@ impl DisplayName {
     pub const MAX_CHARS: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        super::bounded_text("display_name", raw, Self::MAX_CHARS, &[]).map(Self)
+        super::name_text("display_name", raw, Self::MAX_CHARS).map(Self)
     }
 
     pub fn into_inner(self) -> String {
@@ -68,6 +68,41 @@ mod tests {
             assert_eq!(DisplayName::parse(bad).unwrap_err().field, "display_name");
         }
         assert!(DisplayName::parse(&"a".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn display_names_keep_their_emoji_and_lose_their_tricks() {
+        for (raw, stored) in [
+            ("Zoë 🚲", "Zoë 🚲"),
+            ("Zoe\u{308}", "Zoë"), // decomposed: stored composed (NFC)
+            ("👨\u{200D}👩\u{200D}👧\u{200D}👦 family", "👨\u{200D}👩\u{200D}👧\u{200D}👦 family"),
+            ("👍🏽 ok", "👍🏽 ok"),
+            ("🏳️\u{200D}🌈", "🏳️\u{200D}🌈"),
+            (
+                "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+                "🏴\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            ),
+            ("مريم", "مريم"),
+            ("李雷", "李雷"),
+        ] {
+            assert_eq!(DisplayName::parse(raw).unwrap().into_inner(), stored, "{raw:?}");
+        }
+        for bad in [
+            "Ann\u{202E}nnA",      // right-to-left override
+            "\u{2067}Bob\u{2069}", // isolates
+            "Ann\u{200E}",         // left-to-right mark
+            "A\u{200B}nn",         // zero-width space
+            "An\u{200D}n",         // a joiner between letters
+            "🚲\u{200D}",          // a joiner at the end
+            "1\u{200D}2",          // digits are emoji only in keycaps
+            "\u{FEFF}Ann",         // byte order mark
+            "Ann\u{2028}Bob",      // line separator
+            "Ann\u{E0041}",        // a tag outside a flag
+        ] {
+            let err = DisplayName::parse(bad).unwrap_err();
+            assert_eq!(err.field, "display_name", "{bad:?}");
+            assert!(err.message.contains("invisible"), "{bad:?}: {}", err.message);
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 use super::{SessionId, ValidationError};
 
-/// An optional session name: at most 255 characters after trimming; blank means none.
+/// An optional session name: at most 255 characters after trimming, with the rules of a
+/// display name (`name_text`); blank means none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionName(Option<String>);
 
@@ -13,18 +14,8 @@ impl SessionName {
     pub const MAX_CHARS: usize = 255;
 
     pub fn parse(raw: Option<String>) -> Result<Self, ValidationError> {
-        let Some(raw) = raw else { return Ok(Self(None)) };
-        let trimmed = raw.trim();
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::new(
-                "name",
-                format!("must be at most {} characters", Self::MAX_CHARS),
-            ));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ValidationError::new("name", "must not contain control characters"));
-        }
-        Ok(Self((!trimmed.is_empty()).then(|| trimmed.to_owned())))
+        let Some(raw) = raw.filter(|raw| !raw.trim().is_empty()) else { return Ok(Self(None)) };
+        super::name_text("name", &raw, Self::MAX_CHARS).map(|name| Self(Some(name)))
     }
 
     pub fn into_inner(self) -> Option<String> {

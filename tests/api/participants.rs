@@ -183,3 +183,32 @@ on_every_backend!(
     who_may_remove_whom,
     joining_ended_or_unknown_sessions,
 );
+
+#[tokio::test]
+async fn names_that_pass_for_others_are_refused_and_names_are_stored_composed() {
+    let app = spawn_app().await;
+    let session = app.create_session(json!({})).await;
+    let path = format!("/api/sessions/{}/join", session.session_id);
+    // "Ann" with a right-to-left override shows as "Ann" reversed: a spoof of someone else.
+    for name in ["nnA\u{202E}", "A\u{200B}nn", "\u{2066}Ann\u{2069}"] {
+        let response = app.post(&path, json!({ "display_name": name })).await;
+        assert_eq!(response.status(), 422, "{name:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_input");
+        assert!(body["error"]["message"].as_str().unwrap().starts_with("display_name:"), "{body}");
+    }
+    let response = app.post("/api/sessions", json!({ "name": "Trip\u{202E}pirT" })).await;
+    assert_eq!(response.status(), 422);
+
+    app.join(&session.session_id, "Zoe\u{308} 🚲").await;
+    app.join(&session.session_id, "👨\u{200D}👩\u{200D}👧").await;
+    let listed: Value =
+        app.get(&format!("/api/sessions/{}/participants", session.session_id)).await.json().await.unwrap();
+    let names: Vec<&str> = listed["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["display_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Zoë 🚲", "👨\u{200D}👩\u{200D}👧"]);
+}
