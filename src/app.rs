@@ -28,6 +28,9 @@ async fn signing_secret(config: &Config, store: &dyn store::Store) -> anyhow::Re
     store.signing_secret(&fresh).await.context("keeping the generated JWT secret")
 }
 
+/// How long a shutdown waits for the bus to send what is queued.
+const BUS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub struct App {
     listener: TcpListener,
     state: AppState,
@@ -53,6 +56,7 @@ impl App {
             instance_id,
             config.session_idle_timeout_seconds,
             Duration::from_millis(config.redis_batch_delay_ms),
+            config.redis_queue_max_bytes,
             shutdown.clone(),
         )
         .await
@@ -143,10 +147,11 @@ impl App {
             tracing::warn!(open = state.sockets.len(), "sockets still open after the grace period");
         }
         let _ = tokio::join!(sweeper, flusher);
-        // Last: what the closing sockets recorded.
+        // Last: what the closing sockets recorded, and their goodbyes to other instances.
         if let Err(err) = state.activity.flush(state.store.as_ref()).await {
             tracing::warn!(error = %err, "final activity flush failed");
         }
+        state.bus.flush(BUS_FLUSH_TIMEOUT).await;
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

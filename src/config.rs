@@ -71,6 +71,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_BATCH_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub redis_batch_delay_ms: u64,
 
+    /// Bytes of messages and cached locations the Redis writer may hold while Redis is slow;
+    /// past it (or 65,536 commands) new ones are dropped and counted, and sessions that lost
+    /// events resynchronise once Redis keeps up.
+    #[arg(long, env = "REDIS_QUEUE_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1024..), |v| v as usize))]
+    pub redis_queue_max_bytes: usize,
+
     /// Secret for signing the HS256 session tokens, at least 32 bytes; the same on every
     /// instance. Unset: a random 256-bit secret generated once and kept with the data (a
     /// 0600 file beside the SQLite file, or a row in PostgreSQL shared by every instance).

@@ -145,6 +145,8 @@ impl Bus for LocalBus {
     }
 
     // One instance: nobody else can stop without this one knowing.
+    async fn flush(&self, _within: Duration) {}
+
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         Ok(Vec::new())
     }

@@ -43,13 +43,21 @@ pub async fn connect(
     instance_id: Uuid,
     session_key_ttl_secs: u64,
     batch_delay: Duration,
+    queue_max_bytes: usize,
     shutdown: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, Option<Inbound>), BusError> {
     match redis_url {
         None => Ok((Arc::new(LocalBus::new()), None)),
         Some(url) => {
-            let (bus, inbound) =
-                RedisBus::connect(url, instance_id, session_key_ttl_secs, batch_delay, shutdown).await?;
+            let (bus, inbound) = RedisBus::connect(
+                url,
+                instance_id,
+                session_key_ttl_secs,
+                batch_delay,
+                queue_max_bytes,
+                shutdown,
+            )
+            .await?;
             Ok((Arc::new(bus), Some(inbound)))
         }
     }
@@ -128,4 +136,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Removes the presence of instances that stopped without saying goodbye and returns
     /// it, each entry to exactly one caller, which announces the leaves.
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError>;
+
+    /// Sends what is queued for other instances and waits until it was sent (or `within`
+    /// passed): the last step of a graceful shutdown, so goodbyes are not lost.
+    async fn flush(&self, within: Duration);
 }

@@ -29,7 +29,7 @@
 //! a room.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -204,9 +204,22 @@ enum Command {
     },
     /// Renew the expiry of every presence key this instance has entries in.
     PresenceRefresh,
+    /// Answered once everything queued before it was sent (shutdown waits for it).
+    Flush(oneshot::Sender<()>),
 }
 
 impl Command {
+    /// What the command holds, counted against the queue's byte budget.
+    fn bytes(&self) -> usize {
+        match self {
+            Command::Publish { payload, .. } => payload.len(),
+            Command::PutLocation { json, .. } => json.len(),
+            Command::PresenceJoin { field, json, .. } => field.len() + json.len(),
+            Command::PresenceLeave { field, .. } => field.len(),
+            _ => 0,
+        }
+    }
+
     /// The channel whose clients must resynchronise if this command is lost.
     fn must_arrive(&self) -> Option<Channel> {
         match self {
@@ -216,6 +229,39 @@ impl Command {
             | Command::PresenceReplace { channel } => Some(*channel),
             _ => None,
         }
+    }
+}
+
+/// The writer's queue, bounded in commands (QUEUE_CAPACITY) and in bytes
+/// (REDIS_QUEUE_MAX_BYTES): a Redis slower than this instance cannot grow its memory.
+#[derive(Clone)]
+struct Queue {
+    sender: mpsc::Sender<Command>,
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+impl Queue {
+    /// Queues the command, or hands it back when the queue is full in either measure.
+    fn try_send(&self, command: Command) -> Result<(), Command> {
+        let size = command.bytes();
+        if self.bytes.fetch_add(size, Ordering::Relaxed) + size > self.max_bytes {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            return Err(command);
+        }
+        self.sender.try_send(command).map_err(|err| {
+            self.bytes.fetch_sub(size, Ordering::Relaxed);
+            err.into_inner()
+        })
+    }
+
+    /// The writer took these commands off the queue.
+    fn taken(&self, commands: &[Command]) {
+        self.bytes.fetch_sub(commands.iter().map(Command::bytes).sum(), Ordering::Relaxed);
+    }
+
+    fn capacity(&self) -> usize {
+        self.sender.capacity()
     }
 }
 
@@ -264,7 +310,7 @@ pub struct RedisBus {
     instance_id: Uuid,
     presence: Arc<LocalPresence>,
     conn: ConnectionManager,
-    queue: mpsc::Sender<Command>,
+    queue: Queue,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     breaker: Arc<Breaker>,
     dropped_total: ::metrics::Counter,
@@ -282,6 +328,7 @@ impl RedisBus {
         instance_id: Uuid,
         session_key_ttl_secs: u64,
         batch_delay: Duration,
+        queue_max_bytes: usize,
         shutdown: CancellationToken,
     ) -> Result<(Self, Inbound), BusError> {
         let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
@@ -304,7 +351,8 @@ impl RedisBus {
             .await?;
 
         let breaker = Arc::new(Breaker::default());
-        let (queue, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let (sender, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let queue = Queue { sender, bytes: Arc::new(AtomicUsize::new(0)), max_bytes: queue_max_bytes };
         let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound) = mpsc::unbounded_channel();
         let presence = Arc::new(LocalPresence::default());
@@ -314,7 +362,7 @@ impl RedisBus {
             key_ttl_secs: session_key_ttl_secs,
             batch_delay,
         };
-        tokio::spawn(run_writer(conn.clone(), commands, breaker.clone(), writer));
+        tokio::spawn(run_writer(conn.clone(), commands, queue.clone(), breaker.clone(), writer));
         tokio::spawn(run_subscriber(
             client,
             subscription_rx,
@@ -337,11 +385,7 @@ impl RedisBus {
     }
 
     fn enqueue(&self, command: Command) {
-        let refused = if self.breaker.is_open() {
-            Some(command)
-        } else {
-            self.queue.try_send(command).err().map(|err| err.into_inner())
-        };
+        let refused = if self.breaker.is_open() { Some(command) } else { self.queue.try_send(command).err() };
         if let Some(command) = refused {
             self.count_drop(command.must_arrive());
         }
@@ -584,6 +628,19 @@ impl Bus for RedisBus {
         metas
     }
 
+    async fn flush(&self, within: Duration) {
+        if self.breaker.is_open() {
+            return; // nothing would be sent
+        }
+        let (done, flushed) = oneshot::channel();
+        let _ = tokio::time::timeout(within, async {
+            if self.queue.sender.send(Command::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        })
+        .await;
+    }
+
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         let mut conn = self.check()?;
         let timeout_ms = INSTANCE_TIMEOUT.as_millis() as i64;
@@ -616,6 +673,7 @@ struct Writer {
 async fn run_writer(
     mut conn: ConnectionManager,
     mut commands: mpsc::Receiver<Command>,
+    queue: Queue,
     breaker: Arc<Breaker>,
     writer: Writer,
 ) {
@@ -626,8 +684,10 @@ async fn run_writer(
     let channels_key = presence_channels_key(&instance);
     let mut must_arrive = HashSet::new();
     let mut written = Written::new(Duration::from_secs(key_ttl_secs / 2).min(INDEX_REFRESH));
+    let mut flushed = Vec::new();
     while commands.recv_many(&mut batch, BATCH).await > 0 {
-        if !writer.batch_delay.is_zero() && batch.len() < BATCH {
+        let flushing = batch.iter().any(|c| matches!(c, Command::Flush(_)));
+        if !writer.batch_delay.is_zero() && batch.len() < BATCH && !flushing {
             tokio::time::sleep(writer.batch_delay).await;
             while batch.len() < BATCH
                 && let Ok(command) = commands.try_recv()
@@ -635,6 +695,7 @@ async fn run_writer(
                 batch.push(command);
             }
         }
+        queue.taken(&batch);
         let mut pipe = redis::pipe();
         must_arrive.clear();
         let now = Instant::now();
@@ -717,6 +778,7 @@ async fn run_writer(
                     }
                     script.ignore();
                 }
+                Command::Flush(done) => flushed.push(done),
             }
         }
         if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
@@ -725,6 +787,9 @@ async fn run_writer(
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // The batch may not have reached Redis: its sessions get a Resync on recovery.
             breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -800,7 +865,7 @@ fn due<K: Eq + std::hash::Hash>(
 async fn run_prober(
     mut conn: ConnectionManager,
     breaker: Arc<Breaker>,
-    queue: mpsc::Sender<Command>,
+    queue: Queue,
     instance_id: Uuid,
     presence: Arc<LocalPresence>,
     inbound: mpsc::UnboundedSender<BusEvent>,

@@ -148,3 +148,33 @@ async fn losing_postgres_keeps_sockets_streaming_and_rest_answers_503() {
     bob_ws.send_location(9.0, 9.0).await;
     assert_eq!(ann_ws.next_of_type("location_broadcast").await["data"]["lat"], 9.0);
 }
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503() {
+    use sqlx::Connection;
+    let app = spawn_app_on(Backend::PostgresLocal, |c| {
+        c.database_statement_timeout_seconds = 1;
+        c.http_request_timeout_seconds = 60;
+    })
+    .await;
+    let session = app.create_session(json!({})).await;
+    // Another client of the database holds the participants table.
+    let database_url = app.state.config.database_url.clone();
+    let mut locker = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE participants IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+
+    // The join waits for the lock only as long as DATABASE_STATEMENT_TIMEOUT_SECONDS, and
+    // the pool's connection is free again afterwards.
+    let response = app
+        .post(&format!("/api/sessions/{}/join", session.session_id), json!({ "display_name": "Ann" }))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(error_code(response).await, "unavailable");
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    app.join(&session.session_id, "Ann").await;
+}

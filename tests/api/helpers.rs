@@ -455,6 +455,11 @@ impl Binary {
     }
 
     pub async fn start_on(database_url: &str, port: u16) -> Self {
+        Self::start_with(database_url, port, &[]).await
+    }
+
+    /// Started with these environment variables as well (e.g. REDIS_URL).
+    pub async fn start_with(database_url: &str, port: u16, env: &[(&str, &str)]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
@@ -464,6 +469,7 @@ impl Binary {
             .env_remove("APP_ENV")
             .env_remove("PUBLIC_URL")
             .env_remove("REDIS_URL")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("binary starts");

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod auth_first;
+mod bus_bounds;
 mod caps;
 mod chat;
 mod cluster;
