@@ -33,6 +33,8 @@ const BUS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct App {
     listener: TcpListener,
+    /// ADMIN_LISTEN's, when set.
+    admin: Option<TcpListener>,
     state: AppState,
     inbound: Option<bus::Inbound>,
 }
@@ -64,6 +66,12 @@ impl App {
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding {}", config.bind_addr()))?;
+        let admin = match config.admin_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("binding ADMIN_LISTEN {addr}"))?)
+            }
+            None => None,
+        };
         let port = listener.local_addr()?.port();
         let public_url = config
             .public_url
@@ -72,11 +80,16 @@ impl App {
             .trim_end_matches('/')
             .to_owned();
         let state = AppState::new(config, public_url, store, bus, tokens, instance_id, shutdown);
-        Ok(Self { listener, state, inbound })
+        Ok(Self { listener, admin, state, inbound })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` and `/health/detailed` are served, if ADMIN_LISTEN is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state, for tests that step background work (e.g. `sweeper::sweep_once`).
@@ -85,7 +98,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, state, inbound } = self;
+        let Self { listener, admin, state, inbound } = self;
         if let Some(mut inbound) = inbound {
             // Other instances' messages, delivered in order by one task.
             let hub = state.hub.clone();
@@ -133,6 +146,11 @@ impl App {
             max_pending_per_ip: config.max_http_connections_per_ip,
             per_ip: !config.trust_proxy_headers,
         };
+        let admin = admin.map(|admin| {
+            let router = http::admin_router(state.clone());
+            let stop = state.shutdown.clone().cancelled_owned();
+            tokio::spawn(serve(admin, router, limits, tap, stop))
+        });
         serve(listener, router, limits, tap, async move {
             shutdown.await;
             tracing::info!("shutting down: closing sockets");
@@ -140,6 +158,9 @@ impl App {
         })
         .await;
 
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         // Sockets were told to close with 1001; wait for them, but not forever.
         state.sockets.close();
         let grace = Duration::from_secs(state.config.shutdown_grace_seconds);

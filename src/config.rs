@@ -49,6 +49,11 @@ pub struct Config {
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
 
+    /// A second address (host:port) for `/metrics` and `/health/detailed`, which are then
+    /// no longer served on the main one. Unset: both on the main address.
+    #[arg(long, env = "ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Database URL: sqlite://PATH (embedded, created if missing) or postgres://...
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://convoy.db")]
     pub database_url: String,

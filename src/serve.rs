@@ -29,6 +29,7 @@ const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: appli
 connection: close\r\nretry-after: 5\r\ncontent-length: 87\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many connections; retry later\"}}";
 
+#[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
     pub header_timeout: Duration,
     pub max_pending: usize,

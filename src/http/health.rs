@@ -19,7 +19,12 @@ pub fn router() -> Router<AppState> {
         .route("/health", get(health))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .route("/health/detailed", get(detailed))
+}
+
+/// `/health/detailed` (dependency errors name hosts): on the main address, or only on
+/// ADMIN_LISTEN when that is set.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/health/detailed", get(detailed))
 }
 
 #[utoipa::path(

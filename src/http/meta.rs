@@ -11,7 +11,12 @@ use serde_json::{Value, json};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics)).route("/info", get(info))
+    Router::new().route("/info", get(info))
+}
+
+/// `/metrics`: on the main address, or only on ADMIN_LISTEN when that is set.
+pub fn admin_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 #[utoipa::path(

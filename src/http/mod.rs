@@ -49,10 +49,12 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::router())
         .merge(tokens::router());
     let cors = cors::layer(&state.config);
+    let admin = state.config.admin_listen.is_none().then(admin_routes);
     let router = Router::new()
         .nest("/api", api)
         .merge(health::router())
         .merge(meta::router())
+        .merge(admin.unwrap_or_default())
         .merge(openapi::router())
         .merge(crate::ws::router())
         .merge(web::router())
@@ -79,6 +81,20 @@ pub fn router(state: AppState) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// What operators read: `/metrics` and `/health/detailed`.
+fn admin_routes() -> Router<AppState> {
+    health::admin_router().merge(meta::admin_router())
+}
+
+/// The router of ADMIN_LISTEN, when it is set: the operator's routes and nothing else.
+pub fn admin_router(state: AppState) -> Router {
+    admin_routes()
+        .route_layer(middleware::from_fn(record_request))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
 }
 
 /// Answers 408 when a request (its body included) takes longer than HTTP_REQUEST_TIMEOUT_SECONDS.

@@ -27,6 +27,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestApp {
     pub backend: Backend,
     pub addr: SocketAddr,
+    /// ADMIN_LISTEN's address, when set.
+    pub admin: Option<SocketAddr>,
     pub base: String,
     pub client: reqwest::Client,
     pub state: AppState,
@@ -190,6 +192,7 @@ fn base_config() -> (tempfile::TempDir, Config) {
 async fn start(backend: Backend, config: Config, dir: tempfile::TempDir) -> TestApp {
     let app = App::build(config).await.expect("app builds");
     let addr = app.local_addr();
+    let admin = app.admin_addr();
     let state = app.state();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async move {
@@ -198,6 +201,7 @@ async fn start(backend: Backend, config: Config, dir: tempfile::TempDir) -> Test
     TestApp {
         backend,
         addr,
+        admin,
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         state,

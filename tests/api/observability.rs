@@ -63,3 +63,24 @@ async fn spawn_app_with_limits() -> TestApp {
     })
     .await
 }
+
+#[tokio::test]
+async fn admin_listen_moves_metrics_and_detailed_health_off_the_public_address() {
+    let app =
+        spawn_app_on(Backend::Embedded, |c| c.admin_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let admin = format!("http://{}", app.admin.expect("an admin address"));
+    for path in ["/metrics", "/health/detailed"] {
+        let public = app.get(path).await;
+        assert_eq!(public.status(), 404, "{path} is not public");
+        assert_eq!(error_code(public).await, "not_found");
+        let private = app.client.get(format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(private.status(), 200, "{path} on the admin address");
+    }
+    let text = app.client.get(format!("{admin}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("convoy_ws_connections"));
+    // The rest stays public, and nothing else is on the admin address.
+    assert_eq!(app.get("/health/ready").await.status(), 200);
+    assert_eq!(app.get("/info").await.status(), 200);
+    let other = app.client.get(format!("{admin}/api/sessions")).send().await.unwrap();
+    assert_eq!(other.status(), 404);
+}
