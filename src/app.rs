@@ -15,7 +15,7 @@ use crate::bus;
 use crate::config::Config;
 use crate::serve::{ServeLimits, serve};
 use crate::state::AppState;
-use crate::{http, store, sweeper};
+use crate::{http, revocation, store, sweeper};
 
 /// JWT_SECRET, or the installation's own: generated on first start (256 random bits) and
 /// kept by the store, so tokens survive restarts and no two installations share a key.
@@ -117,6 +117,7 @@ impl App {
         tracing::info!(addr = %listener.local_addr()?, public_url = %state.public_url, database = state.store.kind(), bus = state.bus.kind(), "convoy listening");
 
         let sweeper = tokio::spawn(sweeper::run(state.clone()));
+        let revocation = tokio::spawn(revocation::run(state.clone()));
         let flusher = {
             let state = state.clone();
             let interval = Duration::from_secs(state.config.activity_flush_interval_seconds);
@@ -167,7 +168,7 @@ impl App {
         if tokio::time::timeout(grace, state.sockets.wait()).await.is_err() {
             tracing::warn!(open = state.sockets.len(), "sockets still open after the grace period");
         }
-        let _ = tokio::join!(sweeper, flusher);
+        let _ = tokio::join!(sweeper, flusher, revocation);
         // Last: what the closing sockets recorded, and their goodbyes to other instances.
         if let Err(err) = state.activity.flush(state.store.as_ref()).await {
             tracing::warn!(error = %err, "final activity flush failed");

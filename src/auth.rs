@@ -25,6 +25,14 @@ pub struct Claims {
     pub role: Role,
     pub iat: i64,
     pub exp: i64,
+    /// The holder's token generation when issued (participants): a refresh moves it on,
+    /// and tokens of an older generation no longer open sockets. 0 when absent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub r#gen: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl Claims {
@@ -70,6 +78,7 @@ impl Tokens {
         session_id: SessionId,
         subject: Uuid,
         role: Role,
+        generation: i64,
         expires_at: DateTime<Utc>,
     ) -> String {
         let claims = Claims {
@@ -78,6 +87,7 @@ impl Tokens {
             role,
             iat: Utc::now().timestamp(),
             exp: expires_at.timestamp(),
+            r#gen: generation,
         };
         // Encoding HS256 with a byte secret cannot fail for a serializable struct.
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding")
@@ -102,9 +112,12 @@ mod tests {
         let tokens = Tokens::new(b"secret");
         let sid = SessionId::new_random();
         let sub = Uuid::new_v4();
-        let token = tokens.issue(sid, sub, Role::Participant, Utc::now() + chrono::Duration::minutes(5));
+        let token = tokens.issue(sid, sub, Role::Participant, 3, Utc::now() + chrono::Duration::minutes(5));
         let claims = tokens.verify(&token).unwrap();
-        assert_eq!((claims.session_id(), claims.sub, claims.role), (sid, sub, Role::Participant));
+        assert_eq!(
+            (claims.session_id(), claims.sub, claims.role, claims.r#gen),
+            (sid, sub, Role::Participant, 3)
+        );
     }
 
     #[test]
@@ -112,9 +125,10 @@ mod tests {
         let tokens = Tokens::new(b"secret");
         let sid = SessionId::new_random();
         let token =
-            tokens.issue(sid, Uuid::new_v4(), Role::Creator, Utc::now() + chrono::Duration::minutes(5));
+            tokens.issue(sid, Uuid::new_v4(), Role::Creator, 0, Utc::now() + chrono::Duration::minutes(5));
         assert_eq!(Tokens::new(b"other").verify(&token), Err(TokenError::Invalid));
-        let old = tokens.issue(sid, Uuid::new_v4(), Role::Creator, Utc::now() - chrono::Duration::minutes(5));
+        let old =
+            tokens.issue(sid, Uuid::new_v4(), Role::Creator, 0, Utc::now() - chrono::Duration::minutes(5));
         assert_eq!(tokens.verify(&old), Err(TokenError::Expired));
     }
 }

@@ -141,6 +141,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_RETENTION_HOURS", default_value_t = 168)]
     pub session_retention_hours: u64,
 
+    /// Seconds between two looks at the store for sessions that ended and participants who
+    /// left (with Redis): their sockets here close even when the bus could not say so.
+    #[arg(long, env = "REVOCATION_CHECK_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub revocation_check_seconds: u64,
+
     /// Seconds between two write-behind flushes of last_seen / last_activity to the database.
     #[arg(long, env = "ACTIVITY_FLUSH_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub activity_flush_interval_seconds: u64,
@@ -165,6 +170,12 @@ pub struct Config {
     /// Socket messages per second this instance accepts in all (bursts of twice that).
     #[arg(long, env = "RATE_LIMIT_INSTANCE_PER_SECOND", default_value_t = 100_000)]
     pub rate_limit_instance_per_second: u32,
+
+    /// Bytes per second one user may send to others in publishes, direct messages and chat,
+    /// each message counted as its size times its recipients on this instance (bursts of
+    /// twice that): one member's flood cannot make the others slow consumers.
+    #[arg(long, env = "RATE_LIMIT_USER_BYTES_PER_SECOND", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub rate_limit_user_bytes_per_second: u32,
 
     /// Sessions one client IP may create per minute.
     #[arg(long, env = "RATE_LIMIT_SESSIONS_PER_MINUTE", default_value_t = 30)]
@@ -200,6 +211,18 @@ pub struct Config {
     /// Largest WebSocket message accepted from a client, in bytes; larger closes with 1009.
     #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub ws_max_message_bytes: usize,
+
+    /// Largest `publish` payload, in bytes (its JSON as sent).
+    #[arg(long, env = "MAX_PUBLISH_BYTES", default_value_t = 4096, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(16..=1_048_576), |v| v as usize))]
+    pub max_publish_bytes: usize,
+
+    /// Largest `direct_message` payload, in bytes (its JSON as sent).
+    #[arg(long, env = "MAX_DIRECT_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(16..=1_048_576), |v| v as usize))]
+    pub max_direct_message_bytes: usize,
+
+    /// Largest chat message content, in bytes of UTF-8 (and at most 2,000 characters).
+    #[arg(long, env = "MAX_CHAT_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(16..=1_048_576), |v| v as usize))]
+    pub max_chat_message_bytes: usize,
 
     /// Undelivered events (joins, leaves, ...) a connection may queue before it is closed as too slow.
     #[arg(long, env = "WS_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]

@@ -132,6 +132,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::limits::Refused> for ApiError {
+    fn from(refused: crate::limits::Refused) -> Self {
+        match refused {
+            crate::limits::Refused::TooLarge { max } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                format!("a message carries at most {max} bytes"),
+            ),
+            crate::limits::Refused::OverBudget(wait) => Self::rate_limited(wait),
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(err: ValidationError) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err.to_string())

@@ -631,6 +631,18 @@ impl Hub {
         }
     }
 
+    /// This instance's connections on a channel.
+    pub fn subscriber_count(&self, channel: Channel) -> usize {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels.get(&channel).map_or(0, Vec::len)
+    }
+
+    /// Whether `user_id` has a connection on the channel on this instance.
+    pub fn is_subscribed(&self, channel: Channel, user_id: UserId) -> bool {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels.get(&channel).is_some_and(|subs| subs.iter().any(|s| s.user_id == user_id))
+    }
+
     /// Open connections on this instance.
     pub fn connection_count(&self) -> usize {
         self.connections.load(Ordering::Relaxed)

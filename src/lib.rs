@@ -16,6 +16,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod revocation;
 pub mod serve;
 pub mod state;
 pub mod store;

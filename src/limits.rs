@@ -38,8 +38,41 @@ pub enum RestAction {
     Join,
 }
 
+/// Messages a participant sends to others, each with its own size limit and charged by
+/// size times recipients against the sender's byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// `publish` on a topic: the payload.
+    Publish,
+    /// `direct_message`: the payload.
+    Direct,
+    /// A chat message (session or local room): the content.
+    Chat,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Direct => "direct_message",
+            Self::Chat => "chat message",
+        }
+    }
+}
+
+/// Why a message to others was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Over its kind's size limit, in bytes.
+    TooLarge { max: usize },
+    /// Over the sender's byte budget: retry after this long.
+    OverBudget(Duration),
+}
+
 pub struct Limits {
     enabled: bool,
+    max_bytes: [usize; 3],
+    per_user_bytes: DefaultKeyedRateLimiter<UserId>,
     connection_quota: Quota,
     per_user: DefaultKeyedRateLimiter<UserId>,
     instance: DefaultDirectRateLimiter,
@@ -68,6 +101,12 @@ impl Limits {
                 config.rate_limit_sessions_per_minute,
             ))),
             join_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_joins_per_minute))),
+            max_bytes: [
+                config.max_publish_bytes,
+                config.max_direct_message_bytes,
+                config.max_chat_message_bytes,
+            ],
+            per_user_bytes: RateLimiter::keyed(per_second(config.rate_limit_user_bytes_per_second)),
             clock: DefaultClock::default(),
         }
     }
@@ -76,7 +115,7 @@ impl Limits {
     pub fn connection(&self) -> ConnectionLimiter {
         ConnectionLimiter {
             bucket: self.enabled.then(|| RateLimiter::direct(self.connection_quota)),
-            last_reply: None,
+            last_reply: ReplyThrottle::default(),
         }
     }
 
@@ -100,6 +139,33 @@ impl Limits {
         self.instance.check().map_err(wait)
     }
 
+    /// Whether `user_id` may send a message of `kind` and `bytes` to `recipients` others:
+    /// within the kind's size limit (always applied), and, with rate limits on, within the
+    /// user's byte budget, which it spends at `bytes` x `recipients`. A message that
+    /// costs more than a full budget's burst is refused like one over the budget.
+    pub fn allow_to_others(
+        &self,
+        user_id: UserId,
+        kind: MessageKind,
+        bytes: usize,
+        recipients: usize,
+    ) -> Result<(), Refused> {
+        let max = self.max_bytes[kind as usize];
+        if bytes > max {
+            return Err(Refused::TooLarge { max });
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        let cost = bytes.max(1).saturating_mul(recipients.max(1));
+        let cost = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match self.per_user_bytes.check_key_n(&user_id, cost) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Refused::OverBudget(not_until.wait_time_from(self.clock.now()))),
+            Err(_insufficient) => Err(Refused::OverBudget(Duration::from_secs(1))),
+        }
+    }
+
     /// Ok, or how long the client should wait.
     pub fn allow_rest(&self, action: RestAction, ip: IpAddr) -> Result<(), Duration> {
         if !self.enabled {
@@ -115,6 +181,7 @@ impl Limits {
     /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
     pub fn retain_recent(&self) {
         self.per_user.retain_recent();
+        self.per_user_bytes.retain_recent();
         self.create_per_ip.retain_recent();
         self.join_per_ip.retain_recent();
     }
@@ -135,16 +202,26 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 /// One connection's bucket, and when it last told its client it was limited.
 pub struct ConnectionLimiter {
     bucket: Option<DefaultDirectRateLimiter>,
-    last_reply: Option<Instant>,
+    last_reply: ReplyThrottle,
 }
 
 impl ConnectionLimiter {
     /// Whether to send a `rate_limited` reply now: at most one per second.
     pub fn should_reply(&mut self) -> bool {
+        self.last_reply.due()
+    }
+}
+
+/// At most one reply of a kind per second: a flooding client is told, not flooded back.
+#[derive(Debug, Default)]
+pub struct ReplyThrottle(Option<Instant>);
+
+impl ReplyThrottle {
+    pub fn due(&mut self) -> bool {
         let now = Instant::now();
-        let due = self.last_reply.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        let due = self.0.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
         if due {
-            self.last_reply = Some(now);
+            self.0 = Some(now);
         }
         due
     }

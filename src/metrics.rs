@@ -75,6 +75,22 @@ fn describe() {
         "convoy_rate_limited_total",
         "Requests and socket messages refused by a rate limit, by scope"
     );
+    describe_counter!(
+        "convoy_messages_refused_total",
+        "Publishes, direct messages and chat refused: over their size limit, or over the sender's byte budget"
+    );
+    describe_counter!(
+        "convoy_ws_connections_refused_total",
+        "Socket handshakes refused by a cap: instance, per_ip or per_participant"
+    );
+    describe_counter!(
+        "convoy_http_connections_refused_total",
+        "TCP connections refused before any request: total or per_ip cap on connections not yet upgraded"
+    );
+    describe_counter!(
+        "convoy_http_header_timeouts_total",
+        "Connections closed for not sending their request headers in time"
+    );
     describe_counter!("convoy_http_requests_total", "HTTP requests, by method, route and status");
     describe_histogram!(
         "convoy_http_request_duration_seconds",
@@ -112,6 +128,9 @@ pub struct RealtimeMetrics {
     pub chat_messages: Counter,
     pub channel_joins_in: Counter,
     pub rate_limited: [Counter; 3],
+    /// Publishes, direct messages and chat refused for their size, or the sender's budget.
+    pub refused_too_large: Counter,
+    pub refused_over_budget: Counter,
 }
 
 impl RealtimeMetrics {
@@ -140,6 +159,8 @@ impl RealtimeMetrics {
             channel_joins_in: messages_in("phx_join"),
             rate_limited: [Scope::Connection, Scope::User, Scope::Instance]
                 .map(|scope| counter!("convoy_rate_limited_total", "scope" => scope.as_str())),
+            refused_too_large: counter!("convoy_messages_refused_total", "reason" => "too_large"),
+            refused_over_budget: counter!("convoy_messages_refused_total", "reason" => "over_budget"),
         }
     }
 }

@@ -14,13 +14,13 @@ use uuid::Uuid;
 
 use crate::activity::Activity;
 use crate::admission::Admission;
-use crate::auth::{Role, Tokens};
+use crate::auth::{Claims, Role, Tokens};
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::domain::{self, Location, Participant, SessionId, UserId};
+use crate::domain::{self, Location, Participant, Session, SessionId, UserId};
 use crate::error::ApiError;
 use crate::hub::{Channel, Envelope, Hub, HubMessage, close_code};
-use crate::limits::Limits;
+use crate::limits::{Limits, MessageKind, Refused};
 use crate::metrics::RealtimeMetrics;
 use crate::presence::{PresenceMeta, presence_map};
 use crate::store::{Store, StoreError};
@@ -65,6 +65,20 @@ impl Deref for AppState {
     fn deref(&self) -> &Inner {
         &self.0
     }
+}
+
+/// 401 `token_revoked`.
+fn revoked(message: &'static str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "token_revoked", message)
+}
+
+/// 401 `token_superseded`: the holder is still in, with a newer token.
+fn superseded() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "token_superseded",
+        "this token was replaced by a refreshed one: use the newest",
+    )
 }
 
 /// Why a session ended, as `session_ended.reason` says it.
@@ -125,47 +139,67 @@ impl AppState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Issues a token for the session's `subject`, expiring after TOKEN_TTL_SECONDS or
-    /// with the session, whichever comes first.
+    /// Issues a token for the session's `subject` (of token generation `generation`),
+    /// expiring after TOKEN_TTL_SECONDS or with the session, whichever comes first.
     pub fn issue_token(
         &self,
         session_id: SessionId,
         subject: Uuid,
         role: Role,
+        generation: i64,
         session_expires_at: DateTime<Utc>,
     ) -> (String, DateTime<Utc>) {
         let ttl = chrono::Duration::seconds(i64::try_from(self.config.token_ttl_seconds).unwrap_or(i64::MAX));
         let expires_at =
             domain::now().checked_add_signed(ttl).map_or(session_expires_at, |t| t.min(session_expires_at));
-        (self.tokens.issue(session_id, subject, role, expires_at), expires_at)
+        (self.tokens.issue(session_id, subject, role, generation, expires_at), expires_at)
     }
 
-    /// A fresh token with the same claims, for a session that is still live and a holder
-    /// who still belongs to it (REST and socket refreshes alike).
-    pub async fn refresh_token(
-        &self,
-        session_id: SessionId,
-        subject: Uuid,
-        role: Role,
-    ) -> Result<(String, DateTime<Utc>), ApiError> {
-        let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
+    /// The live session and the active participant a participant's token stands for, if
+    /// the token is of their current generation (one route to this check: sockets, REST).
+    pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
+        let session = self.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
         if !session.is_live(domain::now()) {
             return Err(ApiError::session_ended());
         }
-        let still_belongs = match role {
-            Role::Participant => {
-                self.store.participant(session_id, UserId(subject)).await?.is_some_and(|p| p.is_active)
-            }
-            Role::Creator => self.store.session_creator(session_id).await? == Some(subject),
-        };
-        if !still_belongs {
-            return Err(ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "token_revoked",
-                "this token's holder has left the session",
-            ));
+        let participant = self
+            .store
+            .participant(session.id, claims.user_id())
+            .await?
+            .filter(|p| p.is_active)
+            .ok_or_else(|| revoked("this token's holder has left the session"))?;
+        if participant.token_generation != claims.r#gen {
+            return Err(superseded());
         }
-        Ok(self.issue_token(session_id, subject, role, session.expires_at))
+        Ok((session, participant))
+    }
+
+    /// A fresh token with the same claims, for a session that is still live and a holder
+    /// who still belongs to it (REST and socket refreshes alike). A participant's refresh
+    /// moves their tokens to a new generation: the token refreshed no longer opens sockets.
+    pub async fn refresh_token(&self, claims: &Claims) -> Result<(String, DateTime<Utc>), ApiError> {
+        let (session_id, subject, role) = (claims.session_id(), claims.sub, claims.role);
+        match role {
+            Role::Participant => {
+                let (session, _) = self.active_participant(claims).await?;
+                let generation = self
+                    .store
+                    .rotate_tokens(session_id, claims.user_id(), claims.r#gen)
+                    .await?
+                    .ok_or_else(superseded)?;
+                Ok(self.issue_token(session_id, subject, role, generation, session.expires_at))
+            }
+            Role::Creator => {
+                let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
+                if !session.is_live(domain::now()) {
+                    return Err(ApiError::session_ended());
+                }
+                if self.store.session_creator(session_id).await? != Some(subject) {
+                    return Err(revoked("this token's holder has left the session"));
+                }
+                Ok(self.issue_token(session_id, subject, role, 0, session.expires_at))
+            }
+        }
     }
 
     /// Refuse new sockets and tell the open ones to close with 1001.
@@ -176,6 +210,22 @@ impl AppState {
 
     fn publish(&self, session_id: SessionId, message: HubMessage) {
         self.hub.publish(Envelope { channel: Channel::Session(session_id), message });
+    }
+
+    /// Whether `user_id` may send a message of `kind` and `bytes` to the channel's other
+    /// connections on this instance (or, for a direct message, to one user).
+    pub fn allow_to_others(
+        &self,
+        channel: Channel,
+        user_id: UserId,
+        kind: MessageKind,
+        bytes: usize,
+    ) -> Result<(), Refused> {
+        let recipients = match kind {
+            MessageKind::Direct => 1,
+            _ => self.hub.subscriber_count(channel).saturating_sub(1),
+        };
+        self.limits.allow_to_others(user_id, kind, bytes, recipients)
     }
 
     /// Announces a new participant to everyone connected to the session.

@@ -54,6 +54,10 @@ pub struct Participant {
     pub joined_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub is_active: bool,
+    /// Which of the participant's tokens is current: a refresh moves it on, and older
+    /// tokens no longer open sockets.
+    #[serde(skip)]
+    pub token_generation: i64,
 }
 
 #[cfg(test)]

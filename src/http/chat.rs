@@ -11,6 +11,8 @@ use crate::auth::{Claims, Role};
 use crate::chat::HISTORY;
 use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId, SessionId};
 use crate::error::ApiError;
+use crate::hub::Channel;
+use crate::limits::MessageKind;
 use crate::state::AppState;
 
 /// Most messages one history page returns.
@@ -184,18 +186,7 @@ pub(super) async fn participant(state: &AppState, claims: &Claims) -> Result<Par
     if claims.role != Role::Participant {
         return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));
     }
-    let session = state.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
-    if !session.is_live(domain::now()) {
-        return Err(ApiError::session_ended());
-    }
-    match state.store.participant(claims.session_id(), claims.user_id()).await? {
-        Some(participant) if participant.is_active => Ok(participant),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "token_revoked",
-            "this token's holder has left the session",
-        )),
-    }
+    Ok(state.active_participant(claims).await?.1)
 }
 
 /// `GET /api/rooms/{room_id}/messages`: a local room's history, for any participant.
@@ -245,6 +236,8 @@ async fn post_to_room(
     let author = participant(&state, &claims).await?;
     state.limits.allow_user_message(author.user_id).map_err(ApiError::rate_limited)?;
     let content = ChatContent::parse(&body.content)?;
+    let bytes = content.as_str().len();
+    state.allow_to_others(Channel::Room(room), author.user_id, MessageKind::Chat, bytes)?;
     let message = state.post_message(ChatRoom::Local(room), &author, &content).await?;
     Ok((StatusCode::CREATED, Json(message)))
 }

@@ -64,7 +64,7 @@ async fn create(
     };
     state.store.create_session(&new).await?;
     tracing::info!(session_id = %new.id, "session created");
-    let (creator_token, _) = state.issue_token(new.id, new.creator_id, Role::Creator, new.expires_at);
+    let (creator_token, _) = state.issue_token(new.id, new.creator_id, Role::Creator, 0, new.expires_at);
     let created = SessionCreated {
         session_id: new.id,
         join_link: format!("{}/join/{}", state.public_url, new.id),
@@ -191,7 +191,7 @@ async fn join(
     tracing::info!(%session_id, user_id = %participant.user_id, "participant joined");
     state.announce_join(&participant);
     let websocket_token =
-        state.issue_token(session_id, participant.user_id.0, Role::Participant, expires_at).0;
+        state.issue_token(session_id, participant.user_id.0, Role::Participant, 0, expires_at).0;
     Ok((
         StatusCode::CREATED,
         Json(Joined {

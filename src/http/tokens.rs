@@ -29,6 +29,6 @@ pub struct Refreshed {
     responses((status = 200, description = "the same claims, a new expiry", body = Refreshed), crate::error::ApiErrors)
 )]
 async fn refresh(State(state): State<AppState>, Bearer(claims): Bearer) -> Result<Json<Refreshed>, ApiError> {
-    let (token, expires_at) = state.refresh_token(claims.session_id(), claims.sub, claims.role).await?;
+    let (token, expires_at) = state.refresh_token(&claims).await?;
     Ok(Json(Refreshed { token, expires_at }))
 }

@@ -100,6 +100,13 @@ impl NewChatMessage {
     }
 }
 
+/// What `departures_since` found.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Departures {
+    pub ended: Vec<SessionId>,
+    pub left: Vec<(SessionId, UserId)>,
+}
+
 /// Activity seen since the last flush, newest time per key.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ActivityBatch {
@@ -191,6 +198,20 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes sessions that ended before `before`, with their participants and chat;
     /// returns how many sessions.
     async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Sessions that ended, and participants who left, after `since`: every instance
+    /// re-checks these, so a removal closes sockets even when the bus could not tell them.
+    async fn departures_since(&self, since: DateTime<Utc>) -> Result<Departures, StoreError>;
+
+    /// Moves an active participant's tokens on from generation `current` (a refresh):
+    /// returns the new generation, or None if they left or `current` is not theirs (an
+    /// older token, or a concurrent refresh won).
+    async fn rotate_tokens(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        current: i64,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// The installation's token signing secret: `fresh` is kept if none is kept yet, and
     /// the kept one is returned, so restarts and every instance on this data share it.

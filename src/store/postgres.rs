@@ -11,7 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
-use super::{ActivityBatch, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError};
+use super::{
+    ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
+};
 use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId};
 
 pub struct PostgresStore {
@@ -47,6 +49,7 @@ fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
         joined_at: row.try_get("joined_at")?,
         last_seen: row.try_get("last_seen")?,
         is_active: row.try_get("is_active")?,
+        token_generation: row.try_get("token_generation")?,
     })
 }
 
@@ -82,7 +85,7 @@ const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
 const PARTICIPANT_COLUMNS: &str =
-    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
+    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -192,6 +195,7 @@ impl Store for PostgresStore {
             joined_at: new.joined_at,
             last_seen: new.joined_at,
             is_active: true,
+            token_generation: 0,
         };
         Ok(JoinOutcome::Joined { participant, expires_at })
     }
@@ -228,7 +232,7 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "UPDATE participants SET is_active = FALSE, last_seen = GREATEST(last_seen, $3)
+            "UPDATE participants SET is_active = FALSE, last_seen = GREATEST(last_seen, $3), left_at = $3
              WHERE session_id = $1 AND user_id = $2 AND is_active",
         )
         .bind(session_id.0)
@@ -396,6 +400,41 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn departures_since(&self, since: DateTime<Utc>) -> Result<Departures, StoreError> {
+        let ended: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM sessions WHERE NOT is_active AND ended_at > $1")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        let left: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT session_id, user_id FROM participants WHERE left_at > $1")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(Departures {
+            ended: ended.into_iter().map(SessionId).collect(),
+            left: left.into_iter().map(|(s, u)| (SessionId(s), UserId(u))).collect(),
+        })
+    }
+
+    async fn rotate_tokens(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        current: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE participants SET token_generation = token_generation + 1
+             WHERE session_id = $1 AND user_id = $2 AND is_active AND token_generation = $3
+             RETURNING token_generation",
+        )
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .bind(current)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

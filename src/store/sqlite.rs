@@ -13,7 +13,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use super::{ActivityBatch, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError};
+use super::{
+    ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
+};
 use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId, from_millis};
 
 pub struct SqliteStore {
@@ -87,6 +89,7 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
         joined_at: from_millis(row.try_get("joined_at")?),
         last_seen: from_millis(row.try_get("last_seen")?),
         is_active: row.try_get("is_active")?,
+        token_generation: row.try_get("token_generation")?,
     })
 }
 
@@ -122,7 +125,7 @@ const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
 const PARTICIPANT_COLUMNS: &str =
-    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active";
+    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -228,6 +231,7 @@ impl Store for SqliteStore {
                 joined_at: new.joined_at,
                 last_seen: new.joined_at,
                 is_active: true,
+                token_generation: 0,
             };
             return Ok(JoinOutcome::Joined { participant, expires_at: from_millis(expires_at) });
         }
@@ -271,7 +275,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
-            "UPDATE participants SET is_active = 0, last_seen = MAX(last_seen, ?3)
+            "UPDATE participants SET is_active = 0, last_seen = MAX(last_seen, ?3), left_at = ?3
              WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1",
         )
         .bind(session_id.to_string())
@@ -421,6 +425,42 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn departures_since(&self, since: DateTime<Utc>) -> Result<Departures, StoreError> {
+        let ended = sqlx::query("SELECT id FROM sessions WHERE is_active = 0 AND ended_at > ?1")
+            .bind(ms(since))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| parse_uuid(row, "id").map(SessionId))
+            .collect::<Result<_, _>>()?;
+        let left = sqlx::query("SELECT session_id, user_id FROM participants WHERE left_at > ?1")
+            .bind(ms(since))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((SessionId(parse_uuid(row, "session_id")?), UserId(parse_uuid(row, "user_id")?))))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Departures { ended, left })
+    }
+
+    async fn rotate_tokens(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        current: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "UPDATE participants SET token_generation = token_generation + 1
+             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND token_generation = ?3
+             RETURNING token_generation",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(current)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -50,14 +50,14 @@ pub(super) async fn run(
         };
         match parse_client(text.as_str()) {
             Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
-                Ok((session, participant)) => {
+                Ok((session, me, claims)) => {
                     drop(pending);
-                    if slot.bind(participant.user_id).is_err() {
+                    if slot.bind(me.user_id).is_err() {
                         let max = state.config.max_connections_per_participant;
                         let reason = super::refused_participant_message(max);
                         return close(socket, close_code::TRY_AGAIN_LATER, &reason).await;
                     }
-                    super::native::run(socket, state, session, participant).await;
+                    super::native::run(socket, state, super::Admitted { session, me, claims }).await;
                     drop(slot);
                     return;
                 }

@@ -30,6 +30,9 @@ pub(super) trait Protocol {
     async fn rate_limited(&mut self, text: Option<&str>, message: &str, tell: bool);
     /// Messages may have been lost between instances: rebuild what the client holds.
     async fn resync(&mut self);
+    /// When the socket's token expires (Unix seconds); a refresh may move it on. The
+    /// socket is closed with 1008 then.
+    fn token_expires_at(&self) -> i64;
 }
 
 /// Runs both halves of a socket until it closes.
@@ -130,7 +133,10 @@ async fn read_loop<P: Protocol>(
     let mut limiter = state.limits.connection();
     let writer_finished = writer_done.cancelled();
     let resync = outbox.resync_requested();
-    tokio::pin!(writer_finished, resync);
+    let mut token_expires_at = protocol.token_expires_at();
+    let token_expiry = tokio::time::sleep_until(instant_of(token_expires_at));
+    let mut expired = false;
+    tokio::pin!(writer_finished, resync, token_expiry);
     loop {
         let message = tokio::select! {
             _ = &mut writer_finished => {
@@ -155,6 +161,12 @@ async fn read_loop<P: Protocol>(
                 }
                 continue;
             }
+            _ = &mut token_expiry, if !expired => {
+                tracing::info!("closing: the token expired");
+                outbox.close([], CloseReason::new(close_code::POLICY_VIOLATION, "token expired: refresh it before it does"));
+                expired = true;
+                continue;
+            }
             _ = &mut silence, if !timed_out => {
                 tracing::info!("closing: the client stopped answering");
                 outbox.close([], CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
@@ -171,10 +183,17 @@ async fn read_loop<P: Protocol>(
             Some(Ok(Message::Text(_) | Message::Binary(_))) if outbox.is_closing() => {}
             Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
                 match state.limits.allow_message(&limiter, user_id) {
-                    Ok(()) => match frame {
-                        Message::Text(text) => protocol.text(text.as_str()).await,
-                        _ => protocol.binary(),
-                    },
+                    Ok(()) => {
+                        match frame {
+                            Message::Text(text) => protocol.text(text.as_str()).await,
+                            _ => protocol.binary(),
+                        }
+                        // A `refresh_token` moves the expiry on.
+                        if protocol.token_expires_at() != token_expires_at {
+                            token_expires_at = protocol.token_expires_at();
+                            token_expiry.as_mut().reset(instant_of(token_expires_at));
+                        }
+                    }
                     Err(scope) => {
                         state.metrics.rate_limited(scope).increment(1);
                         let message =
@@ -201,6 +220,12 @@ async fn read_loop<P: Protocol>(
             }
         }
     }
+}
+
+/// The tokio instant of a Unix time in seconds (now, if it is past).
+fn instant_of(unix_secs: i64) -> tokio::time::Instant {
+    let left = unix_secs.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+    tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs())
 }
 
 fn is_too_big(err: axum::Error) -> bool {

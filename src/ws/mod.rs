@@ -22,8 +22,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::admission::{ConnectionSlot, Refusal};
-use crate::auth::{Role, TokenError};
-use crate::domain::{self, Participant, Session};
+use crate::auth::{Claims, Role, TokenError};
+use crate::domain::{Participant, Session};
 use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::state::AppState;
@@ -80,14 +80,14 @@ async fn upgrade(
             ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot, pending)))
         );
     };
-    let (session, participant, slot) = admit(&state, &token, ip).await?;
+    let (admitted, slot) = admit(&state, &token, ip).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
         ws = ws.protocols([protocol]);
     }
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
-            native::run(socket, state, session, participant).await;
+            native::run(socket, state, admitted).await;
             drop(slot);
         })
     }))
@@ -119,15 +119,19 @@ fn upgrade_requested(
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has
 /// not left; and takes its places under the socket caps (the address's first, so a client
 /// over its cap costs no database read).
-async fn admit(
-    state: &AppState,
-    token: &str,
-    ip: IpAddr,
-) -> Result<(Session, Participant, ConnectionSlot), ApiError> {
+async fn admit(state: &AppState, token: &str, ip: IpAddr) -> Result<(Admitted, ConnectionSlot), ApiError> {
     let mut slot = reserve_slot(state, ip)?;
-    let (session, participant) = admit_token(state, token).await?;
+    let (session, participant, claims) = admit_token(state, token).await?;
     slot.bind(participant.user_id).map_err(|refusal| refused(state, refusal))?;
-    Ok((session, participant, slot))
+    Ok((Admitted { session, me: participant, claims }, slot))
+}
+
+/// A socket's holder, as its token and the store say.
+pub(crate) struct Admitted {
+    pub session: Session,
+    pub me: Participant,
+    /// The token's claims: its generation and expiry (the socket closes then).
+    pub claims: Claims,
 }
 
 /// A place for a socket from `ip`, or the refusal as an HTTP error.
@@ -170,7 +174,7 @@ fn refused_participant_message(max: u32) -> String {
 }
 
 /// The token checks: a participant's, of a live session, who has not left.
-async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Participant), ApiError> {
+async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Participant, Claims), ApiError> {
     let claims = state.tokens.verify(token).map_err(|err| match err {
         TokenError::Expired => ApiError::unauthorized("token expired"),
         TokenError::Invalid => ApiError::unauthorized("invalid token"),
@@ -180,17 +184,6 @@ async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Particip
             "a creator token cannot open a socket: join the session for a participant token",
         ));
     }
-    let session = state.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
-    if !session.is_live(domain::now()) {
-        return Err(ApiError::session_ended());
-    }
-    let participant = state
-        .store
-        .participant(session.id, claims.user_id())
-        .await?
-        .filter(|p| p.is_active)
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "token_revoked", "this participant has left the session")
-        })?;
-    Ok((session, participant))
+    let (session, participant) = state.active_participant(&claims).await?;
+    Ok((session, participant, claims))
 }

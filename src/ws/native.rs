@@ -10,17 +10,19 @@ use super::connection::{self, Protocol};
 use super::protocol::{ClientMessage, ServerMessage, parse_client};
 use super::snapshot::{self, Loaded};
 use super::topics::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
-use crate::auth::Role;
+use crate::auth::Claims;
 use crate::chat::RoomMembership;
 use crate::domain::{self, ChatContent, ChatRoom, Location, Participant, RoomId, Session};
 use crate::hub::{Channel, CloseReason, Outbox, Wire, close_code};
+use crate::limits::{MessageKind, Refused, ReplyThrottle};
 use crate::presence::PresenceMeta;
 use crate::state::{AppState, EndReason};
 
 /// The longest frame checked for being a `ping` when over the rate limit.
 const MAX_PING_BYTES: usize = 256;
 
-pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant) {
+pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) {
+    let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {
         tracing::info!("connected");
@@ -44,6 +46,8 @@ pub async fn run(socket: WebSocket, state: AppState, session: Session, me: Parti
             room: None,
             approximate: false,
             paused: false,
+            budget_reply: ReplyThrottle::default(),
+            claims,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;
         if let Some(room) = conn.room.take() {
@@ -98,6 +102,11 @@ struct Conn<'a> {
     /// `share_settings`: positions coarsened to about 1 km, or not shared at all.
     approximate: bool,
     paused: bool,
+    /// When the client was last told it is over its byte budget.
+    budget_reply: ReplyThrottle,
+    /// The token's claims, the latest refresh's once there was one: its generation and
+    /// its expiry, when the socket closes.
+    claims: Claims,
 }
 
 impl Protocol for Conn<'_> {
@@ -123,6 +132,10 @@ impl Protocol for Conn<'_> {
         }
     }
 
+    fn token_expires_at(&self) -> i64 {
+        self.claims.exp
+    }
+
     async fn resync(&mut self) {
         resynchronise(self.state, self.session, self.me, self.outbox, false).await;
         if let Some(room) = &self.room {
@@ -131,12 +144,44 @@ impl Protocol for Conn<'_> {
     }
 }
 
+/// Whether a message to others may go; if not, the client is told why (a size refusal
+/// each time, a budget refusal at most once a second).
+fn allowed(conn: &mut Conn<'_>, channel: Channel, kind: MessageKind, bytes: usize) -> bool {
+    let (state, outbox) = (conn.state, conn.outbox);
+    match state.allow_to_others(channel, conn.me.user_id, kind, bytes) {
+        Ok(()) => true,
+        Err(Refused::TooLarge { max }) => {
+            state.metrics.refused_too_large.increment(1);
+            let message = format!("a {} carries at most {max} bytes; this one has {bytes}", kind.as_str());
+            reply_error(outbox, "message_too_large", &message);
+            false
+        }
+        Err(Refused::OverBudget(_)) => {
+            state.metrics.refused_over_budget.increment(1);
+            if conn.budget_reply.due() {
+                let message =
+                    "too much data sent to others (bytes x recipients per second): this one was dropped";
+                reply_error(outbox, "rate_limited", message);
+            }
+            false
+        }
+    }
+}
+
 /// Validates and stores a chat message; everyone in the room (the sender too) gets it.
-async fn post(state: &AppState, room: ChatRoom, me: &Participant, content: &str, outbox: &Outbox) {
+async fn post(conn: &mut Conn<'_>, room: ChatRoom, content: &str) {
+    let (state, me, outbox) = (conn.state, conn.me, conn.outbox);
     let content = match ChatContent::parse(content) {
         Ok(content) => content,
         Err(err) => return reply_error(outbox, "invalid_message", &err.to_string()),
     };
+    let channel = match room {
+        ChatRoom::Session(id) => Channel::Session(id),
+        ChatRoom::Local(id) => Channel::Room(id),
+    };
+    if !allowed(conn, channel, MessageKind::Chat, content.as_str().len()) {
+        return;
+    }
     if let Err(err) = state.post_message(room, me, &content).await {
         tracing::warn!(error = %err, "chat message not stored");
         reply_error(outbox, "unavailable", "the message could not be stored; send it again");
@@ -233,8 +278,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             metrics.publishes_in.increment(1);
             match scope.authorize(&topic) {
                 Ok(target) => {
-                    let name = scope.canonical(&target);
-                    state.publish_topic(session.id, me.user_id, &target, &name, &payload)
+                    let bytes = payload.get().len();
+                    if allowed(conn, Channel::Session(session.id), MessageKind::Publish, bytes) {
+                        let name = scope.canonical(&target);
+                        state.publish_topic(session.id, me.user_id, &target, &name, &payload)
+                    }
                 }
                 Err(err) => refuse_topic(outbox, &err),
             }
@@ -256,6 +304,10 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         },
         Ok(ClientMessage::DirectMessage { target_user, payload }) => {
             metrics.direct_messages_in.increment(1);
+            let bytes = payload.get().len();
+            if !allowed(conn, Channel::Session(session.id), MessageKind::Direct, bytes) {
+                return;
+            }
             match state.send_direct(session.id, me.user_id, target_user, &payload).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -270,8 +322,12 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         }
         Ok(ClientMessage::RefreshToken) => {
             metrics.token_refreshes_in.increment(1);
-            match state.refresh_token(session.id, me.user_id.0, Role::Participant).await {
+            match state.refresh_token(&conn.claims).await {
                 Ok((token, expires_at)) => {
+                    // This socket now stands for the new token: its generation, its expiry.
+                    if let Ok(claims) = state.tokens.verify(&token) {
+                        conn.claims = claims;
+                    }
                     outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
                 }
                 Err(err) => reply_error(outbox, err.code, &err.message),
@@ -279,7 +335,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         }
         Ok(ClientMessage::ChatMessage { content }) => {
             metrics.chat_in.increment(1);
-            post(state, ChatRoom::Session(session.id), me, &content, outbox).await
+            post(conn, ChatRoom::Session(session.id), &content).await
         }
         Ok(ClientMessage::JoinLocalChat { lat, lng }) => {
             metrics.room_joins_in.increment(1);
@@ -306,8 +362,8 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         }
         Ok(ClientMessage::RoomMessage { content }) => {
             metrics.room_messages_in.increment(1);
-            match &conn.room {
-                Some(current) => post(state, ChatRoom::Local(current.room), me, &content, outbox).await,
+            match conn.room.as_ref().map(|current| current.room) {
+                Some(room) => post(conn, ChatRoom::Local(room), &content).await,
                 None => reply_error(outbox, "not_in_room", "send join_local_chat {lat, lng} before message"),
             }
         }

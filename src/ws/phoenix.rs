@@ -59,11 +59,11 @@ pub(super) async fn upgrade(
     let token = query.token.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::unauthorized("missing token: connect to /socket/websocket?token=<websocket_token>")
     })?;
-    let (session, participant, slot) = super::admit(&state, &token, ip).await?;
+    let (admitted, slot) = super::admit(&state, &token, ip).await?;
     let sockets = state.sockets.clone();
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
-            run(socket, state, session, participant, wire).await;
+            run(socket, state, admitted, wire).await;
             drop(slot);
         })
     }))
@@ -182,9 +182,12 @@ struct PhoenixSocket<'a> {
     joined: Option<Option<String>>,
     /// Whether `presence` is announced.
     present: bool,
+    /// The token's expiry (Unix seconds): the socket closes then.
+    token_expires_at: i64,
 }
 
-async fn run(socket: WebSocket, state: AppState, session: Session, me: Participant, wire: Wire) {
+async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, wire: Wire) {
+    let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("phoenix", session_id = %session.id, user_id = %me.user_id);
     async move {
         tracing::info!("connected");
@@ -202,6 +205,7 @@ async fn run(socket: WebSocket, state: AppState, session: Session, me: Participa
             presence: PresenceMeta::connect(&me, domain::now()),
             joined: None,
             present: false,
+            token_expires_at: claims.exp,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut phoenix).await;
         phoenix.leave();
@@ -368,6 +372,10 @@ impl Protocol for PhoenixSocket<'_> {
         if incoming.msg_ref.is_some() {
             self.reply(&incoming, "error", json!({ "reason": format!("rate_limited: {message}") }));
         }
+    }
+
+    fn token_expires_at(&self) -> i64 {
+        self.token_expires_at
     }
 
     async fn resync(&mut self) {

@@ -162,7 +162,20 @@ pub async fn spawn_pair(configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
 
 /// A scaled instance on the given PostgreSQL and Redis URLs (e.g. through a `Proxy`).
 pub async fn spawn_scaled(database_url: String, redis_url: String) -> TestApp {
-    spawn_with_database(Backend::Scaled, Some(database_url), |c| c.redis_url = Some(redis_url)).await
+    spawn_with_redis(database_url, redis_url, |_| {}).await
+}
+
+/// `spawn_scaled`, configured further.
+pub async fn spawn_with_redis(
+    database_url: String,
+    redis_url: String,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
+    spawn_with_database(Backend::Scaled, Some(database_url), |c| {
+        c.redis_url = Some(redis_url);
+        configure(c);
+    })
+    .await
 }
 
 async fn spawn_with_database(

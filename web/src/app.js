@@ -30,6 +30,7 @@
     socket: null,
     retries: 0,
     reconnectTimer: null,
+    refreshTimer: null,
     watchId: null,
     lastSentAt: 0,
     sendTimer: null,
@@ -328,11 +329,20 @@
         ended(null);
         return true;
       }
+      // Another tab of this participant may have refreshed (and so replaced) the token.
+      adoptNewerToken();
       const refreshed = await api('POST', '/api/token/refresh', undefined, state.me.token);
       state.me.token = refreshed.token;
       save('me', state.me);
       return false;
     } catch (error) {
+      if (error.status === 401 && error.code === 'token_superseded') {
+        if (adoptNewerToken()) return false;
+        stopSharing();
+        state.left = true;
+        showEnded('This trip continues elsewhere', 'Another tab or device took over this place in the trip.');
+        return true;
+      }
       if (error.status === 401 && error.code === 'token_revoked') {
         save('me', null);
         state.left = true;
@@ -346,6 +356,33 @@
       }
       return false; // unreachable server: keep trying
     }
+  }
+
+  /// Takes the token another tab saved, if it is newer than this page's; whether it did.
+  function adoptNewerToken() {
+    const saved = load('me');
+    if (!saved || saved.user_id !== state.me.user_id || saved.token === state.me.token) return false;
+    state.me.token = saved.token;
+    return true;
+  }
+
+  /// Refreshes the token on the socket two minutes before it expires: the server closes a
+  /// socket whose token expired.
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    let expiresAt;
+    try {
+      const payload = state.me.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      expiresAt = JSON.parse(atob(payload)).exp * 1000;
+    } catch {
+      return;
+    }
+    const delay = Math.min(Math.max(expiresAt - Date.now() - 120000, 1000), 2 ** 31 - 1);
+    state.refreshTimer = setTimeout(() => {
+      if (state.socket && state.socket.readyState === WebSocket.OPEN) {
+        state.socket.send(JSON.stringify({ type: 'refresh_token', data: {} }));
+      }
+    }, delay);
   }
 
   function scheduleReconnect() {
@@ -388,6 +425,7 @@
       case 'session_state':
         // The whole truth, on connect and after any loss: replace what we hold.
         state.retries = 0;
+        scheduleRefresh();
         setStatus(state.positionProblem || '', Boolean(state.positionProblem));
         state.participants = new Map(data.participants.map((p) => [p.user_id, p]));
         state.locations = new Map(data.locations.map((l) => [l.user_id, arrived(l, true)]));
@@ -443,6 +481,7 @@
       case 'token_refreshed':
         state.me.token = data.token;
         save('me', state.me);
+        scheduleRefresh();
         break;
       default:
         break;

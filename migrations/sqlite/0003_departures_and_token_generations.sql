@@ -1,0 +1,6 @@
+-- When a participant left (every instance re-checks recent departures, so a removal holds
+-- while the bus is down), and which of its tokens is current (a refresh makes the older
+-- ones unusable for new sockets).
+ALTER TABLE participants ADD COLUMN left_at INTEGER;
+ALTER TABLE participants ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX participants_left ON participants (left_at) WHERE left_at IS NOT NULL;

@@ -1,0 +1,76 @@
+//! Removals that hold without the bus: every REVOCATION_CHECK_SECONDS an instance on a
+//! shared bus reads from the store the sessions that ended and the participants who left
+//! since its last look, and closes their sockets here. Normally the bus told this instance
+//! already (then nobody is found still connected); while Redis is down, this is how it
+//! learns, within seconds. `check_once` is public so tests can step it.
+
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::domain;
+use crate::hub::{Channel, Envelope, HubMessage, close_code};
+use crate::state::{AppState, EndReason};
+use crate::store::StoreError;
+use crate::ws::protocol::ServerMessage;
+
+/// Each look reaches this far before the previous one: writes from instances whose clocks
+/// run a little behind are still seen. Repeats are harmless (nobody is left to close).
+const OVERLAP: chrono::Duration = chrono::Duration::seconds(30);
+
+/// Checks until shutdown; does nothing on the in-process bus, which tells every socket at once.
+pub async fn run(state: AppState) {
+    if state.bus.kind() == "in-process" {
+        return;
+    }
+    let mut ticks = tokio::time::interval(Duration::from_secs(state.config.revocation_check_seconds));
+    let mut since = domain::now() - OVERLAP;
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = domain::now();
+        match check_once(&state, since).await {
+            Ok(closed) if closed > 0 => {
+                tracing::info!(closed, "closed sockets of departures the bus did not deliver");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                // The next look reaches back to the last good one.
+                tracing::warn!(error = %err, "could not check for departures");
+                continue;
+            }
+        }
+        since = now - OVERLAP;
+    }
+}
+
+/// Closes this instance's sockets of sessions that ended, and of participants who left,
+/// after `since`. Returns how many sessions and participants it found still connected.
+pub async fn check_once(state: &AppState, since: DateTime<Utc>) -> Result<usize, StoreError> {
+    let departures = state.store.departures_since(since).await?;
+    let mut closed = 0;
+    for session_id in departures.ended {
+        let channel = Channel::Session(session_id);
+        if state.hub.subscriber_count(channel) == 0 {
+            continue;
+        }
+        // The reason is not stored; a missed end reads as `expired`, as a snapshot says it.
+        let frame = ServerMessage::SessionEnded { reason: EndReason::Expired.as_str() }.to_frame();
+        state.hub.deliver_local(&Envelope { channel, message: HubMessage::End { frame } });
+        closed += 1;
+    }
+    for (session_id, user_id) in departures.left {
+        let channel = Channel::Session(session_id);
+        if !state.hub.is_subscribed(channel, user_id) {
+            continue;
+        }
+        let reason = Utf8Bytes::from_static("left the session");
+        let message = HubMessage::Disconnect { user_id, code: close_code::NORMAL, reason };
+        state.hub.deliver_local(&Envelope { channel, message });
+        closed += 1;
+    }
+    Ok(closed)
+}
