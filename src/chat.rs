@@ -50,7 +50,7 @@ impl AppState {
             content: content.as_str().to_owned(),
             created_at: domain::now(),
         };
-        let message = self.store.add_message(&new).await?;
+        let message = self.store.add_message(&new, self.config.max_chat_messages_per_room).await?;
         let frame = ServerMessage::NewMessage(&message).to_frame();
         self.hub.publish(Envelope { channel: channel_of(room), message: HubMessage::Event { frame } });
         self.metrics.chat_messages.increment(1);

@@ -119,6 +119,16 @@ pub struct Config {
     #[arg(long, env = "MAX_PARTICIPANTS_PER_SESSION", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_participants_per_session: u32,
 
+    /// Participants who left that a session keeps listed (the latest leavers); older ones
+    /// are deleted at the next join, so a join/leave loop cannot grow a session.
+    #[arg(long, env = "MAX_DEPARTED_PARTICIPANTS_PER_SESSION", default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub max_departed_participants_per_session: u32,
+
+    /// Chat messages a room keeps (a session's chat, a local room): the newest; each new
+    /// message deletes what falls past it.
+    #[arg(long, env = "MAX_CHAT_MESSAGES_PER_ROOM", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(50..=10_000_000))]
+    pub max_chat_messages_per_room: u32,
+
     /// Seconds a participant's last location stays visible.
     #[arg(long, env = "LOCATION_TTL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub location_ttl_seconds: u64,
@@ -177,6 +187,14 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_USER_BYTES_PER_SECOND", default_value_t = 256 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub rate_limit_user_bytes_per_second: u32,
 
+    /// Chat messages one user may post per minute (socket and REST together).
+    #[arg(long, env = "RATE_LIMIT_CHAT_PER_MINUTE", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_chat_per_minute: u32,
+
+    /// Room lookups (GET /api/rooms, POST /api/rooms/join) one client IP may make per minute.
+    #[arg(long, env = "RATE_LIMIT_ROOM_LOOKUPS_PER_MINUTE", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_room_lookups_per_minute: u32,
+
     /// Sessions one client IP may create per minute.
     #[arg(long, env = "RATE_LIMIT_SESSIONS_PER_MINUTE", default_value_t = 30)]
     pub rate_limit_sessions_per_minute: u32,
@@ -227,6 +245,11 @@ pub struct Config {
     /// Undelivered events (joins, leaves, ...) a connection may queue before it is closed as too slow.
     #[arg(long, env = "WS_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1..), |v| v as usize))]
     pub ws_queue_capacity: usize,
+
+    /// Bytes of undelivered events a connection may queue before it is closed as too slow
+    /// (1013), whatever their count.
+    #[arg(long, env = "WS_QUEUE_MAX_BYTES", default_value_t = 1024 * 1024, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(65_536..), |v| v as usize))]
+    pub ws_queue_max_bytes: usize,
 
     /// Kernel send buffer per connection, in bytes [default: the kernel's autotuning, up to
     /// net.core.wmem_max]. Bounds the kernel memory a stalled client can pin.

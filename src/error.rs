@@ -39,7 +39,10 @@ pub struct AnyJson(serde_json::Value);
 pub enum ApiErrors {
     #[response(status = 400, description = "malformed JSON, a bad id in the path or a bad query")]
     BadRequest(ErrorBody),
-    #[response(status = 401, description = "missing, invalid or expired token; a participant who left")]
+    #[response(
+        status = 401,
+        description = "missing, invalid or expired token; a participant who left (token_revoked); a token replaced by a refresh (token_superseded)"
+    )]
     Unauthorized(ErrorBody),
     #[response(status = 403, description = "a token that may not do this")]
     Forbidden(ErrorBody),
@@ -53,13 +56,19 @@ pub enum ApiErrors {
     Conflict(ErrorBody),
     #[response(status = 410, description = "the session ended or expired")]
     Gone(ErrorBody),
-    #[response(status = 413, description = "a body over 64 KiB")]
+    #[response(
+        status = 413,
+        description = "a body over 64 KiB; a message over its kind's size limit (message_too_large)"
+    )]
     TooLarge(ErrorBody),
     #[response(status = 415, description = "a body that is not application/json")]
     UnsupportedMediaType(ErrorBody),
     #[response(status = 422, description = "a field breaks a rule; the message names it")]
     Invalid(ErrorBody),
-    #[response(status = 429, description = "rate limited (see Retry-After)")]
+    #[response(
+        status = 429,
+        description = "rate limited, or a socket cap reached (too_many_connections); see Retry-After"
+    )]
     RateLimited(ErrorBody),
     #[response(status = 503, description = "the database does not answer, or the server is draining")]
     Unavailable(ErrorBody),

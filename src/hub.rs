@@ -139,6 +139,8 @@ struct Queue {
     items: VecDeque<Item>,
     locations: HashMap<UserId, Frame>,
     events: usize,
+    /// Bytes of the events queued since the last drain.
+    event_bytes: usize,
     /// Presence diffs queued since the last drain.
     presence: usize,
     /// Nothing is written until the next snapshot (a channel join is being answered).
@@ -207,15 +209,18 @@ pub struct Outbox {
     /// channel). Replies pushed by the connection itself still go out.
     muted: std::sync::atomic::AtomicBool,
     capacity: usize,
+    /// Bytes of undelivered events past which the connection is closed as too slow.
+    max_bytes: usize,
     metrics: Arc<RealtimeMetrics>,
 }
 
 impl Outbox {
+    /// A native outbox bounded by `capacity` events only (tests).
     pub fn new(capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
-        Self::with_wire(Wire::Native, capacity, metrics)
+        Self::with_wire(Wire::Native, capacity, usize::MAX, metrics)
     }
 
-    pub fn with_wire(wire: Wire, capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
+    pub fn with_wire(wire: Wire, capacity: usize, max_bytes: usize, metrics: Arc<RealtimeMetrics>) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -226,6 +231,7 @@ impl Outbox {
             closing: CancellationToken::new(),
             muted: std::sync::atomic::AtomicBool::new(false),
             capacity,
+            max_bytes,
             metrics,
         }
     }
@@ -288,14 +294,15 @@ impl Outbox {
         });
     }
 
-    /// Queues an event; past capacity the connection is closed as too slow.
+    /// Queues an event; past capacity (in events or in bytes) the connection is closed as
+    /// too slow.
     pub fn push_event(&self, frame: Frame) {
-        let capacity = self.capacity;
+        let (capacity, max_bytes) = (self.capacity, self.max_bytes);
         let overflowed = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
-            if q.events >= capacity {
+            if q.events >= capacity || q.event_bytes.saturating_add(frame.len()) > max_bytes {
                 q.first.clear();
                 q.snapshot.clear();
                 q.items.clear();
@@ -307,6 +314,7 @@ impl Outbox {
                 q.closed = true;
                 return true;
             }
+            q.event_bytes += frame.len();
             q.items.push_back(Item::Frame(frame));
             q.events += 1;
             false
@@ -452,6 +460,7 @@ impl Outbox {
                 }
             }
             q.events = 0;
+            q.event_bytes = 0;
             q.presence = 0;
             q.close.take()
         })
@@ -490,17 +499,26 @@ pub struct Hub {
     /// Session subscriptions: one per open socket.
     connections: AtomicUsize,
     queue_capacity: usize,
+    queue_max_bytes: usize,
     metrics: Arc<RealtimeMetrics>,
 }
 
 impl Hub {
-    pub fn new(bus: Arc<dyn Bus>, queue_capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
-        Self { channels: RwLock::default(), bus, connections: AtomicUsize::new(0), queue_capacity, metrics }
+    /// Each connection's queue holds at most `queue_capacity` events and `queue_max_bytes`
+    /// bytes of them (pending locations and snapshots aside: one of each per sender).
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        queue_capacity: usize,
+        queue_max_bytes: usize,
+        metrics: Arc<RealtimeMetrics>,
+    ) -> Self {
+        let connections = AtomicUsize::new(0);
+        Self { channels: RwLock::default(), bus, connections, queue_capacity, queue_max_bytes, metrics }
     }
 
     /// A new connection's outbound queue.
     pub fn outbox(&self, wire: Wire) -> Arc<Outbox> {
-        Arc::new(Outbox::with_wire(wire, self.queue_capacity, self.metrics.clone()))
+        Arc::new(Outbox::with_wire(wire, self.queue_capacity, self.queue_max_bytes, self.metrics.clone()))
     }
 
     /// Registers a connection of `user_id` on the channel; dropping the returned
@@ -754,6 +772,24 @@ mod tests {
     }
 
     #[test]
+    fn events_are_bounded_in_bytes_too() {
+        let outbox = Outbox::with_wire(Wire::Native, 1000, 100, Arc::default());
+        outbox.push_event(frame(&"a".repeat(60)));
+        outbox.push_event(frame(&"b".repeat(30)));
+        assert!(!outbox.is_closing());
+        outbox.push_event(frame(&"c".repeat(20)));
+        assert!(outbox.is_closing(), "110 bytes queued, 100 allowed");
+        assert_eq!(drained(&outbox).1.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
+        // A reader that keeps up never gets near the bound.
+        let outbox = Outbox::with_wire(Wire::Native, 1000, 100, Arc::default());
+        for _ in 0..10 {
+            outbox.push_event(frame(&"d".repeat(60)));
+            drained(&outbox);
+        }
+        assert!(!outbox.is_closing());
+    }
+
+    #[test]
     fn a_newer_snapshot_replaces_a_pending_one_and_goes_first() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.push_event(frame("joined"));
@@ -805,7 +841,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_routes_by_session_and_skips_the_sender() {
-        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, Arc::default()));
+        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, usize::MAX, Arc::default()));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));

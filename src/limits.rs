@@ -36,6 +36,8 @@ impl Scope {
 pub enum RestAction {
     CreateSession,
     Join,
+    /// `GET /api/rooms`, `POST /api/rooms/join`: each reads the rooms' presence.
+    RoomLookup,
 }
 
 /// Messages a participant sends to others, each with its own size limit and charged by
@@ -78,6 +80,8 @@ pub struct Limits {
     instance: DefaultDirectRateLimiter,
     create_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     join_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    room_lookups_per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    chat_per_user: DefaultKeyedRateLimiter<UserId>,
     clock: DefaultClock,
 }
 
@@ -101,6 +105,10 @@ impl Limits {
                 config.rate_limit_sessions_per_minute,
             ))),
             join_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_joins_per_minute))),
+            room_lookups_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(
+                config.rate_limit_room_lookups_per_minute,
+            ))),
+            chat_per_user: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute))),
             max_bytes: [
                 config.max_publish_bytes,
                 config.max_direct_message_bytes,
@@ -157,6 +165,11 @@ impl Limits {
         if !self.enabled {
             return Ok(());
         }
+        if kind == MessageKind::Chat {
+            self.chat_per_user
+                .check_key(&user_id)
+                .map_err(|not_until| Refused::OverBudget(not_until.wait_time_from(self.clock.now())))?;
+        }
         let cost = bytes.max(1).saturating_mul(recipients.max(1));
         let cost = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         match self.per_user_bytes.check_key_n(&user_id, cost) {
@@ -174,6 +187,7 @@ impl Limits {
         let limiter = match action {
             RestAction::CreateSession => &self.create_per_ip,
             RestAction::Join => &self.join_per_ip,
+            RestAction::RoomLookup => &self.room_lookups_per_ip,
         };
         limiter.check_key(&client_key(ip)).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
@@ -184,6 +198,8 @@ impl Limits {
         self.per_user_bytes.retain_recent();
         self.create_per_ip.retain_recent();
         self.join_per_ip.retain_recent();
+        self.room_lookups_per_ip.retain_recent();
+        self.chat_per_user.retain_recent();
     }
 }
 

@@ -110,7 +110,12 @@ impl AppState {
         let prometheus = crate::metrics::install();
         let limits = Limits::new(&config);
         let metrics = Arc::new(RealtimeMetrics::new());
-        let hub = Arc::new(Hub::new(bus.clone(), config.ws_queue_capacity, metrics.clone()));
+        let hub = Arc::new(Hub::new(
+            bus.clone(),
+            config.ws_queue_capacity,
+            config.ws_queue_max_bytes,
+            metrics.clone(),
+        ));
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         let admission = Admission::new(&config);
         Self(Arc::new(Inner {

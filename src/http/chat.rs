@@ -6,13 +6,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, Bearer};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Bearer, ClientIp};
 use crate::auth::{Claims, Role};
 use crate::chat::HISTORY;
 use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId, SessionId};
 use crate::error::ApiError;
 use crate::hub::Channel;
-use crate::limits::MessageKind;
+use crate::limits::{MessageKind, RestAction};
 use crate::state::AppState;
 
 /// Most messages one history page returns.
@@ -141,7 +141,8 @@ struct Rooms {
     rooms: Vec<Room>,
 }
 
-/// `GET /api/rooms?lat=&lng=`: the room for that point first, then its neighbours.
+/// `GET /api/rooms?lat=&lng=`: the room for that point first, then its neighbours: nine
+/// at most, whatever the area (the cells are a fixed grid), rate-limited per client IP.
 #[utoipa::path(
     get,
     path = "/api/rooms",
@@ -151,8 +152,10 @@ struct Rooms {
 )]
 async fn rooms_near(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiQuery(position): ApiQuery<Position>,
 ) -> Result<Json<Rooms>, ApiError> {
+    state.limits.allow_rest(RestAction::RoomLookup, ip).map_err(ApiError::rate_limited)?;
     let here = RoomId::at(position.lat, position.lng)?;
     let rooms =
         futures_util::future::join_all(here.with_neighbours().into_iter().map(|r| describe(&state, r))).await;
@@ -170,8 +173,10 @@ async fn rooms_near(
 )]
 async fn room_for_position(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(position): ApiJson<Position>,
 ) -> Result<Json<Room>, ApiError> {
+    state.limits.allow_rest(RestAction::RoomLookup, ip).map_err(ApiError::rate_limited)?;
     let room = RoomId::at(position.lat, position.lng)?;
     Ok(Json(describe(&state, room).await))
 }

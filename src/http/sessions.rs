@@ -174,7 +174,11 @@ async fn join(
     };
     let (participant, expires_at) = match state
         .store
-        .join(&new, state.config.max_participants_per_session)
+        .join(
+            &new,
+            state.config.max_participants_per_session,
+            state.config.max_departed_participants_per_session,
+        )
         .await?
     {
         JoinOutcome::Joined { participant, expires_at } => (participant, expires_at),

@@ -141,7 +141,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds a participant if the session is live and has room, atomically: concurrent
     /// joins can never push a session past `max_participants`. Counts as session activity.
-    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError>;
+    /// Of those who left, the `max_departed` who left last are kept; older ones are deleted.
+    async fn join(
+        &self,
+        new: &NewParticipant,
+        max_participants: u32,
+        max_departed: u32,
+    ) -> Result<JoinOutcome, StoreError>;
 
     /// Every participant who ever joined the session, active or not, oldest first.
     async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError>;
@@ -180,8 +186,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SessionId>, StoreError>;
 
     /// Stores a chat message durably (committed before this returns) and returns it with
-    /// its id. Ids grow: a later message has a larger id.
-    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError>;
+    /// its id. Ids grow: a later message has a larger id. The room keeps its newest `keep`
+    /// messages; older ones are deleted in the same transaction.
+    async fn add_message(&self, new: &NewChatMessage, keep: u32) -> Result<ChatMessage, StoreError>;
 
     /// Up to `limit` messages of the room with an id below `before` (the newest when
     /// None), oldest first.

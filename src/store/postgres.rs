@@ -150,7 +150,12 @@ impl Store for PostgresStore {
             .await?)
     }
 
-    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError> {
+    async fn join(
+        &self,
+        new: &NewParticipant,
+        max_participants: u32,
+        max_departed: u32,
+    ) -> Result<JoinOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The row lock serializes joins into one session, on every instance.
         let session: Option<(bool, DateTime<Utc>)> =
@@ -179,6 +184,17 @@ impl Store for PostgresStore {
         .bind(&new.display_name)
         .bind(&new.avatar_color)
         .bind(new.joined_at)
+        .execute(&mut *tx)
+        .await?;
+        // Those who left stay listed, up to `max_departed` of them, newest first: a
+        // join/leave loop cannot grow the session without bound.
+        sqlx::query(
+            "DELETE FROM participants WHERE session_id = $1 AND NOT is_active AND user_id NOT IN (
+                 SELECT user_id FROM participants WHERE session_id = $1 AND NOT is_active
+                 ORDER BY left_at DESC NULLS LAST, joined_at DESC LIMIT $2)",
+        )
+        .bind(new.session_id.0)
+        .bind(i64::from(max_departed))
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE sessions SET last_activity = GREATEST(last_activity, $2) WHERE id = $1")
@@ -332,22 +348,37 @@ impl Store for PostgresStore {
         Ok(ids.into_iter().map(SessionId).collect())
     }
 
-    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError> {
+    async fn add_message(&self, new: &NewChatMessage, keep: u32) -> Result<ChatMessage, StoreError> {
         let (session_id, room_id) = room_columns(new.room);
+        let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO chat_messages
                  (session_id, room_id, user_id, display_name, avatar_color, content, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(session_id)
-        .bind(room_id)
+        .bind(&room_id)
         .bind(new.user_id.0)
         .bind(&new.display_name)
         .bind(&new.avatar_color)
         .bind(&new.content)
         .bind(new.created_at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        // The room keeps its newest `keep` messages.
+        sqlx::query(
+            "DELETE FROM chat_messages
+             WHERE session_id IS NOT DISTINCT FROM $1 AND room_id IS NOT DISTINCT FROM $2 AND id <= (
+                 SELECT id FROM chat_messages
+                 WHERE session_id IS NOT DISTINCT FROM $1 AND room_id IS NOT DISTINCT FROM $2
+                 ORDER BY id DESC LIMIT 1 OFFSET $3)",
+        )
+        .bind(session_id)
+        .bind(&room_id)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(new.stored(id))
     }
 

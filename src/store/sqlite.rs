@@ -191,7 +191,12 @@ impl Store for SqliteStore {
         row.map(|row| parse_uuid(&row, "creator_id")).transpose()
     }
 
-    async fn join(&self, new: &NewParticipant, max_participants: u32) -> Result<JoinOutcome, StoreError> {
+    async fn join(
+        &self,
+        new: &NewParticipant,
+        max_participants: u32,
+        max_departed: u32,
+    ) -> Result<JoinOutcome, StoreError> {
         let session_id = new.session_id.to_string();
         let at = ms(new.joined_at);
         // One statement: SQLite takes the write lock before evaluating the WHERE clause,
@@ -215,6 +220,17 @@ impl Store for SqliteStore {
         .rows_affected();
 
         if inserted == 1 {
+            // Those who left stay listed, up to `max_departed` of them, newest first: a
+            // join/leave loop cannot grow the session without bound.
+            sqlx::query(
+                "DELETE FROM participants WHERE session_id = ?1 AND is_active = 0 AND user_id NOT IN (
+                     SELECT user_id FROM participants WHERE session_id = ?1 AND is_active = 0
+                     ORDER BY left_at DESC NULLS LAST, joined_at DESC LIMIT ?2)",
+            )
+            .bind(&session_id)
+            .bind(i64::from(max_departed))
+            .execute(&mut *tx)
+            .await?;
             let expires_at: i64 = sqlx::query_scalar(
                 "UPDATE sessions SET last_activity = MAX(last_activity, ?2) WHERE id = ?1 RETURNING expires_at",
             )
@@ -369,22 +385,35 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    async fn add_message(&self, new: &NewChatMessage) -> Result<ChatMessage, StoreError> {
+    async fn add_message(&self, new: &NewChatMessage, keep: u32) -> Result<ChatMessage, StoreError> {
         let (session_id, room_id) = room_columns(new.room);
+        let mut tx = self.pool.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO chat_messages
                  (session_id, room_id, user_id, display_name, avatar_color, content, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )
-        .bind(session_id)
-        .bind(room_id)
+        .bind(&session_id)
+        .bind(&room_id)
         .bind(new.user_id.to_string())
         .bind(&new.display_name)
         .bind(&new.avatar_color)
         .bind(&new.content)
         .bind(ms(new.created_at))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        // The room keeps its newest `keep` messages (`IS` matches the NULL column too).
+        sqlx::query(
+            "DELETE FROM chat_messages WHERE session_id IS ?1 AND room_id IS ?2 AND id <= (
+                 SELECT id FROM chat_messages WHERE session_id IS ?1 AND room_id IS ?2
+                 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
+        )
+        .bind(&session_id)
+        .bind(&room_id)
+        .bind(i64::from(keep))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(new.stored(id))
     }
 

@@ -326,7 +326,7 @@ async fn retention_deletes_old_chat_and_ended_sessions(backend: Backend) {
             content: "old".into(),
             created_at: two_hours_ago,
         };
-        app.state.store.add_message(&old).await.unwrap();
+        app.state.store.add_message(&old, 5000).await.unwrap();
     }
 
     let report = sweep_once(&app.state).await.unwrap();

@@ -16,6 +16,7 @@ mod errors;
 mod fallback;
 mod faults;
 mod floods;
+mod growth;
 mod health;
 mod heartbeat;
 mod lifetimes;
