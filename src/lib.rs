@@ -22,6 +22,8 @@ pub mod state;
 pub mod store;
 pub mod sweeper;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod ws;
 
 pub use app::App;

@@ -449,4 +449,47 @@ mod tests {
         assert!(decode(Wire::PhoenixV2, "[1,2]").is_err());
         assert!(decode(Wire::PhoenixV1, "[]").is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::decode;
+        use crate::domain::{Location, LocationInput, now};
+        use crate::hub::Wire;
+        use crate::test_support::json;
+
+        /// Decoded or refused in either serializer; a decoded location payload goes on to
+        /// the location rules, as the socket does.
+        fn check(text: &str) {
+            for wire in [Wire::PhoenixV1, Wire::PhoenixV2] {
+                if let Ok(incoming) = decode(wire, text)
+                    && let Ok(input) = serde_json::from_str::<LocationInput>(incoming.payload.get())
+                {
+                    let _ = Location::parse(&input, now());
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_bytes_are_decoded_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                check(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn any_json_in_a_frame_is_decoded_or_refused(
+                payload in json(),
+                refs in (prop::option::of(".{0,8}"), prop::option::of(".{0,8}")),
+                event in prop::sample::select(&["phx_join", "phx_leave", "location_update", "heartbeat", "ping", "x"][..]),
+            ) {
+                let (join_ref, msg_ref) = refs;
+                check(&json!([join_ref, msg_ref, "location:x", event, payload]).to_string());
+                check(&json!({ "topic": "phoenix", "event": event, "payload": payload, "ref": msg_ref, "join_ref": join_ref }).to_string());
+                check(&payload.to_string());
+            }
+        }
+    }
 }

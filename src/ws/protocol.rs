@@ -418,4 +418,72 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(left.as_str()).unwrap();
         assert_eq!(value["data"]["user_id"], user_id.to_string());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::{ClientMessage, parse_client};
+        use crate::domain::{Location, now};
+        use crate::test_support::json;
+
+        /// Every message type a client may send, under each of its names.
+        const KINDS: &[&str] = &[
+            "location_update",
+            "ping",
+            "share_settings",
+            "ShareSettings",
+            "view_settings",
+            "ViewSettings",
+            "auth",
+            "Auth",
+            "refresh_token",
+            "direct_message",
+            "DirectMessage",
+            "subscribe",
+            "Subscribe",
+            "unsubscribe",
+            "Unsubscribe",
+            "publish",
+            "Broadcast",
+            "chat_message",
+            "join_local_chat",
+            "JoinLocalChat",
+            "leave_local_chat",
+            "LeaveLocalChat",
+            "message",
+            "Message",
+            "other",
+        ];
+
+        /// A message or an error the client can be sent; a location goes on to its rules.
+        fn check(text: &str) {
+            match parse_client(text) {
+                Ok(ClientMessage::LocationUpdate(input)) => {
+                    let _ = Location::parse(&input, now());
+                }
+                Ok(_) => {}
+                Err(err) => assert!(!err.code.is_empty() && !err.message.is_empty()),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_bytes_are_parsed_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                check(&String::from_utf8_lossy(&bytes));
+            }
+
+            #[test]
+            fn any_json_as_any_message_type_is_parsed_or_refused(
+                data in json(),
+                kind in prop::sample::select(KINDS),
+            ) {
+                check(&data.to_string());
+                check(&json!({ "type": kind, "data": data }).to_string());
+                check(&json!({ "type": kind }).to_string());
+            }
+        }
+    }
 }

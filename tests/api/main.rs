@@ -16,6 +16,7 @@ mod errors;
 mod fallback;
 mod faults;
 mod floods;
+mod fuzz;
 mod growth;
 mod health;
 mod heartbeat;
