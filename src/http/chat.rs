@@ -22,8 +22,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/sessions/{session_id}/messages", get(session_history))
         .route("/rooms", get(rooms_near))
-        .route("/rooms/join", post(room_for_position))
-        .route("/rooms/{room_id}/messages", get(room_history).post(post_to_room))
+        .route("/rooms/join", post(room_for_position).layer(super::body_limit(super::SMALL_BODY_BYTES)))
+        .route(
+            "/rooms/{room_id}/messages",
+            get(room_history).post(post_to_room).layer(super::body_limit(super::CHAT_BODY_BYTES)),
+        )
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

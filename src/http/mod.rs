@@ -34,8 +34,17 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Largest REST request body accepted.
+/// Largest REST request body accepted: a batch of positions (`POST .../locations`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Bodies of a few fields: creating and joining a session, a room lookup, a refresh.
+const SMALL_BODY_BYTES: usize = 4 * 1024;
+/// A chat message: its content (at most MAX_CHAT_MESSAGE_BYTES, escaped) and little else.
+const CHAT_BODY_BYTES: usize = 32 * 1024;
+
+/// A route's own body limit, below MAX_BODY_BYTES.
+fn body_limit(bytes: usize) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(bytes)
+}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

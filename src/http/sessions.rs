@@ -18,9 +18,9 @@ use crate::store::{JoinOutcome, NewParticipant, NewSession};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/sessions", post(create))
+        .route("/sessions", post(create).layer(super::body_limit(super::SMALL_BODY_BYTES)))
         .route("/sessions/{session_id}", get(show).delete(end))
-        .route("/sessions/{session_id}/join", post(join))
+        .route("/sessions/{session_id}/join", post(join).layer(super::body_limit(super::SMALL_BODY_BYTES)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/token/refresh", post(refresh))
+    Router::new().route("/token/refresh", post(refresh).layer(super::body_limit(super::SMALL_BODY_BYTES)))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

@@ -129,3 +129,28 @@ async fn the_socket_endpoint_without_an_upgrade_is_a_4xx() {
     assert_eq!(response.status(), 426);
     assert_eq!(error_code(response).await, "websocket_required");
 }
+
+#[tokio::test]
+async fn each_route_takes_bodies_only_as_large_as_it_needs() {
+    let app = spawn_app().await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let sid = &session.session_id;
+    // 5 KiB of padding: far more than a join needs, well below the 64 KiB a batch may take.
+    let padding = "x".repeat(5 * 1024);
+    let post =
+        |path: String, body: Value| app.client.post(app.url(&path)).bearer_auth(&ann.token).json(&body);
+    for (request, status) in [
+        (post("/api/sessions".into(), json!({ "name": "Trip", "pad": padding })), 413),
+        (post(format!("/api/sessions/{sid}/join"), json!({ "display_name": "Bob", "pad": padding })), 413),
+        (post("/api/rooms/join".into(), json!({ "lat": 1.0, "lng": 2.0, "pad": padding })), 413),
+        (post("/api/rooms/u2edk8/messages".into(), json!({ "content": "x".repeat(40 * 1024) })), 413),
+        // A batch of positions is allowed its size: refused here for the padding field, not the size.
+        (post(format!("/api/sessions/{sid}/locations"), json!({ "locations": [], "pad": padding })), 422),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status);
+        let code = error_code(response).await;
+        assert!(status != 413 || code == "invalid_body", "{code}");
+    }
+}
