@@ -19,14 +19,13 @@ use crate::state::AppState;
 pub const MAX_PAGE: u32 = 100;
 
 pub fn router() -> Router<AppState> {
+    let (small, chat) =
+        (super::body_limit(super::SMALL_BODY_BYTES), super::body_limit(super::CHAT_BODY_BYTES));
     Router::new()
         .route("/sessions/{session_id}/messages", get(session_history))
         .route("/rooms", get(rooms_near))
-        .route("/rooms/join", post(room_for_position).layer(super::body_limit(super::SMALL_BODY_BYTES)))
-        .route(
-            "/rooms/{room_id}/messages",
-            get(room_history).post(post_to_room).layer(super::body_limit(super::CHAT_BODY_BYTES)),
-        )
+        .route("/rooms/join", post(room_for_position).layer(small))
+        .route("/rooms/{room_id}/messages", get(room_history).post(post_to_room).layer(chat))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
