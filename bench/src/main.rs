@@ -12,6 +12,7 @@
 mod burst;
 mod charts;
 mod convoy;
+mod flood;
 mod idle;
 mod measure;
 mod mqtt;
@@ -51,6 +52,10 @@ enum Preset {
     SlowConsumer,
     /// fanout over two instances sharing PostgreSQL and Redis.
     MultiInstance,
+    /// fanout (49 phones a session) plus one member per session flooding 4 KiB publishes
+    /// at 50 a second, with the server's rate limits on: the phones' latency, memory, and
+    /// the publishes the byte budget refused.
+    Flood,
     /// A few seconds on a few sockets: proves the tool works (CI runs this).
     Smoke,
 }
@@ -139,14 +144,17 @@ impl Plan {
     fn from(args: &Args) -> Result<Self> {
         let sockets = usable_sockets()?;
         let (sessions, rate, warmup, duration) = match args.preset {
-            Preset::Fanout | Preset::SlowConsumer | Preset::MultiInstance => (40, 1.0, 5, 30),
+            Preset::Fanout | Preset::SlowConsumer | Preset::MultiInstance | Preset::Flood => (40, 1.0, 5, 30),
             Preset::FanoutLarge => (sockets / SESSION_SIZE, 1.0, 5, 20),
             Preset::Idle => (0, 0.0, 0, 0),
             Preset::Burst => (40, 1.0, 2, 10),
             Preset::Smoke => (2, 2.0, 1, 3),
         };
-        let participants =
-            args.participants.unwrap_or(if args.preset == Preset::Smoke { 5 } else { SESSION_SIZE });
+        let participants = args.participants.unwrap_or(match args.preset {
+            Preset::Smoke => 5,
+            Preset::Flood => SESSION_SIZE - 1, // the flooder is the 50th
+            _ => SESSION_SIZE,
+        });
         let idle_steps = match &args.idle_steps {
             Some(steps) => steps.clone(),
             None if args.preset == Preset::Idle => {
@@ -236,6 +244,8 @@ struct Output {
     burst: Option<burst::BurstReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     routing: Option<multi::RoutingReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flood: Option<flood::FloodReport>,
     /// Sockets the servers closed with 1013 for falling behind (whole run).
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_consumer_closes: Option<u64>,
@@ -263,7 +273,8 @@ async fn main() -> Result<()> {
     let mut servers = Vec::new();
     if let Some(binary) = &args.spawn {
         for _ in 0..plan.instances {
-            servers.push(Spawned::start(binary, plan.connections(), &backends).await?);
+            let limits_on = plan.preset == Preset::Flood; // the budget is what is measured
+            servers.push(Spawned::start(binary, plan.connections(), &backends, limits_on).await?);
         }
     }
     let (bases, pids): (Vec<String>, Vec<i32>) = if servers.is_empty() {
@@ -324,8 +335,15 @@ async fn run(args: &Args, plan: &Plan, cluster: &Cluster, watched: &Watched) -> 
             if let Some(redis) = watched.redis.as_ref().filter(|_| plan.instances > 1) {
                 output.routing = Some(multi::check(redis, &members, plan).await?);
             }
+            let flood = match plan.preset {
+                Preset::Flood => Some(flood::start(cluster, plan, &members, &watched.pids).await?),
+                _ => None,
+            };
             output.convoy =
                 Some(measure(plan, watched, args.quiet, started_at, sockets, convoy::phone).await?);
+            if let Some(flood) = flood {
+                output.flood = Some(flood.finish(cluster, &watched.pids).await?);
+            }
             output.slow_consumer_closes =
                 Some(cluster.counter("convoy_ws_slow_consumer_closes_total").await?);
             output.frames_coalesced = Some(cluster.counter("convoy_ws_frames_coalesced_total").await?);
@@ -383,6 +401,17 @@ fn print_output(output: &Output, broker: Option<&str>) {
         for mismatch in &r.mismatches {
             println!("   {mismatch}");
         }
+    }
+    if let Some(f) = &output.flood {
+        println!(
+            "== flood: {} flooders sent {} publishes of 4 KiB: {} refused by the message rate, {} by the byte budget",
+            f.flooders, f.publishes_sent, f.messages_rate_limited, f.publishes_refused
+        );
+        println!(
+            "server RSS {:.1} MiB before the flood, {:.1} MiB after",
+            f.rss_bytes_before as f64 / 1048576.0,
+            f.rss_bytes_after as f64 / 1048576.0
+        );
     }
     if let Some(closes) = output.slow_consumer_closes {
         println!("== sockets closed by the server for falling behind (1013): {closes}");

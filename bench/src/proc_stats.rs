@@ -103,7 +103,14 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    pub async fn start(binary: &Path, connections: usize, backends: &Backends) -> Result<Self> {
+    /// `rate_limits`: the server's own limits on (but those per client address, which the
+    /// tool, on one address, would hit while setting up); off otherwise.
+    pub async fn start(
+        binary: &Path,
+        connections: usize,
+        backends: &Backends,
+        rate_limits: bool,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let database_url = backends
@@ -115,11 +122,15 @@ impl Spawned {
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("DATABASE_URL", database_url)
-            .env("RATE_LIMIT_ENABLED", "false")
+            .env("RATE_LIMIT_ENABLED", rate_limits.to_string())
+            .env("RATE_LIMIT_SESSIONS_PER_MINUTE", "1000000")
+            .env("RATE_LIMIT_JOINS_PER_MINUTE", "1000000")
             .env("MAX_CONNECTIONS", (connections + 100).to_string())
             // Every simulated phone connects from 127.0.0.1: the per-address caps that
             // protect a public instance would refuse the load itself.
             .env("MAX_CONNECTIONS_PER_IP", (connections + 100).to_string())
+            .env("MAX_HTTP_CONNECTIONS_PER_IP", (connections + 100).to_string())
+            .env("MAX_HTTP_CONNECTIONS", (connections + 100).to_string())
             .env("LOG_LEVEL", "warn")
             .env_remove("REDIS_URL")
             .stdout(Stdio::null());
