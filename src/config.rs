@@ -165,6 +165,12 @@ pub struct Config {
     #[arg(long, env = "TOKEN_TTL_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
     pub token_ttl_seconds: u64,
 
+    /// Seconds the token a refresh replaced still works (opens sockets; refreshing it again
+    /// returns the current token): an answer lost on a bad network must not lock its holder
+    /// out. 0: replaced at once.
+    #[arg(long, env = "TOKEN_ROTATION_GRACE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub token_rotation_grace_seconds: u64,
+
     /// Apply the rate limits below (true or false).
     #[arg(long, env = "RATE_LIMIT_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub rate_limit_enabled: bool,
@@ -283,7 +289,7 @@ pub struct Config {
 
     /// Most such connections from one TCP peer address (IPv6: one /64); not applied with
     /// TRUST_PROXY_HEADERS, where every connection comes from the proxy.
-    #[arg(long, env = "MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_http_connections_per_ip: u32,
 
     /// Seconds a graceful shutdown waits for sockets to close before giving up.

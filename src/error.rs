@@ -150,6 +150,11 @@ impl From<crate::limits::Refused> for ApiError {
                 format!("a message carries at most {max} bytes"),
             ),
             crate::limits::Refused::OverBudget(wait) => Self::rate_limited(wait),
+            crate::limits::Refused::TooCostly { cost, burst } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                format!("to everyone here this message costs {cost} bytes of a budget of {burst}: send less"),
+            ),
         }
     }
 }

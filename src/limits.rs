@@ -69,12 +69,16 @@ pub enum Refused {
     TooLarge { max: usize },
     /// Over the sender's byte budget: retry after this long.
     OverBudget(Duration),
+    /// Larger, times its recipients, than the budget allows at once: it never fits.
+    TooCostly { cost: usize, burst: usize },
 }
 
 pub struct Limits {
     enabled: bool,
     max_bytes: [usize; 3],
     per_user_bytes: DefaultKeyedRateLimiter<UserId>,
+    /// The byte budget's burst: what one message may cost at most.
+    bytes_burst: usize,
     connection_quota: Quota,
     per_user: DefaultKeyedRateLimiter<UserId>,
     instance: DefaultDirectRateLimiter,
@@ -115,6 +119,7 @@ impl Limits {
                 config.max_chat_message_bytes,
             ],
             per_user_bytes: RateLimiter::keyed(per_second(config.rate_limit_user_bytes_per_second)),
+            bytes_burst: config.rate_limit_user_bytes_per_second as usize * 2,
             clock: DefaultClock::default(),
         }
     }
@@ -171,11 +176,11 @@ impl Limits {
                 .map_err(|not_until| Refused::OverBudget(not_until.wait_time_from(self.clock.now())))?;
         }
         let cost = bytes.max(1).saturating_mul(recipients.max(1));
-        let cost = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-        match self.per_user_bytes.check_key_n(&user_id, cost) {
+        let n = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match self.per_user_bytes.check_key_n(&user_id, n) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(not_until)) => Err(Refused::OverBudget(not_until.wait_time_from(self.clock.now()))),
-            Err(_insufficient) => Err(Refused::OverBudget(Duration::from_secs(1))),
+            Err(_insufficient) => Err(Refused::TooCostly { cost, burst: self.bytes_burst }),
         }
     }
 

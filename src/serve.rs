@@ -24,6 +24,9 @@ use tower::ServiceExt;
 use crate::admission::Counts;
 use crate::limits::client_key;
 
+/// The most a connection's read buffer grows to (request headers must fit).
+const MAX_BUFFER_BYTES: usize = 64 * 1024;
+
 /// What a refused connection reads before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\nretry-after: 5\r\ncontent-length: 87\r\n\r\n\
@@ -50,7 +53,12 @@ pub async fn serve(
     let pending = Arc::new(Semaphore::new(limits.max_pending));
     let per_ip = Arc::new(Counts::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // What one connection may make the server buffer (hyper's default is ~400 KiB):
+        // headers past it are refused with 431.
+        .max_buf_size(MAX_BUFFER_BYTES);
     let builder = Arc::new(builder);
     let stopping = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -60,6 +68,8 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                // A connection that went away before it was accepted: nothing to do.
+                Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     // Out of file descriptors (or the like): new connections wait in the
                     // backlog until some close, instead of the loop spinning.
@@ -112,9 +122,17 @@ pub async fn serve(
             drop(held);
         });
     }
+    // Refuse new connections at once (a load balancer moves on) while the open ones finish.
+    drop(listener);
     stopping.cancel();
     connections.close();
     connections.wait().await;
+}
+
+/// Errors of one connection, not of the listener (as axum's own loop tells them apart).
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(err.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
 /// A connection's place among its address's connections.

@@ -161,7 +161,7 @@ impl AppState {
     }
 
     /// The live session and the active participant a participant's token stands for, if
-    /// the token is of their current generation (one route to this check: sockets, REST).
+    /// the token's generation is still good (one route to this check: sockets, REST).
     pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
         let session = self.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
         if !session.is_live(domain::now()) {
@@ -173,25 +173,44 @@ impl AppState {
             .await?
             .filter(|p| p.is_active)
             .ok_or_else(|| revoked("this token's holder has left the session"))?;
-        if participant.token_generation != claims.r#gen {
-            return Err(superseded());
-        }
+        self.check_generation(&participant, claims)?;
         Ok((session, participant))
+    }
+
+    /// A participant's token is good if it is of their current generation, or of the one
+    /// before within TOKEN_ROTATION_GRACE_SECONDS of the refresh that replaced it.
+    pub fn check_generation(&self, participant: &Participant, claims: &Claims) -> Result<(), ApiError> {
+        if claims.r#gen == participant.token_generation || self.in_rotation_grace(participant, claims) {
+            Ok(())
+        } else {
+            Err(superseded())
+        }
+    }
+
+    fn in_rotation_grace(&self, participant: &Participant, claims: &Claims) -> bool {
+        let grace = chrono::Duration::seconds(self.config.token_rotation_grace_seconds.min(3600) as i64);
+        claims.r#gen + 1 == participant.token_generation
+            && participant.token_rotated_at.is_some_and(|at| domain::now() < at + grace)
     }
 
     /// A fresh token with the same claims, for a session that is still live and a holder
     /// who still belongs to it (REST and socket refreshes alike). A participant's refresh
-    /// moves their tokens to a new generation: the token refreshed no longer opens sockets.
+    /// moves their tokens to a new generation: the token refreshed no longer opens sockets
+    /// once TOKEN_ROTATION_GRACE_SECONDS have passed. Refreshing that token again within
+    /// them returns a token of the current generation (its answer may have been lost).
     pub async fn refresh_token(&self, claims: &Claims) -> Result<(String, DateTime<Utc>), ApiError> {
         let (session_id, subject, role) = (claims.session_id(), claims.sub, claims.role);
         match role {
             Role::Participant => {
-                let (session, _) = self.active_participant(claims).await?;
-                let generation = self
-                    .store
-                    .rotate_tokens(session_id, claims.user_id(), claims.r#gen)
-                    .await?
-                    .ok_or_else(superseded)?;
+                let (session, participant) = self.active_participant(claims).await?;
+                let generation = if claims.r#gen == participant.token_generation {
+                    self.store
+                        .rotate_tokens(session_id, claims.user_id(), claims.r#gen, domain::now())
+                        .await?
+                        .ok_or_else(superseded)?
+                } else {
+                    participant.token_generation // within the grace period
+                };
                 Ok(self.issue_token(session_id, subject, role, generation, session.expires_at))
             }
             Role::Creator => {

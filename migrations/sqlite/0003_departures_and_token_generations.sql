@@ -3,4 +3,6 @@
 -- ones unusable for new sockets).
 ALTER TABLE participants ADD COLUMN left_at INTEGER;
 ALTER TABLE participants ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
+-- When the generation last moved: the one before stays good for a grace period.
+ALTER TABLE participants ADD COLUMN token_rotated_at INTEGER;
 CREATE INDEX participants_left ON participants (left_at) WHERE left_at IS NOT NULL;

@@ -68,6 +68,8 @@ fn name_text(field: &'static str, raw: &str, max: usize) -> Result<String, Valid
         let emoji_before = i > 0 && is_emoji(chars[i - 1]);
         let allowed = match c {
             ZERO_WIDTH_JOINER => emoji_before && chars.get(i + 1).is_some_and(|&next| is_emoji(next)),
+            // Text or emoji presentation of the emoji before it.
+            '\u{FE0E}' | '\u{FE0F}' => emoji_before,
             // Tag sequences: U+1F3F4 followed by tags (subdivision flags).
             _ if unicode_properties::emoji::is_tag_character(c) => {
                 i > 0
@@ -92,13 +94,19 @@ fn name_text(field: &'static str, raw: &str, max: usize) -> Result<String, Valid
 
 const ZERO_WIDTH_JOINER: char = '\u{200D}';
 
-/// Format characters (bidi controls, zero-width spaces and joiners, tags, the BOM) and the
-/// line and paragraph separators.
+/// Format characters (bidi controls, zero-width spaces and joiners, tags, the BOM), the
+/// line and paragraph separators, and the letters and marks that draw nothing: Hangul
+/// fillers, the braille blank, the combining grapheme joiner, Khmer's invisible vowels,
+/// Mongolian variation selectors, and variation selectors (allowed after an emoji only).
 fn is_invisible(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     matches!(
         c.general_category(),
         GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+    ) || matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}' | '\u{034F}' | '\u{17B4}' | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}' | '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}'
     )
 }
 

@@ -58,6 +58,9 @@ pub struct Participant {
     /// tokens no longer open sockets.
     #[serde(skip)]
     pub token_generation: i64,
+    /// When the generation last moved on (None: never refreshed).
+    #[serde(skip)]
+    pub token_rotated_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]
@@ -102,6 +105,10 @@ mod tests {
             "\u{FEFF}Ann",         // byte order mark
             "Ann\u{2028}Bob",      // line separator
             "Ann\u{E0041}",        // a tag outside a flag
+            "\u{3164}",            // a Hangul filler: a name that shows as nothing
+            "Ann\u{2800}",         // the braille blank
+            "An\u{034F}n",         // combining grapheme joiner
+            "Ann\u{FE0F}",         // a variation selector after a letter
         ] {
             let err = DisplayName::parse(bad).unwrap_err();
             assert_eq!(err.field, "display_name", "{bad:?}");

@@ -114,8 +114,14 @@ async fn remove(
     if !allowed {
         return Err(ApiError::forbidden("needs this participant's token or the session's creator_token"));
     }
-    if state.store.participant(session_id, user_id).await?.is_none() {
-        return Err(ApiError::not_found("participant"));
+    let participant = state
+        .store
+        .participant(session_id, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("participant"))?;
+    if claims.role == Role::Participant && participant.is_active {
+        // A replaced token cannot remove its holder.
+        state.check_generation(&participant, &claims)?;
     }
     if !session.is_live(domain::now()) {
         return Err(ApiError::session_ended());

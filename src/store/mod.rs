@@ -210,14 +210,15 @@ pub trait Store: Send + Sync + 'static {
     /// re-checks these, so a removal closes sockets even when the bus could not tell them.
     async fn departures_since(&self, since: DateTime<Utc>) -> Result<Departures, StoreError>;
 
-    /// Moves an active participant's tokens on from generation `current` (a refresh):
-    /// returns the new generation, or None if they left or `current` is not theirs (an
-    /// older token, or a concurrent refresh won).
+    /// Moves an active participant's tokens on from generation `current` (a refresh, at
+    /// `at`): returns the new generation, or None if they left or `current` is not theirs
+    /// (an older token, or a concurrent refresh won).
     async fn rotate_tokens(
         &self,
         session_id: SessionId,
         user_id: UserId,
         current: i64,
+        at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
 
     /// The installation's token signing secret: `fresh` is kept if none is kept yet, and

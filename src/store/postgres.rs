@@ -50,6 +50,7 @@ fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
         last_seen: row.try_get("last_seen")?,
         is_active: row.try_get("is_active")?,
         token_generation: row.try_get("token_generation")?,
+        token_rotated_at: row.try_get("token_rotated_at")?,
     })
 }
 
@@ -84,8 +85,7 @@ fn room_columns(room: ChatRoom) -> (Option<Uuid>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str =
-    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -212,6 +212,7 @@ impl Store for PostgresStore {
             last_seen: new.joined_at,
             is_active: true,
             token_generation: 0,
+            token_rotated_at: None,
         };
         Ok(JoinOutcome::Joined { participant, expires_at })
     }
@@ -357,7 +358,7 @@ impl Store for PostgresStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(session_id)
-        .bind(&room_id)
+        .bind(room_id)
         .bind(new.user_id.0)
         .bind(&new.display_name)
         .bind(&new.avatar_color)
@@ -365,19 +366,21 @@ impl Store for PostgresStore {
         .bind(new.created_at)
         .fetch_one(&mut *tx)
         .await?;
-        // The room keeps its newest `keep` messages.
-        sqlx::query(
-            "DELETE FROM chat_messages
-             WHERE session_id IS NOT DISTINCT FROM $1 AND room_id IS NOT DISTINCT FROM $2 AND id <= (
-                 SELECT id FROM chat_messages
-                 WHERE session_id IS NOT DISTINCT FROM $1 AND room_id IS NOT DISTINCT FROM $2
-                 ORDER BY id DESC LIMIT 1 OFFSET $3)",
-        )
-        .bind(session_id)
-        .bind(&room_id)
-        .bind(i64::from(keep))
-        .execute(&mut *tx)
-        .await?;
+        // The room keeps its newest `keep` messages: a walk of `keep` entries down the
+        // room's index finds the cut.
+        let prune = match new.room {
+            ChatRoom::Session(id) => sqlx::query(
+                "DELETE FROM chat_messages WHERE session_id = $1 AND id <= (
+                     SELECT id FROM chat_messages WHERE session_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id.0),
+            ChatRoom::Local(id) => sqlx::query(
+                "DELETE FROM chat_messages WHERE room_id = $1 AND id <= (
+                     SELECT id FROM chat_messages WHERE room_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id.to_string()),
+        };
+        prune.bind(i64::from(keep)).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(new.stored(id))
     }
@@ -455,15 +458,17 @@ impl Store for PostgresStore {
         session_id: SessionId,
         user_id: UserId,
         current: i64,
+        at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "UPDATE participants SET token_generation = token_generation + 1
+            "UPDATE participants SET token_generation = token_generation + 1, token_rotated_at = $4
              WHERE session_id = $1 AND user_id = $2 AND is_active AND token_generation = $3
              RETURNING token_generation",
         )
         .bind(session_id.0)
         .bind(user_id.0)
         .bind(current)
+        .bind(at)
         .fetch_optional(&self.pool)
         .await?)
     }

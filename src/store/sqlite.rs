@@ -33,7 +33,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let file = Some(options.get_filename().to_owned()).filter(|f| f.as_os_str() != ":memory:");
+        // sqlx renames an in-memory database: tell it from the URL.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let file = (!in_memory).then(|| options.get_filename().to_owned());
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
@@ -90,6 +92,7 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
         last_seen: from_millis(row.try_get("last_seen")?),
         is_active: row.try_get("is_active")?,
         token_generation: row.try_get("token_generation")?,
+        token_rotated_at: row.try_get::<Option<i64>, _>("token_rotated_at")?.map(from_millis),
     })
 }
 
@@ -124,8 +127,7 @@ fn room_columns(room: ChatRoom) -> (Option<String>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str =
-    "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -248,6 +250,7 @@ impl Store for SqliteStore {
                 last_seen: new.joined_at,
                 is_active: true,
                 token_generation: 0,
+                token_rotated_at: None,
             };
             return Ok(JoinOutcome::Joined { participant, expires_at: from_millis(expires_at) });
         }
@@ -393,8 +396,8 @@ impl Store for SqliteStore {
                  (session_id, room_id, user_id, display_name, avatar_color, content, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         )
-        .bind(&session_id)
-        .bind(&room_id)
+        .bind(session_id)
+        .bind(room_id)
         .bind(new.user_id.to_string())
         .bind(&new.display_name)
         .bind(&new.avatar_color)
@@ -402,14 +405,17 @@ impl Store for SqliteStore {
         .bind(ms(new.created_at))
         .fetch_one(&mut *tx)
         .await?;
-        // The room keeps its newest `keep` messages (`IS` matches the NULL column too).
-        sqlx::query(
-            "DELETE FROM chat_messages WHERE session_id IS ?1 AND room_id IS ?2 AND id <= (
-                 SELECT id FROM chat_messages WHERE session_id IS ?1 AND room_id IS ?2
-                 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-        )
-        .bind(&session_id)
-        .bind(&room_id)
+        // The room keeps its newest `keep` messages: a walk of `keep` entries down the
+        // room's index finds the cut.
+        let (column, value) = match new.room {
+            ChatRoom::Session(id) => ("session_id", id.to_string()),
+            ChatRoom::Local(id) => ("room_id", id.to_string()),
+        };
+        sqlx::query(&format!(
+            "DELETE FROM chat_messages WHERE {column} = ?1 AND id <= (
+                 SELECT id FROM chat_messages WHERE {column} = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)"
+        ))
+        .bind(value)
         .bind(i64::from(keep))
         .execute(&mut *tx)
         .await?;
@@ -479,15 +485,17 @@ impl Store for SqliteStore {
         session_id: SessionId,
         user_id: UserId,
         current: i64,
+        at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "UPDATE participants SET token_generation = token_generation + 1
+            "UPDATE participants SET token_generation = token_generation + 1, token_rotated_at = ?4
              WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND token_generation = ?3
              RETURNING token_generation",
         )
         .bind(session_id.to_string())
         .bind(user_id.to_string())
         .bind(current)
+        .bind(ms(at))
         .fetch_optional(&self.pool)
         .await?)
     }

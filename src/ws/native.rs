@@ -47,6 +47,7 @@ pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) 
             approximate: false,
             paused: false,
             budget_reply: ReplyThrottle::default(),
+            pong_over_limit: ReplyThrottle::default(),
             claims,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;
@@ -104,6 +105,8 @@ struct Conn<'a> {
     paused: bool,
     /// When the client was last told it is over its byte budget.
     budget_reply: ReplyThrottle,
+    /// When a ping over the rate limit was last answered.
+    pong_over_limit: ReplyThrottle,
     /// The token's claims, the latest refresh's once there was one: its generation and
     /// its expiry, when the socket closes.
     claims: Claims,
@@ -118,14 +121,19 @@ impl Protocol for Conn<'_> {
         reply_error(self.outbox, "unsupported_frame", "send JSON text frames")
     }
 
-    /// A `ping` is answered whatever the limits say: a client that was briefly chatty must
-    /// not conclude its connection is dead. Only short frames are looked at.
+    /// A `ping` is answered whatever the limits say (once a second over them): a client
+    /// that was briefly chatty must not conclude its connection is dead. Only short frames
+    /// are looked at.
     async fn rate_limited(&mut self, text: Option<&str>, message: &str, tell: bool) {
         if let Some(text) = text.filter(|t| t.len() <= MAX_PING_BYTES)
             && matches!(parse_client(text), Ok(ClientMessage::Ping))
         {
-            self.state.metrics.pings_in.increment(1);
-            return self.outbox.push_event(ServerMessage::Pong {}.to_frame());
+            // One a second at most: enough for a liveness check, no free echo service.
+            if self.pong_over_limit.due() {
+                self.state.metrics.pings_in.increment(1);
+                self.outbox.push_event(ServerMessage::Pong {}.to_frame());
+            }
+            return;
         }
         if tell {
             reply_error(self.outbox, "rate_limited", message)
@@ -153,6 +161,13 @@ fn allowed(conn: &mut Conn<'_>, channel: Channel, kind: MessageKind, bytes: usiz
         Err(Refused::TooLarge { max }) => {
             state.metrics.refused_too_large.increment(1);
             let message = format!("a {} carries at most {max} bytes; this one has {bytes}", kind.as_str());
+            reply_error(outbox, "message_too_large", &message);
+            false
+        }
+        Err(Refused::TooCostly { cost, burst }) => {
+            state.metrics.refused_too_large.increment(1);
+            let message =
+                format!("to everyone here this message costs {cost} bytes of a budget of {burst}: send less");
             reply_error(outbox, "message_too_large", &message);
             false
         }

@@ -145,19 +145,16 @@ async fn a_ping_over_the_limit_is_still_answered() {
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
-    // A burst spends the bucket (2 messages); the pings right after it are over the limit.
+    // A burst spends the bucket (2 messages); the ping right after it is over the limit.
     for i in 0..10 {
         ann_ws.send_location(f64::from(i), 0.0).await;
     }
-    for _ in 0..3 {
-        ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
-    }
-    let mut pongs = 0;
+    ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
     let mut limited = false;
-    while pongs < 3 {
+    loop {
         let message = ann_ws.next_json().await;
         match message["type"].as_str() {
-            Some("pong") => pongs += 1,
+            Some("pong") => break,
             Some("error") => {
                 assert_eq!(message["data"]["code"], "rate_limited");
                 limited = true;

@@ -93,7 +93,7 @@ async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 async fn a_refreshed_token_no_longer_opens_sockets(backend: Backend) {
-    let app = spawn_app_on(backend, |_| {}).await;
+    let app = spawn_app_on(backend, |c| c.token_rotation_grace_seconds = 0).await;
     let session = app.create_session(json!({})).await;
     let ann = app.join(&session.session_id, "Ann").await;
     let (mut open_before, _) = app.connect(&ann.token).await;
@@ -115,6 +115,33 @@ async fn a_refreshed_token_no_longer_opens_sockets(backend: Backend) {
     // Sockets already open stay open.
     open_before.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(open_before.next_of_type("pong").await["type"], "pong");
+    // Nor can a replaced token remove its holder.
+    assert_eq!(app.remove(&session.session_id, &ann.user_id, &second).await, 401);
+    assert_eq!(handshake_error(&app, &third).await.0, 101, "still in");
 }
 
-on_every_backend!(a_refreshed_token_no_longer_opens_sockets);
+async fn an_answer_lost_within_the_grace_period_does_not_lock_the_holder_out(backend: Backend) {
+    let app = spawn_app_on(backend, |c| c.token_rotation_grace_seconds = 600).await;
+    let session = app.create_session(json!({})).await;
+    let ann = app.join(&session.session_id, "Ann").await;
+    let token = |response: Value| response["token"].as_str().unwrap().to_owned();
+
+    // The first refresh's answer never arrives; the client tries again with the old token.
+    let lost = token(refresh(&app, &ann.token).await.json().await.unwrap());
+    let retried = refresh(&app, &ann.token).await;
+    assert_eq!(retried.status(), 200);
+    let retried = token(retried.json().await.unwrap());
+    // Both answers are of the current generation: no second rotation replaced the first.
+    for current in [&lost, &retried, &ann.token] {
+        assert_eq!(handshake_error(&app, current).await.0, 101);
+    }
+    // The generation after that ends the old token's grace: it is two behind now.
+    let newest = token(refresh(&app, &lost).await.json().await.unwrap());
+    assert_eq!(handshake_error(&app, &ann.token).await, (401, "token_superseded".into()));
+    assert_eq!(handshake_error(&app, &newest).await.0, 101);
+}
+
+on_every_backend!(
+    a_refreshed_token_no_longer_opens_sockets,
+    an_answer_lost_within_the_grace_period_does_not_lock_the_holder_out
+);

@@ -331,9 +331,8 @@
       }
       // Another tab of this participant may have refreshed (and so replaced) the token.
       adoptNewerToken();
-      const refreshed = await api('POST', '/api/token/refresh', undefined, state.me.token);
-      state.me.token = refreshed.token;
-      save('me', state.me);
+      // Still in? Asked without refreshing: a refresh would replace the token other tabs use.
+      await api('GET', `/api/sessions/${state.sessionId}/messages?limit=1`, undefined, state.me.token);
       return false;
     } catch (error) {
       if (error.status === 401 && error.code === 'token_superseded') {
@@ -352,6 +351,14 @@
       }
       if (error.status === 410) {
         ended(null);
+        return true;
+      }
+      if (error.status === 401) {
+        // Expired (the page slept through its refresh) or otherwise no longer valid.
+        save('me', null);
+        state.left = true;
+        stopSharing();
+        showEnded('Your place in this trip has expired', 'Reload the page to join again.');
         return true;
       }
       return false; // unreachable server: keep trying
@@ -379,6 +386,8 @@
     }
     const delay = Math.min(Math.max(expiresAt - Date.now() - 120000, 1000), 2 ** 31 - 1);
     state.refreshTimer = setTimeout(() => {
+      // Another tab may have refreshed already: then its token is the one to keep fresh.
+      if (adoptNewerToken()) return scheduleRefresh();
       if (state.socket && state.socket.readyState === WebSocket.OPEN) {
         state.socket.send(JSON.stringify({ type: 'refresh_token', data: {} }));
       }
