@@ -15,7 +15,7 @@ use crate::bus;
 use crate::config::Config;
 use crate::serve::{ServeLimits, serve};
 use crate::state::AppState;
-use crate::{http, revocation, store, sweeper};
+use crate::{http, revocation, store, sweeper, ws};
 
 /// JWT_SECRET, or the installation's own: generated on first start (256 random bits) and
 /// kept by the store, so tokens survive restarts and no two installations share a key.
@@ -127,7 +127,7 @@ impl App {
         };
 
         let signal_state = state.clone();
-        let router = http::router(state.clone());
+        let router = http::router(state.clone(), ws::router());
         let send_buffer = state.config.tcp_send_buffer_bytes;
         let tap = move |tcp: &tokio::net::TcpStream| {
             // Location frames are small and latency matters: no Nagle delay.

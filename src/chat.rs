@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId};
-use crate::hub::{Channel, Envelope, HubMessage, Outbox, Subscription};
+use crate::hub::{Outbox, Subscription};
+use crate::message::{Channel, Envelope, HubMessage};
 use crate::presence::PresenceMeta;
+use crate::protocol::native::ServerMessage;
 use crate::state::AppState;
 use crate::store::{NewChatMessage, StoreError};
-use crate::ws::protocol::ServerMessage;
 
 /// Messages a snapshot or a room join carries.
 pub const HISTORY: u32 = 50;

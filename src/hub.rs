@@ -13,12 +13,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
-use crate::domain::{RoomId, SessionId, UserId};
+use crate::domain::{SessionId, UserId};
+use crate::message::{Channel, CloseReason, Envelope, Frame, HubMessage, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
 
 /// Presence diffs one connection may have queued; past that it gets a fresh
@@ -28,96 +28,6 @@ const PRESENCE_BURST: usize = 32;
 
 /// How long a first subscriber waits for the bus to confirm its subscription.
 const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A serialized WebSocket text frame, cheap to clone.
-pub type Frame = Utf8Bytes;
-
-/// How a connection's frames are written: convoy's own JSON (`/ws`), or the Phoenix
-/// Channels serializers (`/socket/websocket`, V1 objects or V2 arrays).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    Native,
-    PhoenixV1,
-    PhoenixV2,
-}
-
-/// Close codes convoy uses (RFC 6455, section 7.4.1).
-pub mod close_code {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    pub const POLICY_VIOLATION: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL_ERROR: u16 = 1011;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// Application-defined (4000-4999), after HTTP 408: the client stopped answering.
-    pub const HEARTBEAT_TIMEOUT: u16 = 4408;
-}
-
-/// What a connection listens to: its session (always) and at most one local chat room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Channel {
-    Session(SessionId),
-    Room(RoomId),
-}
-
-impl Channel {
-    /// `session:{id}` or `room:{id}`: how the bus names it.
-    pub fn name(&self) -> String {
-        match self {
-            Channel::Session(id) => format!("session:{id}"),
-            Channel::Room(id) => format!("room:{id}"),
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Self> {
-        if let Some(id) = name.strip_prefix("session:") {
-            return id.parse().ok().map(Channel::Session);
-        }
-        name.strip_prefix("room:").and_then(|id| id.parse().ok()).map(Channel::Room)
-    }
-}
-
-/// A message for the subscribers of one channel, on this instance or (through the bus) any.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    pub channel: Channel,
-    pub message: HubMessage,
-}
-
-#[derive(Debug, Clone)]
-pub enum HubMessage {
-    /// A participant's new position: state, so a pending older one may be replaced.
-    /// Not sent back to the sender's own connections.
-    Location { from: UserId, frame: Frame },
-    /// An event every subscriber must get, in order (joins, leaves, ...).
-    Event { frame: Frame },
-    /// For one user's connections only (a direct message, or their own user topic).
-    Direct { to: UserId, frame: Frame },
-    /// For the connections subscribed to one of the session's named topics.
-    Topic { topic: Arc<str>, frame: Frame },
-    /// A `presence_diff`: an event, but a burst of them is replaced by a resync.
-    Presence { frame: Frame },
-    /// Close one user's connections: they left or were removed.
-    Disconnect { user_id: UserId, code: u16, reason: Frame },
-    /// The session is over: every subscriber gets `frame`, then its socket closes.
-    End { frame: Frame },
-    /// Messages for this session may have been lost between instances: every subscriber
-    /// rebuilds its snapshot from the store.
-    Resync,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: Frame,
-}
-
-impl CloseReason {
-    pub fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason: Frame::from_static(reason) }
-    }
-}
 
 #[derive(Debug)]
 enum Item {
@@ -614,7 +524,7 @@ impl Hub {
                         // A Phoenix client hears its channel close first.
                         let last = match wire {
                             Wire::Native => None,
-                            _ => crate::ws::phoenix::channel_closed(wire, envelope.channel),
+                            _ => crate::protocol::phoenix::channel_closed(wire, envelope.channel),
                         };
                         sub.outbox.close(last, CloseReason { code: *code, reason: reason.clone() });
                     }
@@ -628,7 +538,7 @@ impl Hub {
                     // As Phoenix does: the channel closes, the socket stays (the client
                     // would otherwise reconnect to an ended session again and again).
                     if !sub.outbox.is_muted() {
-                        let closed = crate::ws::phoenix::channel_closed(wire, envelope.channel);
+                        let closed = crate::protocol::phoenix::channel_closed(wire, envelope.channel);
                         for frame in framed.get(wire).into_iter().chain(closed) {
                             sub.outbox.push_event(frame);
                         }
@@ -706,7 +616,7 @@ impl<'a> Framed<'a> {
             Wire::PhoenixV1 => &self.phoenix_v1,
             Wire::PhoenixV2 => &self.phoenix_v2,
         };
-        cell.get_or_init(|| crate::ws::phoenix::fastlane(wire, self.envelope.channel, native)).clone()
+        cell.get_or_init(|| crate::protocol::phoenix::fastlane(wire, self.envelope.channel, native)).clone()
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Participant, UserId};
-use crate::hub::Channel;
+use crate::message::Channel;
 
 /// One connection of one user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,10 +11,10 @@ use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{self, SessionId, UserId};
-use crate::hub::{Channel, Envelope, HubMessage, close_code};
+use crate::message::{Channel, Envelope, HubMessage, close_code};
+use crate::protocol::native::ServerMessage;
 use crate::state::{AppState, EndReason};
 use crate::store::StoreError;
-use crate::ws::protocol::ServerMessage;
 
 /// Each look reaches this far before the previous one: writes from instances whose clocks
 /// run a little behind are still seen. Repeats are harmless (nobody is left to close).

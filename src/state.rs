@@ -19,12 +19,13 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::domain::{self, Location, Participant, Session, SessionId, UserId};
 use crate::error::ApiError;
-use crate::hub::{Channel, Envelope, Hub, HubMessage, close_code};
+use crate::hub::Hub;
 use crate::limits::{Limits, MessageKind, Refused};
+use crate::message::{Channel, Envelope, HubMessage, close_code};
 use crate::metrics::RealtimeMetrics;
 use crate::presence::{PresenceMeta, presence_map};
+use crate::protocol::native::{LocationBroadcast, ServerMessage};
 use crate::store::{Store, StoreError};
-use crate::ws::protocol::{LocationBroadcast, ServerMessage};
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -349,11 +350,11 @@ impl AppState {
         &self,
         session_id: SessionId,
         from: UserId,
-        target: &crate::ws::topics::Topic,
+        target: &crate::domain::topic::Topic,
         topic: &str,
         payload: &serde_json::value::RawValue,
     ) {
-        use crate::ws::topics::Topic;
+        use crate::domain::topic::Topic;
         let frame = ServerMessage::Broadcast { topic, from_user: from, payload }.to_frame();
         let message = match target {
             Topic::Session => HubMessage::Event { frame },

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Duration as ChronoDuration;
 
 use crate::domain::{self, SessionId};
-use crate::hub::Channel;
+use crate::message::Channel;
 use crate::state::{AppState, EndReason};
 use crate::store::{ActivityBatch, StoreError};
 

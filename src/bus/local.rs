@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError};
 use crate::domain::{Location, RoomId, SessionId, UserId};
-use crate::hub::{Channel, Envelope};
+use crate::message::{Channel, Envelope};
 use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Session -> participant -> (latest location, when it expires).

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{Location, RoomId, SessionId, UserId};
-use crate::hub::{Channel, Envelope};
+use crate::message::{Channel, Envelope};
 use crate::presence::PresenceMeta;
 
 pub use local::LocalBus;

@@ -45,7 +45,7 @@ use uuid::Uuid;
 use super::wire;
 use super::{Bus, BusError, BusEvent, Inbound};
 use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
-use crate::hub::{Channel, Envelope, HubMessage};
+use crate::message::{Channel, Envelope, HubMessage};
 use crate::presence::{LocalPresence, PresenceMeta};
 
 /// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.

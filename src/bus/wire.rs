@@ -11,7 +11,7 @@ use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::domain::UserId;
-use crate::hub::{Channel, Envelope, HubMessage};
+use crate::message::{Channel, Envelope, HubMessage};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 16 + 1 + 16 + 2;

@@ -7,6 +7,7 @@ mod location;
 mod participant;
 mod room;
 mod session;
+pub mod topic;
 
 pub use chat::{ChatContent, ChatMessage, ChatRoom};
 pub use ids::{SessionId, UserId};

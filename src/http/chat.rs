@@ -11,8 +11,8 @@ use crate::auth::{Claims, Role};
 use crate::chat::HISTORY;
 use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId, SessionId};
 use crate::error::ApiError;
-use crate::hub::Channel;
 use crate::limits::{MessageKind, RestAction};
+use crate::message::Channel;
 use crate::state::AppState;
 
 /// Most messages one history page returns.

@@ -56,7 +56,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
             "ws_max_message_bytes": config.ws_max_message_bytes,
             "ws_queue_capacity": config.ws_queue_capacity,
             "max_body_bytes": super::MAX_BODY_BYTES,
-            "max_topics_per_connection": crate::ws::topics::MAX_TOPICS_PER_CONNECTION,
+            "max_topics_per_connection": crate::domain::topic::MAX_TOPICS_PER_CONNECTION,
         },
     }))
 }

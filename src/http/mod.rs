@@ -48,7 +48,10 @@ fn body_limit(bytes: usize) -> DefaultBodyLimit {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface: REST, health, the page, and `sockets` (the WebSocket routes,
+/// handed in by the shell so that this edge does not import the other), under the layers
+/// every request shares.
+pub fn router(state: AppState, sockets: Router<AppState>) -> Router {
     let trust_proxy_headers = state.config.trust_proxy_headers;
     let request_timeout = Duration::from_secs(state.config.http_request_timeout_seconds);
     let api = Router::new()
@@ -65,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(meta::router())
         .merge(admin.unwrap_or_default())
         .merge(openapi::router())
-        .merge(crate::ws::router())
+        .merge(sockets)
         .merge(web::router())
         // Only matched routes: the route label stays bounded whatever paths clients try.
         .route_layer(middleware::from_fn(move |request, next| time_limit(request, next, request_timeout)))

@@ -11,7 +11,7 @@ use super::extract::{ApiPath, Bearer};
 use crate::auth::Role;
 use crate::domain::{self, Participant, SessionId, UserId};
 use crate::error::ApiError;
-use crate::hub::Channel;
+use crate::message::Channel;
 use crate::presence::{PresenceMap, presence_map};
 use crate::state::AppState;
 

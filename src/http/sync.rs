@@ -26,8 +26,8 @@ use super::extract::{ApiJson, ApiPath, Bearer};
 use crate::auth::Claims;
 use crate::domain::{self, Location, LocationInput, Participant, SessionId};
 use crate::error::ApiError;
+use crate::snapshot::{self, Loaded};
 use crate::state::AppState;
-use crate::ws::snapshot::{self, Loaded};
 
 /// Most points in one push.
 pub const MAX_POINTS: usize = 100;
@@ -146,7 +146,7 @@ fn parse_points(body: Value, now: DateTime<Utc>) -> Result<Vec<Location>, ApiErr
     tag = "locations",
     params(("session_id" = String, Path, description = "the session (UUID)"), ("If-None-Match" = Option<String>, Header, description = "an ETag from an earlier answer")),
     security(("bearer" = [])),
-    responses((status = 200, description = "the snapshot a socket gets on connect", body = crate::ws::protocol::SessionState, headers(("ETag" = String, description = "weak validator of the body"))), (status = 304, description = "unchanged since the ETag given"), crate::error::ApiErrors)
+    responses((status = 200, description = "the snapshot a socket gets on connect", body = crate::protocol::native::SessionState, headers(("ETag" = String, description = "weak validator of the body"))), (status = 304, description = "unchanged since the ETag given"), crate::error::ApiErrors)
 )]
 async fn pull(
     State(state): State<AppState>,

@@ -12,9 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::admission::ConnectionSlot;
-use crate::hub::close_code;
+use crate::message::close_code;
+use crate::protocol::native::{ClientMessage, ServerMessage, parse_client};
 use crate::state::AppState;
-use crate::ws::protocol::{ClientMessage, ServerMessage, parse_client};
 
 /// Messages answered with `unauthenticated` before the socket is closed.
 const MAX_UNAUTHENTICATED: usize = 10;

@@ -12,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::UserId;
-use crate::hub::{CloseReason, Outbox, close_code};
+use crate::hub::Outbox;
+use crate::message::{CloseReason, close_code};
 use crate::metrics::RealtimeMetrics;
 use crate::state::AppState;
 

@@ -5,10 +5,7 @@
 mod auth_first;
 mod connection;
 mod native;
-pub mod phoenix;
-pub mod protocol;
-pub(crate) mod snapshot;
-pub mod topics;
+mod phoenix;
 
 use std::net::IpAddr;
 

@@ -7,15 +7,16 @@ use axum::extract::ws::WebSocket;
 use tracing::Instrument;
 
 use super::connection::{self, Protocol};
-use super::protocol::{ClientMessage, ServerMessage, parse_client};
-use super::snapshot::{self, Loaded};
-use super::topics::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
 use crate::auth::Claims;
 use crate::chat::RoomMembership;
+use crate::domain::topic::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
 use crate::domain::{self, ChatContent, ChatRoom, Location, Participant, RoomId, Session};
-use crate::hub::{Channel, CloseReason, Outbox, Wire, close_code};
+use crate::hub::Outbox;
 use crate::limits::{MessageKind, Refused, ReplyThrottle};
+use crate::message::{Channel, CloseReason, Wire, close_code};
 use crate::presence::PresenceMeta;
+use crate::protocol::native::{ClientMessage, ServerMessage, parse_client};
+use crate::snapshot::{self, Loaded};
 use crate::state::{AppState, EndReason};
 
 /// The longest frame checked for being a `ping` when over the rate limit.

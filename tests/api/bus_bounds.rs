@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use convoy::bus::{Bus, BusEvent, RedisBus};
 use convoy::domain::SessionId;
-use convoy::hub::{Channel, Envelope, HubMessage};
+use convoy::message::{Channel, Envelope, HubMessage};
 use tokio_util::sync::CancellationToken;
 
 use super::helpers::*;

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod architecture;
 mod auth_first;
 mod bus_bounds;
 mod caps;

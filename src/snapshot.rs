@@ -3,12 +3,12 @@
 
 use crate::chat;
 use crate::domain::{self, ChatMessage, ChatRoom, Participant, Session, UserId};
-use crate::hub::Channel;
+use crate::message::Channel;
 use crate::presence::{PresenceMap, PresenceMeta, presence_map};
 use crate::state::AppState;
 use crate::store::StoreError;
 
-use super::protocol::{LocationBroadcast, SessionState};
+use crate::protocol::native::{LocationBroadcast, SessionState};
 
 pub(crate) struct Snapshot {
     session: Session,

@@ -1,4 +1,4 @@
-//! Topic names on `/ws` and who may use them. A connection may use its own session's
+//! Topic names (the grammar `/ws` speaks) and who may use them. A connection may use its own session's
 //! topics and its own user topic, nothing else:
 //!
 //! - `session:{session_id}`: the session itself. Every connection of the session is on it

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::domain::{ChatMessage, Location, LocationInput, Participant, RoomId, UserId};
-use crate::hub::Frame;
+use crate::message::Frame;
 use crate::presence::PresenceMap;
 
 /// What the server sends.
