@@ -122,7 +122,7 @@ impl App {
             let state = state.clone();
             let interval = Duration::from_secs(state.config.activity_flush_interval_seconds);
             tokio::spawn(async move {
-                state.activity.run_flusher(state.store.as_ref(), interval, state.shutdown.clone()).await
+                state.activity.run_flusher(state.store.as_ref(), interval, state.shutdown.clone()).await;
             })
         };
 

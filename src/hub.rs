@@ -332,7 +332,7 @@ impl Outbox {
     }
 
     pub async fn resync_requested(&self) {
-        self.resync.notified().await
+        self.resync.notified().await;
     }
 
     /// Asks the writer to send `last` after what is pending, then close.
@@ -383,7 +383,7 @@ impl Outbox {
 
     /// Resolves when something was queued since the last drain.
     pub async fn ready(&self) {
-        self.ready.notified().await
+        self.ready.notified().await;
     }
 
     /// Resolves once a close has been asked for (and again on every poll after that).

@@ -121,7 +121,7 @@ pub async fn run(state: AppState) {
         }
         match sweep_once(&state).await {
             Ok(report) if !report.ended.is_empty() => {
-                tracing::info!(ended = report.ended.len(), "sweep done")
+                tracing::info!(ended = report.ended.len(), "sweep done");
             }
             Ok(report) => tracing::debug!(?report, "sweep done"),
             Err(err) => tracing::warn!(error = %err, "sweep failed; retrying next interval"),

@@ -607,7 +607,7 @@ impl Bus for RedisBus {
         match serde_json::to_string(meta) {
             Ok(json) => {
                 let field = presence_field(self.instance_id, &meta.phx_ref);
-                self.enqueue(Command::PresenceJoin { channel, field, json })
+                self.enqueue(Command::PresenceJoin { channel, field, json });
             }
             Err(err) => tracing::error!(error = %err, "presence meta did not serialize"),
         }

@@ -61,7 +61,7 @@ pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) 
         tracing::info!("disconnected");
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 /// Puts a fresh snapshot (`session_state`, `presence_state`) at the front of the queue: on
@@ -115,11 +115,11 @@ struct Conn<'a> {
 
 impl Protocol for Conn<'_> {
     async fn text(&mut self, text: &str) {
-        handle_text(text, self).await
+        handle_text(text, self).await;
     }
 
     fn binary(&mut self) {
-        reply_error(self.outbox, "unsupported_frame", "send JSON text frames")
+        reply_error(self.outbox, "unsupported_frame", "send JSON text frames");
     }
 
     /// A `ping` is answered whatever the limits say (once a second over them): a client
@@ -137,7 +137,7 @@ impl Protocol for Conn<'_> {
             return;
         }
         if tell {
-            reply_error(self.outbox, "rate_limited", message)
+            reply_error(self.outbox, "rate_limited", message);
         }
     }
 
@@ -284,11 +284,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
     match parse_client(text) {
         Ok(ClientMessage::Subscribe { topics }) => {
             metrics.subscribes_in.increment(1);
-            subscribe(&scope, outbox, &topics)
+            subscribe(&scope, outbox, &topics);
         }
         Ok(ClientMessage::Unsubscribe { topics }) => {
             metrics.unsubscribes_in.increment(1);
-            unsubscribe(&scope, outbox, &topics)
+            unsubscribe(&scope, outbox, &topics);
         }
         Ok(ClientMessage::Publish { topic, payload }) => {
             metrics.publishes_in.increment(1);
@@ -297,7 +297,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                     let bytes = payload.get().len();
                     if allowed(conn, Channel::Session(session.id), MessageKind::Publish, bytes) {
                         let name = scope.canonical(&target);
-                        state.publish_topic(session.id, me.user_id, &target, &name, &payload)
+                        state.publish_topic(session.id, me.user_id, &target, &name, &payload);
                     }
                 }
                 Err(err) => refuse_topic(outbox, &err),
@@ -310,12 +310,12 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 // Approximate: coarsened here, before anyone (or the cache) sees it.
                 let location = if conn.approximate { location.approximate() } else { Some(location) };
                 if let Some(location) = location {
-                    state.share_location(session.id, me.user_id, location).await
+                    state.share_location(session.id, me.user_id, location).await;
                 }
             }
             Err(err) => {
                 metrics.invalid_in.increment(1);
-                reply_error(outbox, "invalid_location", &err.to_string())
+                reply_error(outbox, "invalid_location", &err.to_string());
             }
         },
         Ok(ClientMessage::DirectMessage { target_user, payload }) => {
@@ -328,11 +328,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 Ok(true) => {}
                 Ok(false) => {
                     let message = format!("{target_user} is not a participant of this session");
-                    reply_error(outbox, "unknown_target", &message)
+                    reply_error(outbox, "unknown_target", &message);
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "direct message not sent");
-                    reply_error(outbox, "unavailable", "could not send the message; try again")
+                    reply_error(outbox, "unavailable", "could not send the message; try again");
                 }
             }
         }
@@ -344,21 +344,21 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                     if let Ok(claims) = state.tokens.verify(&token) {
                         conn.claims = claims;
                     }
-                    outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame())
+                    outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame());
                 }
                 Err(err) => reply_error(outbox, err.code, &err.message),
             }
         }
         Ok(ClientMessage::ChatMessage { content }) => {
             metrics.chat_in.increment(1);
-            post(conn, ChatRoom::Session(session.id), &content).await
+            post(conn, ChatRoom::Session(session.id), &content).await;
         }
         Ok(ClientMessage::JoinLocalChat { lat, lng }) => {
             metrics.room_joins_in.increment(1);
             match RoomId::at(lat, lng) {
                 Ok(room) if conn.room.as_ref().is_some_and(|current| current.room == room) => {
                     // Still in the same cell: nothing changes for the others.
-                    state.describe_room(room, outbox).await
+                    state.describe_room(room, outbox).await;
                 }
                 Ok(room) => {
                     if let Some(current) = conn.room.take() {
@@ -385,7 +385,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         }
         Ok(ClientMessage::Ping) => {
             metrics.pings_in.increment(1);
-            outbox.push_event(ServerMessage::Pong {}.to_frame())
+            outbox.push_event(ServerMessage::Pong {}.to_frame());
         }
         Ok(ClientMessage::ShareSettings { approximate, paused }) => {
             if approximate == Some(true) && !conn.approximate {
@@ -421,11 +421,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             );
         }
         Ok(ClientMessage::Auth { .. }) => {
-            reply_error(outbox, "already_authenticated", "this socket is already authenticated")
+            reply_error(outbox, "already_authenticated", "this socket is already authenticated");
         }
         Err(err) => {
             metrics.invalid_in.increment(1);
-            reply_error(outbox, err.code, &err.message)
+            reply_error(outbox, err.code, &err.message);
         }
     }
 }

@@ -117,7 +117,7 @@ async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, wire
         tracing::info!("disconnected");
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 impl PhoenixSocket<'_> {
@@ -205,18 +205,18 @@ impl PhoenixSocket<'_> {
         match (incoming.topic.as_str(), incoming.event.as_str()) {
             ("phoenix", "heartbeat") => {
                 metrics.pings_in.increment(1);
-                self.reply(&incoming, "ok", json!({}))
+                self.reply(&incoming, "ok", json!({}));
             }
             (_, "phx_join") => {
                 metrics.channel_joins_in.increment(1);
-                self.join(&incoming).await
+                self.join(&incoming).await;
             }
             (topic, _) if topic != self.topic || !self.is_joined() => {
-                self.refuse(&incoming, "unmatched topic")
+                self.refuse(&incoming, "unmatched topic");
             }
             (_, "phx_leave") => {
                 self.leave();
-                self.reply(&incoming, "ok", json!({}))
+                self.reply(&incoming, "ok", json!({}));
             }
             (_, "location_update") => match serde_json::from_str::<LocationInput>(incoming.payload.get())
                 .map_err(|e| e.to_string())
@@ -225,21 +225,21 @@ impl PhoenixSocket<'_> {
                 Ok(location) => {
                     metrics.location_updates_in.increment(1);
                     self.state.share_location(self.session.id, self.me.user_id, location).await;
-                    self.reply(&incoming, "ok", json!({}))
+                    self.reply(&incoming, "ok", json!({}));
                 }
                 Err(err) => {
                     metrics.invalid_in.increment(1);
-                    self.refuse(&incoming, &format!("invalid_location: {err}"))
+                    self.refuse(&incoming, &format!("invalid_location: {err}"));
                 }
             },
             (_, "ping") => {
                 metrics.pings_in.increment(1);
-                self.reply(&incoming, "ok", json!({ "pong": true }))
+                self.reply(&incoming, "ok", json!({ "pong": true }));
             }
             (_, event) => {
                 metrics.invalid_in.increment(1);
                 let reason = format!("unknown event {event:?}: expected location_update or ping");
-                self.refuse(&incoming, &reason)
+                self.refuse(&incoming, &reason);
             }
         }
     }
@@ -307,7 +307,7 @@ impl Protocol for PhoenixSocket<'_> {
                 self.outbox.close(last, CloseReason::new(close_code::NORMAL, "left the session"));
             }
             Loaded::Failed(err) => {
-                tracing::warn!(error = %err, "could not resynchronise; keeping the connection")
+                tracing::warn!(error = %err, "could not resynchronise; keeping the connection");
             }
         }
     }

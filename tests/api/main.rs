@@ -1,5 +1,7 @@
 //! Integration tests: one binary, one module per area, all driving the real server.
 
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
 mod helpers;
 
 mod architecture;
