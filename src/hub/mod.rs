@@ -1,0 +1,316 @@
+//! The hub: which local connections listen to which channel (a session, or a local chat
+//! room). A message is serialized once by whoever publishes it; the hub hands the same
+//! bytes to every subscriber's queue (`fanout`) and never waits on a socket; each queue
+//! applies the slow-consumer policy (`outbox`) and the viewer's rules (`view`).
+
+mod fanout;
+mod outbox;
+mod view;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::bus::Bus;
+use crate::domain::{SessionId, UserId};
+use crate::message::{Channel, Wire};
+use crate::metrics::RealtimeMetrics;
+
+pub use outbox::Outbox;
+
+/// How long a first subscriber waits for the bus to confirm its subscription.
+const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Clone)]
+struct Subscriber {
+    user_id: UserId,
+    outbox: Arc<Outbox>,
+}
+
+/// Channels to local subscribers. Cheap to share: wrap it in an `Arc`.
+pub struct Hub {
+    channels: RwLock<HashMap<Channel, Vec<Subscriber>>>,
+    bus: Arc<dyn Bus>,
+    /// Session subscriptions: one per open socket.
+    connections: AtomicUsize,
+    queue_capacity: usize,
+    queue_max_bytes: usize,
+    metrics: Arc<RealtimeMetrics>,
+}
+
+impl Hub {
+    /// Each connection's queue holds at most `queue_capacity` events and `queue_max_bytes`
+    /// bytes of them (pending locations and snapshots aside: one of each per sender).
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        queue_capacity: usize,
+        queue_max_bytes: usize,
+        metrics: Arc<RealtimeMetrics>,
+    ) -> Self {
+        let connections = AtomicUsize::new(0);
+        Self { channels: RwLock::default(), bus, connections, queue_capacity, queue_max_bytes, metrics }
+    }
+
+    /// A new connection's outbound queue.
+    pub fn outbox(&self, wire: Wire) -> Arc<Outbox> {
+        Arc::new(Outbox::with_wire(wire, self.queue_capacity, self.queue_max_bytes, self.metrics.clone()))
+    }
+
+    /// Registers a connection of `user_id` on the channel; dropping the returned
+    /// subscription unregisters it. The first local subscriber of a channel also waits
+    /// (briefly) until the bus delivers that channel's messages from other instances.
+    pub async fn subscribe(
+        self: &Arc<Self>,
+        channel: Channel,
+        user_id: UserId,
+        outbox: Arc<Outbox>,
+    ) -> Subscription {
+        // The bus hears subscribe and unsubscribe in the order the channel map changed:
+        // both are sent under its lock (sending only queues a command).
+        let confirmed = {
+            let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            let subscribers = channels.entry(channel).or_default();
+            subscribers.push(Subscriber { user_id, outbox: outbox.clone() });
+            (subscribers.len() == 1).then(|| self.bus.subscribe(channel))
+        };
+        if matches!(channel, Channel::Session(_)) {
+            self.connections.fetch_add(1, Ordering::Relaxed);
+            self.metrics.connections.increment(1.0);
+        }
+        let subscription = Subscription { hub: self.clone(), channel, outbox };
+        if let Some(confirmed) = confirmed
+            && tokio::time::timeout(BUS_SUBSCRIBE_WAIT, confirmed).await.is_err()
+        {
+            tracing::warn!(channel = %channel.name(), "bus subscription not confirmed in time; continuing");
+        }
+        subscription
+    }
+
+    fn unsubscribe(&self, channel: Channel, outbox_id: u64) {
+        {
+            let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            let Some(subscribers) = channels.get_mut(&channel) else { return };
+            subscribers.retain(|s| s.outbox.id != outbox_id);
+            if subscribers.is_empty() {
+                channels.remove(&channel);
+                self.bus.unsubscribe(channel);
+            }
+        }
+        if matches!(channel, Channel::Session(_)) {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.connections.decrement(1.0);
+        }
+    }
+    /// This instance's connections on a channel.
+    pub fn subscriber_count(&self, channel: Channel) -> usize {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels.get(&channel).map_or(0, Vec::len)
+    }
+
+    /// Whether `user_id` has a connection on the channel on this instance.
+    pub fn is_subscribed(&self, channel: Channel, user_id: UserId) -> bool {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels.get(&channel).is_some_and(|subs| subs.iter().any(|s| s.user_id == user_id))
+    }
+
+    /// Open connections on this instance.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Frames queued for each connection of one session, by user (for tests and
+    /// diagnostics: shows that queues stay bounded).
+    pub fn queue_depths(&self, session_id: SessionId) -> Vec<(UserId, usize)> {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels
+            .get(&Channel::Session(session_id))
+            .map(|subs| subs.iter().map(|s| (s.user_id, s.outbox.pending())).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A connection's place on one channel; unregisters on drop.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    channel: Channel,
+    pub outbox: Arc<Outbox>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.channel, self.outbox.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::LocalBus;
+    use crate::message::{CloseReason, Envelope, Frame, HubMessage, close_code};
+    use outbox::PRESENCE_BURST;
+
+    fn frame(s: &str) -> Frame {
+        Frame::from(s)
+    }
+
+    fn drained(outbox: &Outbox) -> (Vec<String>, Option<CloseReason>) {
+        let mut out = Vec::new();
+        let close = outbox.drain(&mut out);
+        (out.iter().map(|f| f.as_str().to_owned()).collect(), close)
+    }
+
+    #[test]
+    fn a_newer_location_replaces_the_pending_one_in_place() {
+        let outbox = Outbox::new(8, Arc::default());
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        outbox.push_location(a, frame("a1"));
+        outbox.push_event(frame("joined"));
+        outbox.push_location(b, frame("b1"));
+        for i in 2..1000 {
+            outbox.push_location(a, frame(&format!("a{i}")));
+        }
+        assert_eq!(outbox.pending(), 3);
+        assert_eq!(drained(&outbox), (vec!["a999".into(), "joined".into(), "b1".into()], None));
+        assert_eq!(outbox.pending(), 0);
+    }
+
+    #[test]
+    fn event_overflow_closes_instead_of_dropping_silently() {
+        let outbox = Outbox::new(3, Arc::default());
+        for i in 0..3 {
+            outbox.push_event(frame(&i.to_string()));
+        }
+        assert!(!outbox.is_closing());
+        outbox.push_event(frame("one too many"));
+        assert!(outbox.is_closing());
+        let (frames, close) = drained(&outbox);
+        assert!(frames.is_empty());
+        assert_eq!(close.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
+        // Nothing is queued after the close.
+        outbox.push_event(frame("late"));
+        outbox.push_location(UserId::new_random(), frame("late"));
+        assert_eq!(drained(&outbox), (vec![], None));
+    }
+
+    #[test]
+    fn events_are_bounded_in_bytes_too() {
+        let outbox = Outbox::with_wire(Wire::Native, 1000, 100, Arc::default());
+        outbox.push_event(frame(&"a".repeat(60)));
+        outbox.push_event(frame(&"b".repeat(30)));
+        assert!(!outbox.is_closing());
+        outbox.push_event(frame(&"c".repeat(20)));
+        assert!(outbox.is_closing(), "110 bytes queued, 100 allowed");
+        assert_eq!(drained(&outbox).1.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
+        // A reader that keeps up never gets near the bound.
+        let outbox = Outbox::with_wire(Wire::Native, 1000, 100, Arc::default());
+        for _ in 0..10 {
+            outbox.push_event(frame(&"d".repeat(60)));
+            drained(&outbox);
+        }
+        assert!(!outbox.is_closing());
+    }
+
+    #[test]
+    fn a_newer_snapshot_replaces_a_pending_one_and_goes_first() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.push_event(frame("joined"));
+        outbox.push_snapshot(vec![frame("old snapshot"), frame("old presence")]);
+        outbox.push_snapshot(vec![frame("new snapshot"), frame("new presence")]);
+        assert_eq!(outbox.pending(), 3);
+        assert_eq!(drained(&outbox).0, vec!["new snapshot", "new presence", "joined"]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_presence_diffs_becomes_one_resync() {
+        let outbox = Outbox::new(1000, Arc::default());
+        for i in 0..100 {
+            outbox.push_presence(frame(&i.to_string()));
+        }
+        assert_eq!(outbox.pending(), PRESENCE_BURST);
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbox.resync_requested())
+            .await
+            .expect("a resync was asked for");
+        drained(&outbox);
+        outbox.push_presence(frame("after"));
+        assert_eq!(outbox.pending(), 1, "drained: diffs flow again");
+    }
+
+    #[test]
+    fn a_hold_keeps_everything_behind_the_next_snapshot() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.hold_until_snapshot();
+        outbox.push_event(frame("early event"));
+        assert_eq!(drained(&outbox).0, Vec::<String>::new());
+        outbox.push_snapshot(vec![frame("reply")]);
+        assert_eq!(drained(&outbox).0, vec!["reply", "early event"]);
+        outbox.hold_until_snapshot();
+        outbox.push_event(frame("refused"));
+        outbox.release();
+        assert_eq!(drained(&outbox).0, vec!["refused"]);
+    }
+
+    #[test]
+    fn close_sends_the_last_frame_after_pending_ones() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.push_event(frame("first"));
+        outbox.close([frame("bye")], CloseReason::new(close_code::NORMAL, "ended"));
+        outbox.close([], CloseReason::new(close_code::GOING_AWAY, "ignored"));
+        let (frames, close) = drained(&outbox);
+        assert_eq!(frames, vec!["first", "bye"]);
+        assert_eq!(close.map(|c| c.code), Some(close_code::NORMAL));
+    }
+
+    #[tokio::test]
+    async fn the_hub_routes_by_session_and_skips_the_sender() {
+        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, usize::MAX, Arc::default()));
+        let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
+        let (ann, bob) = (UserId::new_random(), UserId::new_random());
+        let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));
+        let ann_sub = hub.subscribe(s1, ann, hub.outbox(Wire::Native)).await;
+        let bob_sub = hub.subscribe(s1, bob, hub.outbox(Wire::Native)).await;
+        let other = hub.subscribe(s2, UserId::new_random(), hub.outbox(Wire::Native)).await;
+        let room = hub.subscribe(Channel::Room("u4pruy".parse().unwrap()), bob, bob_sub.outbox.clone()).await;
+        assert_eq!(hub.connection_count(), 3);
+
+        hub.publish(Envelope {
+            channel: s1,
+            message: HubMessage::Location { from: ann, frame: frame("ann moved") },
+        });
+        assert_eq!(drained(&bob_sub.outbox).0, vec!["ann moved"]);
+        assert_eq!(ann_sub.outbox.pending(), 0);
+        assert_eq!(other.outbox.pending(), 0);
+
+        let topic: Arc<str> = Arc::from("alerts");
+        assert!(bob_sub.outbox.subscribe_topics(std::slice::from_ref(&topic), 1));
+        assert!(!bob_sub.outbox.subscribe_topics(&[Arc::from("another")], 1), "past the limit");
+        hub.publish(Envelope {
+            channel: s1,
+            message: HubMessage::Topic { topic: topic.clone(), frame: frame("alert") },
+        });
+        assert_eq!(drained(&bob_sub.outbox).0, vec!["alert"]);
+        assert_eq!(ann_sub.outbox.pending(), 0, "ann did not subscribe");
+        bob_sub.outbox.unsubscribe_topics(std::slice::from_ref(&topic));
+        hub.publish(Envelope { channel: s1, message: HubMessage::Topic { topic, frame: frame("again") } });
+        assert_eq!(bob_sub.outbox.pending(), 0);
+
+        hub.publish(Envelope {
+            channel: s1,
+            message: HubMessage::Disconnect {
+                user_id: bob,
+                code: close_code::NORMAL,
+                reason: frame("removed"),
+            },
+        });
+        assert!(bob_sub.outbox.is_closing());
+        assert!(!ann_sub.outbox.is_closing());
+
+        hub.publish(Envelope { channel: s1, message: HubMessage::End { frame: frame("ended") } });
+        assert_eq!(drained(&ann_sub.outbox).0, vec!["ended"]);
+
+        assert_eq!(hub.connection_count(), 3, "a room is not another connection");
+        drop((ann_sub, bob_sub, room));
+        assert_eq!(hub.connection_count(), 1);
+        assert!(hub.channels.read().unwrap().get(&s1).is_none());
+        assert_eq!(hub.channels.read().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,342 @@
+//! One connection's outbound queue and the slow-consumer policy: at most one pending
+//! location per sender (a newer one replaces the older in place: locations are state) and
+//! at most `capacity` other events, or `max_bytes` of them; a connection past either is
+//! closed with 1013 and resynchronises from a snapshot when it reconnects. Events are
+//! never dropped silently.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::view::ViewFilter;
+use crate::domain::UserId;
+use crate::message::{CloseReason, Frame, Wire, close_code};
+use crate::metrics::RealtimeMetrics;
+
+/// Presence diffs one connection may have queued; past that it gets a fresh
+/// `presence_state` (a resync) instead of more diffs: presence is state, and a burst of
+/// reconnects must not fill every queue with diffs.
+pub(super) const PRESENCE_BURST: usize = 32;
+
+#[derive(Debug)]
+enum Item {
+    Frame(Frame),
+    /// The pending location of this sender, kept in `Queue::locations`.
+    Location(UserId),
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Replies that must go out before everything else, even a snapshot (a channel join's
+    /// reply); never replaced.
+    first: Vec<Frame>,
+    /// The newest snapshot (one or more frames), written before everything but `first`; a
+    /// newer one replaces it.
+    snapshot: Vec<Frame>,
+    /// The session's named topics this connection subscribed to.
+    topics: HashSet<Arc<str>>,
+    items: VecDeque<Item>,
+    locations: HashMap<UserId, Frame>,
+    events: usize,
+    /// Bytes of the events queued since the last drain.
+    event_bytes: usize,
+    /// Presence diffs queued since the last drain.
+    presence: usize,
+    /// Nothing is written until the next snapshot (a channel join is being answered).
+    holding: bool,
+    close: Option<CloseReason>,
+    closed: bool,
+    /// The connection's `view_settings`, if it set any: nothing to check otherwise.
+    view: Option<ViewFilter>,
+}
+
+/// One connection's outbound queue. Producers push without waiting; the connection's
+/// writer task drains everything pending at once and flushes the socket once.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Unique on this instance.
+    pub(super) id: u64,
+    pub(super) wire: Wire,
+    queue: Mutex<Queue>,
+    ready: Notify,
+    resync: Notify,
+    closing: CancellationToken,
+    /// Hub messages other than closes are not delivered (a Phoenix socket with no joined
+    /// channel). Replies pushed by the connection itself still go out.
+    muted: std::sync::atomic::AtomicBool,
+    capacity: usize,
+    /// Bytes of undelivered events past which the connection is closed as too slow.
+    max_bytes: usize,
+    metrics: Arc<RealtimeMetrics>,
+}
+
+impl Outbox {
+    /// A native outbox bounded by `capacity` events only (tests).
+    pub fn new(capacity: usize, metrics: Arc<RealtimeMetrics>) -> Self {
+        Self::with_wire(Wire::Native, capacity, usize::MAX, metrics)
+    }
+
+    pub fn with_wire(wire: Wire, capacity: usize, max_bytes: usize, metrics: Arc<RealtimeMetrics>) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            wire,
+            queue: Mutex::default(),
+            ready: Notify::new(),
+            resync: Notify::new(),
+            closing: CancellationToken::new(),
+            muted: std::sync::atomic::AtomicBool::new(false),
+            capacity,
+            max_bytes,
+            metrics,
+        }
+    }
+
+    fn with_queue<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut queue)
+    }
+
+    /// Queues a sender's location, replacing its pending one if the writer is behind.
+    pub fn push_location(&self, from: UserId, frame: Frame) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            if let Some(view) = &mut q.view
+                && !view.admits(from, &frame)
+            {
+                return false;
+            }
+            match q.locations.entry(from) {
+                Entry::Occupied(mut pending) => {
+                    pending.insert(frame);
+                    self.metrics.coalesced.increment(1);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(frame);
+                    q.items.push_back(Item::Location(from));
+                }
+            }
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// This connection's `view_settings` (zero: none).
+    pub fn view(&self) -> (std::time::Duration, f64) {
+        self.with_queue(|q| {
+            q.view.as_ref().map_or((std::time::Duration::ZERO, 0.0), |v| (v.min_interval, v.min_distance_m))
+        })
+    }
+
+    /// Sets this connection's `view_settings` (both zero: no filter at all).
+    /// `refresh`: how long a position may be held back for being too close.
+    pub fn set_view(
+        &self,
+        min_interval: std::time::Duration,
+        min_distance_m: f64,
+        refresh: std::time::Duration,
+    ) {
+        self.with_queue(|q| {
+            q.view = ViewFilter::new(min_interval, min_distance_m, refresh);
+        });
+    }
+
+    /// Queues an event; past capacity (in events or in bytes) the connection is closed as
+    /// too slow.
+    pub fn push_event(&self, frame: Frame) {
+        let (capacity, max_bytes) = (self.capacity, self.max_bytes);
+        let overflowed = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            if q.events >= capacity || q.event_bytes.saturating_add(frame.len()) > max_bytes {
+                q.first.clear();
+                q.snapshot.clear();
+                q.items.clear();
+                q.locations.clear();
+                q.close = Some(CloseReason::new(
+                    close_code::TRY_AGAIN_LATER,
+                    "too slow: reconnect to resynchronise",
+                ));
+                q.closed = true;
+                return true;
+            }
+            q.event_bytes += frame.len();
+            q.items.push_back(Item::Frame(frame));
+            q.events += 1;
+            false
+        });
+        if overflowed {
+            self.metrics.slow_consumer_closes.increment(1);
+            self.closing.cancel();
+        }
+        self.ready.notify_one();
+    }
+
+    /// Queues a presence diff, unless a burst of them is already waiting: then the
+    /// connection resynchronises instead (its snapshot carries `presence_state`).
+    pub fn push_presence(&self, frame: Frame) {
+        let (queue, resync) = self.with_queue(|q| {
+            q.presence += 1;
+            (q.presence <= PRESENCE_BURST, q.presence == PRESENCE_BURST + 1)
+        });
+        if queue {
+            self.push_event(frame);
+        } else if resync {
+            self.request_resync();
+        }
+    }
+
+    /// Queues an event if this connection subscribed to `topic`.
+    pub fn push_topic(&self, topic: &str, frame: Frame) {
+        if self.with_queue(|q| q.topics.contains(topic)) {
+            self.push_event(frame);
+        }
+    }
+
+    /// Adds named topics, unless that would make more than `max`; returns whether it did.
+    pub fn subscribe_topics(&self, topics: &[Arc<str>], max: usize) -> bool {
+        self.with_queue(|q| {
+            let new = topics.iter().filter(|t| !q.topics.contains(*t)).collect::<HashSet<_>>().len();
+            if q.topics.len() + new > max {
+                return false;
+            }
+            q.topics.extend(topics.iter().cloned());
+            true
+        })
+    }
+
+    pub fn unsubscribe_topics(&self, topics: &[Arc<str>]) {
+        self.with_queue(|q| topics.iter().for_each(|t| _ = q.topics.remove(t)));
+    }
+
+    /// Queues a snapshot ahead of everything pending: it is the newest state, and what is
+    /// queued behind it only repeats or follows it. One slot: a newer snapshot replaces a
+    /// pending older one.
+    pub fn push_snapshot(&self, frames: Vec<Frame>) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            q.snapshot = frames;
+            q.holding = false;
+            q.presence = 0; // the snapshot carries presence_state: earlier diffs are moot
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Queues a reply ahead of the snapshot and everything else.
+    pub fn push_first(&self, frame: Frame) {
+        let queued = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            q.first.push(frame);
+            true
+        });
+        if queued {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Stops (or resumes) delivery of hub messages other than closes and resyncs.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// Writes nothing more until the next `push_snapshot` (or `release`): what arrives
+    /// meanwhile is queued behind that snapshot, as on a fresh connection.
+    pub fn hold_until_snapshot(&self) {
+        self.with_queue(|q| q.holding = true);
+    }
+
+    /// Ends a hold without a snapshot.
+    pub fn release(&self) {
+        self.with_queue(|q| q.holding = false);
+        self.ready.notify_one();
+    }
+
+    /// Asks the connection to rebuild its snapshot (see `HubMessage::Resync`).
+    pub fn request_resync(&self) {
+        self.resync.notify_one();
+    }
+
+    pub async fn resync_requested(&self) {
+        self.resync.notified().await;
+    }
+
+    /// Asks the writer to send `last` after what is pending, then close.
+    /// Only the first close counts.
+    pub fn close(&self, last: impl IntoIterator<Item = Frame>, reason: CloseReason) {
+        let first = self.with_queue(|q| {
+            if q.closed {
+                return false;
+            }
+            q.items.extend(last.into_iter().map(Item::Frame));
+            q.close = Some(reason);
+            q.closed = true;
+            true
+        });
+        if first {
+            self.closing.cancel();
+            self.ready.notify_one();
+        }
+    }
+
+    /// Moves every pending frame into `out`, oldest first, and returns the close to send
+    /// after them, if one was asked for.
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
+        self.with_queue(|q| {
+            if q.holding && q.close.is_none() {
+                return None;
+            }
+            out.reserve(q.items.len() + q.first.len() + q.snapshot.len());
+            out.append(&mut q.first);
+            out.append(&mut q.snapshot);
+            for item in q.items.drain(..) {
+                match item {
+                    Item::Frame(frame) => out.push(frame),
+                    Item::Location(from) => out.extend(q.locations.remove(&from)),
+                }
+            }
+            q.events = 0;
+            q.event_bytes = 0;
+            q.presence = 0;
+            q.close.take()
+        })
+    }
+
+    /// Frames waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.with_queue(|q| q.items.len() + q.first.len() + q.snapshot.len())
+    }
+
+    /// Resolves when something was queued since the last drain.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Resolves once a close has been asked for (and again on every poll after that).
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closing.cancelled()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+}
