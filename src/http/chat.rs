@@ -6,10 +6,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, ApiPath, ApiQuery, Bearer, ClientIp};
+use super::extract::{ActiveParticipant, ApiJson, ApiPath, ApiQuery, Bearer, ClientIp, active};
 use crate::auth::{Claims, Role};
 use crate::chat::HISTORY;
-use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId, SessionId};
+use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, RoomId, SessionId};
 use crate::error::ApiError;
 use crate::limits::{MessageKind, RestAction};
 use crate::message::Channel;
@@ -90,7 +90,7 @@ async fn session_history(
 ) -> Result<Json<Page>, ApiError> {
     token_of_session(&state, &claims, session_id).await?;
     if claims.role == Role::Participant {
-        participant(&state, &claims).await?; // still in the session
+        active(&state, &claims).await?; // still in the session
     }
     page(&state, ChatRoom::Session(session_id), &query).await
 }
@@ -188,14 +188,6 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
         .map_err(|e: domain::ValidationError| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", e.message))
 }
 
-/// The active participant a token belongs to, in a live session.
-pub(super) async fn participant(state: &AppState, claims: &Claims) -> Result<Participant, ApiError> {
-    if claims.role != Role::Participant {
-        return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));
-    }
-    Ok(state.active_participant(claims).await?.1)
-}
-
 /// `GET /api/rooms/{room_id}/messages`: a local room's history, for any participant.
 #[utoipa::path(
     get,
@@ -208,11 +200,10 @@ pub(super) async fn participant(state: &AppState, claims: &Claims) -> Result<Par
 async fn room_history(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-    Bearer(claims): Bearer,
+    _: ActiveParticipant,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let room = room_id(&raw)?;
-    participant(&state, &claims).await?;
     page(&state, ChatRoom::Local(room), &query).await
 }
 
@@ -236,11 +227,10 @@ struct PostMessage {
 async fn post_to_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-    Bearer(claims): Bearer,
+    ActiveParticipant { me: author, .. }: ActiveParticipant,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<ChatMessage>), ApiError> {
     let room = room_id(&raw)?;
-    let author = participant(&state, &claims).await?;
     state.limits.allow_user_message(author.user_id).map_err(ApiError::rate_limited)?;
     let content = ChatContent::parse(&body.content)?;
     let bytes = content.as_str().len();

@@ -9,7 +9,8 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 
-use crate::auth::Claims;
+use crate::auth::{Claims, Role};
+use crate::domain::{Participant, Session};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -59,6 +60,32 @@ pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trust_proxy_heade
         .and_then(|v| v.rsplit(',').next())
         .and_then(|entry| entry.trim().parse::<IpAddr>().ok())
         .unwrap_or(peer)
+}
+
+/// The bearer of a participant's token that is still good: a live session (410), an
+/// active participant (401 `token_revoked`), a token of a current generation (401
+/// `token_superseded`); 403 for a creator's token. The one check REST routes and socket
+/// upgrades share (`AppState::active_participant`).
+pub struct ActiveParticipant {
+    pub me: Participant,
+}
+
+impl FromRequestParts<AppState> for ActiveParticipant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Bearer(claims) = Bearer::from_request_parts(parts, state).await?;
+        let (_session, me) = active(state, &claims).await?;
+        Ok(Self { me })
+    }
+}
+
+/// `ActiveParticipant`'s check, for routes that look at the path first.
+pub async fn active(state: &AppState, claims: &Claims) -> Result<(Session, Participant), ApiError> {
+    if claims.role != Role::Participant {
+        return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));
+    }
+    state.active_participant(claims).await
 }
 
 /// The verified claims of an `Authorization: Bearer <token>` header; 401 without one.

@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::chat::{participant, token_of_session};
-use super::extract::{ApiJson, ApiPath, Bearer};
+use super::chat::token_of_session;
+use super::extract::{ApiJson, ApiPath, Bearer, active};
 use crate::auth::Claims;
 use crate::domain::{self, Location, LocationInput, Participant, SessionId};
 use crate::error::ApiError;
@@ -63,7 +63,7 @@ struct Pushed {
 /// The token's participant, of this session.
 async fn caller(state: &AppState, claims: &Claims, session_id: SessionId) -> Result<Participant, ApiError> {
     token_of_session(state, claims, session_id).await?;
-    participant(state, claims).await
+    Ok(active(state, claims).await?.1)
 }
 
 #[utoipa::path(

@@ -1,0 +1,108 @@
+//! Who a token stands for: issuing, checking (one check for sockets and REST: a live
+//! session, an active participant, a token of a generation still good) and refreshing.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::auth::{Claims, Role};
+use crate::domain::{self, Participant, Session, SessionId};
+use crate::error::ApiError;
+
+/// 401 `token_revoked`.
+fn revoked(message: &'static str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "token_revoked", message)
+}
+
+/// 401 `token_superseded`: the holder is still in, with a newer token.
+fn superseded() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "token_superseded",
+        "this token was replaced by a refreshed one: use the newest",
+    )
+}
+
+impl AppState {
+    /// Issues a token for the session's `subject` (of token generation `generation`),
+    /// expiring after TOKEN_TTL_SECONDS or with the session, whichever comes first.
+    pub fn issue_token(
+        &self,
+        session_id: SessionId,
+        subject: Uuid,
+        role: Role,
+        generation: i64,
+        session_expires_at: DateTime<Utc>,
+    ) -> (String, DateTime<Utc>) {
+        let ttl = chrono::Duration::seconds(i64::try_from(self.config.token_ttl_seconds).unwrap_or(i64::MAX));
+        let expires_at =
+            domain::now().checked_add_signed(ttl).map_or(session_expires_at, |t| t.min(session_expires_at));
+        (self.tokens.issue(session_id, subject, role, generation, expires_at), expires_at)
+    }
+
+    /// The live session and the active participant a participant's token stands for, if
+    /// the token's generation is still good (one route to this check: sockets, REST).
+    pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
+        let session = self.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
+        if !session.is_live(domain::now()) {
+            return Err(ApiError::session_ended());
+        }
+        let participant = self
+            .store
+            .participant(session.id, claims.user_id())
+            .await?
+            .filter(|p| p.is_active)
+            .ok_or_else(|| revoked("this token's holder has left the session"))?;
+        self.check_generation(&participant, claims)?;
+        Ok((session, participant))
+    }
+
+    /// A participant's token is good if it is of their current generation, or of the one
+    /// before within TOKEN_ROTATION_GRACE_SECONDS of the refresh that replaced it.
+    pub fn check_generation(&self, participant: &Participant, claims: &Claims) -> Result<(), ApiError> {
+        if claims.r#gen == participant.token_generation || self.in_rotation_grace(participant, claims) {
+            Ok(())
+        } else {
+            Err(superseded())
+        }
+    }
+
+    fn in_rotation_grace(&self, participant: &Participant, claims: &Claims) -> bool {
+        let grace = chrono::Duration::seconds(self.config.token_rotation_grace_seconds.min(3600) as i64);
+        claims.r#gen + 1 == participant.token_generation
+            && participant.token_rotated_at.is_some_and(|at| domain::now() < at + grace)
+    }
+
+    /// A fresh token with the same claims, for a session that is still live and a holder
+    /// who still belongs to it (REST and socket refreshes alike). A participant's refresh
+    /// moves their tokens to a new generation: the token refreshed no longer opens sockets
+    /// once TOKEN_ROTATION_GRACE_SECONDS have passed. Refreshing that token again within
+    /// them returns a token of the current generation (its answer may have been lost).
+    pub async fn refresh_token(&self, claims: &Claims) -> Result<(String, DateTime<Utc>), ApiError> {
+        let (session_id, subject, role) = (claims.session_id(), claims.sub, claims.role);
+        match role {
+            Role::Participant => {
+                let (session, participant) = self.active_participant(claims).await?;
+                let generation = if claims.r#gen == participant.token_generation {
+                    self.store
+                        .rotate_tokens(session_id, claims.user_id(), claims.r#gen, domain::now())
+                        .await?
+                        .ok_or_else(superseded)?
+                } else {
+                    participant.token_generation // within the grace period
+                };
+                Ok(self.issue_token(session_id, subject, role, generation, session.expires_at))
+            }
+            Role::Creator => {
+                let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
+                if !session.is_live(domain::now()) {
+                    return Err(ApiError::session_ended());
+                }
+                if self.store.session_creator(session_id).await? != Some(subject) {
+                    return Err(revoked("this token's holder has left the session"));
+                }
+                Ok(self.issue_token(session_id, subject, role, 0, session.expires_at))
+            }
+        }
+    }
+}
