@@ -1,0 +1,439 @@
+//! The scale-out bus: Redis. Three tasks per instance, never one per socket:
+//!
+//! - the writer drains a bounded queue of commands (PUBLISH and the location-cache writes)
+//!   and sends each batch as one pipeline, so the hot path never waits on Redis;
+//! - the subscriber owns the instance's single pub/sub connection, subscribed to a
+//!   session's channel only while this instance has a local socket there; it drops its own
+//!   echoes, hands the rest to the hub in order, and reconnects and resubscribes by itself;
+//! - the prober pings Redis and drives the circuit breaker: while it is open, publishing and
+//!   caching cost nothing (they are skipped) and reads fail at once.
+//!
+//! Nothing lost is lost silently: when the subscriber reconnects, every local socket
+//! rebuilds its snapshot; when publishing resumes, a `Resync` goes to each session whose
+//! messages were dropped, so the other instances' sockets rebuild theirs.
+//!
+//! Keys follow seed 000: `locations:{session_id}:{user_id}` (EX = location TTL),
+//! `session_participants:{session_id}` (the users with a cached location),
+//! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
+//! `channel:session:{session_id}`.
+//!
+//! Local rooms use `channel:room:{room_id}`.
+//!
+//! Presence: `presence:session:{id}` and `presence:room:{id}` are hashes of
+//! `{instance_id}:{phx_ref}` -> meta JSON, written by the instance that holds the
+//! connection; `presence_instances` is a sorted set of instance heartbeats (Redis's Unix ms,
+//! every probe); `presence_channels:{instance_id}` lists the channels an instance has
+//! entries in, so the entries of an instance whose heartbeat stopped can be found, removed
+//! and announced as leaves (by whichever instance's HDEL removed each one). Readers ignore
+//! entries of instances that stopped. `room_users:{room_id}` counts each user's sockets in
+//! a room.
+
+mod keys;
+mod prober;
+mod subscriber;
+mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::wire;
+use super::{Bus, BusError, Inbound};
+use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
+use crate::message::{Channel, Envelope, HubMessage};
+use crate::presence::{LocalPresence, PresenceMeta};
+
+use keys::*;
+use prober::*;
+use subscriber::*;
+use writer::*;
+
+/// Commands waiting for the writer; past this the breaker's view is that Redis cannot keep up.
+const QUEUE_CAPACITY: usize = 65_536;
+/// Most commands sent in one pipeline.
+const BATCH: usize = 512;
+/// How long any single Redis call may take before it counts as a failure.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the pub/sub connection is pinged, and how long its answer may take.
+const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
+/// Least time between two Resyncs this instance sends to one session.
+const RESYNC_SPACING: Duration = Duration::from_secs(10);
+/// An instance whose last heartbeat is older than this is presumed gone.
+const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Expiry of the presence keys, renewed every PRESENCE_REFRESH while entries exist, so
+/// keys of a cluster that stopped entirely go away by themselves.
+const PRESENCE_TTL_SECS: i64 = 300;
+const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
+/// A participant's entry in its session's location index is rewritten at least this often.
+const INDEX_REFRESH: Duration = Duration::from_secs(30);
+/// A session's last-activity key is written at most this often.
+const ACTIVITY_SPACING: Duration = Duration::from_secs(1);
+const INSTANCES_KEY: &str = "presence_instances";
+
+pub struct RedisBus {
+    instance_id: Uuid,
+    presence: Arc<LocalPresence>,
+    conn: ConnectionManager,
+    queue: Queue,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    breaker: Arc<Breaker>,
+    dropped_total: ::metrics::Counter,
+}
+
+impl RedisBus {
+    /// `session_key_ttl_secs` is the expiry of the per-session keys, so an abandoned
+    /// session's keys go away by themselves.
+    /// Connects (failing fast if Redis cannot be reached at start) and starts the writer,
+    /// subscriber and prober tasks, which stop when `shutdown` is cancelled. Messages from
+    /// other instances arrive on the returned receiver, in order. The writer holds each
+    /// pipeline `batch_delay` after its first command, to gather more.
+    pub async fn connect(
+        url: &str,
+        instance_id: Uuid,
+        session_key_ttl_secs: u64,
+        batch_delay: Duration,
+        queue_max_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, Inbound), BusError> {
+        let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await
+        .map_err(|_| BusError("connecting to redis timed out".into()))?
+        .map_err(|e| BusError(format!("connecting to redis: {e}")))?;
+
+        // The first presence heartbeat, before any connection can be present.
+        let mut conn = conn;
+        call(HEARTBEAT.key(INSTANCES_KEY).arg(instance_id.to_string()).invoke_async::<i64>(&mut conn))
+            .await?;
+
+        let breaker = Arc::new(Breaker::default());
+        let (sender, commands) = mpsc::channel(QUEUE_CAPACITY);
+        let queue = Queue { sender, bytes: Arc::new(AtomicUsize::new(0)), max_bytes: queue_max_bytes };
+        let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound) = mpsc::unbounded_channel();
+        let presence = Arc::new(LocalPresence::default());
+        let writer = Writer {
+            instance_id,
+            presence: presence.clone(),
+            key_ttl_secs: session_key_ttl_secs,
+            batch_delay,
+        };
+        tokio::spawn(run_writer(conn.clone(), commands, queue.clone(), breaker.clone(), writer));
+        tokio::spawn(run_subscriber(
+            client,
+            subscription_rx,
+            inbound_tx.clone(),
+            instance_id,
+            breaker.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(run_prober(
+            conn.clone(),
+            breaker.clone(),
+            queue.clone(),
+            instance_id,
+            presence.clone(),
+            inbound_tx,
+            shutdown,
+        ));
+        let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
+        Ok((Self { instance_id, presence, conn, queue, subscriptions, breaker, dropped_total }, inbound))
+    }
+
+    fn enqueue(&self, command: Command) {
+        let refused = if self.breaker.is_open() { Some(command) } else { self.queue.try_send(command).err() };
+        if let Some(command) = refused {
+            self.count_drop(command.must_arrive());
+        }
+    }
+
+    /// Counts a command Redis will not see; a message that must arrive earns its session a
+    /// Resync once publishing works again.
+    fn count_drop(&self, must_arrive: Option<Channel>) {
+        let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+        self.dropped_total.increment(1);
+        if dropped.is_multiple_of(10_000) {
+            tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
+        }
+        if let Some(channel) = must_arrive {
+            self.breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
+        }
+    }
+
+    fn check(&self) -> Result<ConnectionManager, BusError> {
+        if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
+    }
+
+    /// The channel's presence entries written by other instances that are still alive.
+    async fn remote_presence(&self, channel: Channel) -> Result<Vec<PresenceMeta>, BusError> {
+        let mut conn = self.check()?;
+        let entries: HashMap<String, String> =
+            call(redis::cmd("HGETALL").arg(presence_key(channel)).query_async(&mut conn)).await?;
+        let own = self.instance_id.to_string();
+        let mut instances: Vec<&str> = entries
+            .keys()
+            .filter_map(|field| field.split_once(':').map(|(instance, _)| instance))
+            .filter(|instance| *instance != own)
+            .collect();
+        instances.sort_unstable();
+        instances.dedup();
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = BEATS.key(INSTANCES_KEY);
+        for instance in &instances {
+            invocation.arg(*instance);
+        }
+        let beats: Vec<String> = call(invocation.invoke_async(&mut conn)).await?;
+        let number = |s: &String| s.parse::<f64>().ok();
+        let alive_since = beats.first().and_then(number).unwrap_or(0.0) - INSTANCE_TIMEOUT.as_millis() as f64;
+        let alive: HashSet<&str> = instances
+            .into_iter()
+            .zip(beats.iter().skip(1))
+            .filter(|(_, beat)| number(beat).is_some_and(|at| at >= alive_since))
+            .map(|(instance, _)| instance)
+            .collect();
+        Ok(entries
+            .iter()
+            .filter(|(field, _)| field.split_once(':').is_some_and(|(instance, _)| alive.contains(instance)))
+            .filter_map(|(_, json)| serde_json::from_str(json).ok())
+            .collect())
+    }
+
+    /// Removes one gone instance's entries, adding those this call removed to `reaped` as
+    /// it goes (so an error part-way loses none of them).
+    async fn reap_instance(
+        &self,
+        conn: &mut ConnectionManager,
+        instance: &str,
+        reaped: &mut Vec<(Channel, PresenceMeta)>,
+    ) -> Result<(), BusError> {
+        let channels: Vec<String> =
+            call(redis::cmd("SMEMBERS").arg(presence_channels_key(instance)).query_async(conn)).await?;
+        let prefix = format!("{instance}:");
+        for channel in channels.iter().filter_map(|c| Channel::parse(c)) {
+            let key = presence_key(channel);
+            let entries: HashMap<String, String> =
+                call(redis::cmd("HGETALL").arg(&key).query_async(conn)).await?;
+            let theirs: Vec<(String, String)> =
+                entries.into_iter().filter(|(field, _)| field.starts_with(&prefix)).collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            // One HDEL per field: whoever removes an entry announces it, exactly once.
+            let mut pipe = redis::pipe();
+            for (field, _) in &theirs {
+                pipe.hdel(&key, field);
+            }
+            let removed: Vec<i64> = call(pipe.query_async(conn)).await?;
+            reaped.extend(
+                theirs
+                    .into_iter()
+                    .zip(removed)
+                    .filter(|(_, removed)| *removed == 1)
+                    .filter_map(|((_, json), _)| Some((channel, serde_json::from_str(&json).ok()?))),
+            );
+        }
+        let mut pipe = redis::pipe();
+        pipe.del(presence_channels_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
+        call(pipe.query_async::<()>(conn)).await
+    }
+}
+
+async fn call<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BusError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(BusError(err.to_string())),
+        Err(_) => Err(BusError("redis call timed out".into())),
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(&self, envelope: &Envelope) {
+        let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
+        if self.breaker.is_open() {
+            self.count_drop(must_arrive.then_some(envelope.channel));
+            return;
+        }
+        let payload = wire::encode(self.instance_id, &envelope.message);
+        self.enqueue(Command::Publish { channel: envelope.channel, payload, must_arrive });
+    }
+
+    fn subscribe(&self, channel: Channel) -> BoxFuture<'static, ()> {
+        let (ack, confirmed) = oneshot::channel();
+        let _ = self.subscriptions.send(Subscription::Subscribe(channel, ack));
+        // Resolves once Redis confirmed, or at once if the subscriber is gone or down.
+        confirmed.map(|_| ()).boxed()
+    }
+
+    fn unsubscribe(&self, channel: Channel) {
+        let _ = self.subscriptions.send(Subscription::Unsubscribe(channel));
+    }
+
+    async fn put_location(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        location: &Location,
+        ttl: Duration,
+    ) -> Result<(), BusError> {
+        if self.breaker.is_open() {
+            self.count_drop(None);
+            return Ok(());
+        }
+        let json = serde_json::to_string(location).map_err(|e| BusError(e.to_string()))?;
+        let command = Command::PutLocation {
+            session_id,
+            user_id,
+            json,
+            ttl_secs: ttl.as_secs().max(1),
+            at_ms: Utc::now().timestamp_millis(),
+        };
+        self.enqueue(command);
+        Ok(())
+    }
+
+    async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
+        let mut conn = self.check()?;
+        let users: Vec<String> =
+            call(redis::cmd("SMEMBERS").arg(participants_key(session_id)).query_async(&mut conn)).await?;
+        let users: Vec<UserId> = users.iter().filter_map(|u| u.parse().ok()).collect();
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = users.iter().map(|u| location_key(session_id, *u)).collect();
+        let values: Vec<Option<String>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        Ok(users
+            .into_iter()
+            .zip(values)
+            .filter_map(|(user, value)| Some((user, serde_json::from_str(&value?).ok()?)))
+            .collect())
+    }
+
+    async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError> {
+        self.enqueue(Command::RemoveLocation { session_id, user_id });
+        Ok(())
+    }
+
+    async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError> {
+        self.enqueue(Command::ClearSession { session_id });
+        Ok(())
+    }
+
+    async fn purge_expired(&self) -> usize {
+        0 // Redis expires the keys itself (EX).
+    }
+
+    async fn last_activity(
+        &self,
+        sessions: &[SessionId],
+    ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.check()?;
+        let keys: Vec<String> = sessions.iter().map(|s| activity_key(*s)).collect();
+        let values: Vec<Option<i64>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
+        Ok(sessions.iter().zip(values).filter_map(|(s, ms)| Some((*s, from_millis(ms?)))).collect())
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.check()?;
+        if self.breaker.subscriber_down.load(Ordering::Relaxed) {
+            return Err(BusError("the pub/sub connection is down; reconnecting".into()));
+        }
+        let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
+        let mut conn = self.check()?;
+        let mut script = ROOM_MEMBER.key(room_members_key(room));
+        script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
+        call(script.invoke_async(&mut conn)).await
+    }
+
+    fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
+        self.presence.join(channel, meta);
+        match serde_json::to_string(meta) {
+            Ok(json) => {
+                let field = presence_field(self.instance_id, &meta.phx_ref);
+                self.enqueue(Command::PresenceJoin { channel, field, json });
+            }
+            Err(err) => tracing::error!(error = %err, "presence meta did not serialize"),
+        }
+    }
+
+    fn presence_leave(&self, channel: Channel, meta: &PresenceMeta) {
+        let last = self.presence.leave(channel, &meta.phx_ref);
+        let field = presence_field(self.instance_id, &meta.phx_ref);
+        self.enqueue(Command::PresenceLeave { channel, field, last });
+    }
+
+    async fn presence(&self, channel: Channel) -> Vec<PresenceMeta> {
+        let mut metas = self.presence.list(channel);
+        match self.remote_presence(channel).await {
+            Ok(remote) => metas.extend(remote),
+            Err(err) => tracing::warn!(error = %err, "presence from other instances unavailable"),
+        }
+        metas
+    }
+
+    async fn flush(&self, within: Duration) {
+        if self.breaker.is_open() {
+            return; // nothing would be sent
+        }
+        let (done, flushed) = oneshot::channel();
+        let _ = tokio::time::timeout(within, async {
+            if self.queue.sender.send(Command::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        })
+        .await;
+    }
+
+    async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
+        let mut conn = self.check()?;
+        let timeout_ms = INSTANCE_TIMEOUT.as_millis() as i64;
+        let gone: Vec<String> = call(GONE.key(INSTANCES_KEY).arg(timeout_ms).invoke_async(&mut conn)).await?;
+        let own = self.instance_id.to_string();
+        let mut reaped = Vec::new();
+        for instance in gone.iter().filter(|i| **i != own) {
+            tracing::info!(%instance, "an instance stopped without leaving: reaping its presence");
+            if let Err(err) = self.reap_instance(&mut conn, instance, &mut reaped).await {
+                if reaped.is_empty() {
+                    return Err(err);
+                }
+                // What was removed so far is still announced; the rest waits for the next sweep.
+                tracing::warn!(error = %err, "reaping stopped part-way");
+                break;
+            }
+        }
+        Ok(reaped)
+    }
+}

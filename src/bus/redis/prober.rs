@@ -1,0 +1,131 @@
+//! The prober and the circuit breaker it drives: Redis pinged every second; while the
+//! breaker is open, publishing and caching are skipped and reads fail at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::super::wire;
+use super::super::{BusError, BusEvent};
+use crate::message::{Channel, HubMessage};
+use crate::presence::LocalPresence;
+
+use super::*;
+
+/// The circuit breaker and what health checks report.
+#[derive(Default)]
+pub(super) struct Breaker {
+    pub(super) open: AtomicBool,
+    pub(super) subscriber_down: AtomicBool,
+    pub(super) dropped: AtomicU64,
+    /// Channels whose messages were dropped; they get a `Resync` once publishing works.
+    pub(super) dropped_channels: Mutex<HashSet<Channel>>,
+    pub(super) last_error: Mutex<Option<String>>,
+}
+
+impl Breaker {
+    pub(super) fn trip(&self, error: impl ToString) {
+        let error = error.to_string();
+        if !self.open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "redis unreachable: circuit open, cross-instance delivery paused");
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+
+    pub(super) fn reset(&self) {
+        if self.open.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis reachable again: circuit closed");
+        }
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn error(&self) -> BusError {
+        let last = self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        BusError(format!("redis unreachable (circuit open): {}", last.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
+pub(super) async fn run_prober(
+    mut conn: ConnectionManager,
+    breaker: Arc<Breaker>,
+    queue: Queue,
+    instance_id: Uuid,
+    presence: Arc<LocalPresence>,
+    inbound: mpsc::UnboundedSender<BusEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = PROBE_INTERVAL;
+    let mut last_resync: HashMap<Channel, Instant> = HashMap::new();
+    let mut last_refresh = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        match call(redis::cmd("PING").query_async::<String>(&mut conn)).await {
+            Ok(_) => {
+                breaker.reset();
+                backoff = PROBE_INTERVAL;
+                // The heartbeat that keeps this instance's presence alive. Added anew (1)
+                // means the others took this instance for gone, removed its entries and
+                // announced its sockets as leaves: rewrite them, have those channels'
+                // sockets everywhere resynchronise, and this instance's own too.
+                let mut beat = HEARTBEAT.key(INSTANCES_KEY);
+                beat.arg(instance_id.to_string());
+                match call(beat.invoke_async(&mut conn)).await {
+                    Ok(1) if !presence.channels().is_empty() => {
+                        tracing::warn!("this instance was taken for gone: restoring its presence");
+                        breaker
+                            .dropped_channels
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(presence.channels());
+                        let _ = inbound.send(BusEvent::ResyncAll);
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "presence heartbeat failed"),
+                }
+                if last_refresh.elapsed() >= PRESENCE_REFRESH
+                    && queue.try_send(Command::PresenceRefresh).is_ok()
+                {
+                    last_refresh = Instant::now();
+                }
+                // Tell the other instances' sockets in sessions we dropped messages for, at
+                // most once per RESYNC_SPACING per session (a Redis that keeps failing some
+                // commands must not make every socket resnapshot every second).
+                let now = Instant::now();
+                last_resync.retain(|_, at| now.duration_since(*at) < RESYNC_SPACING);
+                let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
+                let due: Vec<Channel> =
+                    dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect();
+                for channel in due {
+                    // Presence changes may be among what was lost: rewrite ours first.
+                    let payload = wire::encode(instance_id, &HubMessage::Resync);
+                    if queue.capacity() < 2 {
+                        break; // the queue is full: the rest stay for the next round
+                    }
+                    let replace = Command::PresenceReplace { channel };
+                    let resync = Command::Publish { channel, payload, must_arrive: true };
+                    if queue.try_send(replace).is_err() || queue.try_send(resync).is_err() {
+                        break;
+                    }
+                    dropped.remove(&channel);
+                    last_resync.insert(channel, now);
+                }
+            }
+            Err(err) => {
+                breaker.trip(err);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The subscriber: the instance's one pub/sub connection, subscribed to a channel only
+//! while this instance has a local socket there; reconnects and resubscribes by itself.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::super::wire;
+use super::super::BusEvent;
+use crate::message::Channel;
+
+use super::*;
+
+pub(super) enum Subscription {
+    Subscribe(Channel, oneshot::Sender<()>),
+    Unsubscribe(Channel),
+}
+
+pub(super) async fn run_subscriber(
+    client: redis::Client,
+    mut requests: mpsc::UnboundedReceiver<Subscription>,
+    inbound: mpsc::UnboundedSender<BusEvent>,
+    instance_id: Uuid,
+    breaker: Arc<Breaker>,
+    shutdown: CancellationToken,
+) {
+    let mut wanted: HashSet<Channel> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            result = tokio::time::timeout(CALL_TIMEOUT * 2, client.get_async_pubsub()) => result,
+        };
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    _ => "timed out".into(),
+                };
+                breaker.subscriber_down.store(true, Ordering::Relaxed);
+                tracing::debug!(%error, ?backoff, "pub/sub connect failed; retrying");
+                // Keep track of what is wanted while waiting, and release waiters.
+                let wait = tokio::time::sleep(backoff);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut wait => break,
+                        request = requests.recv() => match request {
+                            None => return,
+                            Some(request) => note(&mut wanted, request),
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        if !wanted.is_empty() {
+            let channels: Vec<String> = wanted.iter().map(|c| pubsub_channel(*c)).collect();
+            if let Err(err) = call(sink.subscribe(&channels)).await {
+                tracing::warn!(error = %err, "resubscribing failed; reconnecting");
+                breaker.subscriber_down.store(true, Ordering::Relaxed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        }
+        if breaker.subscriber_down.swap(false, Ordering::Relaxed) {
+            tracing::info!(sessions = wanted.len(), "pub/sub reconnected and resubscribed");
+        }
+        // Sockets that subscribed while there was no connection (at start or during an
+        // outage) may have missed messages: they resnapshot.
+        if !wanted.is_empty() && inbound.send(BusEvent::ResyncAll).is_err() {
+            return;
+        }
+        backoff = Duration::from_millis(100);
+        // A connection that silently died (no RST) would otherwise never be noticed. Its
+        // answer queues behind every message in flight, so it gets a generous timeout.
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + PUBSUB_KEEPALIVE, PUBSUB_KEEPALIVE);
+
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = keepalive.tick() => {
+                    let ping = tokio::time::timeout(PUBSUB_KEEPALIVE, sink.ping::<redis::Value>()).await;
+                    if let Err(err) = ping.map_err(|_| "timed out".to_owned()).and_then(|r| r.map_err(|e| e.to_string())) {
+                        tracing::warn!(error = %err, "pub/sub connection unresponsive; reconnecting");
+                        break;
+                    }
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { return };
+                    let result = match &request {
+                        Subscription::Subscribe(channel, _) if !wanted.contains(channel) => {
+                            call(sink.subscribe(pubsub_channel(*channel))).await
+                        }
+                        Subscription::Unsubscribe(channel) if wanted.contains(channel) => {
+                            call(sink.unsubscribe(pubsub_channel(*channel))).await
+                        }
+                        _ => Ok(()),
+                    };
+                    note(&mut wanted, request);
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "pub/sub command failed; reconnecting");
+                        break;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        tracing::warn!("pub/sub connection lost; reconnecting");
+                        break;
+                    };
+                    match wire::decode(message.get_channel_name(), message.get_payload_bytes()) {
+                        Ok((origin, _)) if origin == instance_id => {} // our own echo
+                        Ok((_, envelope)) => {
+                            if inbound.send(BusEvent::Deliver(envelope)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
+                    }
+                }
+            }
+        }
+        breaker.subscriber_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Records what a request wants; subscribe acknowledgements are sent here, after the
+/// SUBSCRIBE (if any) was confirmed or could not be sent.
+pub(super) fn note(wanted: &mut HashSet<Channel>, request: Subscription) {
+    match request {
+        Subscription::Subscribe(channel, ack) => {
+            wanted.insert(channel);
+            let _ = ack.send(());
+        }
+        Subscription::Unsubscribe(channel) => {
+            wanted.remove(&channel);
+        }
+    }
+}
