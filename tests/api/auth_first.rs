@@ -21,9 +21,7 @@ fn close_code(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame
 #[tokio::test]
 async fn the_token_as_first_message_opens_the_session() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
     let mut ws = anonymous(&app).await;
@@ -83,8 +81,7 @@ async fn sockets_waiting_to_authenticate_have_a_cap_of_their_own() {
     let _second = anonymous(&app).await;
     assert_eq!(app.handshake_status(&format!("ws://{}/ws", app.addr)).await, 503);
     // Tokens in the handshake still get in.
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     assert_eq!(app.handshake_status(&app.ws_url(&ann.token)).await, 101);
     // An authenticated socket frees its waiting place.
     drop(_first);
@@ -123,8 +120,7 @@ async fn silence_or_persistent_junk_closes_with_1008() {
     junk.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(close_code(junk.closed().await), Some(1008));
     // The server is fine, and so are tokens in the query string.
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (_, snapshot) = app.connect(&ann.token).await;
     assert_eq!(snapshot["type"], "session_state");
 }

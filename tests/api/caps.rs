@@ -106,9 +106,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_counted() {
 #[tokio::test]
 async fn one_participant_holds_at_most_its_share_of_sockets() {
     let app = spawn_app_on(Backend::Embedded, |c| c.max_connections_per_participant = 2).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (_first, _) = app.connect(&ann.token).await;
     let (_second, _) = app.connect(&ann.token).await;
 

@@ -129,9 +129,7 @@ async fn session_chat_reaches_everyone_and_is_kept(backend: Backend) {
 
 async fn bad_chat_gets_an_error_and_keeps_the_connection(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -249,9 +247,7 @@ async fn local_rooms_group_people_by_cell(backend: Backend) {
 async fn rooms_over_rest(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
     let Places { here, nearby, room, .. } = places();
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     ann_ws.send_json(join_local(nearby)).await;
     ann_ws.next_of_type("message_history").await;
@@ -359,8 +355,7 @@ async fn retention_deletes_old_chat_and_ended_sessions(backend: Backend) {
 async fn room_posts_over_rest_are_rate_limited(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.rate_limit_user_per_second = 1).await; // bursts of 2
     let Places { room, .. } = places();
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let path = format!("/api/rooms/{room}/messages");
     let mut statuses = Vec::new();
     for i in 0..4 {
@@ -392,9 +387,7 @@ on_every_backend!(
 async fn chat_and_rooms_span_instances() {
     let (a, b) = spawn_pair(|_| {}).await;
     let Places { here, nearby, room, .. } = places();
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
-    let bob = a.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;
 

@@ -16,9 +16,7 @@ use super::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_two_instances_see_each_other_and_each_message_once() {
     let (a, b) = spawn_pair(|_| {}).await;
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
-    let bob = a.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = a.connect(&ann.token).await;
     let (mut bob_on_a, _) = a.connect(&bob.token).await;
 
@@ -110,8 +108,7 @@ async fn two_sweepers_announce_each_expired_session_exactly_once() {
     let mut sessions = Vec::new();
     let mut sockets = Vec::new();
     for i in 0..6 {
-        let session = a.create_session(json!({})).await;
-        let ann = a.join(&session.session_id, "Ann").await;
+        let (session, [ann]) = a.session_with(["Ann"]).await;
         let bob = b.join(&session.session_id, "Bob").await;
         sockets.push(a.connect(&ann.token).await.0);
         sockets.push(b.connect(&bob.token).await.0);
@@ -163,8 +160,7 @@ async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_rules_apply_across_instances() {
     let (a, b) = spawn_pair(|_| {}).await;
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = a.session_with(["Ann"]).await;
     let bob = b.join(&session.session_id, "Bob").await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;
@@ -200,8 +196,7 @@ async fn delivery_rules_apply_across_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing() {
     let (a, b) = spawn_pair(|c| c.redis_batch_delay_ms = 50).await;
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = a.session_with(["Ann"]).await;
     let bob = b.join(&session.session_id, "Bob").await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;

@@ -135,15 +135,13 @@ async fn sockets_from_unlisted_origins_are_refused_when_a_list_is_set() {
         c.public_url = Some("https://convoy.example/base".into());
     })
     .await;
-    let session = public.create_session(json!({})).await;
-    let cat = public.join(&session.session_id, "Cat").await;
+    let (_, [cat]) = public.session_with(["Cat"]).await;
     let path = format!("/ws?token={}", cat.token);
     assert_eq!(socket_status(&public, &path, Some("https://convoy.example")).await, 101);
     assert_eq!(socket_status(&public, &path, Some(&public.base)).await, 403, "Host is not trusted then");
 
     // Without a list, sockets are not checked (tokens are what protect them).
     let open = spawn_app().await;
-    let session = open.create_session(json!({})).await;
-    let bob = open.join(&session.session_id, "Bob").await;
+    let (_, [bob]) = open.session_with(["Bob"]).await;
     assert_eq!(socket_status(&open, &format!("/ws?token={}", bob.token), Some(OTHER)).await, 101);
 }

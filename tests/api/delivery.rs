@@ -24,9 +24,7 @@ async fn settle(ws: &mut WsClient, kind: &str, data: Value) -> Value {
 #[tokio::test]
 async fn approximate_positions_are_coarsened_for_everyone_and_in_snapshots() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -70,9 +68,7 @@ async fn approximate_positions_are_coarsened_for_everyone_and_in_snapshots() {
 #[tokio::test]
 async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (stream, _) = tokio_tungstenite::connect_async(app.ws_url(&ann.token)).await.unwrap();
     let mut ann_ws = WsClient::new(stream);
     ann_ws.next_of_type("session_state").await;
@@ -131,10 +127,7 @@ async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
 #[tokio::test]
 async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
-    let cat = app.join(&session.session_id, "Cat").await;
+    let (_, [ann, bob, cat]) = app.session_with(["Ann", "Bob", "Cat"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
     let (mut cat_ws, _) = app.connect(&cat.token).await;

@@ -8,10 +8,7 @@ use super::helpers::*;
 
 async fn a_direct_message_reaches_every_device_of_its_target_only(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
-    let cat = app.join(&session.session_id, "Cat").await;
+    let (_, [ann, bob, cat]) = app.session_with(["Ann", "Bob", "Cat"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_phone, _) = app.connect(&bob.token).await;
     let (mut bob_laptop, _) = app.connect(&bob.token).await;

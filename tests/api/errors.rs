@@ -134,8 +134,7 @@ async fn the_socket_endpoint_without_an_upgrade_is_a_4xx() {
 #[tokio::test]
 async fn each_route_takes_bodies_only_as_large_as_it_needs() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let sid = &session.session_id;
     // 5 KiB of padding: far more than a join needs, well below the 64 KiB a batch may take.
     let padding = "x".repeat(5 * 1024);

@@ -38,9 +38,7 @@ async fn pull(app: &TestApp, session_id: &str, token: &str, etag: Option<&str>) 
 #[tokio::test]
 async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
     // One point.
@@ -87,9 +85,7 @@ async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
 #[tokio::test]
 async fn bad_pushes_are_refused_and_name_the_problem() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
     let sid = &session.session_id;
 

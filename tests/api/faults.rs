@@ -38,9 +38,7 @@ async fn losing_redis_pauses_only_cross_instance_delivery_and_recovers_by_itself
     let a = spawn_scaled(database_url.clone(), through(&redis_url, proxy.addr)).await;
     let b = spawn_scaled(database_url, redis_url).await;
 
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
-    let bob = a.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let cat = b.join(&session.session_id, "Cat").await;
     let (mut ann_ws, _) = a.connect(&ann.token).await;
     let (mut bob_ws, _) = a.connect(&bob.token).await;
@@ -119,9 +117,7 @@ async fn losing_postgres_keeps_sockets_streaming_and_rest_answers_503() {
     let proxy = Proxy::start(upstream(&database_url)).await;
     let a = spawn_scaled(through(&database_url, proxy.addr), redis_url).await;
 
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
-    let bob = a.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = a.connect(&ann.token).await;
     let (mut bob_ws, _) = a.connect(&bob.token).await;
 

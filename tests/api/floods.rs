@@ -31,9 +31,7 @@ async fn messages_over_their_kinds_size_limit_are_refused_naming_it() {
         c.max_chat_message_bytes = 100;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 

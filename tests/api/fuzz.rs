@@ -4,7 +4,7 @@
 //! replace the token the other routes are tried with.)
 
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::helpers::*;
 
@@ -59,8 +59,7 @@ fn every_rest_body_gets_an_answer_and_never_a_5xx() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (app, routes, token) = runtime.block_on(async {
         let app = spawn_app_on(Backend::Embedded, |c| c.rate_limit_enabled = false).await;
-        let session = app.create_session(json!({})).await;
-        let ann = app.join(&session.session_id, "Ann").await;
+        let (session, [ann]) = app.session_with(["Ann"]).await;
         let sid = session.session_id.clone();
         let routes = vec![
             "/api/sessions".to_owned(),

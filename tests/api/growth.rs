@@ -15,8 +15,7 @@ async fn a_join_leave_loop_keeps_only_the_latest_leavers(backend: Backend) {
         c.rate_limit_enabled = false;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let stays = app.join(&session.session_id, "Stays").await;
+    let (session, [stays]) = app.session_with(["Stays"]).await;
     let mut leavers = Vec::new();
     for i in 0..12 {
         let joined = app.join(&session.session_id, &format!("Loop {i}")).await;
@@ -46,8 +45,7 @@ async fn a_room_keeps_its_newest_messages(backend: Backend) {
         c.rate_limit_enabled = false;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let (mut ws, _) = app.connect(&ann.token).await;
     for i in 0..60 {
         ws.send_json(json!({ "type": "chat_message", "data": { "content": format!("m{i}") } })).await;
@@ -68,8 +66,7 @@ async fn chat_is_limited_per_minute_and_room_lookups_per_address() {
         c.rate_limit_room_lookups_per_minute = 2;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ws, _) = app.connect(&ann.token).await;
     for i in 0..5 {
         ws.send_json(json!({ "type": "chat_message", "data": { "content": format!("m{i}") } })).await;

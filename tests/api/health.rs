@@ -42,8 +42,7 @@ async fn health_endpoints_report_each_dependency(backend: Backend) {
 
 async fn detailed_health_counts_open_sockets(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (_ann_ws, _) = app.connect(&ann.token).await;
     let detailed: Value = app.get("/health/detailed").await.json().await.unwrap();
     assert_eq!(detailed["connections"], 1);

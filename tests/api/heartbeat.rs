@@ -14,9 +14,7 @@ async fn a_client_ignoring_pings_is_cut_off_and_one_answering_stays(backend: Bac
         c.client_timeout_seconds = 2;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -40,8 +38,7 @@ async fn a_client_ignoring_pings_is_cut_off_and_one_answering_stays(backend: Bac
 
 async fn the_connection_limit_answers_503_and_frees_places(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.max_connections = 2).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (first, _) = app.connect(&ann.token).await;
     let (_second, _) = app.connect(&ann.token).await;
     assert_eq!(app.handshake_status(&app.ws_url(&ann.token)).await, 503);

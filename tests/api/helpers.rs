@@ -273,6 +273,18 @@ impl TestApp {
         }
     }
 
+    /// A new session (default settings) with these participants joined, in order: the
+    /// preamble most tests share.
+    pub async fn session_with<const N: usize>(&self, names: [&str; N]) -> (Created, [Joined; N]) {
+        let session = self.create_session(json!({})).await;
+        let mut joined = Vec::with_capacity(N);
+        for name in names {
+            joined.push(self.join(&session.session_id, name).await);
+        }
+        let Ok(joined) = joined.try_into() else { unreachable!("N joins were made") };
+        (session, joined)
+    }
+
     pub async fn join(&self, session_id: &str, display_name: &str) -> Joined {
         let response = self
             .post(&format!("/api/sessions/{session_id}/join"), json!({ "display_name": display_name }))

@@ -11,9 +11,7 @@ use super::helpers::*;
 
 async fn locations_vanish_from_snapshots_after_their_ttl(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.location_ttl_seconds = 1).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
     ann_ws.send_location(48.85, 2.35).await;
@@ -36,8 +34,7 @@ async fn an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told(backend: B
         c.sweep_interval_seconds = 1;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
 
     let ended = ann_ws.next_of_type("session_ended").await;
@@ -67,9 +64,7 @@ async fn location_updates_keep_a_session_alive_even_when_activity_is_written_beh
         c.activity_flush_interval_seconds = 3600;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 

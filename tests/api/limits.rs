@@ -13,9 +13,7 @@ async fn a_flooding_socket_is_throttled_told_once_and_kept(backend: Backend) {
         c.rate_limit_user_per_second = 1000;
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -42,8 +40,7 @@ async fn a_flooding_socket_is_throttled_told_once_and_kept(backend: Backend) {
 
 async fn binary_frames_count_against_the_limit_too(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.rate_limit_connection_per_second = 2).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     for _ in 0..20 {
         futures_util::SinkExt::send(&mut ann_ws.stream, Message::binary(vec![0u8; 16])).await.unwrap();
@@ -61,9 +58,7 @@ async fn the_user_limit_spans_all_of_a_users_sockets(backend: Backend) {
         c.rate_limit_user_per_second = 2; // bursts of 4, for both phones together
     })
     .await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut phone, _) = app.connect(&ann.token).await;
     let (mut tablet, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
@@ -142,8 +137,7 @@ on_every_backend!(
 #[tokio::test]
 async fn a_ping_over_the_limit_is_still_answered() {
     let app = spawn_app_on(Backend::Embedded, |c| c.rate_limit_connection_per_second = 1).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     // A burst spends the bucket (2 messages); the ping right after it is over the limit.
     for i in 0..10 {

@@ -8,9 +8,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn metrics_count_requests_messages_and_broadcasts() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
     for i in 0..3 {

@@ -59,9 +59,7 @@ async fn a_refreshed_token_keeps_its_claims_and_never_outlives_the_session(backe
 
 async fn refresh_is_refused_to_those_who_no_longer_belong(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
 
     assert_eq!(refresh(&app, None).await.status(), 401);
     assert_eq!(refresh(&app, Some("forged.token.here")).await.status(), 401);
@@ -82,8 +80,7 @@ async fn refresh_is_refused_to_those_who_no_longer_belong(backend: Backend) {
 
 async fn refresh_token_on_the_socket_answers_token_refreshed(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ws, _) = app.connect(&ann.token).await;
     ws.send_json(json!({ "type": "refresh_token", "data": {} })).await;
     let reply = ws.next_of_type("token_refreshed").await;

@@ -26,9 +26,7 @@ async fn removals_and_ends_reach_an_instance_cut_off_from_redis() {
         spawn_with_redis(database_url, through(&redis_url, proxy.addr), |c| c.revocation_check_seconds = 1)
             .await;
 
-    let session = a.create_session(json!({})).await;
-    let bob = a.join(&session.session_id, "Bob").await;
-    let cat = a.join(&session.session_id, "Cat").await;
+    let (session, [bob, cat]) = a.session_with(["Bob", "Cat"]).await;
     let (mut bob_ws, _) = b.connect(&bob.token).await;
     let (mut cat_ws, _) = b.connect(&cat.token).await;
 
@@ -56,9 +54,7 @@ fn expiring_token(session_id: &str, user_id: &str, secs: i64) -> String {
 #[tokio::test]
 async fn an_open_socket_closes_when_its_token_expires_unless_refreshed() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut refreshing, _) = app.connect(&expiring_token(&session.session_id, &ann.user_id, 2)).await;
     let (mut lapsing, _) = app.connect(&expiring_token(&session.session_id, &bob.user_id, 2)).await;
 
@@ -94,8 +90,7 @@ async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
 
 async fn a_refreshed_token_no_longer_opens_sockets(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.token_rotation_grace_seconds = 0).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let (mut open_before, _) = app.connect(&ann.token).await;
 
     let response = refresh(&app, &ann.token).await;
@@ -122,8 +117,7 @@ async fn a_refreshed_token_no_longer_opens_sockets(backend: Backend) {
 
 async fn an_answer_lost_within_the_grace_period_does_not_lock_the_holder_out(backend: Backend) {
     let app = spawn_app_on(backend, |c| c.token_rotation_grace_seconds = 600).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let token = |response: Value| response["token"].as_str().unwrap().to_owned();
 
     // The first refresh's answer never arrives; the client tries again with the old token.

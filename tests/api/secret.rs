@@ -36,8 +36,7 @@ async fn each_installation_has_its_own_secret_and_keeps_it() {
     assert_eq!(mode & 0o777, 0o600, "only the owner may read it");
     assert_eq!(std::fs::read_to_string(&secret_file).unwrap().trim().len(), 64, "256 bits, hex");
 
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = a.session_with(["Ann"]).await;
     assert_eq!(a.handshake_status(&a.ws_url(&ann.token)).await, 101);
     // The same token on another installation: the session id does not matter, the
     // signature is refused first.
@@ -70,8 +69,7 @@ async fn a_configured_secret_takes_precedence_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_config(test_config(dir.path())).await;
     assert!(!dir.path().join("convoy.db.jwt-secret").exists());
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let claims = jsonwebtoken::decode::<serde_json::Value>(
         &ann.token,
         &jsonwebtoken::DecodingKey::from_secret(TEST_SECRET.as_bytes()),
@@ -97,8 +95,7 @@ async fn a_short_secret_stops_the_server_from_starting() {
 async fn instances_on_one_postgres_share_the_generated_secret() {
     let (a, b) = spawn_pair(|c| c.jwt_secret = None).await;
     let other = spawn_app_on(Backend::Scaled, |c| c.jwt_secret = None).await;
-    let session = a.create_session(json!({})).await;
-    let ann = a.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = a.session_with(["Ann"]).await;
     let (_ws, snapshot) = b.connect(&ann.token).await;
     assert_eq!(snapshot["data"]["user_id"], ann.user_id.as_str());
     // A database of its own is another installation.

@@ -63,8 +63,7 @@ async fn defaults_are_no_name_and_24_hours(backend: Backend) {
 
 async fn the_participant_count_follows_joins_and_leaves(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     app.join(&session.session_id, "Bob").await;
     let path = format!("/api/sessions/{}", session.session_id);
     assert_eq!(app.get(&path).await.json::<Value>().await.unwrap()["participant_count"], 2);

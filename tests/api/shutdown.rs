@@ -8,8 +8,7 @@ use super::helpers::*;
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001_and_returns() {
     let app = spawn_app().await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let addr = app.addr;
     let stopping = tokio::spawn(app.stop());
@@ -51,9 +50,7 @@ async fn a_stopping_instance_sends_what_it_queued_for_the_others() {
     let stopping = Binary::start_with(&database_url, port, &env).await;
     let staying = spawn_scaled(database_url, redis_url.clone()).await;
 
-    let session = staying.create_session(json!({})).await;
-    let ann = staying.join(&session.session_id, "Ann").await;
-    let bob = staying.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = staying.session_with(["Ann", "Bob"]).await;
     let (bob_ws, _) = staying.connect(&bob.token).await;
     let mut bob_ws = bob_ws.with_presence();
     let mut ann_ws = stopping.connect(&ann.token).await;

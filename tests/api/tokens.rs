@@ -27,8 +27,7 @@ fn unsigned(claims: &Value) -> String {
 
 async fn forged_unsigned_and_foreign_tokens_are_refused(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let sid = &session.session_id;
     let participant = claims(sid, &ann.user_id, "participant", 600);
 
@@ -88,8 +87,7 @@ async fn subprotocol_handshake_status(app: &TestApp, token: &str) -> u16 {
 
 async fn forged_tokens_are_refused_as_subprotocols_too(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let participant = claims(&session.session_id, &ann.user_id, "participant", 600);
     for token in [
         sign(&participant, Algorithm::HS256, "some-other-secret"),
@@ -106,8 +104,7 @@ async fn forged_tokens_are_refused_as_subprotocols_too(backend: Backend) {
 /// missing `exp`, an unknown role, a `sub` that is not a UUID.
 async fn well_signed_tokens_of_the_wrong_shape_are_refused(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
     let sid = &session.session_id;
     let mut no_exp = claims(sid, &ann.user_id, "participant", 600);
     no_exp.as_object_mut().unwrap().remove("exp");
@@ -134,9 +131,7 @@ async fn well_signed_tokens_of_the_wrong_shape_are_refused(backend: Backend) {
 
 async fn tokens_of_ended_sessions_and_departed_participants_cannot_connect(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
 
     assert_eq!(app.remove(&session.session_id, &bob.user_id, &bob.token).await, 204);
     assert_eq!(app.handshake_status(&app.ws_url(&bob.token)).await, 401);

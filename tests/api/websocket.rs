@@ -65,8 +65,7 @@ async fn the_whole_flow_create_join_move_late_join_leave_end(backend: Backend) {
 
 async fn a_sender_does_not_get_its_own_location_back_and_ping_gets_pong(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     ann_ws.send_location(1.0, 2.0).await;
     ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
@@ -75,9 +74,7 @@ async fn a_sender_does_not_get_its_own_location_back_and_ping_gets_pong(backend:
 
 async fn bad_messages_get_an_error_and_the_connection_stays_open(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -112,9 +109,7 @@ async fn bad_messages_get_an_error_and_the_connection_stays_open(backend: Backen
 
 async fn an_oversized_frame_closes_only_that_connection_with_1009(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
@@ -132,8 +127,7 @@ async fn an_oversized_frame_closes_only_that_connection_with_1009(backend: Backe
 
 async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
     let mut request = format!("ws://{}/ws", app.addr).into_client_request().unwrap();
     let protocol = format!("access_token.{}", ann.token);
     request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
@@ -151,9 +145,7 @@ async fn the_token_may_come_as_an_access_token_subprotocol_which_is_echoed(backe
 
 async fn a_user_with_two_sockets_gets_broadcasts_on_both(backend: Backend) {
     let app = spawn_app_on(backend, |_| {}).await;
-    let session = app.create_session(json!({})).await;
-    let ann = app.join(&session.session_id, "Ann").await;
-    let bob = app.join(&session.session_id, "Bob").await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
     let (mut phone, _) = app.connect(&bob.token).await;
     let (mut laptop, _) = app.connect(&bob.token).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;

@@ -11,8 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::super::wire;
 use super::super::BusEvent;
+use super::super::wire;
 use crate::message::Channel;
 
 use super::*;
