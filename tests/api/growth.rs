@@ -4,8 +4,6 @@
 
 use convoy::domain::{ChatRoom, SessionId, UserId};
 use serde_json::{Value, json};
-use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::helpers::*;
 
@@ -109,11 +107,7 @@ async fn a_stalled_socket_is_closed_when_its_queue_passes_its_byte_bound() {
     let stalled = app.join(&session.session_id, "Stalled").await;
     let stalled_id: UserId = stalled.user_id.parse().unwrap();
 
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(app.addr).await.unwrap();
-    let request = app.ws_url(&stalled.token).into_client_request().unwrap();
-    let (_stalled_ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("handshake");
+    let _stalled_ws = app.connect_stalled(&stalled.token).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let stalled_connected =
         || app.state.hub.queue_depths(session_id).iter().any(|(user, _)| *user == stalled_id);

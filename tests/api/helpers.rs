@@ -314,6 +314,18 @@ impl TestApp {
         Ok(WsClient::new(stream))
     }
 
+    /// A socket that never reads past its handshake, with a tiny receive buffer: the
+    /// server's writes to it block after a few kilobytes (a phone in a dead spot).
+    pub async fn connect_stalled(&self, token: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
+        let request = self.ws_url(token).into_client_request().unwrap();
+        let (stream, _) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp)).await.expect("handshake");
+        stream
+    }
+
     /// The HTTP status a refused handshake got.
     pub async fn handshake_status(&self, url: &str) -> u16 {
         let request = url.into_client_request().unwrap();

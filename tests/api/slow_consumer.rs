@@ -3,8 +3,6 @@
 
 use convoy::domain::{SessionId, UserId};
 use serde_json::json;
-use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::helpers::*;
 
@@ -30,13 +28,7 @@ async fn a_client_that_never_reads_cannot_block_others_or_grow_memory(backend: B
     let bob = app.join(&session.session_id, "Bob").await;
     let stalled = app.join(&session.session_id, "Stalled").await;
 
-    // The stalled client has a tiny receive buffer and never reads past the handshake, so
-    // the server's writes to it block after a few kilobytes.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(app.addr).await.unwrap();
-    let request = app.ws_url(&stalled.token).into_client_request().unwrap();
-    let (_stalled_ws, _) = tokio_tungstenite::client_async(request, tcp).await.expect("handshake");
+    let _stalled_ws = app.connect_stalled(&stalled.token).await;
 
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut cat_ws, _) = app.connect(&cat.token).await;
