@@ -37,6 +37,7 @@ mod secret;
 mod sessions;
 mod shutdown;
 mod slow_consumer;
+mod store_conformance;
 mod tokens;
 mod topics;
 mod web;
