@@ -7,6 +7,7 @@ mod helpers;
 mod architecture;
 mod auth_first;
 mod bus_bounds;
+mod bus_conformance;
 mod caps;
 mod chat;
 mod cluster;
