@@ -6,7 +6,9 @@
 //!
 //! Also marks whether the web page's map library was built (`web/dist`, by `npm ci
 //! --prefix web && npm run build --prefix web`): then it is embedded in the binary;
-//! without it the page draws its plain grid.
+//! without it the page draws its plain grid. When it was not built and npm is there, this
+//! script builds it (so `cargo run --release` on a machine with Node gives the map); when
+//! npm is not there, or CONVOY_SKIP_WEB_BUILD is set, it says so in one line and goes on.
 
 fn main() {
     println!("cargo::rerun-if-env-changed=TEST_POSTGRES_URL");
@@ -18,7 +20,12 @@ fn main() {
     // web/dist always exists (a .gitkeep is committed): watching a missing path would make
     // cargo rerun this script, and rebuild the crate, on every build.
     println!("cargo::rerun-if-changed=web/dist");
-    if WEB_MAP_FILES.iter().all(|f| std::path::Path::new("web/dist").join(f).is_file()) {
+    println!("cargo::rerun-if-env-changed=CONVOY_SKIP_WEB_BUILD");
+    let built = || WEB_MAP_FILES.iter().all(|f| std::path::Path::new("web/dist").join(f).is_file());
+    if !built() {
+        build_web_map();
+    }
+    if built() {
         println!("cargo::rustc-cfg=convoy_web_map");
     }
     println!("cargo::rustc-check-cfg=cfg(convoy_scaled_tests)");
@@ -32,6 +39,37 @@ fn main() {
     }
     if set("TEST_BROWSER") {
         println!("cargo::rustc-cfg=convoy_browser_tests");
+    }
+}
+
+/// `npm ci --prefix web && npm run build --prefix web`, if npm is there; a one-line
+/// warning otherwise (the page then draws its grid).
+fn build_web_map() {
+    if std::env::var_os("CONVOY_SKIP_WEB_BUILD").is_some() {
+        return;
+    }
+    let npm = |args: &[&str]| {
+        std::process::Command::new("npm")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map(|status| status.success())
+    };
+    match npm(&["--version"]) {
+        Ok(true) => {}
+        _ => {
+            println!(
+                "cargo::warning=npm not found: the web page will show a plain grid; install Node.js and rebuild for the map"
+            );
+            return;
+        }
+    }
+    let ok = npm(&["ci", "--prefix", "web", "--no-audit", "--no-fund"]).unwrap_or(false)
+        && npm(&["run", "build", "--prefix", "web"]).unwrap_or(false);
+    if !ok {
+        println!(
+            "cargo::warning=building the web page's map with npm failed: the page will show a plain grid"
+        );
     }
 }
 
