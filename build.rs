@@ -21,6 +21,7 @@ fn main() {
     // cargo rerun this script, and rebuild the crate, on every build.
     println!("cargo::rerun-if-changed=web/dist");
     println!("cargo::rerun-if-env-changed=CONVOY_SKIP_WEB_BUILD");
+    println!("cargo::rerun-if-env-changed=CARGO_NET_OFFLINE");
     let built = || WEB_MAP_FILES.iter().all(|f| std::path::Path::new("web/dist").join(f).is_file());
     if !built() {
         build_web_map();
@@ -45,7 +46,12 @@ fn main() {
 /// `npm ci --prefix web && npm run build --prefix web`, if npm is there; a one-line
 /// warning otherwise (the page then draws its grid).
 fn build_web_map() {
-    if std::env::var_os("CONVOY_SKIP_WEB_BUILD").is_some() {
+    // Offline builds and an explicit skip do not touch the network.
+    if std::env::var_os("CONVOY_SKIP_WEB_BUILD").is_some() || std::env::var_os("CARGO_NET_OFFLINE").is_some()
+    {
+        println!(
+            "cargo::warning=the web page's map was not built (offline or CONVOY_SKIP_WEB_BUILD): it will show a plain grid"
+        );
         return;
     }
     let npm = |args: &[&str]| {
@@ -64,7 +70,7 @@ fn build_web_map() {
             return;
         }
     }
-    let ok = npm(&["ci", "--prefix", "web", "--no-audit", "--no-fund"]).unwrap_or(false)
+    let ok = npm(&["ci", "--prefix", "web", "--no-audit", "--no-fund", "--ignore-scripts"]).unwrap_or(false)
         && npm(&["run", "build", "--prefix", "web"]).unwrap_or(false);
     if !ok {
         println!(

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ActiveParticipant, ApiJson, ApiPath, ApiQuery, Bearer, ClientIp, active};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Bearer, ClientIp, active};
 use crate::auth::{Claims, Role};
 use crate::chat::HISTORY;
 use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, RoomId, SessionId};
@@ -200,10 +200,11 @@ fn room_id(raw: &str) -> Result<RoomId, ApiError> {
 async fn room_history(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-    _: ActiveParticipant,
+    Bearer(claims): Bearer,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let room = room_id(&raw)?;
+    active(&state, &claims).await?;
     page(&state, ChatRoom::Local(room), &query).await
 }
 
@@ -227,10 +228,11 @@ struct PostMessage {
 async fn post_to_room(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
-    ActiveParticipant { me: author, .. }: ActiveParticipant,
+    Bearer(claims): Bearer,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> Result<(StatusCode, Json<ChatMessage>), ApiError> {
     let room = room_id(&raw)?;
+    let (_, author) = active(&state, &claims).await?;
     state.limits.allow_user_message(author.user_id).map_err(ApiError::rate_limited)?;
     let content = ChatContent::parse(&body.content)?;
     let bytes = content.as_str().len();

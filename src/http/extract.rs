@@ -62,25 +62,11 @@ pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trust_proxy_heade
         .unwrap_or(peer)
 }
 
-/// The bearer of a participant's token that is still good: a live session (410), an
-/// active participant (401 `token_revoked`), a token of a current generation (401
-/// `token_superseded`); 403 for a creator's token. The one check REST routes and socket
-/// upgrades share (`AppState::active_participant`).
-pub struct ActiveParticipant {
-    pub me: Participant,
-}
-
-impl FromRequestParts<AppState> for ActiveParticipant {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Bearer(claims) = Bearer::from_request_parts(parts, state).await?;
-        let (_session, me) = active(state, &claims).await?;
-        Ok(Self { me })
-    }
-}
-
-/// `ActiveParticipant`'s check, for routes that look at the path first.
+/// The session and participant of a participant's token that is still good: a live
+/// session (410), an active participant (401 `token_revoked`), a token of a current
+/// generation (401 `token_superseded`); 403 for a creator's token. The one check every REST
+/// route shares with the socket upgrade (`AppState::active_participant`), called after a
+/// route has checked its path and query, so their errors come first.
 pub async fn active(state: &AppState, claims: &Claims) -> Result<(Session, Participant), ApiError> {
     if claims.role != Role::Participant {
         return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));

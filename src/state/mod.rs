@@ -121,6 +121,7 @@ impl AppState {
         self.shutdown.cancel();
     }
 
+    /// Whether `user_id` may send a message of `kind` and `bytes` to the channel's other
     /// connections on this instance (or, for a direct message, to one user).
     pub fn allow_to_others(
         &self,

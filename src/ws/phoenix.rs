@@ -1,15 +1,13 @@
-//! Phoenix Channels on `/socket/websocket` (seed 001), so apps written for the Elixir
-//! backend with the `phoenix` npm client work unchanged: the V2 JSON serializer
-//! (`vsn=2.0.0`, frames `[join_ref, ref, topic, event, payload]`) and V1 (objects, the
-//! default without `vsn`), heartbeats on topic `phoenix`, and one channel,
-//! `location:{session_id}`, on the same hub as `/ws`.
+//! The Phoenix Channels socket on `/socket/websocket` (seed 001), so apps written for the
+//! Elixir backend with the `phoenix` npm client work unchanged: heartbeats on topic
+//! `phoenix`, and one channel, `location:{session_id}`, on the same hub as `/ws`. The
+//! serializers (V1, V2) and the framing of hub messages are in `protocol/phoenix.rs`.
 //!
 //! Channel events: the client pushes `location_update {lat, lng, accuracy, timestamp}` and
 //! `ping`; the server pushes `location_update {user_id, lat, lng, accuracy, timestamp}`,
 //! `participant_joined`, `participant_left`, `session_ended`, `presence_state`,
 //! `presence_diff` (Phoenix Presence's shape) and every other session event under its
-//! native name. Broadcasts carry `join_ref: null`, as Phoenix's own fastlane does, so each
-//! is serialized once per wire format, not once per socket.
+//! native name.
 
 use std::sync::Arc;
 

@@ -9,7 +9,8 @@ use std::path::Path;
 /// Each top-level module of `src/` and its layer, lowest first. A module may import its
 /// own layer's and lower layers' modules only.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("vocabulary", &["domain", "message", "protocol", "presence", "config", "auth", "test_support"]),
+    ("domain", &["domain", "config", "test_support"]),
+    ("vocabulary", &["message", "presence", "protocol", "auth"]),
     ("backends", &["store", "bus"]),
     ("engine", &["hub", "metrics", "limits"]),
     ("services", &["state", "chat", "snapshot", "activity", "admission", "revocation", "sweeper", "error"]),
@@ -31,17 +32,41 @@ fn module_of(path: &Path, src: &Path) -> String {
     first.trim_end_matches(".rs").to_owned()
 }
 
-/// The top-level modules a file's code (comments left out) refers to as `crate::x`.
+/// The top-level modules a file's code (comments left out) refers to as `crate::x`, or in
+/// a group, `crate::{x, y::z}` (a group spanning lines included).
 fn imports(source: &str) -> BTreeSet<String> {
+    let code: String =
+        source.lines().map(str::trim).filter(|l| !l.starts_with("//")).collect::<Vec<_>>().join("\n");
+    let name = |text: &str| -> String {
+        text.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+    };
     let mut found = BTreeSet::new();
-    for line in source.lines().map(str::trim).filter(|l| !l.starts_with("//")) {
-        for part in line.split("crate::").skip(1) {
-            let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() {
-                found.insert(name);
+    for part in code.split("crate::").skip(1) {
+        if let Some(group) = part.strip_prefix('{') {
+            // Top-level entries only, up to the group's own closing brace: `a::{b, c}`
+            // inside the group names `a`.
+            let mut depth = 0;
+            let mut entry = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        found.insert(name(&entry));
+                        entry.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                entry.push(c);
             }
+            found.insert(name(&entry));
+        } else {
+            found.insert(name(part));
         }
     }
+    found.remove("");
     found
 }
 
@@ -127,4 +152,6 @@ fn no_two_modules_import_each_other_around_a_circle() {
 fn the_rule_reader_sees_imports() {
     let used = imports("use crate::hub::Outbox;\n// crate::ws in a comment\nlet x = crate::domain::now();");
     assert_eq!(used, BTreeSet::from(["hub".to_owned(), "domain".to_owned()]));
+    let grouped = imports("use crate::{\n    http, store::{self, Store},\n    ws,\n};");
+    assert_eq!(grouped, BTreeSet::from(["http".to_owned(), "store".to_owned(), "ws".to_owned()]));
 }
