@@ -30,7 +30,7 @@ async fn the_token_as_first_message_opens_the_session() {
     let refused = ws.next_json().await;
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["data"]["code"], "unauthenticated");
-    bob_ws.assert_silent(Duration::from_millis(200)).await;
+    bob_ws.assert_quiet().await;
 
     ws.send_json(json!({ "type": "auth", "data": { "token": ann.token } })).await;
     let snapshot = ws.next_json().await;

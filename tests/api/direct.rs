@@ -1,7 +1,5 @@
 //! Direct messages: to every connection of one participant of the same session.
 
-use std::time::Duration;
-
 use serde_json::json;
 
 use super::helpers::*;
@@ -31,8 +29,8 @@ async fn a_direct_message_reaches_every_device_of_its_target_only(backend: Backe
         )
         .await;
     assert_eq!(ann_ws.next_of_type("direct_message").await["data"]["from_user"], cat.user_id);
-    cat_ws.assert_silent(Duration::from_millis(200)).await;
-    bob_phone.assert_silent(Duration::from_millis(100)).await;
+    cat_ws.assert_quiet().await;
+    bob_phone.assert_quiet().await;
 }
 
 async fn direct_messages_to_strangers_are_refused_with_an_error(backend: Backend) {
@@ -59,7 +57,7 @@ async fn direct_messages_to_strangers_are_refused_with_an_error(backend: Backend
         ann_ws.send_json(json!({ "type": "direct_message", "data": data })).await;
         assert_eq!(ann_ws.next_of_type("error").await["data"]["code"], "invalid_message");
     }
-    stranger_ws.assert_silent(Duration::from_millis(200)).await;
+    stranger_ws.assert_quiet().await;
     ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(ann_ws.next_of_type("pong").await["type"], "pong");
 }

@@ -1,8 +1,6 @@
 //! The HTTP fallback: locations pushed over REST (one or a buffered batch) and the
 //! snapshot pulled with an ETag.
 
-use std::time::Duration;
-
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
@@ -55,13 +53,13 @@ async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
     let pushed: Value = push(&app, &session.session_id, &ann.token, batch).await.json().await.unwrap();
     assert_eq!((pushed["accepted"].as_u64(), pushed["live"].as_bool()), (Some(3), Some(true)));
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 13.0);
-    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    bob_ws.assert_quiet().await;
 
     // Points older than the live one, or than the TTL (30 s), are accepted and dropped.
     let stale = json!({ "locations": [point(14.0, 8), point(15.0, 120)] });
     let pushed: Value = push(&app, &session.session_id, &ann.token, stale).await.json().await.unwrap();
     assert_eq!((pushed["accepted"].as_u64(), pushed["live"].as_bool()), (Some(2), Some(false)));
-    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    bob_ws.assert_quiet().await;
 
     // With no live location at all, a point past the TTL still does not go live.
     let cat = app.join(&session.session_id, "Cat").await;
@@ -69,7 +67,7 @@ async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
     let pushed: Value =
         push(&app, &session.session_id, &cat.token, point(16.0, 45)).await.json().await.unwrap();
     assert_eq!((pushed["accepted"].as_u64(), pushed["live"].as_bool()), (Some(1), Some(false)));
-    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    bob_ws.assert_quiet().await;
 
     // The live location is the one snapshots carry.
     let (_, snapshot) = app.connect(&bob.token).await;
@@ -97,7 +95,7 @@ async fn bad_pushes_are_refused_and_name_the_problem() {
     let too_many = json!({ "locations": vec![point(1.0, 1); 101] });
     assert_eq!(push(&app, sid, &ann.token, too_many).await.status(), 422);
     assert_eq!(push(&app, sid, &ann.token, json!("north")).await.status(), 422);
-    bob_ws.assert_silent(Duration::from_millis(200)).await; // nothing half-applied
+    bob_ws.assert_quiet().await; // nothing half-applied
 
     assert_eq!(push(&app, sid, &session.creator_token, point(1.0, 1)).await.status(), 403);
     let other = app.create_session(json!({})).await;

@@ -445,7 +445,18 @@ impl WsClient {
         messages
     }
 
-    /// Asserts nothing but control frames arrive within `window`.
+    /// Asserts that nothing (but skipped presence) is queued for this native socket: a ping
+    /// answered by a pong is the barrier, since everything queued before the ping is
+    /// written before the pong. Exact when what must not arrive was already handled by
+    /// the server (its sender saw an answer, or another socket got it); on one instance.
+    pub async fn assert_quiet(&mut self) {
+        self.send_json(json!({ "type": "ping", "data": {} })).await;
+        let message = self.next_json().await;
+        assert_eq!(message["type"], "pong", "expected nothing before the pong, got {message}");
+    }
+
+    /// Asserts nothing but control frames arrive within `window` (for what crosses
+    /// instances, or follows a closed socket: no barrier covers those).
     pub async fn assert_silent(&mut self, window: Duration) {
         let deadline = tokio::time::Instant::now() + window;
         while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, self.stream.next()).await {

@@ -42,7 +42,7 @@ async fn a_named_topic_reaches_its_subscribers_only(backend: Backend) {
         assert_eq!(message["type"], "broadcast");
         assert_eq!(message["data"], json!({ "topic": alerts, "from_user": ann.user_id, "payload": payload }));
     }
-    ann_ws.assert_silent(Duration::from_millis(200)).await;
+    ann_ws.assert_quiet().await;
 
     // Unsubscribed, Cat hears no more; Bob still does.
     cat_ws.send_json(json!({ "type": "unsubscribe", "data": { "topics": ["alerts"] } })).await;
@@ -53,7 +53,7 @@ async fn a_named_topic_reaches_its_subscribers_only(backend: Backend) {
     );
     ann_ws.send_json(publish(&alerts, json!("second"))).await;
     assert_eq!(bob_ws.next_json().await["data"]["payload"], "second");
-    cat_ws.assert_silent(Duration::from_millis(200)).await;
+    cat_ws.assert_quiet().await;
 }
 
 async fn the_session_topic_reaches_everyone_and_the_user_topic_every_device(backend: Backend) {
@@ -77,7 +77,7 @@ async fn the_session_topic_reaches_everyone_and_the_user_topic_every_device(back
         assert_eq!(message["data"]["topic"], session_topic);
         assert_eq!(message["data"]["from_user"], bob.user_id);
     }
-    stranger_ws.assert_silent(Duration::from_millis(200)).await;
+    stranger_ws.assert_quiet().await;
 
     // The user topic: all of one user's devices, nobody else.
     let user_topic = format!("user:{}", ann.user_id);
@@ -89,7 +89,7 @@ async fn the_session_topic_reaches_everyone_and_the_user_topic_every_device(back
         assert_eq!(message["data"]["topic"], user_topic);
         assert_eq!(message["data"]["payload"]["draft"], "note to self");
     }
-    bob_ws.assert_silent(Duration::from_millis(200)).await;
+    bob_ws.assert_quiet().await;
 }
 
 async fn refused_topics_get_an_error_naming_them_and_keep_the_connection(backend: Backend) {
@@ -134,7 +134,7 @@ async fn refused_topics_get_an_error_naming_them_and_keep_the_connection(backend
             (Some("forbidden_topic"), Some(topic.as_str()))
         );
     }
-    stranger_ws.assert_silent(Duration::from_millis(200)).await;
+    stranger_ws.assert_quiet().await;
 
     // The implicit topics cannot be left; malformed requests say what they need.
     ann_ws
