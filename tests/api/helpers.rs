@@ -475,10 +475,12 @@ pub async fn error_code(response: reqwest::Response) -> String {
     body["error"]["code"].as_str().expect("error has a code").to_owned()
 }
 
-/// The value of the first sample in a `/metrics` text whose line starts with `series`
-/// (name plus labels).
+/// The value of the first sample in a `/metrics` text of `series` (a name, or a name with
+/// some of its labels): `convoy_ws_connections` is not `convoy_ws_connections_refused_total`.
 pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    text.lines()
+        .find(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with([' ', '{', ','])))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// The real `convoy` binary, started on a free port with a given DATABASE_URL.
