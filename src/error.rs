@@ -144,17 +144,8 @@ impl IntoResponse for ApiError {
 impl From<crate::limits::Refused> for ApiError {
     fn from(refused: crate::limits::Refused) -> Self {
         match refused {
-            crate::limits::Refused::TooLarge { max } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "message_too_large",
-                format!("a message carries at most {max} bytes"),
-            ),
             crate::limits::Refused::OverBudget(wait) => Self::rate_limited(wait),
-            crate::limits::Refused::TooCostly { cost, burst } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "message_too_large",
-                format!("to everyone here this message costs {cost} bytes of a budget of {burst}: send less"),
-            ),
+            too_large => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "message_too_large", too_large.to_string()),
         }
     }
 }

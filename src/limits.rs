@@ -66,11 +66,34 @@ impl MessageKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// Over its kind's size limit, in bytes.
-    TooLarge { max: usize },
+    TooLarge { kind: MessageKind, max: usize, bytes: usize },
     /// Over the sender's byte budget: retry after this long.
     OverBudget(Duration),
     /// Larger, times its recipients, than the budget allows at once: it never fits.
     TooCostly { cost: usize, burst: usize },
+}
+
+/// What the sender is told: one wording for the socket's `error` and REST's JSON error.
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { kind, max, bytes } => {
+                write!(f, "a {} carries at most {max} bytes; this one has {bytes}", kind.as_str())
+            }
+            Self::TooCostly { cost, burst } => {
+                write!(
+                    f,
+                    "to everyone here this message costs {cost} bytes of a budget of {burst}: send less"
+                )
+            }
+            Self::OverBudget(_) => {
+                write!(
+                    f,
+                    "too much data sent to others (bytes x recipients per second): this one was dropped"
+                )
+            }
+        }
+    }
 }
 
 pub struct Limits {
@@ -165,7 +188,7 @@ impl Limits {
     ) -> Result<(), Refused> {
         let max = self.max_bytes[kind as usize];
         if bytes > max {
-            return Err(Refused::TooLarge { max });
+            return Err(Refused::TooLarge { kind, max, bytes });
         }
         if !self.enabled {
             return Ok(());

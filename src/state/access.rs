@@ -43,10 +43,7 @@ impl AppState {
     /// The live session and the active participant a participant's token stands for, if
     /// the token's generation is still good (one route to this check: sockets, REST).
     pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
-        let session = self.store.session(claims.session_id()).await?.ok_or_else(ApiError::session_ended)?;
-        if !session.is_live(domain::now()) {
-            return Err(ApiError::session_ended());
-        }
+        let session = self.live_session(claims.session_id()).await?;
         let participant = self
             .store
             .participant(session.id, claims.user_id())
@@ -55,6 +52,15 @@ impl AppState {
             .ok_or_else(|| revoked("this token's holder has left the session"))?;
         self.check_generation(&participant, claims)?;
         Ok((session, participant))
+    }
+
+    /// The session, if it exists and is live; 410 otherwise.
+    async fn live_session(&self, session_id: SessionId) -> Result<Session, ApiError> {
+        let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
+        if !session.is_live(domain::now()) {
+            return Err(ApiError::session_ended());
+        }
+        Ok(session)
     }
 
     /// A participant's token is good if it is of their current generation, or of the one
@@ -94,10 +100,7 @@ impl AppState {
                 Ok(self.issue_token(session_id, subject, role, generation, session.expires_at))
             }
             Role::Creator => {
-                let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
-                if !session.is_live(domain::now()) {
-                    return Err(ApiError::session_ended());
-                }
+                let session = self.live_session(session_id).await?;
                 if self.store.session_creator(session_id).await? != Some(subject) {
                     return Err(revoked("this token's holder has left the session"));
                 }

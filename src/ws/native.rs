@@ -159,26 +159,16 @@ fn allowed(conn: &mut Conn<'_>, channel: Channel, kind: MessageKind, bytes: usiz
     let (state, outbox) = (conn.state, conn.outbox);
     match state.allow_to_others(channel, conn.me.user_id, kind, bytes) {
         Ok(()) => true,
-        Err(Refused::TooLarge { max }) => {
-            state.metrics.refused_too_large.increment(1);
-            let message = format!("a {} carries at most {max} bytes; this one has {bytes}", kind.as_str());
-            reply_error(outbox, "message_too_large", &message);
-            false
-        }
-        Err(Refused::TooCostly { cost, burst }) => {
-            state.metrics.refused_too_large.increment(1);
-            let message =
-                format!("to everyone here this message costs {cost} bytes of a budget of {burst}: send less");
-            reply_error(outbox, "message_too_large", &message);
-            false
-        }
-        Err(Refused::OverBudget(_)) => {
+        Err(refused @ Refused::OverBudget(_)) => {
             state.metrics.refused_over_budget.increment(1);
             if conn.budget_reply.due() {
-                let message =
-                    "too much data sent to others (bytes x recipients per second): this one was dropped";
-                reply_error(outbox, "rate_limited", message);
+                reply_error(outbox, "rate_limited", &refused.to_string());
             }
+            false
+        }
+        Err(too_large) => {
+            state.metrics.refused_too_large.increment(1);
+            reply_error(outbox, "message_too_large", &too_large.to_string());
             false
         }
     }
