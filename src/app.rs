@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::bus;
+use crate::bus::{self, BusSettings};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::serve::{ServeLimits, serve};
 use crate::state::AppState;
@@ -50,19 +51,19 @@ impl App {
         .await
         .context("opening the database")?;
         store.migrate().await.context("migrating the database")?;
-        let tokens = Tokens::new(&signing_secret(&config, store.as_ref()).await?);
+        let clock = Clock::system();
+        let tokens = Tokens::new(&signing_secret(&config, store.as_ref()).await?, clock.clone());
         let instance_id = uuid::Uuid::new_v4();
         let shutdown = CancellationToken::new();
-        let (bus, inbound) = bus::connect(
-            config.redis_url.as_deref(),
+        let settings = BusSettings {
+            redis_url: config.redis_url.clone(),
             instance_id,
-            config.session_idle_timeout_seconds,
-            Duration::from_millis(config.redis_batch_delay_ms),
-            config.redis_queue_max_bytes,
-            shutdown.clone(),
-        )
-        .await
-        .context("connecting to redis")?;
+            session_key_ttl_secs: config.session_idle_timeout_seconds,
+            batch_delay: Duration::from_millis(config.redis_batch_delay_ms),
+            queue_max_bytes: config.redis_queue_max_bytes,
+            clock: clock.clone(),
+        };
+        let (bus, inbound) = bus::connect(settings, shutdown.clone()).await.context("connecting to redis")?;
         let listener = TcpListener::bind(config.bind_addr())
             .await
             .with_context(|| format!("binding {}", config.bind_addr()))?;

@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, deco
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,23 +54,29 @@ pub enum TokenError {
     Invalid,
 }
 
-/// Issues and verifies tokens with one secret.
+/// How far past `exp` a token is still accepted: clocks of instances differ a little.
+const LEEWAY_SECONDS: i64 = 5;
+
+/// Issues and verifies tokens with one secret, on the server's clock.
 #[derive(Clone)]
 pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    clock: Clock,
 }
 
 impl Tokens {
-    pub fn new(secret: &[u8]) -> Self {
+    pub fn new(secret: &[u8], clock: Clock) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        // Expiry is checked below against `clock`, which tests can move forward.
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            clock,
         }
     }
 
@@ -85,7 +92,7 @@ impl Tokens {
             sub: subject,
             sid: session_id.0,
             role,
-            iat: Utc::now().timestamp(),
+            iat: self.clock.now().timestamp(),
             exp: expires_at.timestamp(),
             r#gen: generation,
         };
@@ -93,13 +100,19 @@ impl Tokens {
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding")
     }
 
+    /// The clock these tokens are issued and checked by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|err| {
-            match err.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            }
-        })
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|_| TokenError::Invalid)?
+            .claims;
+        if claims.exp.saturating_add(LEEWAY_SECONDS) < self.clock.now().timestamp() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
     }
 }
 
@@ -109,7 +122,7 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_and_carry_their_claims() {
-        let tokens = Tokens::new(b"secret");
+        let tokens = Tokens::new(b"secret", Clock::system());
         let sid = SessionId::new_random();
         let sub = Uuid::new_v4();
         let token = tokens.issue(sid, sub, Role::Participant, 3, Utc::now() + chrono::Duration::minutes(5));
@@ -122,13 +135,30 @@ mod tests {
 
     #[test]
     fn other_secrets_and_expired_tokens_are_refused() {
-        let tokens = Tokens::new(b"secret");
+        let tokens = Tokens::new(b"secret", Clock::system());
         let sid = SessionId::new_random();
         let token =
             tokens.issue(sid, Uuid::new_v4(), Role::Creator, 0, Utc::now() + chrono::Duration::minutes(5));
-        assert_eq!(Tokens::new(b"other").verify(&token), Err(TokenError::Invalid));
+        assert_eq!(Tokens::new(b"other", Clock::system()).verify(&token), Err(TokenError::Invalid));
         let old =
             tokens.issue(sid, Uuid::new_v4(), Role::Creator, 0, Utc::now() - chrono::Duration::minutes(5));
         assert_eq!(tokens.verify(&old), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_expires_on_the_servers_clock_after_the_leeway() {
+        let clock = Clock::system();
+        let tokens = Tokens::new(b"secret", clock.clone());
+        let token = tokens.issue(
+            SessionId::new_random(),
+            Uuid::new_v4(),
+            Role::Participant,
+            0,
+            clock.now() + chrono::Duration::minutes(5),
+        );
+        clock.advance(std::time::Duration::from_secs(5 * 60 + LEEWAY_SECONDS as u64 - 2));
+        assert!(tokens.verify(&token).is_ok(), "within the leeway");
+        clock.advance(std::time::Duration::from_secs(4));
+        assert_eq!(tokens.verify(&token), Err(TokenError::Expired));
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::domain::{self, ChatContent, ChatMessage, ChatRoom, Participant, RoomId};
+use crate::domain::{ChatContent, ChatMessage, ChatRoom, Participant, RoomId};
 use crate::hub::{Outbox, Subscription};
 use crate::message::{Channel, Envelope, HubMessage};
 use crate::presence::PresenceMeta;
@@ -49,7 +49,7 @@ impl AppState {
             display_name: author.display_name.clone(),
             avatar_color: author.avatar_color.clone(),
             content: content.as_str().to_owned(),
-            created_at: domain::now(),
+            created_at: self.clock.now(),
         };
         let message = self.store.add_message(&new, self.config.max_chat_messages_per_room).await?;
         let frame = ServerMessage::NewMessage(&message).to_frame();

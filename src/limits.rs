@@ -7,8 +7,18 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota, RateLimiter};
+
+use crate::clock::Clock;
+
+/// A rate limiter per key, counting in the server's clock.
+type KeyedLimiter<K> = RateLimiter<K, DefaultKeyedStateStore<K>, Clock, NoOpMiddleware<Nanos>>;
+/// One rate limiter, counting in the server's clock.
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, Clock, NoOpMiddleware<Nanos>>;
 
 use crate::config::Config;
 use crate::domain::UserId;
@@ -99,17 +109,21 @@ impl std::fmt::Display for Refused {
 pub struct Limits {
     enabled: bool,
     max_bytes: [usize; 3],
-    per_user_bytes: DefaultKeyedRateLimiter<UserId>,
+    per_user_bytes: KeyedLimiter<UserId>,
     /// The byte budget's burst: what one message may cost at most.
     bytes_burst: usize,
     connection_quota: Quota,
-    per_user: DefaultKeyedRateLimiter<UserId>,
-    instance: DefaultDirectRateLimiter,
-    create_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    join_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    room_lookups_per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    chat_per_user: DefaultKeyedRateLimiter<UserId>,
-    clock: DefaultClock,
+    per_user: KeyedLimiter<UserId>,
+    instance: DirectLimiter,
+    create_per_ip: KeyedLimiter<IpAddr>,
+    join_per_ip: KeyedLimiter<IpAddr>,
+    room_lookups_per_ip: KeyedLimiter<IpAddr>,
+    chat_per_user: KeyedLimiter<UserId>,
+    clock: Clock,
+}
+
+fn keyed<K: std::hash::Hash + Eq + Clone>(quota: Quota, clock: &Clock) -> KeyedLimiter<K> {
+    RateLimiter::dashmap_with_clock(quota, clock.clone())
 }
 
 fn nonzero(n: u32) -> NonZeroU32 {
@@ -122,35 +136,39 @@ fn per_second(rate: u32) -> Quota {
 }
 
 impl Limits {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, clock: Clock) -> Self {
         Self {
             enabled: config.rate_limit_enabled,
             connection_quota: per_second(config.rate_limit_connection_per_second),
-            per_user: RateLimiter::keyed(per_second(config.rate_limit_user_per_second)),
-            instance: RateLimiter::direct(per_second(config.rate_limit_instance_per_second)),
-            create_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(
-                config.rate_limit_sessions_per_minute,
-            ))),
-            join_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_joins_per_minute))),
-            room_lookups_per_ip: RateLimiter::keyed(Quota::per_minute(nonzero(
-                config.rate_limit_room_lookups_per_minute,
-            ))),
-            chat_per_user: RateLimiter::keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute))),
+            per_user: keyed(per_second(config.rate_limit_user_per_second), &clock),
+            instance: RateLimiter::direct_with_clock(
+                per_second(config.rate_limit_instance_per_second),
+                clock.clone(),
+            ),
+            create_per_ip: keyed(Quota::per_minute(nonzero(config.rate_limit_sessions_per_minute)), &clock),
+            join_per_ip: keyed(Quota::per_minute(nonzero(config.rate_limit_joins_per_minute)), &clock),
+            room_lookups_per_ip: keyed(
+                Quota::per_minute(nonzero(config.rate_limit_room_lookups_per_minute)),
+                &clock,
+            ),
+            chat_per_user: keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)), &clock),
             max_bytes: [
                 config.max_publish_bytes,
                 config.max_direct_message_bytes,
                 config.max_chat_message_bytes,
             ],
-            per_user_bytes: RateLimiter::keyed(per_second(config.rate_limit_user_bytes_per_second)),
+            per_user_bytes: keyed(per_second(config.rate_limit_user_bytes_per_second), &clock),
             bytes_burst: config.rate_limit_user_bytes_per_second as usize * 2,
-            clock: DefaultClock::default(),
+            clock,
         }
     }
 
     /// A new connection's own bucket and reply throttle.
     pub fn connection(&self) -> ConnectionLimiter {
         ConnectionLimiter {
-            bucket: self.enabled.then(|| RateLimiter::direct(self.connection_quota)),
+            bucket: self
+                .enabled
+                .then(|| RateLimiter::direct_with_clock(self.connection_quota, self.clock.clone())),
             last_reply: ReplyThrottle::default(),
         }
     }
@@ -170,7 +188,7 @@ impl Limits {
         if !self.enabled {
             return Ok(());
         }
-        let wait = |not_until: governor::NotUntil<_>| not_until.wait_time_from(self.clock.now());
+        let wait = |not_until| self.wait(not_until);
         self.per_user.check_key(&user_id).map_err(wait)?;
         self.instance.check().map_err(wait)
     }
@@ -196,13 +214,13 @@ impl Limits {
         if kind == MessageKind::Chat {
             self.chat_per_user
                 .check_key(&user_id)
-                .map_err(|not_until| Refused::OverBudget(not_until.wait_time_from(self.clock.now())))?;
+                .map_err(|not_until| Refused::OverBudget(self.wait(not_until)))?;
         }
         let cost = bytes.max(1).saturating_mul(recipients.max(1));
         let n = NonZeroU32::new(u32::try_from(cost).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
         match self.per_user_bytes.check_key_n(&user_id, n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Refused::OverBudget(not_until.wait_time_from(self.clock.now()))),
+            Ok(Err(not_until)) => Err(Refused::OverBudget(self.wait(not_until))),
             Err(_insufficient) => Err(Refused::TooCostly { cost, burst: self.bytes_burst }),
         }
     }
@@ -217,10 +235,15 @@ impl Limits {
             RestAction::Join => &self.join_per_ip,
             RestAction::RoomLookup => &self.room_lookups_per_ip,
         };
-        limiter.check_key(&client_key(ip)).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        limiter.check_key(&client_key(ip)).map_err(|not_until| self.wait(not_until))
     }
 
     /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
+    /// How long until a refused request would pass.
+    fn wait(&self, not_until: NotUntil<Nanos>) -> Duration {
+        not_until.wait_time_from(governor::clock::Clock::now(&self.clock))
+    }
+
     pub fn retain_recent(&self) {
         self.per_user.retain_recent();
         self.per_user_bytes.retain_recent();
@@ -245,7 +268,7 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
 
 /// One connection's bucket, and when it last told its client it was limited.
 pub struct ConnectionLimiter {
-    bucket: Option<DefaultDirectRateLimiter>,
+    bucket: Option<DirectLimiter>,
     last_reply: ReplyThrottle,
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{self, SessionId, UserId};
+use crate::domain::{SessionId, UserId};
 use crate::message::{Channel, Envelope, HubMessage, close_code};
 use crate::protocol::native::ServerMessage;
 use crate::state::{AppState, EndReason};
@@ -46,14 +46,14 @@ pub async fn run(state: AppState) {
         return;
     }
     let mut ticks = tokio::time::interval(Duration::from_secs(state.config.revocation_check_seconds));
-    let mut since = domain::now() - OVERLAP;
+    let mut since = state.clock.now() - OVERLAP;
     let mut seen = Seen::default();
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let now = domain::now();
+        let now = state.clock.now();
         match check_once(&state, since, &mut seen).await {
             Ok(closed) if closed > 0 => {
                 tracing::info!(closed, "closed sockets of departures the bus did not deliver");

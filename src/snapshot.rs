@@ -66,7 +66,7 @@ pub(crate) async fn load(state: &AppState, session_id: domain::SessionId, me: &P
         Err(err) => return Loaded::Failed(err),
     };
     let session = match current {
-        Some(current) if current.is_live(domain::now()) => current,
+        Some(current) if current.is_live(state.clock.now()) => current,
         _ => return Loaded::Ended,
     };
     let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();

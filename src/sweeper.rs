@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 
-use crate::domain::{self, SessionId};
+use crate::domain::SessionId;
 use crate::message::Channel;
 use crate::state::{AppState, EndReason};
 use crate::store::{ActivityBatch, StoreError};
@@ -33,7 +33,7 @@ pub async fn sweep_once(state: &AppState) -> Result<SweepReport, StoreError> {
     state.limits.retain_recent();
     // Pending activity first, so write-behind can never make an active session look idle.
     let flushed = state.activity.flush(state.store.as_ref()).await?;
-    let now = domain::now();
+    let now = state.clock.now();
     let idle = ChronoDuration::from_std(state.config.session_idle_timeout()).unwrap_or(ChronoDuration::MAX);
     let idle_since = now.checked_sub_signed(idle).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     // Another instance may have seen activity it has not written yet; the bus knows.

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use super::{Bus, BusError};
+use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId};
 use crate::message::{Channel, Envelope};
 use crate::presence::{LocalPresence, PresenceMeta};
@@ -22,11 +23,13 @@ pub struct LocalBus {
     locations: Mutex<Cache>,
     presence: LocalPresence,
     room_members: Mutex<HashMap<(RoomId, UserId), i64>>,
+    /// What cached locations expire by.
+    clock: Clock,
 }
 
 impl LocalBus {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(clock: Clock) -> Self {
+        Self { clock, ..Self::default() }
     }
 
     fn with_locations<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {
@@ -58,13 +61,13 @@ impl Bus for LocalBus {
         location: &Location,
         ttl: Duration,
     ) -> Result<(), BusError> {
-        let expires = Instant::now() + ttl;
+        let expires = self.clock.instant() + ttl;
         self.with_locations(|map| map.entry(session_id).or_default().insert(user_id, (*location, expires)));
         Ok(())
     }
 
     async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
-        let now = Instant::now();
+        let now = self.clock.instant();
         Ok(self.with_locations(|map| {
             map.get(&session_id)
                 .map(|users| {
@@ -96,7 +99,7 @@ impl Bus for LocalBus {
     }
 
     async fn purge_expired(&self) -> usize {
-        let now = Instant::now();
+        let now = self.clock.instant();
         self.with_locations(|map| {
             let mut purged = 0;
             map.retain(|_, users| {
@@ -162,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn locations_expire_after_their_ttl() {
-        let bus = LocalBus::new();
+        let bus = LocalBus::new(Clock::system());
         let (session, user) = (SessionId::new_random(), UserId::new_random());
         bus.put_location(session, user, &here(), Duration::from_millis(30)).await.unwrap();
         assert_eq!(bus.locations(session).await.unwrap().len(), 1);
@@ -174,7 +177,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_newer_location_replaces_the_older_one() {
-        let bus = LocalBus::new();
+        let bus = LocalBus::new(Clock::system());
         let (session, user) = (SessionId::new_random(), UserId::new_random());
         bus.put_location(session, user, &here(), Duration::from_secs(30)).await.unwrap();
         let moved = Location { lat: 5.0, ..here() };

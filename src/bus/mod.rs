@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId};
 use crate::message::{Channel, Envelope};
 use crate::presence::PresenceMeta;
@@ -36,28 +37,33 @@ pub enum BusEvent {
 
 pub type Inbound = mpsc::UnboundedReceiver<BusEvent>;
 
+/// How a bus is set up. The in-process bus reads only the clock.
+#[derive(Debug, Clone)]
+pub struct BusSettings {
+    /// REDIS_URL: Redis when set, the in-process bus otherwise.
+    pub redis_url: Option<String>,
+    pub instance_id: Uuid,
+    /// The expiry of the per-session keys, so an abandoned session's keys go away by themselves.
+    pub session_key_ttl_secs: u64,
+    /// How long the writer holds a pipeline after its first command, to gather more.
+    pub batch_delay: Duration,
+    /// REDIS_QUEUE_MAX_BYTES: what may wait for Redis before messages are dropped.
+    pub queue_max_bytes: usize,
+    /// The server's clock: cached locations expire by it (Redis expires its keys on its
+    /// own clock) and activity is stamped with it.
+    pub clock: Clock,
+}
+
 /// The in-process bus, or Redis when `redis_url` is set. The receiver carries messages from
 /// other instances (none for the in-process bus).
 pub async fn connect(
-    redis_url: Option<&str>,
-    instance_id: Uuid,
-    session_key_ttl_secs: u64,
-    batch_delay: Duration,
-    queue_max_bytes: usize,
+    settings: BusSettings,
     shutdown: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, Option<Inbound>), BusError> {
-    match redis_url {
-        None => Ok((Arc::new(LocalBus::new()), None)),
+    match &settings.redis_url {
+        None => Ok((Arc::new(LocalBus::new(settings.clock)), None)),
         Some(url) => {
-            let (bus, inbound) = RedisBus::connect(
-                url,
-                instance_id,
-                session_key_ttl_secs,
-                batch_delay,
-                queue_max_bytes,
-                shutdown,
-            )
-            .await?;
+            let (bus, inbound) = RedisBus::connect(url, &settings, shutdown).await?;
             Ok((Arc::new(bus), Some(inbound)))
         }
     }

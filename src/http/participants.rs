@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::extract::{ApiPath, Bearer};
 use crate::auth::Role;
-use crate::domain::{self, Participant, SessionId, UserId};
+use crate::domain::{Participant, SessionId, UserId};
 use crate::error::ApiError;
 use crate::message::Channel;
 use crate::presence::{PresenceMap, presence_map};
@@ -123,7 +123,7 @@ async fn remove(
         // A replaced token cannot remove its holder.
         state.check_generation(&participant, &claims)?;
     }
-    if !session.is_live(domain::now()) {
+    if !session.is_live(state.clock.now()) {
         return Err(ApiError::session_ended());
     }
     if state.remove_participant(session_id, user_id).await? {

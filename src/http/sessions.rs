@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, Bearer, ClientIp};
 use crate::auth::Role;
-use crate::domain::{self, AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
+use crate::domain::{AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
 use crate::error::ApiError;
 use crate::limits::RestAction;
 use crate::state::{AppState, EndReason};
@@ -54,7 +54,7 @@ async fn create(
     state.limits.allow_rest(RestAction::CreateSession, ip).map_err(ApiError::rate_limited)?;
     let name = SessionName::parse(body.name)?.into_inner();
     let lifetime = ExpiresInMinutes::parse(body.expires_in_minutes)?;
-    let now = domain::now();
+    let now = state.clock.now();
     let new = NewSession {
         id: SessionId::new_random(),
         name,
@@ -97,7 +97,7 @@ async fn show(
     ApiPath(session_id): ApiPath<SessionId>,
 ) -> Result<Json<SessionDetails>, ApiError> {
     let session = state.store.session(session_id).await?.ok_or_else(|| ApiError::not_found("session"))?;
-    let is_active = session.is_live(domain::now());
+    let is_active = session.is_live(state.clock.now());
     Ok(Json(SessionDetails {
         id: session.id,
         name: session.name,
@@ -126,7 +126,7 @@ async fn end(
     if claims.role != Role::Creator || claims.session_id() != session_id || claims.sub != creator {
         return Err(ApiError::forbidden("only the session's creator_token may end it"));
     }
-    if !state.store.end_session(session_id, domain::now()).await? {
+    if !state.store.end_session(session_id, state.clock.now()).await? {
         return Err(ApiError::session_ended());
     }
     tracing::info!(%session_id, "session ended by its creator");
@@ -170,7 +170,7 @@ async fn join(
         user_id: UserId::new_random(),
         display_name,
         avatar_color,
-        joined_at: domain::now(),
+        joined_at: state.clock.now(),
     };
     let (participant, expires_at) = match state
         .store

@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::chat::token_of_session;
 use super::extract::{ApiJson, ApiPath, Bearer, active};
 use crate::auth::Claims;
-use crate::domain::{self, Location, LocationInput, Participant, SessionId};
+use crate::domain::{Location, LocationInput, Participant, SessionId};
 use crate::error::ApiError;
 use crate::snapshot::{self, Loaded};
 use crate::state::AppState;
@@ -83,7 +83,7 @@ async fn push(
 ) -> Result<Json<Pushed>, ApiError> {
     let me = caller(&state, &claims, session_id).await?;
     state.limits.allow_user_message(me.user_id).map_err(ApiError::rate_limited)?;
-    let now = domain::now();
+    let now = state.clock.now();
     let points = parse_points(body, now)?;
     let ttl = chrono::Duration::from_std(state.config.location_ttl()).unwrap_or(chrono::Duration::MAX);
     let oldest_live = now.checked_sub_signed(ttl).unwrap_or(DateTime::<Utc>::MIN_UTC);
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn points_come_alone_or_in_batches_and_bad_ones_are_named() {
-        let now = domain::now();
+        let now = crate::domain::now();
         let one = json!({ "lat": 1.0, "lng": 2.0, "accuracy": 5.0 });
         assert_eq!(parse_points(one.clone(), now).unwrap().len(), 1);
         assert_eq!(parse_points(json!({ "locations": [one.clone(), one.clone()] }), now).unwrap().len(), 2);

@@ -262,7 +262,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_routes_by_session_and_skips_the_sender() {
-        let hub = Arc::new(Hub::new(Arc::new(LocalBus::new()), 16, usize::MAX, Arc::default()));
+        let hub = Arc::new(Hub::new(
+            Arc::new(LocalBus::new(crate::clock::Clock::system())),
+            16,
+            usize::MAX,
+            Arc::default(),
+        ));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::auth::{Claims, Role};
-use crate::domain::{self, Participant, Session, SessionId};
+use crate::domain::{Participant, Session, SessionId};
 use crate::error::ApiError;
 
 /// 401 `token_revoked`.
@@ -35,8 +35,11 @@ impl AppState {
         session_expires_at: DateTime<Utc>,
     ) -> (String, DateTime<Utc>) {
         let ttl = chrono::Duration::seconds(i64::try_from(self.config.token_ttl_seconds).unwrap_or(i64::MAX));
-        let expires_at =
-            domain::now().checked_add_signed(ttl).map_or(session_expires_at, |t| t.min(session_expires_at));
+        let expires_at = self
+            .clock
+            .now()
+            .checked_add_signed(ttl)
+            .map_or(session_expires_at, |t| t.min(session_expires_at));
         (self.tokens.issue(session_id, subject, role, generation, expires_at), expires_at)
     }
 
@@ -57,7 +60,7 @@ impl AppState {
     /// The session, if it exists and is live; 410 otherwise.
     async fn live_session(&self, session_id: SessionId) -> Result<Session, ApiError> {
         let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
-        if !session.is_live(domain::now()) {
+        if !session.is_live(self.clock.now()) {
             return Err(ApiError::session_ended());
         }
         Ok(session)
@@ -76,7 +79,7 @@ impl AppState {
     fn in_rotation_grace(&self, participant: &Participant, claims: &Claims) -> bool {
         let grace = chrono::Duration::seconds(self.config.token_rotation_grace_seconds.min(3600) as i64);
         claims.r#gen + 1 == participant.token_generation
-            && participant.token_rotated_at.is_some_and(|at| domain::now() < at + grace)
+            && participant.token_rotated_at.is_some_and(|at| self.clock.now() < at + grace)
     }
 
     /// A fresh token with the same claims, for a session that is still live and a holder
@@ -91,7 +94,7 @@ impl AppState {
                 let (session, participant) = self.active_participant(claims).await?;
                 let generation = if claims.r#gen == participant.token_generation {
                     self.store
-                        .rotate_tokens(session_id, claims.user_id(), claims.r#gen, domain::now())
+                        .rotate_tokens(session_id, claims.user_id(), claims.r#gen, self.clock.now())
                         .await?
                         .ok_or_else(superseded)?
                 } else {

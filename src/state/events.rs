@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 
 use super::AppState;
-use crate::domain::{self, Location, Participant, SessionId, UserId};
+use crate::domain::{Location, Participant, SessionId, UserId};
 use crate::message::{Channel, Envelope, HubMessage, close_code};
 use crate::presence::{PresenceMeta, presence_map};
 use crate::protocol::native::{LocationBroadcast, ServerMessage};
@@ -51,7 +51,7 @@ impl AppState {
         session_id: SessionId,
         user_id: UserId,
     ) -> Result<bool, StoreError> {
-        let was_active = self.store.leave(session_id, user_id, domain::now()).await?;
+        let was_active = self.store.leave(session_id, user_id, self.clock.now()).await?;
         if was_active {
             let frame = ServerMessage::ParticipantLeft { user_id }.to_frame();
             self.publish(session_id, HubMessage::Event { frame });
@@ -158,7 +158,7 @@ impl AppState {
     /// The hot path: remember the location, hand it to every subscriber, note activity.
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
         // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
-        let age = (domain::now() - location.timestamp).to_std().unwrap_or_default();
+        let age = (self.clock.now() - location.timestamp).to_std().unwrap_or_default();
         let ttl = self.config.location_ttl().saturating_sub(age).max(Duration::from_secs(1));
         if let Err(err) = self.bus.put_location(session_id, user_id, &location, ttl).await {
             // Live delivery matters more than the cache that late joiners read.
@@ -166,6 +166,6 @@ impl AppState {
         }
         let frame = ServerMessage::LocationBroadcast(LocationBroadcast { user_id, location }).to_frame();
         self.publish(session_id, HubMessage::Location { from: user_id, frame });
-        self.activity.touch(session_id, user_id, domain::now());
+        self.activity.touch(session_id, user_id, self.clock.now());
     }
 }

@@ -21,6 +21,7 @@ use crate::activity::Activity;
 use crate::admission::Admission;
 use crate::auth::Tokens;
 use crate::bus::Bus;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::UserId;
 use crate::hub::Hub;
@@ -40,6 +41,8 @@ pub struct Inner {
     pub bus: Arc<dyn Bus>,
     pub hub: Arc<Hub>,
     pub tokens: Tokens,
+    /// The time every rule reads (idle expiry, token expiry, rate limits); tests move it.
+    pub clock: Clock,
     pub activity: Activity,
     /// Cancelled when the server begins shutting down.
     pub shutdown: CancellationToken,
@@ -79,7 +82,9 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let prometheus = crate::metrics::install();
-        let limits = Limits::new(&config);
+        // One clock for every rule: the one the tokens expire by.
+        let clock = tokens.clock().clone();
+        let limits = Limits::new(&config, clock.clone());
         let metrics = Arc::new(RealtimeMetrics::new());
         let hub = Arc::new(Hub::new(
             bus.clone(),
@@ -96,6 +101,7 @@ impl AppState {
             bus,
             hub,
             tokens,
+            clock,
             activity: Activity::new(),
             shutdown,
             sockets: TaskTracker::new(),

@@ -11,6 +11,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::domain::UserId;
 use crate::hub::Outbox;
 use crate::message::{CloseReason, close_code};
@@ -135,7 +136,7 @@ async fn read_loop<P: Protocol>(
     let writer_finished = writer_done.cancelled();
     let resync = outbox.resync_requested();
     let mut token_expires_at = protocol.token_expires_at();
-    let token_expiry = tokio::time::sleep_until(instant_of(token_expires_at));
+    let token_expiry = tokio::time::sleep_until(instant_of(&state.clock, token_expires_at));
     let mut expired = false;
     tokio::pin!(writer_finished, resync, token_expiry);
     loop {
@@ -192,7 +193,7 @@ async fn read_loop<P: Protocol>(
                         // A `refresh_token` moves the expiry on.
                         if protocol.token_expires_at() != token_expires_at {
                             token_expires_at = protocol.token_expires_at();
-                            token_expiry.as_mut().reset(instant_of(token_expires_at));
+                            token_expiry.as_mut().reset(instant_of(&state.clock, token_expires_at));
                         }
                     }
                     Err(scope) => {
@@ -223,9 +224,9 @@ async fn read_loop<P: Protocol>(
     }
 }
 
-/// The tokio instant of a Unix time in seconds (now, if it is past).
-fn instant_of(unix_secs: i64) -> tokio::time::Instant {
-    let left = unix_secs.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+/// The tokio instant of a Unix time in seconds on the server's clock (now, if it is past).
+fn instant_of(clock: &Clock, unix_secs: i64) -> tokio::time::Instant {
+    let left = unix_secs.saturating_sub(clock.now().timestamp()).max(0);
     tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs())
 }
 

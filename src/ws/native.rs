@@ -10,7 +10,7 @@ use super::connection::{self, Protocol};
 use crate::auth::Claims;
 use crate::chat::RoomMembership;
 use crate::domain::topic::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
-use crate::domain::{self, ChatContent, ChatRoom, Location, Participant, RoomId, Session};
+use crate::domain::{ChatContent, ChatRoom, Location, Participant, RoomId, Session};
 use crate::hub::Outbox;
 use crate::limits::{MessageKind, Refused, ReplyThrottle};
 use crate::message::{Channel, CloseReason, Wire, close_code};
@@ -32,7 +32,7 @@ pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) 
             .subscribe(Channel::Session(session.id), me.user_id, state.hub.outbox(Wire::Native))
             .await;
         let outbox = subscription.outbox.clone();
-        let presence = PresenceMeta::connect(&me, domain::now());
+        let presence = PresenceMeta::connect(&me, state.clock.now());
         state.presence_join(session.id, &presence);
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
@@ -57,7 +57,7 @@ pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) 
         }
         state.presence_leave(session.id, &conn.session_meta);
         drop(subscription);
-        state.activity.touch(session.id, me.user_id, domain::now());
+        state.activity.touch(session.id, me.user_id, state.clock.now());
         tracing::info!("disconnected");
     }
     .instrument(span)
@@ -293,7 +293,7 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 Err(err) => refuse_topic(outbox, &err),
             }
         }
-        Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, domain::now()) {
+        Ok(ClientMessage::LocationUpdate(input)) => match Location::parse(&input, state.clock.now()) {
             Ok(_) if conn.paused => metrics.location_updates_in.increment(1), // shared with no one
             Ok(location) => {
                 metrics.location_updates_in.increment(1);

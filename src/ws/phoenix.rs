@@ -21,7 +21,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::connection::{self, Protocol};
-use crate::domain::{self, Location, LocationInput, Participant, Session};
+use crate::domain::{Location, LocationInput, Participant, Session};
 use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::hub::Outbox;
@@ -103,7 +103,7 @@ async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, wire
             outbox: &outbox,
             wire,
             topic: topic_of(session.id),
-            presence: PresenceMeta::connect(&me, domain::now()),
+            presence: PresenceMeta::connect(&me, state.clock.now()),
             joined: None,
             present: false,
             token_expires_at: claims.exp,
@@ -111,7 +111,7 @@ async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, wire
         connection::serve(socket, &state, me.user_id, &outbox, &mut phoenix).await;
         phoenix.leave();
         drop(subscription);
-        state.activity.touch(session.id, me.user_id, domain::now());
+        state.activity.touch(session.id, me.user_id, state.clock.now());
         tracing::info!("disconnected");
     }
     .instrument(span)
@@ -218,7 +218,7 @@ impl PhoenixSocket<'_> {
             }
             (_, "location_update") => match serde_json::from_str::<LocationInput>(incoming.payload.get())
                 .map_err(|e| e.to_string())
-                .and_then(|input| Location::parse(&input, domain::now()).map_err(|e| e.to_string()))
+                .and_then(|input| Location::parse(&input, self.state.clock.now()).map_err(|e| e.to_string()))
             {
                 Ok(location) => {
                     metrics.location_updates_in.increment(1);

@@ -9,7 +9,7 @@ use std::path::Path;
 /// Each top-level module of `src/` and its layer, lowest first. A module may import its
 /// own layer's and lower layers' modules only.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("domain", &["domain", "config", "test_support"]),
+    ("domain", &["domain", "clock", "config", "test_support"]),
     ("vocabulary", &["message", "presence", "protocol", "auth"]),
     ("backends", &["store", "bus"]),
     ("engine", &["hub", "metrics", "limits"]),

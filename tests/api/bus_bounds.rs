@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use convoy::bus::{Bus, BusEvent, RedisBus};
+use convoy::bus::{Bus, BusEvent, BusSettings, RedisBus};
+use convoy::clock::Clock;
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};
 use tokio_util::sync::CancellationToken;
@@ -14,9 +15,15 @@ use super::helpers::*;
 
 async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convoy::bus::Inbound) {
     let (_, redis_url) = scaled_urls();
-    RedisBus::connect(&redis_url, uuid::Uuid::new_v4(), 3600, Duration::ZERO, max_bytes, shutdown.clone())
-        .await
-        .expect("redis")
+    let settings = BusSettings {
+        redis_url: Some(redis_url.clone()),
+        instance_id: uuid::Uuid::new_v4(),
+        session_key_ttl_secs: 3600,
+        batch_delay: Duration::ZERO,
+        queue_max_bytes: max_bytes,
+        clock: Clock::system(),
+    };
+    RedisBus::connect(&redis_url, &settings, shutdown.clone()).await.expect("redis")
 }
 
 #[cfg_attr(

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy::bus::{self, Bus};
+use convoy::bus::{self, Bus, BusSettings};
+use convoy::clock::Clock;
 use convoy::domain::{Location, RoomId, SessionId, UserId, now};
 use convoy::message::Channel;
 use convoy::presence::PresenceMeta;
@@ -26,16 +27,15 @@ async fn redis() -> (Arc<dyn Bus>, CancellationToken) {
 
 async fn bus_on(redis_url: Option<String>) -> (Arc<dyn Bus>, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let (bus, _inbound) = bus::connect(
-        redis_url.as_deref(),
-        uuid::Uuid::new_v4(),
-        3600,
-        Duration::ZERO,
-        64 * 1024 * 1024,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let settings = BusSettings {
+        redis_url,
+        instance_id: uuid::Uuid::new_v4(),
+        session_key_ttl_secs: 3600,
+        batch_delay: Duration::ZERO,
+        queue_max_bytes: 64 * 1024 * 1024,
+        clock: Clock::system(),
+    };
+    let (bus, _inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();
     (bus, shutdown)
 }
 

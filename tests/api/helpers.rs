@@ -236,6 +236,13 @@ pub struct Created {
 }
 
 impl TestApp {
+    /// Moves the server's clock forward: what reads it (idle expiry, cached locations on
+    /// the in-process bus, token expiry, rate limits) sees `by` pass at once. Timers already
+    /// sleeping (heartbeats, a socket's token expiry) and Redis's own clock do not move.
+    pub fn advance(&self, by: Duration) {
+        self.state.clock.advance(by);
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

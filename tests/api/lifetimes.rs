@@ -1,5 +1,7 @@
-//! Lifetimes with short configured durations: location TTL, idle expiry, activity written
-//! behind that must still keep a session alive, and the sweeper's exactly-once end.
+//! Lifetimes: location TTL, idle expiry, activity written behind that must still keep a
+//! session alive, and the sweeper's exactly-once end. Time passes by moving the server's
+//! clock (`TestApp::advance`) and stepping the sweeper, not by waiting; only Redis, which
+//! expires cached locations on its own clock, is waited for.
 
 use std::time::Duration;
 
@@ -20,7 +22,11 @@ async fn locations_vanish_from_snapshots_after_their_ttl(backend: Backend) {
     let (_, fresh) = app.connect(&bob.token).await;
     assert_eq!(fresh["data"]["locations"].as_array().unwrap().len(), 1);
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    if app.backend.uses_redis() {
+        tokio::time::sleep(Duration::from_millis(1300)).await; // Redis's clock, not ours
+    } else {
+        app.advance(Duration::from_millis(1001));
+    }
     let (_, stale) = app.connect(&bob.token).await;
     assert_eq!(stale["data"]["locations"], json!([]));
     // The in-process cache is purged by the sweeper; Redis expires its keys itself.
@@ -28,15 +34,24 @@ async fn locations_vanish_from_snapshots_after_their_ttl(backend: Backend) {
     assert_eq!(purged, if app.backend.uses_redis() { 0 } else { 1 });
 }
 
+/// Idle expiry for these tests: ten minutes, far from the sessions' end a day away.
+const IDLE: Duration = Duration::from_secs(600);
+
+fn idle_after(c: &mut convoy::Config) {
+    c.session_idle_timeout_seconds = IDLE.as_secs();
+    c.sweep_interval_seconds = 3600; // the tests step the sweeper themselves
+}
+
 async fn an_idle_session_is_ended_by_the_sweeper_and_its_sockets_told(backend: Backend) {
-    let app = spawn_app_on(backend, |c| {
-        c.session_idle_timeout_seconds = 1;
-        c.sweep_interval_seconds = 1;
-    })
-    .await;
+    let app = spawn_app_on(backend, idle_after).await;
     let (session, [ann]) = app.session_with(["Ann"]).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
 
+    app.advance(IDLE - Duration::from_secs(5));
+    assert!(sweep_once(&app.state).await.unwrap().ended.is_empty(), "not idle long enough yet");
+    app.advance(Duration::from_secs(10));
+    let ended_ids = sweep_once(&app.state).await.unwrap().ended;
+    assert_eq!(ended_ids, vec![session.session_id.parse::<SessionId>().unwrap()]);
     let ended = ann_ws.next_of_type("session_ended").await;
     assert_eq!(ended["data"]["reason"], "expired");
     assert_eq!(ann_ws.closed().await.map(|f| u16::from(f.code)), Some(1000));
@@ -59,8 +74,7 @@ async fn location_updates_keep_a_session_alive_even_when_activity_is_written_beh
     // The flush interval is far longer than the idle timeout: only the sweeper's own flush
     // before it looks for idle sessions can keep this session alive.
     let app = spawn_app_on(backend, |c| {
-        c.session_idle_timeout_seconds = 2;
-        c.sweep_interval_seconds = 1;
+        idle_after(c);
         c.activity_flush_interval_seconds = 3600;
     })
     .await;
@@ -68,11 +82,15 @@ async fn location_updates_keep_a_session_alive_even_when_activity_is_written_beh
     let (mut ann_ws, _) = app.connect(&ann.token).await;
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
-    for i in 0..20 {
+    // Ann moves every two thirds of the idle timeout, for twice the idle timeout.
+    for i in 0..3 {
+        app.advance(IDLE * 2 / 3);
         ann_ws.send_location(10.0 + f64::from(i) / 1000.0, 10.0).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        bob_ws.next_of_type("location_broadcast").await;
+        ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
+        ann_ws.next_of_type("pong").await; // her update was handled, activity noted
+        assert!(sweep_once(&app.state).await.unwrap().ended.is_empty(), "ended while moving");
     }
-    // Five seconds of movement, more than twice the idle timeout: still live.
     let details: Value =
         app.get(&format!("/api/sessions/{}", session.session_id)).await.json().await.unwrap();
     assert_eq!(details["is_active"], true, "{details}");
@@ -86,11 +104,13 @@ async fn location_updates_keep_a_session_alive_even_when_activity_is_written_beh
         .unwrap();
     let last_seen = chrono::DateTime::parse_from_rfc3339(ann_row["last_seen"].as_str().unwrap()).unwrap();
     assert!(
-        chrono::Utc::now().signed_duration_since(last_seen) < chrono::Duration::seconds(3),
-        "last_seen was written"
+        app.state.clock.now().signed_duration_since(last_seen) < chrono::Duration::seconds(3),
+        "last_seen was written: {last_seen}"
     );
 
     // Once movement stops, the session idles out.
+    app.advance(IDLE + Duration::from_secs(1));
+    assert_eq!(sweep_once(&app.state).await.unwrap().ended.len(), 1);
     let ended = bob_ws.next_of_type("session_ended").await;
     assert_eq!(ended["data"]["reason"], "expired");
 }
@@ -121,10 +141,10 @@ async fn expired_sessions_are_ended_exactly_once_even_by_concurrent_sweeps(backe
 }
 
 async fn sweep_once_reports_what_it_ended(backend: Backend) {
-    let app = spawn_app_on(backend, |c| c.session_idle_timeout_seconds = 1).await;
+    let app = spawn_app_on(backend, idle_after).await;
     let session = app.create_session(json!({})).await;
     assert!(sweep_once(&app.state).await.unwrap().ended.is_empty());
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance(IDLE + Duration::from_secs(1));
     let report = sweep_once(&app.state).await.unwrap();
     assert_eq!(report.ended, vec![session.session_id.parse::<SessionId>().unwrap()]);
     assert!(sweep_once(&app.state).await.unwrap().ended.is_empty());

@@ -31,7 +31,7 @@ async fn a_flooding_socket_is_throttled_told_once_and_kept(backend: Backend) {
     assert_eq!(seen[0]["data"]["lat"], 0.0, "the first ones pass, the excess is dropped");
 
     // Not a disconnect: once the bucket refills, the same socket works.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.advance(Duration::from_millis(1100));
     ann_ws.send_json(json!({ "type": "ping", "data": {} })).await;
     assert_eq!(ann_ws.next_of_type("pong").await["type"], "pong");
     ann_ws.send_location(50.0, 0.0).await;

@@ -48,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::wire;
-use super::{Bus, BusError, Inbound};
+use super::{Bus, BusError, BusSettings, Inbound};
+use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
 use crate::message::{Channel, Envelope, HubMessage};
 use crate::presence::{LocalPresence, PresenceMeta};
@@ -90,23 +91,20 @@ pub struct RedisBus {
     subscriptions: mpsc::UnboundedSender<Subscription>,
     breaker: Arc<Breaker>,
     dropped_total: ::metrics::Counter,
+    clock: Clock,
 }
 
 impl RedisBus {
-    /// `session_key_ttl_secs` is the expiry of the per-session keys, so an abandoned
-    /// session's keys go away by themselves.
     /// Connects (failing fast if Redis cannot be reached at start) and starts the writer,
     /// subscriber and prober tasks, which stop when `shutdown` is cancelled. Messages from
     /// other instances arrive on the returned receiver, in order. The writer holds each
     /// pipeline `batch_delay` after its first command, to gather more.
     pub async fn connect(
         url: &str,
-        instance_id: Uuid,
-        session_key_ttl_secs: u64,
-        batch_delay: Duration,
-        queue_max_bytes: usize,
+        settings: &BusSettings,
         shutdown: CancellationToken,
     ) -> Result<(Self, Inbound), BusError> {
+        let BusSettings { instance_id, session_key_ttl_secs, batch_delay, queue_max_bytes, .. } = *settings;
         let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
@@ -157,7 +155,11 @@ impl RedisBus {
             shutdown,
         ));
         let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
-        Ok((Self { instance_id, presence, conn, queue, subscriptions, breaker, dropped_total }, inbound))
+        let clock = settings.clock.clone();
+        Ok((
+            Self { instance_id, presence, conn, queue, subscriptions, breaker, dropped_total, clock },
+            inbound,
+        ))
     }
 
     fn enqueue(&self, command: Command) {
@@ -312,7 +314,7 @@ impl Bus for RedisBus {
             user_id,
             json,
             ttl_secs: ttl.as_secs().max(1),
-            at_ms: Utc::now().timestamp_millis(),
+            at_ms: self.clock.now().timestamp_millis(),
         };
         self.enqueue(command);
         Ok(())
