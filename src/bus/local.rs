@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
-use super::{Bus, BusError};
+use super::{Bus, BusError, LocationCache, Messaging, PresenceRegistry};
 use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId};
 use crate::message::{Channel, Envelope};
@@ -40,11 +40,7 @@ impl LocalBus {
 }
 
 #[async_trait]
-impl Bus for LocalBus {
-    fn kind(&self) -> &'static str {
-        "in-process"
-    }
-
+impl Messaging for LocalBus {
     // One instance: everything was already delivered locally by the hub.
     fn publish(&self, _envelope: &Envelope) {}
 
@@ -54,6 +50,12 @@ impl Bus for LocalBus {
 
     fn unsubscribe(&self, _channel: Channel) {}
 
+    // One instance: nobody else can stop without this one knowing.
+    async fn flush(&self, _within: Duration) {}
+}
+
+#[async_trait]
+impl LocationCache for LocalBus {
     async fn put_location(
         &self,
         session_id: SessionId,
@@ -119,11 +121,10 @@ impl Bus for LocalBus {
     ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError> {
         Ok(Vec::new())
     }
+}
 
-    async fn ping(&self) -> Result<(), BusError> {
-        Ok(())
-    }
-
+#[async_trait]
+impl PresenceRegistry for LocalBus {
     fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
         self.presence.join(channel, meta);
     }
@@ -147,11 +148,19 @@ impl Bus for LocalBus {
         Ok(now)
     }
 
-    // One instance: nobody else can stop without this one knowing.
-    async fn flush(&self, _within: Duration) {}
-
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         Ok(Vec::new())
+    }
+}
+
+#[async_trait]
+impl Bus for LocalBus {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        Ok(())
     }
 }
 

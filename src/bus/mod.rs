@@ -1,7 +1,10 @@
-//! The `Bus`: what instances share while it is in flight or short-lived. It carries hub
-//! messages between instances and keeps the latest location of each participant for
-//! LOCATION_TTL_SECONDS. The in-process implementation serves a single instance; the
-//! rest of convoy does not know which implementation it talks to.
+//! The bus: what instances share while it is in flight or short-lived, in three roles.
+//! `Messaging` carries hub messages between instances (the hub holds only this role);
+//! `LocationCache` keeps each participant's latest location for LOCATION_TTL_SECONDS;
+//! `PresenceRegistry` knows who is connected on every instance. `Bus` is all three plus a
+//! health check. The in-process implementation serves a single instance, Redis several;
+//! the rest of convoy does not know which one it talks to, and both pass the same
+//! conformance suite (tests/api/bus_conformance.rs).
 
 mod local;
 mod redis;
@@ -73,11 +76,9 @@ pub async fn connect(
 #[error("bus unavailable: {0}")]
 pub struct BusError(pub String);
 
+/// Carries hub messages between instances: what the hub uses.
 #[async_trait]
-pub trait Bus: Send + Sync + 'static {
-    /// A short name for health output, e.g. "in-process".
-    fn kind(&self) -> &'static str;
-
+pub trait Messaging: Send + Sync + 'static {
     /// Hands a message, already delivered to this instance's sockets, to the other
     /// instances. Never blocks: a bus that talks to a server queues the message.
     fn publish(&self, envelope: &Envelope);
@@ -90,6 +91,15 @@ pub trait Bus: Send + Sync + 'static {
     /// This instance's last local subscriber on the channel left.
     fn unsubscribe(&self, channel: Channel);
 
+    /// Sends what is queued for other instances and waits until it was sent (or `within`
+    /// passed): the last step of a graceful shutdown, so goodbyes are not lost.
+    async fn flush(&self, within: Duration);
+}
+
+/// Each participant's latest location for LOCATION_TTL_SECONDS, and the activity that
+/// came with it: what snapshots, the location path and the sweeper use.
+#[async_trait]
+pub trait LocationCache: Send + Sync + 'static {
     /// Stores a participant's latest location; it disappears after `ttl`.
     async fn put_location(
         &self,
@@ -119,10 +129,11 @@ pub trait Bus: Send + Sync + 'static {
         &self,
         sessions: &[SessionId],
     ) -> Result<Vec<(SessionId, DateTime<Utc>)>, BusError>;
+}
 
-    /// Whether the bus can currently reach what it depends on.
-    async fn ping(&self) -> Result<(), BusError>;
-
+/// Who is connected where, on every instance: what presence and local rooms use.
+#[async_trait]
+pub trait PresenceRegistry: Send + Sync + 'static {
     /// A connection on this instance is now present on the channel (its session, or a
     /// room). Never blocks.
     fn presence_join(&self, channel: Channel, meta: &PresenceMeta);
@@ -142,8 +153,15 @@ pub trait Bus: Send + Sync + 'static {
     /// Removes the presence of instances that stopped without saying goodbye and returns
     /// it, each entry to exactly one caller, which announces the leaves.
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError>;
+}
 
-    /// Sends what is queued for other instances and waits until it was sent (or `within`
-    /// passed): the last step of a graceful shutdown, so goodbyes are not lost.
-    async fn flush(&self, within: Duration);
+/// A whole bus: every role, plus what health checks ask. Most code needs only one role
+/// and names it; `AppState` holds the whole.
+#[async_trait]
+pub trait Bus: Messaging + LocationCache + PresenceRegistry {
+    /// A short name for health output, e.g. "in-process".
+    fn kind(&self) -> &'static str;
+
+    /// Whether the bus can currently reach what it depends on.
+    async fn ping(&self) -> Result<(), BusError>;
 }

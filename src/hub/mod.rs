@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::bus::Bus;
+use crate::bus::Messaging;
 use crate::domain::{SessionId, UserId};
 use crate::message::{Channel, Wire};
 use crate::metrics::RealtimeMetrics;
@@ -30,7 +30,7 @@ struct Subscriber {
 /// Channels to local subscribers. Cheap to share: wrap it in an `Arc`.
 pub struct Hub {
     channels: RwLock<HashMap<Channel, Vec<Subscriber>>>,
-    bus: Arc<dyn Bus>,
+    bus: Arc<dyn Messaging>,
     /// Session subscriptions: one per open socket.
     connections: AtomicUsize,
     queue_capacity: usize,
@@ -42,7 +42,7 @@ impl Hub {
     /// Each connection's queue holds at most `queue_capacity` events and `queue_max_bytes`
     /// bytes of them (pending locations and snapshots aside: one of each per sender).
     pub fn new(
-        bus: Arc<dyn Bus>,
+        bus: Arc<dyn Messaging>,
         queue_capacity: usize,
         queue_max_bytes: usize,
         metrics: Arc<RealtimeMetrics>,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use convoy::bus::{Bus, BusEvent, BusSettings, RedisBus};
+use convoy::bus::{BusEvent, BusSettings, Messaging, RedisBus};
 use convoy::clock::Clock;
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};

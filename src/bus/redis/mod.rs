@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::wire;
-use super::{Bus, BusError, BusSettings, Inbound};
+use super::{Bus, BusError, BusSettings, Inbound, LocationCache, Messaging, PresenceRegistry};
 use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
 use crate::message::{Channel, Envelope, HubMessage};
@@ -271,11 +271,7 @@ async fn call<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<
 }
 
 #[async_trait]
-impl Bus for RedisBus {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
+impl Messaging for RedisBus {
     fn publish(&self, envelope: &Envelope) {
         let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
         if self.breaker.is_open() {
@@ -297,6 +293,22 @@ impl Bus for RedisBus {
         let _ = self.subscriptions.send(Subscription::Unsubscribe(channel));
     }
 
+    async fn flush(&self, within: Duration) {
+        if self.breaker.is_open() {
+            return; // nothing would be sent
+        }
+        let (done, flushed) = oneshot::channel();
+        let _ = tokio::time::timeout(within, async {
+            if self.queue.sender.send(Command::Flush(done)).await.is_ok() {
+                let _ = flushed.await;
+            }
+        })
+        .await;
+    }
+}
+
+#[async_trait]
+impl LocationCache for RedisBus {
     async fn put_location(
         &self,
         session_id: SessionId,
@@ -363,23 +375,10 @@ impl Bus for RedisBus {
         let values: Vec<Option<i64>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
         Ok(sessions.iter().zip(values).filter_map(|(s, ms)| Some((*s, from_millis(ms?)))).collect())
     }
+}
 
-    async fn ping(&self) -> Result<(), BusError> {
-        let mut conn = self.check()?;
-        if self.breaker.subscriber_down.load(Ordering::Relaxed) {
-            return Err(BusError("the pub/sub connection is down; reconnecting".into()));
-        }
-        let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
-        Ok(())
-    }
-
-    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
-        let mut conn = self.check()?;
-        let mut script = ROOM_MEMBER.key(room_members_key(room));
-        script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
-        call(script.invoke_async(&mut conn)).await
-    }
-
+#[async_trait]
+impl PresenceRegistry for RedisBus {
     fn presence_join(&self, channel: Channel, meta: &PresenceMeta) {
         self.presence.join(channel, meta);
         match serde_json::to_string(meta) {
@@ -406,17 +405,11 @@ impl Bus for RedisBus {
         metas
     }
 
-    async fn flush(&self, within: Duration) {
-        if self.breaker.is_open() {
-            return; // nothing would be sent
-        }
-        let (done, flushed) = oneshot::channel();
-        let _ = tokio::time::timeout(within, async {
-            if self.queue.sender.send(Command::Flush(done)).await.is_ok() {
-                let _ = flushed.await;
-            }
-        })
-        .await;
+    async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
+        let mut conn = self.check()?;
+        let mut script = ROOM_MEMBER.key(room_members_key(room));
+        script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
+        call(script.invoke_async(&mut conn)).await
     }
 
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
@@ -437,5 +430,21 @@ impl Bus for RedisBus {
             }
         }
         Ok(reaped)
+    }
+}
+
+#[async_trait]
+impl Bus for RedisBus {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), BusError> {
+        let mut conn = self.check()?;
+        if self.breaker.subscriber_down.load(Ordering::Relaxed) {
+            return Err(BusError("the pub/sub connection is down; reconnecting".into()));
+        }
+        let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
     }
 }
