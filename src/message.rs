@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 
-use crate::domain::{RoomId, SessionId, UserId};
+use crate::domain::{Location, RoomId, SessionId, UserId};
 
 /// A serialized WebSocket text frame, cheap to clone.
 pub type Frame = Utf8Bytes;
@@ -67,9 +67,10 @@ pub struct Envelope {
 
 #[derive(Debug, Clone)]
 pub enum HubMessage {
-    /// A participant's new position: state, so a pending older one may be replaced.
-    /// Not sent back to the sender's own connections.
-    Location { from: UserId, frame: Frame },
+    /// A participant's new position (`location`, already encoded for clients in `frame`):
+    /// state, so a pending older one may be replaced. Not sent back to the sender's own
+    /// connections; viewers' `view_settings` are decided on `location`.
+    Location { from: UserId, location: Location, frame: Frame },
     /// An event every subscriber must get, in order (joins, leaves, ...).
     Event { frame: Frame },
     /// For one user's connections only (a direct message, or their own user topic).

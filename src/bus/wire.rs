@@ -5,12 +5,13 @@
 //! close code (2, big-endian) | frame (UTF-8, the rest). The session or room is the
 //! pub/sub channel's (`channel:session:{id}`, `channel:room:{id}`).
 //! A topic message (kind 6) uses the close-code field for the topic's length and puts the
-//! topic's name (UTF-8) before the frame.
+//! topic's name (UTF-8) before the frame. A location (kind 0) is carried by its frame
+//! alone: the receiving instance reads the position back from it once.
 
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::domain::UserId;
+use crate::domain::{Location, UserId};
 use crate::message::{Channel, Envelope, HubMessage};
 
 const VERSION: u8 = 1;
@@ -27,7 +28,7 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
             // Topic names are validated short (far below 64 KiB).
             (6, Uuid::nil(), u16::try_from(topic_name.len()).unwrap_or(u16::MAX), frame)
         }
-        HubMessage::Location { from, frame } => (0u8, from.0, 0u16, frame),
+        HubMessage::Location { from, frame, .. } => (0u8, from.0, 0u16, frame),
         HubMessage::Resync => (4, Uuid::nil(), 0, &EMPTY),
         HubMessage::Direct { to, frame } => (5, to.0, 0, frame),
         HubMessage::Event { frame } => (1, Uuid::nil(), 0, frame),
@@ -73,7 +74,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
     };
     let frame = Utf8Bytes::try_from(rest.to_vec()).map_err(|e| e.to_string())?;
     let message = match kind {
-        0 => HubMessage::Location { from: user, frame },
+        0 => HubMessage::Location { from: user, location: location_in(&frame)?, frame },
         1 => HubMessage::Event { frame },
         2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
         3 => HubMessage::End { frame },
@@ -86,10 +87,22 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
     Ok((origin, Envelope { channel, message }))
 }
 
+/// The position a `location_broadcast` frame carries.
+fn location_in(frame: &Utf8Bytes) -> Result<Location, String> {
+    #[derive(serde::Deserialize)]
+    struct Broadcast {
+        data: Location,
+    }
+    serde_json::from_str::<Broadcast>(frame.as_str())
+        .map(|broadcast| broadcast.data)
+        .map_err(|e| format!("a location without a position: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::SessionId;
+    use crate::protocol::native::{LocationBroadcast, ServerMessage};
 
     #[test]
     fn every_kind_round_trips() {
@@ -97,8 +110,14 @@ mod tests {
         let session_id = SessionId::new_random();
         let user = UserId::new_random();
         let frame = Utf8Bytes::from("{\"type\":\"x\",\"data\":{\"é\":1}}");
+        let location = Location { lat: 48.85, lng: 2.35, accuracy: 5.0, timestamp: crate::domain::now() };
+        let broadcast = LocationBroadcast { user_id: user, location };
         let messages = [
-            HubMessage::Location { from: user, frame: frame.clone() },
+            HubMessage::Location {
+                from: user,
+                location,
+                frame: ServerMessage::LocationBroadcast(broadcast).to_frame(),
+            },
             HubMessage::Event { frame: frame.clone() },
             HubMessage::Disconnect { user_id: user, code: 1000, reason: Utf8Bytes::from("left") },
             HubMessage::End { frame },
@@ -133,5 +152,9 @@ mod tests {
         let mut bad_utf8 = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
         bad_utf8.push(0xff);
         assert!(decode(&channel, &bad_utf8).is_err());
+        // A location whose frame carries no position is not a location.
+        let mut no_position = encode(Uuid::nil(), &HubMessage::Event { frame: "{\"data\":{}}".into() });
+        no_position[17] = 0;
+        assert!(decode(&channel, &no_position).unwrap_err().contains("without a position"));
     }
 }

@@ -24,11 +24,11 @@ impl Hub {
                 continue;
             }
             match &envelope.message {
-                HubMessage::Location { from, .. } => {
+                HubMessage::Location { from, location, .. } => {
                     if sub.user_id != *from
                         && let Some(frame) = framed.get(wire)
                     {
-                        sub.outbox.push_location(*from, frame);
+                        sub.outbox.push_location(*from, location, frame);
                     }
                 }
                 HubMessage::Direct { to, .. } if sub.user_id != *to => {}

@@ -153,6 +153,10 @@ mod tests {
         Frame::from(s)
     }
 
+    fn somewhere() -> crate::domain::Location {
+        crate::domain::Location { lat: 1.0, lng: 2.0, accuracy: 3.0, timestamp: crate::domain::now() }
+    }
+
     fn drained(outbox: &Outbox) -> (Vec<String>, Option<CloseReason>) {
         let mut out = Vec::new();
         let close = outbox.drain(&mut out);
@@ -163,11 +167,11 @@ mod tests {
     fn a_newer_location_replaces_the_pending_one_in_place() {
         let outbox = Outbox::new(8, Arc::default());
         let (a, b) = (UserId::new_random(), UserId::new_random());
-        outbox.push_location(a, frame("a1"));
+        outbox.push_location(a, &somewhere(), frame("a1"));
         outbox.push_event(frame("joined"));
-        outbox.push_location(b, frame("b1"));
+        outbox.push_location(b, &somewhere(), frame("b1"));
         for i in 2..1000 {
-            outbox.push_location(a, frame(&format!("a{i}")));
+            outbox.push_location(a, &somewhere(), frame(&format!("a{i}")));
         }
         assert_eq!(outbox.pending(), 3);
         assert_eq!(drained(&outbox), (vec!["a999".into(), "joined".into(), "b1".into()], None));
@@ -188,7 +192,7 @@ mod tests {
         assert_eq!(close.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
         // Nothing is queued after the close.
         outbox.push_event(frame("late"));
-        outbox.push_location(UserId::new_random(), frame("late"));
+        outbox.push_location(UserId::new_random(), &somewhere(), frame("late"));
         assert_eq!(drained(&outbox), (vec![], None));
     }
 
@@ -279,7 +283,7 @@ mod tests {
 
         hub.publish(Envelope {
             channel: s1,
-            message: HubMessage::Location { from: ann, frame: frame("ann moved") },
+            message: HubMessage::Location { from: ann, location: somewhere(), frame: frame("ann moved") },
         });
         assert_eq!(drained(&bob_sub.outbox).0, vec!["ann moved"]);
         assert_eq!(ann_sub.outbox.pending(), 0);

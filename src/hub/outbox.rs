@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::view::ViewFilter;
-use crate::domain::UserId;
+use crate::domain::{Location, UserId};
 use crate::message::{CloseReason, Frame, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
 
@@ -101,14 +101,15 @@ impl Outbox {
         f(&mut queue)
     }
 
-    /// Queues a sender's location, replacing its pending one if the writer is behind.
-    pub fn push_location(&self, from: UserId, frame: Frame) {
+    /// Queues a sender's location (`frame` encodes `location`), replacing its pending one
+    /// if the writer is behind.
+    pub fn push_location(&self, from: UserId, location: &Location, frame: Frame) {
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
             if let Some(view) = &mut q.view
-                && !view.admits(from, &frame)
+                && !view.admits(from, location)
             {
                 return false;
             }

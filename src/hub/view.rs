@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::domain::UserId;
-use crate::message::Frame;
+use crate::domain::{Location, UserId, distance_m};
 
 /// A viewer's rules for others' positions (`view_settings`): none sooner than
 /// `min_interval` after the last one delivered from the same sender, none closer than
@@ -34,26 +33,13 @@ impl ViewFilter {
         })
     }
 
-    /// Whether `from`'s position in `frame` goes to this viewer; if so, it is remembered.
-    pub fn admits(&mut self, from: UserId, frame: &Frame) -> bool {
-        #[derive(serde::Deserialize)]
-        struct At {
-            lat: f64,
-            lng: f64,
-        }
-        #[derive(serde::Deserialize)]
-        struct Broadcast {
-            data: At,
-        }
-        // Only connections with rules pay for reading the position back.
-        let Ok(Broadcast { data: At { lat, lng } }) = serde_json::from_str::<Broadcast>(frame.as_str())
-        else {
-            return true;
-        };
+    /// Whether `from`'s position goes to this viewer; if so, it is remembered.
+    pub fn admits(&mut self, from: UserId, location: &Location) -> bool {
+        let Location { lat, lng, .. } = *location;
         let now = std::time::Instant::now();
         if let Some(&(at, last_lat, last_lng)) = self.last.get(&from) {
             let elapsed = now.duration_since(at);
-            let moved = crate::domain::distance_m(last_lat, last_lng, lat, lng);
+            let moved = distance_m(last_lat, last_lng, lat, lng);
             if elapsed < self.min_interval || (moved < self.min_distance_m && elapsed < self.refresh) {
                 return false;
             }

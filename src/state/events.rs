@@ -165,7 +165,7 @@ impl AppState {
             tracing::warn!(error = %err, "could not cache a location; broadcasting anyway");
         }
         let frame = ServerMessage::LocationBroadcast(LocationBroadcast { user_id, location }).to_frame();
-        self.publish(session_id, HubMessage::Location { from: user_id, frame });
+        self.publish(session_id, HubMessage::Location { from: user_id, location, frame });
         self.activity.touch(session_id, user_id, self.clock.now());
     }
 }
