@@ -169,7 +169,7 @@ impl Limits {
             bucket: self
                 .enabled
                 .then(|| RateLimiter::direct_with_clock(self.connection_quota, self.clock.clone())),
-            last_reply: ReplyThrottle::default(),
+            last_reply: ReplyThrottle::new(self.clock.clone()),
         }
     }
 
@@ -279,16 +279,24 @@ impl ConnectionLimiter {
     }
 }
 
-/// At most one reply of a kind per second: a flooding client is told, not flooded back.
-#[derive(Debug, Default)]
-pub struct ReplyThrottle(Option<Instant>);
+/// At most one reply of a kind per second, on the server's clock: a flooding client is
+/// told, not flooded back.
+#[derive(Debug)]
+pub struct ReplyThrottle {
+    last: Option<Instant>,
+    clock: Clock,
+}
 
 impl ReplyThrottle {
+    pub fn new(clock: Clock) -> Self {
+        Self { last: None, clock }
+    }
+
     pub fn due(&mut self) -> bool {
-        let now = Instant::now();
-        let due = self.0.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+        let now = self.clock.instant();
+        let due = self.last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
         if due {
-            self.0 = Some(now);
+            self.last = Some(now);
         }
         due
     }

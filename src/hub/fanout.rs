@@ -17,6 +17,7 @@ impl Hub {
         let Some(subscribers) = channels.get(&envelope.channel) else { return };
         let started = std::time::Instant::now();
         let framed = Framed::new(envelope);
+        let now = self.clock.instant();
         for sub in subscribers {
             let wire = sub.outbox.wire;
             let closes = matches!(envelope.message, HubMessage::Disconnect { .. } | HubMessage::End { .. });
@@ -28,7 +29,7 @@ impl Hub {
                     if sub.user_id != *from
                         && let Some(frame) = framed.get(wire)
                     {
-                        sub.outbox.push_location(*from, location, frame);
+                        sub.outbox.push_location(*from, location, frame, now);
                     }
                 }
                 HubMessage::Direct { to, .. } if sub.user_id != *to => {}

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::bus::Messaging;
+use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
 use crate::message::{Channel, Wire};
 use crate::metrics::RealtimeMetrics;
@@ -36,6 +37,8 @@ pub struct Hub {
     queue_capacity: usize,
     queue_max_bytes: usize,
     metrics: Arc<RealtimeMetrics>,
+    /// What viewers' `min_interval_ms` is measured on.
+    clock: Clock,
 }
 
 impl Hub {
@@ -46,9 +49,18 @@ impl Hub {
         queue_capacity: usize,
         queue_max_bytes: usize,
         metrics: Arc<RealtimeMetrics>,
+        clock: Clock,
     ) -> Self {
         let connections = AtomicUsize::new(0);
-        Self { channels: RwLock::default(), bus, connections, queue_capacity, queue_max_bytes, metrics }
+        Self {
+            channels: RwLock::default(),
+            bus,
+            connections,
+            queue_capacity,
+            queue_max_bytes,
+            metrics,
+            clock,
+        }
     }
 
     /// A new connection's outbound queue.
@@ -144,6 +156,8 @@ impl Drop for Subscription {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
     use crate::bus::LocalBus;
     use crate::message::{CloseReason, Envelope, Frame, HubMessage, close_code};
@@ -167,11 +181,11 @@ mod tests {
     fn a_newer_location_replaces_the_pending_one_in_place() {
         let outbox = Outbox::new(8, Arc::default());
         let (a, b) = (UserId::new_random(), UserId::new_random());
-        outbox.push_location(a, &somewhere(), frame("a1"));
+        outbox.push_location(a, &somewhere(), frame("a1"), Instant::now());
         outbox.push_event(frame("joined"));
-        outbox.push_location(b, &somewhere(), frame("b1"));
+        outbox.push_location(b, &somewhere(), frame("b1"), Instant::now());
         for i in 2..1000 {
-            outbox.push_location(a, &somewhere(), frame(&format!("a{i}")));
+            outbox.push_location(a, &somewhere(), frame(&format!("a{i}")), Instant::now());
         }
         assert_eq!(outbox.pending(), 3);
         assert_eq!(drained(&outbox), (vec!["a999".into(), "joined".into(), "b1".into()], None));
@@ -192,7 +206,7 @@ mod tests {
         assert_eq!(close.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
         // Nothing is queued after the close.
         outbox.push_event(frame("late"));
-        outbox.push_location(UserId::new_random(), &somewhere(), frame("late"));
+        outbox.push_location(UserId::new_random(), &somewhere(), frame("late"), Instant::now());
         assert_eq!(drained(&outbox), (vec![], None));
     }
 
@@ -267,10 +281,11 @@ mod tests {
     #[tokio::test]
     async fn the_hub_routes_by_session_and_skips_the_sender() {
         let hub = Arc::new(Hub::new(
-            Arc::new(LocalBus::new(crate::clock::Clock::system())),
+            Arc::new(LocalBus::new(Clock::system())),
             16,
             usize::MAX,
             Arc::default(),
+            Clock::system(),
         ));
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());

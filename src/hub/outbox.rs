@@ -8,6 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -103,13 +104,13 @@ impl Outbox {
 
     /// Queues a sender's location (`frame` encodes `location`), replacing its pending one
     /// if the writer is behind.
-    pub fn push_location(&self, from: UserId, location: &Location, frame: Frame) {
+    pub fn push_location(&self, from: UserId, location: &Location, frame: Frame, now: Instant) {
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
             if let Some(view) = &mut q.view
-                && !view.admits(from, location)
+                && !view.admits(from, location, now)
             {
                 return false;
             }

@@ -34,9 +34,8 @@ impl ViewFilter {
     }
 
     /// Whether `from`'s position goes to this viewer; if so, it is remembered.
-    pub fn admits(&mut self, from: UserId, location: &Location) -> bool {
+    pub fn admits(&mut self, from: UserId, location: &Location, now: std::time::Instant) -> bool {
         let Location { lat, lng, .. } = *location;
-        let now = std::time::Instant::now();
         if let Some(&(at, last_lat, last_lng)) = self.last.get(&from) {
             let elapsed = now.duration_since(at);
             let moved = distance_m(last_lat, last_lng, lat, lng);

@@ -91,6 +91,7 @@ impl AppState {
             config.ws_queue_capacity,
             config.ws_queue_max_bytes,
             metrics.clone(),
+            clock.clone(),
         ));
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         let admission = Admission::new(&config);

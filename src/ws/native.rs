@@ -47,8 +47,8 @@ pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) 
             room: None,
             approximate: false,
             paused: false,
-            budget_reply: ReplyThrottle::default(),
-            pong_over_limit: ReplyThrottle::default(),
+            budget_reply: ReplyThrottle::new(state.clock.clone()),
+            pong_over_limit: ReplyThrottle::new(state.clock.clone()),
             claims,
         };
         connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;

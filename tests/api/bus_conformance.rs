@@ -94,6 +94,16 @@ async fn the_location_cache_keeps_the_latest_per_participant(bus: &dyn Bus) {
     assert!(bus.ping().await.is_ok());
 }
 
+async fn a_flush_with_nothing_queued_changes_nothing(bus: &dyn Bus) {
+    let (session, ann) = (SessionId::new_random(), UserId::new_random());
+    bus.flush(FLUSH).await;
+    bus.flush(FLUSH).await; // nothing queued: the Redis writer once sent an empty pipeline, an error
+    assert!(bus.ping().await.is_ok());
+    bus.put_location(session, ann, &at(4.0), Duration::from_secs(60)).await.unwrap();
+    bus.flush(FLUSH).await;
+    assert_eq!(bus.locations(session).await.unwrap().len(), 1, "still writing after a bare flush");
+}
+
 fn meta(user_id: UserId) -> PresenceMeta {
     PresenceMeta {
         paused: false,
@@ -134,6 +144,7 @@ async fn room_membership_counts_each_users_sockets(bus: &dyn Bus) {
 
 on_every_bus!(
     the_location_cache_keeps_the_latest_per_participant,
+    a_flush_with_nothing_queued_changes_nothing,
     presence_lists_this_instances_connections,
     room_membership_counts_each_users_sockets,
 );

@@ -341,7 +341,7 @@ async fn retention_deletes_old_chat_and_ended_sessions(backend: Backend) {
     // An ended session goes after SESSION_RETENTION_HOURS, with its participants and chat.
     let ended = app.delete(&format!("/api/sessions/{sid}"), Some(&session.creator_token)).await;
     assert_eq!(ended.status(), 204);
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    app.advance(Duration::from_millis(5));
     assert_eq!(sweep_once(&app.state).await.unwrap().deleted_sessions, 1);
     assert_eq!(app.get(&format!("/api/sessions/{sid}")).await.status(), 404);
     let session_id = sid.parse().unwrap();

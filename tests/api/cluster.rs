@@ -115,7 +115,9 @@ async fn two_sweepers_announce_each_expired_session_exactly_once() {
         sessions.push(session.session_id.parse::<SessionId>().unwrap());
         let _ = i;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for app in [&a, &b] {
+        app.advance(Duration::from_millis(1200)); // each instance's clock
+    }
     let (from_a, from_b) = tokio::join!(sweep_once(&a.state), sweep_once(&b.state));
     let (from_a, from_b) = (from_a.unwrap().ended, from_b.unwrap().ended);
     let mut all: Vec<SessionId> = from_a.iter().chain(&from_b).copied().collect();
@@ -138,19 +140,29 @@ async fn two_sweepers_announce_each_expired_session_exactly_once() {
 async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper() {
     // B never flushes its activity to PostgreSQL during the test; A's sweeper must still
     // see it, through Redis, and leave the session alone.
+    let idle = Duration::from_secs(600);
     let (a, b) = spawn_pair(|c| {
-        c.session_idle_timeout_seconds = 2;
+        c.session_idle_timeout_seconds = idle.as_secs();
         c.activity_flush_interval_seconds = 3600;
     })
     .await;
     let session = a.create_session(json!({})).await;
     let ann = b.join(&session.session_id, "Ann").await;
     let (mut ann_on_b, _) = b.connect(&ann.token).await;
-    for _ in 0..12 {
-        ann_on_b.send_location(1.0, 1.0).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // Ann moves every two thirds of the idle timeout, for twice the idle timeout.
+    for i in 0..3 {
+        for app in [&a, &b] {
+            app.advance(idle * 2 / 3);
+        }
+        ann_on_b.send_location(1.0 + f64::from(i), 1.0).await;
+        ann_on_b.assert_quiet().await; // B handled it
+        b.state.bus.flush(WAIT).await; // and Redis has it
         assert!(sweep_once(&a.state).await.unwrap().ended.is_empty(), "A ended a session active on B");
     }
+    for app in [&a, &b] {
+        app.advance(idle + Duration::from_secs(1));
+    }
+    assert_eq!(sweep_once(&a.state).await.unwrap().ended.len(), 1, "idle once Ann stops");
 }
 
 #[cfg_attr(

@@ -150,8 +150,9 @@ async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     ann_ws.send_location(20.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 20.0);
     ann_ws.send_location(21.0, 1.0).await;
-    bob_ws.assert_silent(Duration::from_millis(100)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann_ws.assert_quiet().await; // her update was handled: Bob's rules decided on it
+    bob_ws.assert_quiet().await;
+    app.advance(Duration::from_millis(300));
     ann_ws.send_location(22.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 22.0);
 
@@ -165,7 +166,8 @@ async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     ann_ws.send_location(40.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 40.0);
     ann_ws.send_location(40.0001, 1.0).await; // ~11 m
-    bob_ws.assert_silent(Duration::from_millis(300)).await;
+    ann_ws.assert_quiet().await;
+    bob_ws.assert_quiet().await;
     ann_ws.send_location(40.01, 1.0).await; // ~1.1 km
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 40.01);
 

@@ -462,6 +462,21 @@ impl WsClient {
         assert_eq!(message["type"], "pong", "expected nothing before the pong, got {message}");
     }
 
+    /// Everything (but skipped presence) queued for this native socket before a ping sent
+    /// now: the pong is the barrier, as in `assert_quiet`. What the server did for
+    /// messages sent on this socket, or handled before another socket's barrier, is here.
+    pub async fn until_pong(&mut self) -> Vec<Value> {
+        self.send_json(json!({ "type": "ping", "data": {} })).await;
+        let mut before = Vec::new();
+        loop {
+            let message = self.next_json().await;
+            if message["type"] == "pong" {
+                return before;
+            }
+            before.push(message);
+        }
+    }
+
     /// Asserts nothing but control frames arrive within `window` (for what crosses
     /// instances, or follows a closed socket: no barrier covers those).
     pub async fn assert_silent(&mut self, window: Duration) {

@@ -20,12 +20,12 @@ async fn a_flooding_socket_is_throttled_told_once_and_kept(backend: Backend) {
     for i in 0..30 {
         ann_ws.send_location(f64::from(i), 0.0).await;
     }
-    let to_ann = ann_ws.drain(Duration::from_millis(300)).await;
+    let to_ann = ann_ws.until_pong().await; // a ping over the limit is still answered
     let errors: Vec<&Value> = to_ann.iter().filter(|m| m["type"] == "error").collect();
     assert_eq!(errors.len(), 1, "told once, not once per dropped message: {to_ann:?}");
     assert_eq!(errors[0]["data"]["code"], "rate_limited");
     assert!(errors[0]["data"]["message"].as_str().unwrap().contains("connection"));
-    let seen = bob_ws.drain(Duration::from_millis(300)).await;
+    let seen = bob_ws.until_pong().await; // after Ann's pong: all she sent was handled
     let moves = seen.iter().filter(|m| m["type"] == "location_broadcast").count();
     assert!((1..=6).contains(&moves), "{moves} of 30 updates got through");
     assert_eq!(seen[0]["data"]["lat"], 0.0, "the first ones pass, the excess is dropped");
@@ -45,7 +45,7 @@ async fn binary_frames_count_against_the_limit_too(backend: Backend) {
     for _ in 0..20 {
         futures_util::SinkExt::send(&mut ann_ws.stream, Message::binary(vec![0u8; 16])).await.unwrap();
     }
-    let replies = ann_ws.drain(Duration::from_millis(300)).await;
+    let replies = ann_ws.until_pong().await;
     let unsupported = replies.iter().filter(|m| m["data"]["code"] == "unsupported_frame").count();
     let limited = replies.iter().filter(|m| m["data"]["code"] == "rate_limited").count();
     assert!((1..=6).contains(&unsupported), "{unsupported} of 20 binary frames were answered");
@@ -66,11 +66,11 @@ async fn the_user_limit_spans_all_of_a_users_sockets(backend: Backend) {
         phone.send_location(f64::from(i), 0.0).await;
         tablet.send_location(100.0 + f64::from(i), 0.0).await;
     }
-    let seen = bob_ws.drain(Duration::from_millis(300)).await;
+    let mut told = phone.until_pong().await;
+    told.extend(tablet.until_pong().await);
+    let seen = bob_ws.until_pong().await;
     let moves = seen.iter().filter(|m| m["type"] == "location_broadcast").count();
     assert!((1..=6).contains(&moves), "{moves} of 20 updates got through");
-    let mut told = phone.drain(Duration::from_millis(200)).await;
-    told.extend(tablet.drain(Duration::from_millis(200)).await);
     assert!(
         told.iter().any(|m| m["data"]["code"] == "rate_limited"
             && m["data"]["message"].as_str().unwrap().contains("user"))
@@ -123,7 +123,7 @@ async fn limits_can_be_switched_off(backend: Backend) {
             break;
         }
     }
-    assert!(ann_ws.drain(Duration::from_millis(200)).await.iter().all(|m| m["type"] != "error"));
+    assert!(ann_ws.until_pong().await.iter().all(|m| m["type"] != "error"));
 }
 
 on_every_backend!(

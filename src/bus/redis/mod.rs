@@ -135,6 +135,7 @@ impl RedisBus {
             presence: presence.clone(),
             key_ttl_secs: session_key_ttl_secs,
             batch_delay,
+            clock: settings.clock.clone(),
         };
         tokio::spawn(run_writer(conn.clone(), commands, queue.clone(), breaker.clone(), writer));
         tokio::spawn(run_subscriber(

@@ -122,6 +122,8 @@ pub(super) struct Writer {
     pub(super) presence: Arc<LocalPresence>,
     pub(super) key_ttl_secs: u64,
     pub(super) batch_delay: Duration,
+    /// What the index and activity spacing is measured on.
+    pub(super) clock: Clock,
 }
 
 pub(super) async fn run_writer(
@@ -152,7 +154,7 @@ pub(super) async fn run_writer(
         queue.taken(&batch);
         let mut pipe = redis::pipe();
         must_arrive.clear();
-        let now = Instant::now();
+        let now = writer.clock.instant();
         written.prune(now);
         for command in batch.drain(..) {
             must_arrive.extend(command.must_arrive());
@@ -235,7 +237,11 @@ pub(super) async fn run_writer(
                 Command::Flush(done) => flushed.push(done),
             }
         }
-        if let Err(err) = call(pipe.query_async::<()>(&mut conn)).await {
+        // A batch of only flushes has nothing to send (Redis refuses an empty pipeline,
+        // which would trip the breaker for nothing).
+        if !pipe.is_empty()
+            && let Err(err) = call(pipe.query_async::<()>(&mut conn)).await
+        {
             breaker.trip(err);
             written.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
