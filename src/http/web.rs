@@ -1,8 +1,8 @@
 //! The web client: the join link's page (`GET /join/{session_id}`), a start page (`GET /`)
 //! that creates a session, and their assets. Everything is embedded in the binary: the
-//! page's own code always (web/src), the map library (Leaflet, from npm) when it was built
-//! into web/dist before compiling. Without it the page draws positions on a plain grid and
-//! says how to build the map.
+//! page's own code always (web/src: browser ES modules, loaded as they are, no build step),
+//! the map library (Leaflet, from npm) when it was built into web/dist before compiling.
+//! Without it the page draws positions on a plain grid and says how to build the map.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -19,16 +19,34 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const PAGE: &str = include_str!("../../web/src/index.html");
-const APP_JS: &str = include_str!("../../web/src/app.js");
-const STYLE_CSS: &str = include_str!("../../web/src/style.css");
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// An asset served at `/assets/{name}`: (name, content type, body).
+type Asset = (&'static str, &'static str, &'static str);
+
+/// The page's own assets: its style and its modules (main.js, the entry, imports the
+/// others). A new module in web/src gets a line here.
+const ASSETS: &[Asset] = &[
+    ("style.css", CSS, include_str!("../../web/src/style.css")),
+    ("main.js", JAVASCRIPT, include_str!("../../web/src/main.js")),
+    ("model.js", JAVASCRIPT, include_str!("../../web/src/model.js")),
+    ("api.js", JAVASCRIPT, include_str!("../../web/src/api.js")),
+    ("storage.js", JAVASCRIPT, include_str!("../../web/src/storage.js")),
+    ("socket.js", JAVASCRIPT, include_str!("../../web/src/socket.js")),
+    ("position.js", JAVASCRIPT, include_str!("../../web/src/position.js")),
+    ("map.js", JAVASCRIPT, include_str!("../../web/src/map.js")),
+    ("page.js", JAVASCRIPT, include_str!("../../web/src/page.js")),
+];
 
 #[cfg(convoy_web_map)]
-const MAP_LIBRARY: Option<(&str, &str)> = Some((
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/leaflet.js")),
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/leaflet.css")),
-));
+const MAP_LIBRARY: &[Asset] = &[
+    ("leaflet.js", JAVASCRIPT, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/leaflet.js"))),
+    ("leaflet.css", CSS, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/dist/leaflet.css"))),
+];
 #[cfg(not(convoy_web_map))]
-const MAP_LIBRARY: Option<(&str, &str)> = None;
+const MAP_LIBRARY: &[Asset] = &[];
 
 /// Where the page's config goes, and where the map library's tags go.
 const CONFIG_SLOT: &str = "{{CONFIG}}";
@@ -42,7 +60,7 @@ pub const BUILD_HINT: &str =
 
 /// Whether this binary carries the map library.
 pub fn has_map_library() -> bool {
-    MAP_LIBRARY.is_some()
+    !MAP_LIBRARY.is_empty()
 }
 
 pub fn router() -> Router<AppState> {
@@ -116,13 +134,11 @@ fn render(state: &AppState) -> String {
 }
 
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
-    let (body, content_type) = match (file.as_str(), MAP_LIBRARY) {
-        ("app.js", _) => (APP_JS, "text/javascript; charset=utf-8"),
-        ("style.css", _) => (STYLE_CSS, "text/css; charset=utf-8"),
-        ("leaflet.js", Some((js, _))) => (js, "text/javascript; charset=utf-8"),
-        ("leaflet.css", Some((_, css))) => (css, "text/css; charset=utf-8"),
-        _ => return Err(ApiError::not_found("asset")),
-    };
+    let &(_, content_type, body) = ASSETS
+        .iter()
+        .chain(MAP_LIBRARY)
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| ApiError::not_found("asset"))?;
     // Assets change with the binary: a short cache keeps upgrades visible.
     let headers = [
         (CONTENT_TYPE, content_type),

@@ -48,18 +48,39 @@ async fn the_page_its_assets_and_its_config_are_served() {
         assert!(config["build_hint"].as_str().unwrap().contains("npm run build --prefix web"));
         assert_eq!(html.contains("/assets/leaflet.js"), cfg!(convoy_web_map));
     }
-    for (asset, kind) in [("app.js", "text/javascript"), ("style.css", "text/css")] {
+    // Every file of the page's own code is served as it is in web/src, modules as
+    // JavaScript (a browser refuses to run a module served as anything else).
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web/src");
+    let mut served = Vec::new();
+    for entry in std::fs::read_dir(&sources).unwrap() {
+        let path = entry.unwrap().path();
+        let asset = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let kind = match path.extension().and_then(|e| e.to_str()) {
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            _ => continue, // index.html is the page itself
+        };
         let response = app.get(&format!("/assets/{asset}")).await;
         assert_eq!(response.status(), 200, "{asset}");
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with(kind));
-        assert!(!response.text().await.unwrap().is_empty());
+        assert_eq!(response.headers()["content-type"], kind, "{asset}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff", "{asset}");
+        assert_eq!(response.text().await.unwrap(), std::fs::read_to_string(&path).unwrap(), "{asset}");
+        served.push(asset);
     }
+    served.sort();
+    for module in ["main.js", "model.js", "style.css"] {
+        assert!(served.iter().any(|s| s == module), "{module} is not in web/src: {served:?}");
+    }
+    let html = app.get("/").await.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/assets/main.js"></script>"#), "{html}");
     // The map library is there exactly when it was built into this binary.
     let leaflet = app.get("/assets/leaflet.js").await;
     assert_eq!(leaflet.status(), if cfg!(convoy_web_map) { 200 } else { 404 });
-    let missing = app.get("/assets/nothing.js").await;
-    assert_eq!(missing.status(), 404);
-    assert_eq!(missing.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    for missing in ["nothing.js", "app.js", "index.html"] {
+        let response = app.get(&format!("/assets/{missing}")).await;
+        assert_eq!(response.status(), 404, "{missing}");
+        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "not_found");
+    }
 }
 
 /// Where the unreachable tile server is: nothing listens on port 9 (discard) here.
