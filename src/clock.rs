@@ -26,12 +26,6 @@ struct Inner {
     ahead_ns: AtomicU64,
 }
 
-impl Default for Clock {
-    fn default() -> Self {
-        Self::system()
-    }
-}
-
 impl Clock {
     /// The system clock.
     pub fn system() -> Self {
@@ -58,7 +52,10 @@ impl Clock {
     /// new time the next time they look.
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.0.ahead_ns.fetch_add(by, Ordering::Relaxed);
+        let _ = self
+            .0
+            .ahead_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |ahead| Some(ahead.saturating_add(by)));
     }
 }
 

@@ -238,12 +238,12 @@ impl Limits {
         limiter.check_key(&client_key(ip)).map_err(|not_until| self.wait(not_until))
     }
 
-    /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
     /// How long until a refused request would pass.
     fn wait(&self, not_until: NotUntil<Nanos>) -> Duration {
         not_until.wait_time_from(governor::clock::Clock::now(&self.clock))
     }
 
+    /// Forgets buckets that are full again (the keyed stores would otherwise only grow).
     pub fn retain_recent(&self) {
         self.per_user.retain_recent();
         self.per_user_bytes.retain_recent();

@@ -18,7 +18,6 @@ use crate::presence::{LocalPresence, PresenceMeta};
 /// Session -> participant -> (latest location, when it expires).
 type Cache = HashMap<SessionId, HashMap<UserId, (Location, Instant)>>;
 
-#[derive(Default)]
 pub struct LocalBus {
     locations: Mutex<Cache>,
     presence: LocalPresence,
@@ -29,7 +28,12 @@ pub struct LocalBus {
 
 impl LocalBus {
     pub fn new(clock: Clock) -> Self {
-        Self { clock, ..Self::default() }
+        Self {
+            locations: Mutex::default(),
+            presence: LocalPresence::default(),
+            room_members: Mutex::default(),
+            clock,
+        }
     }
 
     fn with_locations<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> T {

@@ -155,8 +155,8 @@ pub trait PresenceRegistry: Send + Sync + 'static {
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError>;
 }
 
-/// A whole bus: every role, plus what health checks ask. Most code needs only one role
-/// and names it; `AppState` holds the whole.
+/// A whole bus: every role, plus what health checks ask. `AppState` holds the whole; the
+/// hub holds only `Messaging`.
 #[async_trait]
 pub trait Bus: Messaging + LocationCache + PresenceRegistry {
     /// A short name for health output, e.g. "in-process".

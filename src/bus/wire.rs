@@ -46,6 +46,15 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     out
 }
 
+/// The instance that sent these bytes, read without decoding the rest (an instance skips
+/// its own echoes before paying for them).
+pub fn origin(bytes: &[u8]) -> Option<Uuid> {
+    if bytes.len() < HEADER || bytes[0] != VERSION {
+        return None;
+    }
+    Uuid::from_slice(&bytes[1..17]).ok()
+}
+
 /// The origin instance and the envelope, or why the bytes are not a bus message.
 pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
     let channel = channel

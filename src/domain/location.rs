@@ -28,6 +28,24 @@ pub struct Location {
     pub timestamp: DateTime<Utc>,
 }
 
+/// `batch_ms`, the opt-in batched delivery of a `/ws` connection: others' positions
+/// gathered for this long and sent as one `location_batch`. 0 (the default) sends each as
+/// its own `location_broadcast`, as the seeds define it.
+pub const MIN_BATCH_MS: u64 = 10;
+pub const MAX_BATCH_MS: u64 = 1000;
+
+/// The batching window `batch_ms` asks for: None for 0 (off).
+pub fn batch_window(batch_ms: u64) -> Result<Option<std::time::Duration>, ValidationError> {
+    match batch_ms {
+        0 => Ok(None),
+        MIN_BATCH_MS..=MAX_BATCH_MS => Ok(Some(std::time::Duration::from_millis(batch_ms))),
+        _ => Err(ValidationError::new(
+            "batch_ms",
+            format!("must be 0 (each position on its own) or between {MIN_BATCH_MS} and {MAX_BATCH_MS}"),
+        )),
+    }
+}
+
 /// Metres between two points (haversine on the mean Earth radius).
 pub fn distance_m(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
     const EARTH_RADIUS_M: f64 = 6_371_008.8;

@@ -58,6 +58,24 @@ const MAP_TAGS: &str =
 pub const BUILD_HINT: &str =
     "npm ci --prefix web && npm run build --prefix web, then cargo build (needs Node.js)";
 
+/// Where the build id goes: the page asks for `/assets/{build}/...`, so a browser never
+/// mixes modules of two builds (after an upgrade, or behind instances of two versions).
+const BUILD_SLOT: &str = "{{BUILD}}";
+
+/// This build's assets, named by their content: a hash of them all.
+fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: every instance of the same binary names its build alike.
+        let mut hasher = std::hash::DefaultHasher::new();
+        for (name, _, body) in ASSETS.iter().chain(MAP_LIBRARY) {
+            (name, body).hash(&mut hasher);
+        }
+        format!("{:016x}", hasher.finish())
+    })
+}
+
 /// Whether this binary carries the map library.
 pub fn has_map_library() -> bool {
     !MAP_LIBRARY.is_empty()
@@ -68,6 +86,7 @@ pub fn router() -> Router<AppState> {
         .route("/", get(page))
         .route("/join/{session_id}", get(join_page))
         .route("/assets/{file}", get(asset))
+        .route("/assets/{build}/{file}", get(built_asset))
 }
 
 async fn page(State(state): State<AppState>) -> Response {
@@ -130,21 +149,31 @@ fn render(state: &AppState) -> String {
     // (JSON allows `<` only inside strings, where \u003c means the same).
     let page_config = page_config.to_string().replace('<', "\\u003c");
     let map_tags = if has_map_library() { MAP_TAGS } else { "" };
-    PAGE.replace(CONFIG_SLOT, &page_config).replace(MAP_SLOT, map_tags)
+    PAGE.replace(CONFIG_SLOT, &page_config).replace(MAP_SLOT, map_tags).replace(BUILD_SLOT, build_id())
 }
 
+/// An asset by its plain name: assets change with the binary, so a short cache.
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    serve_asset(&file, "public, max-age=300")
+}
+
+/// An asset of this build (the page's own links): never changes, cached for good. One of
+/// another build is not served in its stead.
+async fn built_asset(Path((build, file)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if build != build_id() {
+        return Err(ApiError::not_found("asset of this build (reload the page)"));
+    }
+    serve_asset(&file, "public, max-age=31536000, immutable")
+}
+
+fn serve_asset(file: &str, cache_control: &'static str) -> Result<Response, ApiError> {
     let &(_, content_type, body) = ASSETS
         .iter()
         .chain(MAP_LIBRARY)
         .find(|(name, _, _)| *name == file)
         .ok_or_else(|| ApiError::not_found("asset"))?;
-    // Assets change with the binary: a short cache keeps upgrades visible.
-    let headers = [
-        (CONTENT_TYPE, content_type),
-        (CACHE_CONTROL, "public, max-age=300"),
-        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    ];
+    let headers =
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, cache_control), (X_CONTENT_TYPE_OPTIONS, "nosniff")];
     Ok((headers, body).into_response())
 }
 

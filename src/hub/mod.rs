@@ -192,6 +192,50 @@ mod tests {
         assert_eq!(outbox.pending(), 0);
     }
 
+    // tokio's paused clock: the window passes when the test says so.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_its_window_and_holds_the_latest_of_each_sender() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.set_batch(Some(std::time::Duration::from_millis(100)));
+        let (a, b) = (UserId::new_random(), UserId::new_random());
+        let at = |lat| crate::domain::Location { lat, ..somewhere() };
+        outbox.push_location(a, &at(1.0), frame("unused"), Instant::now());
+        outbox.push_location(b, &at(2.0), frame("unused"), Instant::now());
+        outbox.push_location(a, &at(3.0), frame("unused"), Instant::now());
+        assert_eq!(drained(&outbox), (vec![], None), "not before the window ends");
+        let due = outbox.batch_due().expect("a batch is due");
+        tokio::time::advance(std::time::Duration::from_millis(99)).await;
+        assert_eq!(drained(&outbox), (vec![], None));
+        tokio::time::sleep_until(due).await;
+        let (frames, _) = drained(&outbox);
+        assert_eq!(frames.len(), 1);
+        let batch: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        assert_eq!(batch["type"], "location_batch");
+        let lats: Vec<f64> = batch["data"]["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["lat"].as_f64().unwrap())
+            .collect();
+        assert_eq!(lats, [3.0, 2.0], "a's latest in a's place, then b's");
+        assert_eq!(outbox.batch_due(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_sends_the_batch_before_it_at_once_and_seals_it() {
+        let outbox = Outbox::new(8, Arc::default());
+        outbox.set_batch(Some(std::time::Duration::from_millis(100)));
+        let a = UserId::new_random();
+        let at = |lat| crate::domain::Location { lat, ..somewhere() };
+        outbox.push_location(a, &at(1.0), frame("unused"), Instant::now());
+        outbox.push_event(frame("cleared"));
+        outbox.push_location(a, &at(2.0), frame("unused"), Instant::now());
+        let (frames, _) = drained(&outbox);
+        assert_eq!(frames.len(), 3, "batch, event, batch: {frames:?}");
+        assert!(frames[0].contains("\"lat\":1.0") && frames[2].contains("\"lat\":2.0"), "{frames:?}");
+        assert_eq!(frames[1], "cleared");
+    }
+
     #[test]
     fn event_overflow_closes_instead_of_dropping_silently() {
         let outbox = Outbox::new(3, Arc::default());

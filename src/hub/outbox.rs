@@ -8,7 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use super::view::ViewFilter;
 use crate::domain::{Location, UserId};
 use crate::message::{CloseReason, Frame, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
+use crate::protocol::native::{LocationBroadcast, ServerMessage};
 
 /// Presence diffs one connection may have queued; past that it gets a fresh
 /// `presence_state` (a resync) instead of more diffs: presence is state, and a burst of
@@ -28,6 +29,10 @@ enum Item {
     Frame(Frame),
     /// The pending location of this sender, kept in `Queue::locations`.
     Location(UserId),
+    /// Positions gathered for one `location_batch` (batched delivery), the latest of each
+    /// sender. Only the last item can still take more: an event queued behind a batch
+    /// seals it, so positions and events keep their order.
+    Batch(Vec<LocationBroadcast>),
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +58,10 @@ struct Queue {
     closed: bool,
     /// The connection's `view_settings`, if it set any: nothing to check otherwise.
     view: Option<ViewFilter>,
+    /// Batched delivery (`batch_ms`): how long positions are gathered.
+    batch_window: Option<Duration>,
+    /// When the oldest gathered batch is due to be written.
+    batch_due: Option<tokio::time::Instant>,
 }
 
 /// One connection's outbound queue. Producers push without waiting; the connection's
@@ -114,6 +123,9 @@ impl Outbox {
             {
                 return false;
             }
+            if let Some(window) = q.batch_window {
+                return self.gather(q, LocationBroadcast { user_id: from, location: *location }, window);
+            }
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
                     pending.insert(frame);
@@ -129,6 +141,39 @@ impl Outbox {
         if queued {
             self.ready.notify_one();
         }
+    }
+
+    /// Adds a position to the open batch (or opens one); whether the writer must wake up
+    /// to learn when the batch is due.
+    fn gather(&self, q: &mut Queue, broadcast: LocationBroadcast, window: Duration) -> bool {
+        match q.items.back_mut() {
+            Some(Item::Batch(open)) => match open.iter_mut().find(|b| b.user_id == broadcast.user_id) {
+                Some(older) => {
+                    *older = broadcast;
+                    self.metrics.coalesced.increment(1);
+                }
+                None => open.push(broadcast),
+            },
+            _ => q.items.push_back(Item::Batch(vec![broadcast])),
+        }
+        if q.batch_due.is_some() {
+            return false;
+        }
+        q.batch_due = Some(tokio::time::Instant::now() + window);
+        true
+    }
+
+    /// Turns on batched delivery (`batch_ms`) for this native connection: others'
+    /// positions go out as one `location_batch` per `window`.
+    pub fn set_batch(&self, window: Option<Duration>) {
+        if self.wire == Wire::Native {
+            self.with_queue(|q| q.batch_window = window);
+        }
+    }
+
+    /// When the writer must write the gathered positions, if any are waiting.
+    pub fn batch_due(&self) -> Option<tokio::time::Instant> {
+        self.with_queue(|q| q.batch_due)
     }
 
     /// This connection's `view_settings` (zero: none).
@@ -164,6 +209,7 @@ impl Outbox {
                 q.snapshot.clear();
                 q.items.clear();
                 q.locations.clear();
+                q.batch_due = None;
                 q.close = Some(CloseReason::new(
                     close_code::TRY_AGAIN_LATER,
                     "too slow: reconnect to resynchronise",
@@ -307,6 +353,15 @@ impl Outbox {
             if q.holding && q.close.is_none() {
                 return None;
             }
+            // Gathered positions wait for their window unless something else goes now.
+            let only_batches = q.first.is_empty()
+                && q.snapshot.is_empty()
+                && q.close.is_none()
+                && q.items.iter().all(|item| matches!(item, Item::Batch(_)));
+            if only_batches && q.batch_due.is_some_and(|due| due > tokio::time::Instant::now()) {
+                return None;
+            }
+            q.batch_due = None;
             out.reserve(q.items.len() + q.first.len() + q.snapshot.len());
             out.append(&mut q.first);
             out.append(&mut q.snapshot);
@@ -314,6 +369,9 @@ impl Outbox {
                 match item {
                     Item::Frame(frame) => out.push(frame),
                     Item::Location(from) => out.extend(q.locations.remove(&from)),
+                    Item::Batch(locations) => {
+                        out.push(ServerMessage::LocationBatch { locations: &locations }.to_frame());
+                    }
                 }
             }
             q.events = 0;

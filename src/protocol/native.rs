@@ -25,6 +25,11 @@ pub enum ServerMessage<'a> {
         user_id: UserId,
     },
     LocationBroadcast(LocationBroadcast),
+    /// Others' positions of one `batch_ms` window, the latest of each sender (a connection
+    /// that asked for batched delivery gets these instead of `location_broadcast`).
+    LocationBatch {
+        locations: &'a [LocationBroadcast],
+    },
     /// Someone paused sharing: forget their position (they stay present).
     LocationCleared {
         user_id: UserId,

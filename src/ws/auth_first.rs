@@ -28,6 +28,7 @@ pub(super) async fn run(
     state: AppState,
     mut slot: ConnectionSlot,
     pending: OwnedSemaphorePermit,
+    batch: Option<Duration>,
 ) {
     let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
     tokio::pin!(deadline);
@@ -57,7 +58,7 @@ pub(super) async fn run(
                         let reason = super::refused_participant_message(max);
                         return close(socket, close_code::TRY_AGAIN_LATER, &reason).await;
                     }
-                    super::native::run(socket, state, super::Admitted { session, me, claims }).await;
+                    super::native::run(socket, state, super::Admitted { session, me, claims }, batch).await;
                     drop(slot);
                     return;
                 }

@@ -39,6 +39,10 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    /// Opt-in batched delivery: others' positions gathered for this many milliseconds and
+    /// sent as one `location_batch` (0, the default: each as its own `location_broadcast`).
+    #[serde(default)]
+    batch_ms: u64,
 }
 
 /// The token from `?token=` or, failing that, from an `access_token.<jwt>` subprotocol
@@ -65,6 +69,7 @@ async fn upgrade(
 ) -> Result<Response, ApiError> {
     let ws = upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
+    let batch = crate::domain::batch_window(query.batch_ms)?;
     let sockets = state.sockets.clone();
     let Some((token, protocol)) = find_token(query.token, &headers) else {
         // No token in the handshake: it must come as the first message (seed 004's Auth).
@@ -73,9 +78,9 @@ async fn upgrade(
         let pending = state.pending_auth.clone().try_acquire_owned().map_err(|_| {
             ApiError::unavailable("too many sockets are waiting to authenticate; retry, or pass the token")
         })?;
-        return Ok(
-            ws.on_upgrade(move |socket| sockets.track_future(auth_first::run(socket, state, slot, pending)))
-        );
+        return Ok(ws.on_upgrade(move |socket| {
+            sockets.track_future(auth_first::run(socket, state, slot, pending, batch))
+        }));
     };
     let (admitted, slot) = admit(&state, &token, ip).await?;
     let mut ws = ws;
@@ -84,7 +89,7 @@ async fn upgrade(
     }
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
-            native::run(socket, state, admitted).await;
+            native::run(socket, state, admitted, batch).await;
             drop(slot);
         })
     }))

@@ -2,6 +2,7 @@
 //! A socket is in its session from the start: the snapshot comes first, then events.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use tracing::Instrument;
@@ -22,15 +23,15 @@ use crate::state::{AppState, EndReason};
 /// The longest frame checked for being a `ping` when over the rate limit.
 const MAX_PING_BYTES: usize = 256;
 
-pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted) {
+/// Serves a native socket; `batch` is its `batch_ms` window, if it asked for batched delivery.
+pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, batch: Option<Duration>) {
     let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {
         tracing::info!("connected");
-        let subscription = state
-            .hub
-            .subscribe(Channel::Session(session.id), me.user_id, state.hub.outbox(Wire::Native))
-            .await;
+        let outbox = state.hub.outbox(Wire::Native);
+        outbox.set_batch(batch);
+        let subscription = state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox).await;
         let outbox = subscription.outbox.clone();
         let presence = PresenceMeta::connect(&me, state.clock.now());
         state.presence_join(session.id, &presence);

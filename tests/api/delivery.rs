@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::helpers::*;
 
@@ -146,13 +147,13 @@ async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     bob_ws.assert_quiet().await;
 
     // Once the interval has passed, the next one goes out.
-    settle(&mut bob_ws, "view_settings", json!({ "min_interval_ms": 300 })).await;
+    settle(&mut bob_ws, "view_settings", json!({ "min_interval_ms": 60_000 })).await;
     ann_ws.send_location(20.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 20.0);
     ann_ws.send_location(21.0, 1.0).await;
     ann_ws.assert_quiet().await; // her update was handled: Bob's rules decided on it
     bob_ws.assert_quiet().await;
-    app.advance(Duration::from_millis(300));
+    app.advance(Duration::from_secs(60));
     ann_ws.send_location(22.0, 1.0).await;
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 22.0);
 
@@ -177,4 +178,89 @@ async fn a_viewer_gets_no_update_sooner_or_smaller_than_it_asked() {
     assert!(error["data"]["message"].as_str().unwrap().contains("min_distance_m"), "{error}");
     bob_ws.send_json(json!({ "type": "share_settings", "data": { "precision": "vague" } })).await;
     assert!(bob_ws.next_of_type("error").await["data"]["message"].as_str().unwrap().contains("precision"));
+}
+
+/// The (user_id, lat) pairs of a `location_batch`, sorted by lat.
+fn batched(batch: &Value) -> Vec<(String, f64)> {
+    assert_eq!(batch["type"], "location_batch", "{batch}");
+    let mut pairs: Vec<(String, f64)> = batch["data"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert!(l["accuracy"].is_number() && l["timestamp"].is_string() && l["lng"].is_number(), "{l}");
+            (l["user_id"].as_str().unwrap().to_owned(), l["lat"].as_f64().unwrap())
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.1.total_cmp(&b.1));
+    pairs
+}
+
+#[tokio::test]
+async fn batched_delivery_sends_a_windows_positions_as_one_frame() {
+    let app = spawn_app().await;
+    let (_, [ann, bob, cat]) = app.session_with(["Ann", "Bob", "Cat"]).await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut cat_ws, _) = app.connect(&cat.token).await;
+    // A second's window: everything below is sent well within it.
+    let (mut bob_ws, _) = app.connect_url(&format!("{}&batch_ms=1000", app.ws_url(&bob.token))).await;
+
+    for lat in [1.0, 2.0, 3.0] {
+        ann_ws.send_location(lat, 0.0).await;
+    }
+    cat_ws.send_location(9.0, 0.0).await;
+    bob_ws.send_location(5.0, 0.0).await;
+    ann_ws.until_pong().await; // handled: in Bob's open batch
+    // Connections that did not ask get the seeds' messages, one per position (Cat sees
+    // Ann's, the older ones perhaps replaced by the newest while queued).
+    let to_cat = cat_ws.until_pong().await; // Cat's own position handled too
+    assert!(to_cat.iter().all(|m| m["type"] == "location_broadcast"), "{to_cat:?}");
+    assert!(to_cat.iter().any(|m| m["data"]["lat"] == 3.0), "{to_cat:?}");
+    // One frame when the window ends: the latest of each other sender, not Bob's own.
+    let batch = bob_ws.next_json().await;
+    assert_eq!(batched(&batch), [(ann.user_id.clone(), 3.0), (cat.user_id.clone(), 9.0)]);
+    bob_ws.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn an_event_between_positions_keeps_its_place_in_batched_delivery() {
+    let app = spawn_app().await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect_url(&format!("{}&batch_ms=1000", app.ws_url(&bob.token))).await;
+
+    // Ann moves, then pauses: Bob must forget her position, so the batch holding it goes
+    // first, at once (the event does not wait for the window), then the clearing.
+    ann_ws.send_location(1.0, 0.0).await;
+    settle(&mut ann_ws, "share_settings", json!({ "paused": true })).await;
+    let first = bob_ws.next_json().await;
+    assert_eq!(batched(&first), [(ann.user_id.clone(), 1.0)]);
+    assert_eq!(bob_ws.next_of_type("location_cleared").await["data"]["user_id"], ann.user_id);
+    // Sharing again: a new batch after the event.
+    settle(&mut ann_ws, "share_settings", json!({ "paused": false })).await;
+    ann_ws.send_location(2.0, 0.0).await;
+    assert_eq!(batched(&bob_ws.next_of_type("location_batch").await), [(ann.user_id.clone(), 2.0)]);
+}
+
+#[tokio::test]
+async fn a_batch_window_out_of_range_is_refused_before_the_upgrade() {
+    let app = spawn_app().await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
+    // Numbers out of range fail validation (422); what is not a number, the query (400).
+    for (bad, status) in [("5", 422), ("1001", 422), ("-1", 400), ("soon", 400)] {
+        let url = format!("{}&batch_ms={bad}", app.ws_url(&ann.token));
+        let request = url.into_client_request().unwrap();
+        match tokio_tungstenite::connect_async(request).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), status, "batch_ms={bad}");
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+                assert!(body["error"]["message"].as_str().unwrap().contains("batch_ms"), "{body}");
+            }
+            other => panic!("batch_ms={bad} was not refused: {other:?}"),
+        }
+    }
+    for good in ["0", "10", "1000"] {
+        let url = format!("{}&batch_ms={good}", app.ws_url(&ann.token));
+        assert_eq!(app.handshake_status(&url).await, 101, "batch_ms={good}");
+    }
 }

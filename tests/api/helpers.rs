@@ -317,7 +317,19 @@ impl TestApp {
     }
 
     pub async fn try_connect(&self, token: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
-        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url(token)).await?;
+        self.try_connect_url(&self.ws_url(token)).await
+    }
+
+    /// Connects to a socket URL of the test's making (extra parameters) and reads the snapshot.
+    pub async fn connect_url(&self, url: &str) -> (WsClient, Value) {
+        let mut client = self.try_connect_url(url).await.expect("websocket handshake");
+        let snapshot = client.next_json().await;
+        assert_eq!(snapshot["type"], "session_state", "first message is the snapshot");
+        (client, snapshot)
+    }
+
+    async fn try_connect_url(&self, url: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await?;
         Ok(WsClient::new(stream))
     }
 

@@ -71,8 +71,23 @@ async fn the_page_its_assets_and_its_config_are_served() {
     for module in ["main.js", "model.js", "style.css"] {
         assert!(served.iter().any(|s| s == module), "{module} is not in web/src: {served:?}");
     }
+    // The page links its own assets under this build's id, cached for good: a browser never
+    // runs modules of two builds together.
     let html = app.get("/").await.text().await.unwrap();
-    assert!(html.contains(r#"<script type="module" src="/assets/main.js"></script>"#), "{html}");
+    let build = html.split("/assets/").nth(1).and_then(|rest| rest.split('/').next()).unwrap().to_owned();
+    assert_eq!(build.len(), 16, "{html}");
+    assert!(
+        html.contains(&format!(r#"<script type="module" src="/assets/{build}/main.js"></script>"#)),
+        "{html}"
+    );
+    assert!(html.contains(&format!(r#"href="/assets/{build}/style.css""#)), "{html}");
+    let main = app.get(&format!("/assets/{build}/main.js")).await;
+    assert_eq!(main.status(), 200);
+    assert_eq!(main.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(main.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(app.get(&format!("/assets/{build}/nothing.js")).await.status(), 404);
+    let other_build = app.get("/assets/0123456789abcdef/main.js").await;
+    assert_eq!(other_build.status(), 404, "another build's asset is not served in its stead");
     // The map library is there exactly when it was built into this binary.
     let leaflet = app.get("/assets/leaflet.js").await;
     assert_eq!(leaflet.status(), if cfg!(convoy_web_map) { 200 } else { 404 });

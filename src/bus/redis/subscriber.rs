@@ -120,8 +120,11 @@ pub(super) async fn run_subscriber(
                         tracing::warn!("pub/sub connection lost; reconnecting");
                         break;
                     };
-                    match wire::decode(message.get_channel_name(), message.get_payload_bytes()) {
-                        Ok((origin, _)) if origin == instance_id => {} // our own echo
+                    let payload = message.get_payload_bytes();
+                    if wire::origin(payload) == Some(instance_id) {
+                        continue; // our own echo
+                    }
+                    match wire::decode(message.get_channel_name(), payload) {
                         Ok((_, envelope)) => {
                             if inbound.send(BusEvent::Deliver(envelope)).is_err() {
                                 return;

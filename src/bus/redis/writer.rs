@@ -237,8 +237,8 @@ pub(super) async fn run_writer(
                 Command::Flush(done) => flushed.push(done),
             }
         }
-        // A batch of only flushes has nothing to send (Redis refuses an empty pipeline,
-        // which would trip the breaker for nothing).
+        // A batch of only flushes has nothing to send (the redis client refuses an empty
+        // pipeline, which would trip the breaker for nothing).
         if !pipe.is_empty()
             && let Err(err) = call(pipe.query_async::<()>(&mut conn)).await
         {
