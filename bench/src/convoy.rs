@@ -99,7 +99,10 @@ impl Cluster {
         socket.bind(SocketAddr::new(source, 0))?;
         let tcp = socket.connect(server).await?;
         tcp.set_nodelay(true)?;
-        let url = format!("{}/ws?token={}", base.replacen("http", "ws", 1), member.token);
+        let mut url = format!("{}/ws?token={}", base.replacen("http", "ws", 1), member.token);
+        if plan.batch_ms > 0 {
+            url.push_str(&format!("&batch_ms={}", plan.batch_ms));
+        }
         // Small buffers: thousands of sockets share the machine with the server.
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
@@ -170,13 +173,20 @@ pub async fn phone(socket: Socket, schedule: Schedule, counters: Arc<Counters>, 
             let Message::Text(text) = message else { continue };
             let now = Utc::now();
             // This runs ~100,000 times a second on the machine the server shares: no JSON
-            // parse, just the fields needed (the server writes them in a fixed order).
+            // parse, just the fields needed (the server writes them in a fixed order). A
+            // batch (--batch-ms) carries one timestamp per position.
             let text = text.as_str();
-            if !text.starts_with(r#"{"type":"location_broadcast""#) {
+            let single = text.starts_with(r#"{"type":"location_broadcast""#);
+            if !single && !text.starts_with(r#"{"type":"location_batch""#) {
                 continue;
             }
-            if let Some(sent) = timestamp_of(text, &mut day) {
+            let mut rest = text;
+            while let Some((sent, after)) = next_timestamp(rest, &mut day) {
                 recorder.record(sent, now);
+                if single {
+                    break;
+                }
+                rest = after;
             }
         }
         recorder.flush();
@@ -213,10 +223,21 @@ struct DayCache {
     start: Option<DateTime<Utc>>,
 }
 
-/// The `timestamp` of a broadcast this tool sent: `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-fn timestamp_of(text: &str, day: &mut DayCache) -> Option<DateTime<Utc>> {
+/// The first `timestamp` of a position this tool sent (`YYYY-MM-DDTHH:MM:SS.ffffffZ`) in
+/// `text`, and the text after it.
+fn next_timestamp<'t>(text: &'t str, day: &mut DayCache) -> Option<(DateTime<Utc>, &'t str)> {
     const KEY: &str = r#""timestamp":""#;
     let at = text.find(KEY)? + KEY.len();
+    let sent = timestamp_at(text, at, day)?;
+    Some((sent, text.get(at + 27..).unwrap_or_default()))
+}
+
+#[cfg(test)]
+fn timestamp_of(text: &str, day: &mut DayCache) -> Option<DateTime<Utc>> {
+    next_timestamp(text, day).map(|(sent, _)| sent)
+}
+
+fn timestamp_at(text: &str, at: usize, day: &mut DayCache) -> Option<DateTime<Utc>> {
     let t = text.as_bytes().get(at..at + 27)?;
     if day.start.is_none() || day.date != t[..10] {
         let date = chrono::NaiveDate::parse_from_str(std::str::from_utf8(&t[..10]).ok()?, "%Y-%m-%d").ok()?;
@@ -247,5 +268,15 @@ mod tests {
         assert_eq!(timestamp_of(&text, &mut day), Some(sent), "from the cached day");
         assert_eq!(timestamp_of(r#"{"type":"location_broadcast","data":{}}"#, &mut day), None);
         assert_eq!(timestamp_of(r#""timestamp":"2026-11-23T1x:42:07.123456Z""#, &mut day), None);
+    }
+
+    #[test]
+    fn reads_every_timestamp_of_a_batch() {
+        let text = r#"{"type":"location_batch","data":{"locations":[{"user_id":"a","lat":1.0,"lng":2.0,"accuracy":5.0,"timestamp":"2026-11-23T13:42:07.000001Z"},{"user_id":"b","lat":1.0,"lng":2.0,"accuracy":5.0,"timestamp":"2026-11-23T13:42:07.000002Z"}]}}"#;
+        let mut day = DayCache::default();
+        let (first, rest) = next_timestamp(text, &mut day).unwrap();
+        let (second, rest) = next_timestamp(rest, &mut day).unwrap();
+        assert_eq!((second - first).num_microseconds(), Some(1));
+        assert!(next_timestamp(rest, &mut day).is_none());
     }
 }

@@ -115,6 +115,10 @@ struct Args {
     mqtt: Option<String>,
     #[arg(long)]
     mqtt_pid: Option<i32>,
+    /// Ask convoy for batched delivery: each socket gets one `location_batch` per this many
+    /// milliseconds (`/ws?batch_ms=`) instead of one `location_broadcast` per position.
+    #[arg(long, default_value_t = 0)]
+    batch_ms: u64,
     /// Where the JSON result goes; the SVG charts go beside it (*.latency.svg,
     /// *.throughput.svg).
     #[arg(long, default_value = "bench-results/result.json")]
@@ -137,6 +141,8 @@ pub struct Plan {
     instances: usize,
     /// Every this-many-th participant of a session does not read (slow-consumer).
     slow_every: Option<usize>,
+    /// convoy's batched delivery window (0: one message per position).
+    batch_ms: u64,
     idle_steps: Vec<usize>,
 }
 
@@ -181,6 +187,7 @@ impl Plan {
             source_addresses: args.source_addresses.max(1),
             instances,
             slow_every: (args.preset == Preset::SlowConsumer).then_some(10),
+            batch_ms: args.batch_ms,
             idle_steps,
         })
     }

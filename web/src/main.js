@@ -11,7 +11,7 @@
 import { api } from './api.js';
 import { createMapView } from './map.js';
 import {
-  addMessage, applySnapshot, createModel, endedText, locationArrived, locationCleared, mapMarks,
+  addMessage, applySnapshot, batchArrived, createModel, endedText, locationArrived, locationCleared, mapMarks,
   participantJoined, participantLeft, peopleRows, presenceDiff, presenceState, refreshDelay,
   setOwnPosition, timeLeft,
 } from './model.js';
@@ -28,6 +28,8 @@ const config = JSON.parse($('convoy-config').textContent);
 const RESEND_AFTER_MS = Math.min(10000, (config.location_ttl_seconds * 1000) / 3);
 
 /// What the page knows about the trip (model.js).
+/// The socket's batch window (batch_ms): others' moves arrive together at most this late.
+const BATCH_MS = 250;
 const model = createModel(config.location_ttl_seconds);
 /// What the page is doing.
 const state = {
@@ -172,7 +174,8 @@ function startLive() {
   state.connection = new Connection({
     address: () => {
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      return `${scheme}://${location.host}/ws?token=${encodeURIComponent(model.me.token)}`;
+      // Batched delivery: everyone's moves of a quarter second in one message (README).
+      return `${scheme}://${location.host}/ws?token=${encodeURIComponent(model.me.token)}&batch_ms=${BATCH_MS}`;
     },
     onMessage: handle,
     onRetrying: (delay) => setStatus(`Connection lost: reconnecting in ${Math.ceil(delay / 1000)} s…`),
@@ -232,6 +235,11 @@ function handle({ type, data }) {
       break;
     case 'location_broadcast':
       locationArrived(model, data, now);
+      renderMap();
+      renderPeople();
+      break;
+    case 'location_batch':
+      batchArrived(model, data, now);
       renderMap();
       renderPeople();
       break;

@@ -43,6 +43,11 @@ export function locationArrived(model, location, now) {
   model.locations.set(location.user_id, arrived(location, now, model.ttlMs));
 }
 
+/// `location_batch` (batched delivery, `batch_ms`): each position as if it came alone.
+export function batchArrived(model, batch, now) {
+  for (const location of batch.locations) locationArrived(model, location, now);
+}
+
 /// `location_cleared`: they paused sharing: their marker goes now, not when it would have
 /// faded.
 export function locationCleared(model, userId) {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  addMessage, ago, applySnapshot, arrived, createModel, endedText, freshness, locationArrived,
+  addMessage, ago, applySnapshot, arrived, batchArrived, createModel, endedText, freshness, locationArrived,
   locationCleared, mapMarks, ownPosition, participantJoined, participantLeft, peopleRows, presenceDiff,
   presenceState, refreshDelay, setOwnPosition, timeLeft,
 } from '../src/model.js';
@@ -187,4 +187,12 @@ test('the token is refreshed two minutes before it expires', () => {
   assert.equal(refreshDelay(token({ exp: NOW / 1000 + 60 }), NOW), 1000, 'at least a second away');
   assert.equal(refreshDelay(token({ exp: NOW / 1000 + 1e9 }), NOW), 2 ** 31 - 1, 'what a timer can wait');
   assert.equal(refreshDelay('not a token', NOW), null);
+});
+
+test('a location batch moves each sender in it, as single broadcasts would', () => {
+  const m = model();
+  applySnapshot(m, snapshot({ participants: [ANN, BOB, CAT] }), NOW);
+  batchArrived(m, { locations: [at('bob', 1, 2), at('cat', 3, 4)] }, NOW + 1000);
+  assert.deepEqual([m.locations.get('bob').lat, m.locations.get('cat').lat], [1, 3]);
+  assert.deepEqual([m.locations.get('bob').seen, m.locations.get('cat').seen], [NOW + 1000, NOW + 1000]);
 });
