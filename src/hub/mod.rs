@@ -192,16 +192,26 @@ mod tests {
         assert_eq!(outbox.pending(), 0);
     }
 
+    fn broadcast(from: UserId, lat: f64) -> (crate::domain::Location, Frame) {
+        use crate::protocol::native::{LocationBroadcast, ServerMessage};
+        let location = crate::domain::Location { lat, ..somewhere() };
+        (location, ServerMessage::LocationBroadcast(LocationBroadcast { user_id: from, location }).to_frame())
+    }
+
+    fn push(outbox: &Outbox, from: UserId, lat: f64) {
+        let (location, frame) = broadcast(from, lat);
+        outbox.push_location(from, &location, frame, Instant::now());
+    }
+
     // tokio's paused clock: the window passes when the test says so.
     #[tokio::test(start_paused = true)]
     async fn a_batch_waits_for_its_window_and_holds_the_latest_of_each_sender() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.set_batch(Some(std::time::Duration::from_millis(100)));
         let (a, b) = (UserId::new_random(), UserId::new_random());
-        let at = |lat| crate::domain::Location { lat, ..somewhere() };
-        outbox.push_location(a, &at(1.0), frame("unused"), Instant::now());
-        outbox.push_location(b, &at(2.0), frame("unused"), Instant::now());
-        outbox.push_location(a, &at(3.0), frame("unused"), Instant::now());
+        push(&outbox, a, 1.0);
+        push(&outbox, b, 2.0);
+        push(&outbox, a, 3.0);
         assert_eq!(drained(&outbox), (vec![], None), "not before the window ends");
         let due = outbox.batch_due().expect("a batch is due");
         tokio::time::advance(std::time::Duration::from_millis(99)).await;
@@ -226,10 +236,9 @@ mod tests {
         let outbox = Outbox::new(8, Arc::default());
         outbox.set_batch(Some(std::time::Duration::from_millis(100)));
         let a = UserId::new_random();
-        let at = |lat| crate::domain::Location { lat, ..somewhere() };
-        outbox.push_location(a, &at(1.0), frame("unused"), Instant::now());
+        push(&outbox, a, 1.0);
         outbox.push_event(frame("cleared"));
-        outbox.push_location(a, &at(2.0), frame("unused"), Instant::now());
+        push(&outbox, a, 2.0);
         let (frames, _) = drained(&outbox);
         assert_eq!(frames.len(), 3, "batch, event, batch: {frames:?}");
         assert!(frames[0].contains("\"lat\":1.0") && frames[2].contains("\"lat\":2.0"), "{frames:?}");

@@ -17,7 +17,7 @@ use super::view::ViewFilter;
 use crate::domain::{Location, UserId};
 use crate::message::{CloseReason, Frame, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
-use crate::protocol::native::{LocationBroadcast, ServerMessage};
+use crate::protocol::native::location_batch;
 
 /// Presence diffs one connection may have queued; past that it gets a fresh
 /// `presence_state` (a resync) instead of more diffs: presence is state, and a burst of
@@ -29,10 +29,10 @@ enum Item {
     Frame(Frame),
     /// The pending location of this sender, kept in `Queue::locations`.
     Location(UserId),
-    /// Positions gathered for one `location_batch` (batched delivery), the latest of each
-    /// sender. Only the last item can still take more: an event queued behind a batch
-    /// seals it, so positions and events keep their order.
-    Batch(Vec<LocationBroadcast>),
+    /// Positions gathered for one `location_batch` (batched delivery): the latest
+    /// `location_broadcast` of each sender. Only the last item can still take more: an
+    /// event queued behind a batch seals it, so positions and events keep their order.
+    Batch(Vec<(UserId, Frame)>),
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +124,7 @@ impl Outbox {
                 return false;
             }
             if let Some(window) = q.batch_window {
-                return self.gather(q, LocationBroadcast { user_id: from, location: *location }, window);
+                return self.gather(q, from, frame, window);
             }
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
@@ -145,16 +145,16 @@ impl Outbox {
 
     /// Adds a position to the open batch (or opens one); whether the writer must wake up
     /// to learn when the batch is due.
-    fn gather(&self, q: &mut Queue, broadcast: LocationBroadcast, window: Duration) -> bool {
+    fn gather(&self, q: &mut Queue, from: UserId, frame: Frame, window: Duration) -> bool {
         match q.items.back_mut() {
-            Some(Item::Batch(open)) => match open.iter_mut().find(|b| b.user_id == broadcast.user_id) {
-                Some(older) => {
-                    *older = broadcast;
+            Some(Item::Batch(open)) => match open.iter_mut().find(|(sender, _)| *sender == from) {
+                Some((_, older)) => {
+                    *older = frame;
                     self.metrics.coalesced.increment(1);
                 }
-                None => open.push(broadcast),
+                None => open.push((from, frame)),
             },
-            _ => q.items.push_back(Item::Batch(vec![broadcast])),
+            _ => q.items.push_back(Item::Batch(vec![(from, frame)])),
         }
         if q.batch_due.is_some() {
             return false;
@@ -369,9 +369,7 @@ impl Outbox {
                 match item {
                     Item::Frame(frame) => out.push(frame),
                     Item::Location(from) => out.extend(q.locations.remove(&from)),
-                    Item::Batch(locations) => {
-                        out.push(ServerMessage::LocationBatch { locations: &locations }.to_frame());
-                    }
+                    Item::Batch(locations) => out.push(location_batch(locations.iter().map(|(_, f)| f))),
                 }
             }
             q.events = 0;

@@ -25,11 +25,6 @@ pub enum ServerMessage<'a> {
         user_id: UserId,
     },
     LocationBroadcast(LocationBroadcast),
-    /// Others' positions of one `batch_ms` window, the latest of each sender (a connection
-    /// that asked for batched delivery gets these instead of `location_broadcast`).
-    LocationBatch {
-        locations: &'a [LocationBroadcast],
-    },
     /// Someone paused sharing: forget their position (they stay present).
     LocationCleared {
         user_id: UserId,
@@ -140,6 +135,31 @@ impl ServerMessage<'_> {
         // Serializing these types cannot fail: no maps with non-string keys, no custom errors.
         Frame::from(serde_json::to_string(self).expect("server messages serialize"))
     }
+}
+
+/// How every `location_broadcast` frame begins; its `data` follows, then the closing brace.
+const BROADCAST_PREFIX: &str = r#"{"type":"location_broadcast","data":"#;
+
+/// A `location_batch` made of `location_broadcast` frames: each one's `data` copied as it
+/// is, so a batch costs copies, not serializations, however many connections get one.
+/// Frames that are not broadcasts (none are given) are left out.
+pub fn location_batch<'f>(broadcasts: impl IntoIterator<Item = &'f Frame>) -> Frame {
+    const HEAD: &str = r#"{"type":"location_batch","data":{"locations":["#;
+    const TAIL: &str = "]}}";
+    let mut out = String::with_capacity(256);
+    out.push_str(HEAD);
+    for frame in broadcasts {
+        let Some(data) = frame.as_str().strip_prefix(BROADCAST_PREFIX).and_then(|d| d.strip_suffix('}'))
+        else {
+            continue;
+        };
+        if out.len() > HEAD.len() {
+            out.push(',');
+        }
+        out.push_str(data);
+    }
+    out.push_str(TAIL);
+    Frame::from(out)
 }
 
 /// What a client may send.
@@ -378,6 +398,29 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_carries_each_broadcasts_data_as_it_is() {
+        let at = |lat| Location { lat, lng: 2.5, accuracy: 5.0, timestamp: crate::domain::now() };
+        let broadcasts = [UserId::new_random(), UserId::new_random()]
+            .map(|user_id| LocationBroadcast { user_id, location: at(1.5) });
+        let frames = broadcasts.clone().map(|b| ServerMessage::LocationBroadcast(b).to_frame());
+        let batch: serde_json::Value = serde_json::from_str(&location_batch(&frames)).unwrap();
+        let expected = serde_json::json!({
+            "type": "location_batch",
+            "data": { "locations": [
+                serde_json::to_value(&broadcasts[0]).unwrap(),
+                serde_json::to_value(&broadcasts[1]).unwrap(),
+            ] }
+        });
+        assert_eq!(batch, expected);
+        let empty: serde_json::Value = serde_json::from_str(&location_batch([])).unwrap();
+        assert_eq!(empty["data"]["locations"], serde_json::json!([]));
+        // Not a broadcast: left out, the batch stays valid JSON.
+        let odd = Frame::from(r#"{"type":"pong","data":{}}"#);
+        let batch: serde_json::Value = serde_json::from_str(&location_batch([&odd, &frames[0]])).unwrap();
+        assert_eq!(batch["data"]["locations"].as_array().unwrap().len(), 1);
+    }
 
     #[test]
     fn parses_the_seed_messages() {
