@@ -29,7 +29,10 @@ impl Hub {
                     if sub.user_id != *from
                         && let Some(frame) = framed.get(wire)
                     {
-                        sub.outbox.push_location(*from, location, frame, now);
+                        let opened = sub.outbox.push_location(*from, location, frame, now);
+                        if opened && let Some(window) = sub.outbox.batch_window() {
+                            self.batches.opened(window, &sub.outbox);
+                        }
                     }
                 }
                 HubMessage::Direct { to, .. } if sub.user_id != *to => {}

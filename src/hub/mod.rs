@@ -3,6 +3,7 @@
 //! bytes to every subscriber's queue (`fanout`) and never waits on a socket; each queue
 //! applies the slow-consumer policy (`outbox`) and the viewer's rules (`view`).
 
+mod batch;
 mod fanout;
 mod outbox;
 mod view;
@@ -39,6 +40,8 @@ pub struct Hub {
     metrics: Arc<RealtimeMetrics>,
     /// What viewers' `min_interval_ms` is measured on.
     clock: Clock,
+    /// The ticks of batched delivery.
+    batches: batch::Batches,
 }
 
 impl Hub {
@@ -60,6 +63,7 @@ impl Hub {
             queue_max_bytes,
             metrics,
             clock,
+            batches: batch::Batches::default(),
         }
     }
 
@@ -198,25 +202,21 @@ mod tests {
         (location, ServerMessage::LocationBroadcast(LocationBroadcast { user_id: from, location }).to_frame())
     }
 
-    fn push(outbox: &Outbox, from: UserId, lat: f64) {
+    fn push(outbox: &Outbox, from: UserId, lat: f64) -> bool {
         let (location, frame) = broadcast(from, lat);
-        outbox.push_location(from, &location, frame, Instant::now());
+        outbox.push_location(from, &location, frame, Instant::now())
     }
 
-    // tokio's paused clock: the window passes when the test says so.
-    #[tokio::test(start_paused = true)]
-    async fn a_batch_waits_for_its_window_and_holds_the_latest_of_each_sender() {
+    #[test]
+    fn a_batch_waits_for_its_tick_and_holds_the_latest_of_each_sender() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.set_batch(Some(std::time::Duration::from_millis(100)));
         let (a, b) = (UserId::new_random(), UserId::new_random());
-        push(&outbox, a, 1.0);
-        push(&outbox, b, 2.0);
-        push(&outbox, a, 3.0);
-        assert_eq!(drained(&outbox), (vec![], None), "not before the window ends");
-        let due = outbox.batch_due().expect("a batch is due");
-        tokio::time::advance(std::time::Duration::from_millis(99)).await;
-        assert_eq!(drained(&outbox), (vec![], None));
-        tokio::time::sleep_until(due).await;
+        assert!(push(&outbox, a, 1.0), "the first position opens a batch");
+        assert!(!push(&outbox, b, 2.0), "then the open batch takes them");
+        assert!(!push(&outbox, a, 3.0));
+        assert_eq!(drained(&outbox), (vec![], None), "not before the tick");
+        outbox.release_batch();
         let (frames, _) = drained(&outbox);
         assert_eq!(frames.len(), 1);
         let batch: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
@@ -228,11 +228,35 @@ mod tests {
             .map(|l| l["lat"].as_f64().unwrap())
             .collect();
         assert_eq!(lats, [3.0, 2.0], "a's latest in a's place, then b's");
-        assert_eq!(outbox.batch_due(), None);
+        assert!(push(&outbox, a, 4.0), "after a batch went out, the next opens one again");
     }
 
+    // tokio's paused clock: the window passes when the test says so.
     #[tokio::test(start_paused = true)]
-    async fn an_event_sends_the_batch_before_it_at_once_and_seals_it() {
+    async fn the_hub_releases_a_batch_at_its_windows_tick() {
+        let hub = Arc::new(Hub::new(
+            Arc::new(LocalBus::new(Clock::system())),
+            16,
+            usize::MAX,
+            Arc::default(),
+            Clock::system(),
+        ));
+        let channel = Channel::Session(SessionId::new_random());
+        let (ann, bob) = (UserId::new_random(), UserId::new_random());
+        let batched = hub.outbox(Wire::Native);
+        batched.set_batch(Some(std::time::Duration::from_millis(100)));
+        let bob_sub = hub.subscribe(channel, bob, batched).await;
+        let (location, frame) = broadcast(ann, 1.0);
+        hub.publish(Envelope { channel, message: HubMessage::Location { from: ann, location, frame } });
+        assert_eq!(drained(&bob_sub.outbox), (vec![], None));
+        tokio::time::sleep(std::time::Duration::from_millis(101)).await;
+        let (frames, _) = drained(&bob_sub.outbox);
+        assert_eq!(frames.len(), 1, "released by the tick");
+        assert!(frames[0].starts_with("{\"type\":\"location_batch\""), "{frames:?}");
+    }
+
+    #[test]
+    fn an_event_sends_the_batch_before_it_at_once_and_seals_it() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.set_batch(Some(std::time::Duration::from_millis(100)));
         let a = UserId::new_random();

@@ -60,8 +60,10 @@ struct Queue {
     view: Option<ViewFilter>,
     /// Batched delivery (`batch_ms`): how long positions are gathered.
     batch_window: Option<Duration>,
-    /// When the oldest gathered batch is due to be written.
-    batch_due: Option<tokio::time::Instant>,
+    /// Positions are gathered and this connection waits for its window's tick.
+    batch_open: bool,
+    /// The tick came: what was gathered goes out.
+    batch_released: bool,
 }
 
 /// One connection's outbound queue. Producers push without waiting; the connection's
@@ -112,8 +114,10 @@ impl Outbox {
     }
 
     /// Queues a sender's location (`frame` encodes `location`), replacing its pending one
-    /// if the writer is behind.
-    pub fn push_location(&self, from: UserId, location: &Location, frame: Frame, now: Instant) {
+    /// if the writer is behind. With batched delivery: whether this opened a batch, which
+    /// the hub must then have released at its window's next tick.
+    pub fn push_location(&self, from: UserId, location: &Location, frame: Frame, now: Instant) -> bool {
+        let mut opened = false;
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
@@ -123,8 +127,9 @@ impl Outbox {
             {
                 return false;
             }
-            if let Some(window) = q.batch_window {
-                return self.gather(q, from, frame, window);
+            if q.batch_window.is_some() {
+                opened = self.gather(q, from, frame);
+                return false; // the tick wakes the writer
             }
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
@@ -141,11 +146,12 @@ impl Outbox {
         if queued {
             self.ready.notify_one();
         }
+        opened
     }
 
-    /// Adds a position to the open batch (or opens one); whether the writer must wake up
-    /// to learn when the batch is due.
-    fn gather(&self, q: &mut Queue, from: UserId, frame: Frame, window: Duration) -> bool {
+    /// Adds a position to the open batch (or starts one); whether the connection now waits
+    /// for a tick (it did not already).
+    fn gather(&self, q: &mut Queue, from: UserId, frame: Frame) -> bool {
         match q.items.back_mut() {
             Some(Item::Batch(open)) => match open.iter_mut().find(|(sender, _)| *sender == from) {
                 Some((_, older)) => {
@@ -156,11 +162,18 @@ impl Outbox {
             },
             _ => q.items.push_back(Item::Batch(vec![(from, frame)])),
         }
-        if q.batch_due.is_some() {
-            return false;
+        !std::mem::replace(&mut q.batch_open, true)
+    }
+
+    /// The tick of this connection's window came: what it gathered goes out.
+    pub(super) fn release_batch(&self) {
+        let release = self.with_queue(|q| {
+            q.batch_released = q.batch_open;
+            q.batch_open
+        });
+        if release {
+            self.ready.notify_one();
         }
-        q.batch_due = Some(tokio::time::Instant::now() + window);
-        true
     }
 
     /// Turns on batched delivery (`batch_ms`) for this native connection: others'
@@ -171,9 +184,9 @@ impl Outbox {
         }
     }
 
-    /// When the writer must write the gathered positions, if any are waiting.
-    pub fn batch_due(&self) -> Option<tokio::time::Instant> {
-        self.with_queue(|q| q.batch_due)
+    /// The batching window, if this connection asked for batched delivery.
+    pub fn batch_window(&self) -> Option<Duration> {
+        self.with_queue(|q| q.batch_window)
     }
 
     /// This connection's `view_settings` (zero: none).
@@ -209,7 +222,7 @@ impl Outbox {
                 q.snapshot.clear();
                 q.items.clear();
                 q.locations.clear();
-                q.batch_due = None;
+                q.batch_open = false;
                 q.close = Some(CloseReason::new(
                     close_code::TRY_AGAIN_LATER,
                     "too slow: reconnect to resynchronise",
@@ -358,10 +371,10 @@ impl Outbox {
                 && q.snapshot.is_empty()
                 && q.close.is_none()
                 && q.items.iter().all(|item| matches!(item, Item::Batch(_)));
-            if only_batches && q.batch_due.is_some_and(|due| due > tokio::time::Instant::now()) {
+            if only_batches && !q.batch_released {
                 return None;
             }
-            q.batch_due = None;
+            (q.batch_open, q.batch_released) = (false, false);
             out.reserve(q.items.len() + q.first.len() + q.snapshot.len());
             out.append(&mut q.first);
             out.append(&mut q.snapshot);

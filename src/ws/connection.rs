@@ -75,13 +75,6 @@ async fn write_loop(
     let ready = outbox.ready();
     tokio::pin!(shutting_down, closing, ready);
     loop {
-        // Gathered positions (batched delivery) go out when their window ends.
-        let batch_due = async {
-            match outbox.batch_due() {
-                Some(due) => tokio::time::sleep_until(due).await,
-                None => std::future::pending().await,
-            }
-        };
         // Pings before frames: a steady stream of frames must not starve the heartbeat.
         let ping = tokio::select! {
             biased;
@@ -94,7 +87,6 @@ async fn write_loop(
                 ready.set(outbox.ready());
                 false
             }
-            _ = batch_due => false,
         };
         let close = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
