@@ -253,6 +253,16 @@ mod tests {
         let (frames, _) = drained(&bob_sub.outbox);
         assert_eq!(frames.len(), 1, "released by the tick");
         assert!(frames[0].starts_with("{\"type\":\"location_batch\""), "{frames:?}");
+        // A tick with nobody waiting stops its task: a window length once asked for (by
+        // anyone, any number of them) costs nothing when nobody uses it.
+        assert_eq!(hub.batches.ticking(), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(hub.batches.ticking(), 0);
+        let (location, frame) = broadcast(ann, 2.0);
+        hub.publish(Envelope { channel, message: HubMessage::Location { from: ann, location, frame } });
+        assert_eq!(hub.batches.ticking(), 1, "ticking again for the next batch");
+        tokio::time::sleep(std::time::Duration::from_millis(101)).await;
+        assert_eq!(drained(&bob_sub.outbox).0.len(), 1);
     }
 
     #[test]
