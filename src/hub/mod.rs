@@ -202,6 +202,17 @@ mod tests {
         (location, ServerMessage::LocationBroadcast(LocationBroadcast { user_id: from, location }).to_frame())
     }
 
+    /// A hub on the in-process bus, queues of 16 events.
+    fn test_hub() -> Arc<Hub> {
+        Arc::new(Hub::new(
+            Arc::new(LocalBus::new(Clock::system())),
+            16,
+            usize::MAX,
+            Arc::default(),
+            Clock::system(),
+        ))
+    }
+
     fn push(outbox: &Outbox, from: UserId, lat: f64) -> bool {
         let (location, frame) = broadcast(from, lat);
         outbox.push_location(from, &location, frame, Instant::now())
@@ -234,13 +245,7 @@ mod tests {
     // tokio's paused clock: the window passes when the test says so.
     #[tokio::test(start_paused = true)]
     async fn the_hub_releases_a_batch_at_its_windows_tick() {
-        let hub = Arc::new(Hub::new(
-            Arc::new(LocalBus::new(Clock::system())),
-            16,
-            usize::MAX,
-            Arc::default(),
-            Clock::system(),
-        ));
+        let hub = test_hub();
         let channel = Channel::Session(SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let batched = hub.outbox(Wire::Native);
@@ -367,13 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_hub_routes_by_session_and_skips_the_sender() {
-        let hub = Arc::new(Hub::new(
-            Arc::new(LocalBus::new(Clock::system())),
-            16,
-            usize::MAX,
-            Arc::default(),
-            Clock::system(),
-        ));
+        let hub = test_hub();
         let (s1, s2) = (SessionId::new_random(), SessionId::new_random());
         let (ann, bob) = (UserId::new_random(), UserId::new_random());
         let (s1, s2) = (Channel::Session(s1), Channel::Session(s2));
