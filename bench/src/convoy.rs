@@ -29,7 +29,13 @@ pub struct Member {
     pub token: String,
 }
 
-pub type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+/// An open `/ws` socket past its snapshot, and whose it is.
+pub struct Socket {
+    pub ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    /// The participant's user_id (from the snapshot): batches carry its own position too,
+    /// which is not counted as a delivery.
+    pub user_id: String,
+}
 
 /// The servers under test (one, or several sharing PostgreSQL and Redis).
 #[derive(Clone)]
@@ -107,7 +113,12 @@ impl Cluster {
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
         let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await?;
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Text(_)))) => Ok(ws),
+            Ok(Some(Ok(Message::Text(snapshot)))) => {
+                let snapshot: Value = serde_json::from_str(snapshot.as_str())?;
+                let user_id =
+                    snapshot["data"]["user_id"].as_str().context("the snapshot's user_id")?.to_owned();
+                Ok(Socket { ws, user_id })
+            }
             other => bail!("no snapshot: {other:?}"),
         }
     }
@@ -142,7 +153,8 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> Result<Value> {
 /// One phone on convoy's /ws: sends on its schedule and times what it receives, until
 /// told to stop. A slow consumer sends but never reads.
 pub async fn phone(socket: Socket, schedule: Schedule, counters: Arc<Counters>, mut stop: Stop) {
-    let (mut sink, mut stream) = socket.split();
+    let Socket { ws, user_id: me } = socket;
+    let (mut sink, mut stream) = ws.split();
     let sender = async {
         let mut ticker = Ticker::new(schedule);
         loop {
@@ -180,11 +192,18 @@ pub async fn phone(socket: Socket, schedule: Schedule, counters: Arc<Counters>, 
             if !single && !text.starts_with(r#"{"type":"location_batch""#) {
                 continue;
             }
+            if single {
+                if let Some((sent, _)) = next_timestamp(text, &mut day) {
+                    recorder.record(sent, now);
+                }
+                continue;
+            }
+            // A batch is the session's: everyone's position but this phone's own counts.
             let mut rest = text;
-            while let Some((sent, after)) = next_timestamp(rest, &mut day) {
-                recorder.record(sent, now);
-                if single {
-                    break;
+            while let Some((user, after)) = next_user(rest) {
+                let Some((sent, after)) = next_timestamp(after, &mut day) else { break };
+                if user != me {
+                    recorder.record(sent, now);
                 }
                 rest = after;
             }
@@ -232,6 +251,14 @@ fn next_timestamp<'t>(text: &'t str, day: &mut DayCache) -> Option<(DateTime<Utc
     Some((sent, text.get(at + 27..).unwrap_or_default()))
 }
 
+/// The next `user_id` in `text`, and the text after it.
+fn next_user(text: &str) -> Option<(&str, &str)> {
+    const KEY: &str = r#""user_id":""#;
+    let at = text.find(KEY)? + KEY.len();
+    let end = at + text[at..].find('"')?;
+    Some((&text[at..end], &text[end..]))
+}
+
 #[cfg(test)]
 fn timestamp_of(text: &str, day: &mut DayCache) -> Option<DateTime<Utc>> {
     next_timestamp(text, day).map(|(sent, _)| sent)
@@ -274,9 +301,12 @@ mod tests {
     fn reads_every_timestamp_of_a_batch() {
         let text = r#"{"type":"location_batch","data":{"locations":[{"user_id":"a","lat":1.0,"lng":2.0,"accuracy":5.0,"timestamp":"2026-11-23T13:42:07.000001Z"},{"user_id":"b","lat":1.0,"lng":2.0,"accuracy":5.0,"timestamp":"2026-11-23T13:42:07.000002Z"}]}}"#;
         let mut day = DayCache::default();
-        let (first, rest) = next_timestamp(text, &mut day).unwrap();
+        let (user, rest) = next_user(text).unwrap();
+        let (first, rest) = next_timestamp(rest, &mut day).unwrap();
+        let (other, rest) = next_user(rest).unwrap();
         let (second, rest) = next_timestamp(rest, &mut day).unwrap();
+        assert_eq!((user, other), ("a", "b"));
         assert_eq!((second - first).num_microseconds(), Some(1));
-        assert!(next_timestamp(rest, &mut day).is_none());
+        assert!(next_user(rest).is_none() && next_timestamp(rest, &mut day).is_none());
     }
 }

@@ -86,7 +86,7 @@ impl Flood {
 /// Publishes at FLOOD_RATE_HZ until stopped, reading (and dropping) everything that comes
 /// back; returns how many it sent.
 async fn flooder(socket: crate::convoy::Socket, session_id: String, mut stop: watch::Receiver<bool>) -> u64 {
-    let (mut sink, mut incoming) = socket.split();
+    let (mut sink, mut incoming) = socket.ws.split();
     let text = format!(
         r#"{{"type":"publish","data":{{"topic":"session:{session_id}","payload":"{}"}}}}"#,
         "f".repeat(PAYLOAD_BYTES - 2)

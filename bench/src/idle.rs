@@ -57,7 +57,7 @@ pub async fn run(cluster: &Cluster, plan: &Plan, pids: &[i32]) -> Result<IdleRep
 
 /// Keeps a socket open and answers the server's pings (reading is what answers them).
 async fn hold(mut socket: Socket) {
-    while let Some(Ok(_)) = socket.next().await {}
+    while let Some(Ok(_)) = socket.ws.next().await {}
 }
 
 /// Slope and intercept of RSS over connections.

@@ -1,8 +1,13 @@
 //! Fan-out: a message handed to every local subscriber of its channel, serialized at most
 //! once per wire format however many connections get it; then to the bus.
 
-use super::Hub;
-use crate::message::{CloseReason, Envelope, Frame, HubMessage, Wire, close_code};
+use std::time::Duration;
+
+use super::batch::Waiting;
+use super::{Hub, Subscriber};
+use crate::domain::UserId;
+use crate::message::{Channel, CloseReason, Envelope, Frame, HubMessage, Wire, close_code};
+use crate::protocol::native::location_batch;
 
 impl Hub {
     /// Delivers to this instance's subscribers, then hands the message to the bus.
@@ -18,6 +23,13 @@ impl Hub {
         let started = std::time::Instant::now();
         let framed = Framed::new(envelope);
         let now = self.clock.instant();
+        let is_location = matches!(envelope.message, HubMessage::Location { .. });
+        if !is_location {
+            // Positions gathered before this message go before it.
+            self.flush_session_batches(envelope.channel, subscribers);
+        }
+        // The batch windows of members sharing the session's batch (usually one, or none).
+        let mut shared_windows: Vec<Duration> = Vec::new();
         for sub in subscribers {
             let wire = sub.outbox.wire;
             let closes = matches!(envelope.message, HubMessage::Disconnect { .. } | HubMessage::End { .. });
@@ -25,13 +37,19 @@ impl Hub {
                 continue;
             }
             match &envelope.message {
+                HubMessage::Location { .. } if let Some(window) = sub.outbox.shared_batch() => {
+                    if !shared_windows.contains(&window) {
+                        shared_windows.push(window);
+                    }
+                }
                 HubMessage::Location { from, location, .. } => {
                     if sub.user_id != *from
                         && let Some(frame) = framed.get(wire)
                     {
                         let opened = sub.outbox.push_location(*from, location, frame, now);
                         if opened && let Some(window) = sub.outbox.batch_window() {
-                            self.batches.opened(window, &sub.outbox);
+                            let waiting = Waiting::Connection(std::sync::Arc::downgrade(&sub.outbox));
+                            self.batches.opened(window, waiting, &self.me);
                         }
                     }
                 }
@@ -79,7 +97,83 @@ impl Hub {
                 }
             }
         }
+        if let (HubMessage::Location { from, frame, .. }, false) =
+            (&envelope.message, shared_windows.is_empty())
+        {
+            for window in shared_windows {
+                self.gather_session_batch(envelope.channel, window, *from, frame);
+            }
+        }
         self.metrics.fanout_seconds.record(started.elapsed());
+    }
+
+    /// Adds a position to the session's shared batch of `window` (replacing the sender's
+    /// older one); the first of a batch asks for the window's next tick.
+    fn gather_session_batch(&self, channel: Channel, window: Duration, from: UserId, frame: &Frame) {
+        let opened = {
+            let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
+            let windows = batches.entry(channel).or_default();
+            let entries = match windows.iter().position(|(w, _)| *w == window) {
+                Some(at) => &mut windows[at].1,
+                None => {
+                    windows.push((window, Vec::new()));
+                    &mut windows.last_mut().expect("just pushed").1
+                }
+            };
+            let opened = entries.is_empty();
+            match entries.iter_mut().find(|(sender, _)| *sender == from) {
+                Some((_, older)) => *older = frame.clone(),
+                None => entries.push((from, frame.clone())),
+            }
+            opened
+        };
+        if opened {
+            self.batches.opened(window, Waiting::Session(channel), &self.me);
+        }
+    }
+
+    /// The tick of `window`: the session's batch goes to its members who share it.
+    pub(super) fn release_session_batch(&self, channel: Channel, window: Duration) {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        let subscribers = channels.get(&channel).map_or(&[][..], Vec::as_slice);
+        self.send_session_batch(channel, window, subscribers);
+    }
+
+    /// Before any other message on the channel: the batches waiting go first.
+    fn flush_session_batches(&self, channel: Channel, subscribers: &[Subscriber]) {
+        let windows: Vec<Duration> = {
+            let batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
+            match batches.get(&channel) {
+                Some(windows) => windows.iter().map(|(w, _)| *w).collect(),
+                None => return,
+            }
+        };
+        for window in windows {
+            self.send_session_batch(channel, window, subscribers);
+        }
+    }
+
+    /// Builds the session's batch of `window` once and queues it for every member sharing it.
+    fn send_session_batch(&self, channel: Channel, window: Duration, subscribers: &[Subscriber]) {
+        let entries = {
+            let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(windows) = batches.get_mut(&channel) else { return };
+            let Some(at) = windows.iter().position(|(w, _)| *w == window) else { return };
+            let (_, entries) = windows.swap_remove(at);
+            if windows.is_empty() {
+                batches.remove(&channel);
+            }
+            entries
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let frame = location_batch(entries.iter().map(|(_, frame)| frame));
+        for sub in subscribers {
+            if sub.outbox.shared_batch() == Some(window) && !sub.outbox.is_muted() {
+                sub.outbox.push_event(frame.clone());
+            }
+        }
     }
 
     /// Every local connection rebuilds its snapshot: this instance may have missed

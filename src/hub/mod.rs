@@ -10,12 +10,13 @@ mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use crate::bus::Messaging;
 use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
-use crate::message::{Channel, Wire};
+use crate::message::{Channel, Frame, Wire};
 use crate::metrics::RealtimeMetrics;
 
 pub use outbox::Outbox;
@@ -42,7 +43,15 @@ pub struct Hub {
     clock: Clock,
     /// The ticks of batched delivery.
     batches: batch::Batches,
+    /// Per session, per batch window: the latest `location_broadcast` of each sender since
+    /// the last tick, for the members who share the session's batch.
+    session_batches: Mutex<HashMap<Channel, SessionBatches>>,
+    /// This hub, for the tick tasks.
+    me: Weak<Hub>,
 }
+
+/// One session's waiting batches: (window, the latest broadcast of each sender).
+type SessionBatches = Vec<(Duration, Vec<(UserId, Frame)>)>;
 
 impl Hub {
     /// Each connection's queue holds at most `queue_capacity` events and `queue_max_bytes`
@@ -53,18 +62,19 @@ impl Hub {
         queue_max_bytes: usize,
         metrics: Arc<RealtimeMetrics>,
         clock: Clock,
-    ) -> Self {
-        let connections = AtomicUsize::new(0);
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             channels: RwLock::default(),
             bus,
-            connections,
+            connections: AtomicUsize::new(0),
             queue_capacity,
             queue_max_bytes,
             metrics,
             clock,
             batches: batch::Batches::default(),
-        }
+            session_batches: Mutex::default(),
+            me: me.clone(),
+        })
     }
 
     /// A new connection's outbound queue.
@@ -204,13 +214,7 @@ mod tests {
 
     /// A hub on the in-process bus, queues of 16 events.
     fn test_hub() -> Arc<Hub> {
-        Arc::new(Hub::new(
-            Arc::new(LocalBus::new(Clock::system())),
-            16,
-            usize::MAX,
-            Arc::default(),
-            Clock::system(),
-        ))
+        Hub::new(Arc::new(LocalBus::new(Clock::system())), 16, usize::MAX, Arc::default(), Clock::system())
     }
 
     fn push(outbox: &Outbox, from: UserId, lat: f64) -> bool {
@@ -268,6 +272,57 @@ mod tests {
         assert_eq!(hub.batches.ticking(), 1, "ticking again for the next batch");
         tokio::time::sleep(std::time::Duration::from_millis(101)).await;
         assert_eq!(drained(&bob_sub.outbox).0.len(), 1);
+    }
+
+    fn batch_lats(frame: &str) -> Vec<f64> {
+        let batch: serde_json::Value = serde_json::from_str(frame).unwrap();
+        assert_eq!(batch["type"], "location_batch", "{batch}");
+        batch["data"]["locations"].as_array().unwrap().iter().map(|l| l["lat"].as_f64().unwrap()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sessions_batch_is_built_once_for_its_members_and_events_keep_their_place() {
+        let hub = test_hub();
+        let channel = Channel::Session(SessionId::new_random());
+        let (ann, bob, cat) = (UserId::new_random(), UserId::new_random(), UserId::new_random());
+        let window = Some(std::time::Duration::from_millis(100));
+        let subscribe = |user, filtered: bool| {
+            let hub = hub.clone();
+            async move {
+                let outbox = hub.outbox(Wire::Native);
+                outbox.set_batch(window);
+                if filtered {
+                    outbox.set_view(std::time::Duration::ZERO, 1.0, std::time::Duration::from_secs(15));
+                }
+                hub.subscribe(channel, user, outbox).await
+            }
+        };
+        let (ann_sub, bob_sub) = (subscribe(ann, false).await, subscribe(bob, false).await);
+        let cat_sub = subscribe(cat, true).await; // view_settings: gathers its own batches
+        let move_to = |from, lat| {
+            let (location, frame) = broadcast(from, lat);
+            hub.publish(Envelope { channel, message: HubMessage::Location { from, location, frame } });
+        };
+        move_to(ann, 1.0);
+        move_to(bob, 2.0);
+        move_to(ann, 3.0);
+        tokio::time::sleep(std::time::Duration::from_millis(101)).await;
+        // The same frame for Ann and Bob: everyone's latest, their own included.
+        let (to_ann, to_bob) = (drained(&ann_sub.outbox).0, drained(&bob_sub.outbox).0);
+        assert_eq!(to_ann, to_bob);
+        assert_eq!(batch_lats(&to_ann[0]), [3.0, 2.0]);
+        // Cat's own batch, filtered per position, without Cat's own.
+        assert_eq!(batch_lats(&drained(&cat_sub.outbox).0[0]), [3.0, 2.0]);
+
+        // An event: the positions before it go before it, at once.
+        move_to(ann, 4.0);
+        hub.publish(Envelope { channel, message: HubMessage::Event { frame: frame("cleared") } });
+        move_to(ann, 5.0);
+        let frames = drained(&bob_sub.outbox).0;
+        assert_eq!((batch_lats(&frames[0]), frames[1].as_str()), (vec![4.0], "cleared"));
+        assert_eq!(frames.len(), 2, "the position after the event waits for the tick: {frames:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(101)).await;
+        assert_eq!(batch_lats(&drained(&bob_sub.outbox).0[0]), [5.0]);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct Outbox {
     /// Hub messages other than closes are not delivered (a Phoenix socket with no joined
     /// channel). Replies pushed by the connection itself still go out.
     muted: std::sync::atomic::AtomicBool,
+    /// The batch window in milliseconds when this connection takes its session's shared
+    /// batches (batched delivery and no `view_settings`), else 0: read on every fan-out
+    /// without the queue's lock.
+    shared_batch_ms: AtomicU64,
     capacity: usize,
     /// Bytes of undelivered events past which the connection is closed as too slow.
     max_bytes: usize,
@@ -102,6 +106,7 @@ impl Outbox {
             resync: Notify::new(),
             closing: CancellationToken::new(),
             muted: std::sync::atomic::AtomicBool::new(false),
+            shared_batch_ms: AtomicU64::new(0),
             capacity,
             max_bytes,
             metrics,
@@ -180,8 +185,27 @@ impl Outbox {
     /// positions go out as one `location_batch` per `window`.
     pub fn set_batch(&self, window: Option<Duration>) {
         if self.wire == Wire::Native {
-            self.with_queue(|q| q.batch_window = window);
+            self.with_queue(|q| {
+                q.batch_window = window;
+                self.share_batches(q);
+            });
         }
+    }
+
+    /// Batched and unfiltered: the session's batch, built once, is this connection's too.
+    /// With `view_settings` its batches are gathered here, position by position.
+    fn share_batches(&self, q: &Queue) {
+        let ms = match (&q.view, q.batch_window) {
+            (None, Some(window)) => u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            _ => 0,
+        };
+        self.shared_batch_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The window of the session batches this connection takes (see `share_batches`).
+    pub(super) fn shared_batch(&self) -> Option<Duration> {
+        let ms = self.shared_batch_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     /// The batching window, if this connection asked for batched delivery.
@@ -206,6 +230,7 @@ impl Outbox {
     ) {
         self.with_queue(|q| {
             q.view = ViewFilter::new(min_interval, min_distance_m, refresh);
+            self.share_batches(q);
         });
     }
 

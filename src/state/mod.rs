@@ -86,13 +86,13 @@ impl AppState {
         let clock = tokens.clock().clone();
         let limits = Limits::new(&config, clock.clone());
         let metrics = Arc::new(RealtimeMetrics::new());
-        let hub = Arc::new(Hub::new(
+        let hub = Hub::new(
             bus.clone(),
             config.ws_queue_capacity,
             config.ws_queue_max_bytes,
             metrics.clone(),
             clock.clone(),
-        ));
+        );
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         let admission = Admission::new(&config);
         Self(Arc::new(Inner {

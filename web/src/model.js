@@ -44,8 +44,11 @@ export function locationArrived(model, location, now) {
 }
 
 /// `location_batch` (batched delivery, `batch_ms`): each position as if it came alone.
+/// The batch is the session's, our own position included: ours comes from the device.
 export function batchArrived(model, batch, now) {
-  for (const location of batch.locations) locationArrived(model, location, now);
+  for (const location of batch.locations) {
+    if (location.user_id !== model.me?.user_id) locationArrived(model, location, now);
+  }
 }
 
 /// `location_cleared`: they paused sharing: their marker goes now, not when it would have

@@ -192,7 +192,8 @@ test('the token is refreshed two minutes before it expires', () => {
 test('a location batch moves each sender in it, as single broadcasts would', () => {
   const m = model();
   applySnapshot(m, snapshot({ participants: [ANN, BOB, CAT] }), NOW);
-  batchArrived(m, { locations: [at('bob', 1, 2), at('cat', 3, 4)] }, NOW + 1000);
+  batchArrived(m, { locations: [at('bob', 1, 2), at('cat', 3, 4), at('me', 9, 9)] }, NOW + 1000);
   assert.deepEqual([m.locations.get('bob').lat, m.locations.get('cat').lat], [1, 3]);
+  assert.equal(m.locations.get('me'), undefined, 'our own position is not taken from the batch');
   assert.deepEqual([m.locations.get('bob').seen, m.locations.get('cat').seen], [NOW + 1000, NOW + 1000]);
 });
