@@ -11,6 +11,7 @@
 
 mod burst;
 mod charts;
+mod check;
 mod convoy;
 mod flood;
 mod idle;
@@ -126,6 +127,10 @@ struct Args {
     /// No progress bar (for logs).
     #[arg(long)]
     quiet: bool,
+    /// Exit non-zero, naming the target, when the run falls short of issue 17's delivery
+    /// targets (fanout and fanout-large; one message per position needs --mqtt).
+    #[arg(long)]
+    check: bool,
 }
 
 /// The numbers a run uses, after the preset and the options.
@@ -318,6 +323,14 @@ async fn main() -> Result<()> {
         }
     }
     eprintln!("result written to {}", args.output.display());
+    if args.check {
+        let convoy = output.convoy.as_ref().context("--check: no convoy run to check")?;
+        let short = check::shortfalls(check::Figures::of(convoy, output.mqtt_reference.as_ref()));
+        if !short.is_empty() {
+            bail!("short of the targets:\n  {}", short.join("\n  "));
+        }
+        eprintln!("== check: the targets are met");
+    }
     Ok(())
 }
 
