@@ -34,11 +34,19 @@ pub struct Location {
 pub const MIN_BATCH_MS: u64 = 10;
 pub const MAX_BATCH_MS: u64 = 1000;
 
+/// The windows served: a `batch_ms` in range is rounded down to one of them, so one
+/// session's members cannot make its positions be gathered for hundreds of windows.
+pub const BATCH_WINDOWS_MS: [u64; 7] = [10, 25, 50, 100, 250, 500, 1000];
+
 /// The batching window `batch_ms` asks for: None for 0 (off).
 pub fn batch_window(batch_ms: u64) -> Result<Option<std::time::Duration>, ValidationError> {
     match batch_ms {
         0 => Ok(None),
-        MIN_BATCH_MS..=MAX_BATCH_MS => Ok(Some(std::time::Duration::from_millis(batch_ms))),
+        MIN_BATCH_MS..=MAX_BATCH_MS => {
+            let window =
+                BATCH_WINDOWS_MS.iter().rev().find(|w| **w <= batch_ms).copied().unwrap_or(MIN_BATCH_MS);
+            Ok(Some(std::time::Duration::from_millis(window)))
+        }
         _ => Err(ValidationError::new(
             "batch_ms",
             format!("must be 0 (each position on its own) or between {MIN_BATCH_MS} and {MAX_BATCH_MS}"),
@@ -105,6 +113,20 @@ impl Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_window_is_rounded_down_to_one_served() {
+        let window = |ms| batch_window(ms).map(|w| w.map(|d| d.as_millis()));
+        assert_eq!(window(0), Ok(None));
+        for (asked, served) in
+            [(10, 10), (24, 10), (99, 50), (100, 100), (300, 250), (999, 500), (1000, 1000)]
+        {
+            assert_eq!(window(asked), Ok(Some(served)), "batch_ms={asked}");
+        }
+        for bad in [1, 9, 1001, u64::MAX] {
+            assert!(window(bad).unwrap_err().to_string().contains("batch_ms"), "batch_ms={bad}");
+        }
+    }
 
     #[test]
     fn distances_and_approximations() {

@@ -153,18 +153,17 @@ impl Hub {
         }
     }
 
-    /// Builds the session's batch of `window` once and queues it for every member sharing it.
+    /// Builds the session's batch of `window` once and queues it for every member sharing
+    /// it. The batches' lock is held until every member has it: an event flushing the
+    /// same channel meanwhile waits, so no member gets the event before the batch.
     fn send_session_batch(&self, channel: Channel, window: Duration, subscribers: &[Subscriber]) {
-        let entries = {
-            let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(windows) = batches.get_mut(&channel) else { return };
-            let Some(at) = windows.iter().position(|(w, _)| *w == window) else { return };
-            let (_, entries) = windows.swap_remove(at);
-            if windows.is_empty() {
-                batches.remove(&channel);
-            }
-            entries
-        };
+        let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(windows) = batches.get_mut(&channel) else { return };
+        let Some(at) = windows.iter().position(|(w, _)| *w == window) else { return };
+        let (_, entries) = windows.swap_remove(at);
+        if windows.is_empty() {
+            batches.remove(&channel);
+        }
         if entries.is_empty() {
             return;
         }

@@ -326,6 +326,37 @@ mod tests {
     }
 
     #[test]
+    fn batches_sealed_by_events_count_against_a_stalled_readers_bounds() {
+        // A reader with view_settings gathers its own batches; each event seals one. The
+        // batches count as events: a reader that never drains is closed, not left to grow.
+        let outbox = Outbox::new(4, Arc::default());
+        outbox.set_batch(Some(std::time::Duration::from_millis(100)));
+        outbox.set_view(std::time::Duration::ZERO, 1.0, std::time::Duration::from_secs(15));
+        let a = UserId::new_random();
+        for lat in [1.0, 2.0] {
+            push(&outbox, a, lat);
+            outbox.push_event(frame("chat"));
+        }
+        assert!(!outbox.is_closing(), "2 events and 2 batches: within 4");
+        push(&outbox, a, 3.0);
+        assert!(outbox.is_closing(), "a fifth item past a capacity of 4");
+        assert_eq!(drained(&outbox).1.map(|c| c.code), Some(close_code::TRY_AGAIN_LATER));
+    }
+
+    #[test]
+    fn leaving_the_sessions_batch_for_a_filtered_one_resynchronises() {
+        use futures_util::FutureExt;
+        let outbox = Outbox::new(4, Arc::default());
+        outbox.set_batch(Some(std::time::Duration::from_millis(100)));
+        assert!(outbox.resync_requested().now_or_never().is_none());
+        // Positions waiting in the session's batch would not come to it any more.
+        outbox.set_view(std::time::Duration::ZERO, 1.0, std::time::Duration::from_secs(15));
+        assert!(outbox.resync_requested().now_or_never().is_some(), "a fresh snapshot has them");
+        outbox.set_view(std::time::Duration::ZERO, 2.0, std::time::Duration::from_secs(15));
+        assert!(outbox.resync_requested().now_or_never().is_none(), "once, not on every change");
+    }
+
+    #[test]
     fn an_event_sends_the_batch_before_it_at_once_and_seals_it() {
         let outbox = Outbox::new(8, Arc::default());
         outbox.set_batch(Some(std::time::Duration::from_millis(100)));

@@ -122,7 +122,7 @@ impl Outbox {
     /// if the writer is behind. With batched delivery: whether this opened a batch, which
     /// the hub must then have released at its window's next tick.
     pub fn push_location(&self, from: UserId, location: &Location, frame: Frame, now: Instant) -> bool {
-        let mut opened = false;
+        let (mut opened, mut overflowed) = (false, false);
         let queued = self.with_queue(|q| {
             if q.closed {
                 return false;
@@ -133,7 +133,10 @@ impl Outbox {
                 return false;
             }
             if q.batch_window.is_some() {
-                opened = self.gather(q, from, frame);
+                match self.gather(q, from, frame) {
+                    Some(new) => opened = new,
+                    None => overflowed = true,
+                }
                 return false; // the tick wakes the writer
             }
             match q.locations.entry(from) {
@@ -148,26 +151,40 @@ impl Outbox {
             }
             true
         });
+        if overflowed {
+            self.closed_as_too_slow();
+            self.ready.notify_one();
+        }
         if queued {
             self.ready.notify_one();
         }
         opened
     }
 
-    /// Adds a position to the open batch (or starts one); whether the connection now waits
-    /// for a tick (it did not already).
-    fn gather(&self, q: &mut Queue, from: UserId, frame: Frame) -> bool {
-        match q.items.back_mut() {
-            Some(Item::Batch(open)) => match open.iter_mut().find(|(sender, _)| *sender == from) {
-                Some((_, older)) => {
-                    *older = frame;
-                    self.metrics.coalesced.increment(1);
-                }
-                None => open.push((from, frame)),
-            },
-            _ => q.items.push_back(Item::Batch(vec![(from, frame)])),
+    /// Adds a position to the open batch (or starts one): whether the connection now waits
+    /// for a tick (it did not already), or None if that took the queue past its bounds. A
+    /// batch counts as an event, and its positions' bytes as event bytes: batches sealed
+    /// by events between them cannot pile up past the queue's bounds.
+    fn gather(&self, q: &mut Queue, from: UserId, frame: Frame) -> Option<bool> {
+        let new_batch = !matches!(q.items.back(), Some(Item::Batch(_)));
+        if let Some(Item::Batch(open)) = q.items.back_mut()
+            && let Some((_, older)) = open.iter_mut().find(|(sender, _)| *sender == from)
+        {
+            *older = frame;
+            self.metrics.coalesced.increment(1);
+        } else {
+            if self.overflows(q, frame.len()) {
+                return None;
+            }
+            q.event_bytes += frame.len();
+            if new_batch {
+                q.events += 1;
+                q.items.push_back(Item::Batch(vec![(from, frame)]));
+            } else if let Some(Item::Batch(open)) = q.items.back_mut() {
+                open.push((from, frame));
+            }
         }
-        !std::mem::replace(&mut q.batch_open, true)
+        Some(!std::mem::replace(&mut q.batch_open, true))
     }
 
     /// The tick of this connection's window came: what it gathered goes out.
@@ -228,31 +245,27 @@ impl Outbox {
         min_distance_m: f64,
         refresh: std::time::Duration,
     ) {
-        self.with_queue(|q| {
+        let left_shared = self.with_queue(|q| {
+            let was_shared = self.shared_batch().is_some();
             q.view = ViewFilter::new(min_interval, min_distance_m, refresh);
             self.share_batches(q);
+            was_shared && self.shared_batch().is_none()
         });
+        // Positions waiting in the session's batch no longer come to this connection: a
+        // fresh snapshot has them.
+        if left_shared {
+            self.request_resync();
+        }
     }
 
     /// Queues an event; past capacity (in events or in bytes) the connection is closed as
     /// too slow.
     pub fn push_event(&self, frame: Frame) {
-        let (capacity, max_bytes) = (self.capacity, self.max_bytes);
         let overflowed = self.with_queue(|q| {
             if q.closed {
                 return false;
             }
-            if q.events >= capacity || q.event_bytes.saturating_add(frame.len()) > max_bytes {
-                q.first.clear();
-                q.snapshot.clear();
-                q.items.clear();
-                q.locations.clear();
-                q.batch_open = false;
-                q.close = Some(CloseReason::new(
-                    close_code::TRY_AGAIN_LATER,
-                    "too slow: reconnect to resynchronise",
-                ));
-                q.closed = true;
+            if self.overflows(q, frame.len()) {
                 return true;
             }
             q.event_bytes += frame.len();
@@ -261,10 +274,30 @@ impl Outbox {
             false
         });
         if overflowed {
-            self.metrics.slow_consumer_closes.increment(1);
-            self.closing.cancel();
+            self.closed_as_too_slow();
         }
         self.ready.notify_one();
+    }
+
+    /// Whether `bytes` more (of an event, or of a batch) would take the queue past its
+    /// bounds; if so, it is emptied and set to close as too slow.
+    fn overflows(&self, q: &mut Queue, bytes: usize) -> bool {
+        if q.events < self.capacity && q.event_bytes.saturating_add(bytes) <= self.max_bytes {
+            return false;
+        }
+        q.first.clear();
+        q.snapshot.clear();
+        q.items.clear();
+        q.locations.clear();
+        q.batch_open = false;
+        q.close = Some(CloseReason::new(close_code::TRY_AGAIN_LATER, "too slow: reconnect to resynchronise"));
+        q.closed = true;
+        true
+    }
+
+    fn closed_as_too_slow(&self) {
+        self.metrics.slow_consumer_closes.increment(1);
+        self.closing.cancel();
     }
 
     /// Queues a presence diff, unless a burst of them is already waiting: then the
