@@ -11,12 +11,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::super::wire;
-use super::super::{BusError, BusEvent};
+use super::keys::HEARTBEAT;
+use super::writer::{Command, Queue};
+use super::{INSTANCES_KEY, MAX_BACKOFF, PRESENCE_REFRESH, PROBE_INTERVAL, RESYNC_SPACING, call};
+use crate::bus::{BusError, BusEvent, wire};
 use crate::message::{Channel, HubMessage};
 use crate::presence::LocalPresence;
-
-use super::*;
 
 /// The circuit breaker and what health checks report.
 #[derive(Default)]

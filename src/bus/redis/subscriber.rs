@@ -11,11 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::super::BusEvent;
-use super::super::wire;
+use super::keys::pubsub_channel;
+use super::prober::Breaker;
+use super::{CALL_TIMEOUT, MAX_BACKOFF, PUBSUB_KEEPALIVE, call};
+use crate::bus::{BusEvent, wire};
 use crate::message::Channel;
-
-use super::*;
 
 pub(super) enum Subscription {
     Subscribe(Channel, oneshot::Sender<()>),

@@ -10,11 +10,16 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::keys::{
+    CLEAR_SESSION_SCRIPT, REPLACE_PRESENCE_SCRIPT, activity_key, location_key, participants_key,
+    presence_channels_key, presence_field, presence_key, pubsub_channel, room_members_key,
+};
+use super::prober::Breaker;
+use super::{ACTIVITY_SPACING, BATCH, INDEX_REFRESH, PRESENCE_TTL_SECS, call};
+use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
 use crate::message::Channel;
 use crate::presence::LocalPresence;
-
-use super::*;
 
 pub(super) enum Command {
     /// `must_arrive`: not a location (which the next update replaces anyway).
