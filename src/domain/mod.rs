@@ -12,8 +12,8 @@ pub mod topic;
 pub use chat::{ChatContent, ChatMessage, ChatRoom};
 pub use ids::{SessionId, UserId};
 pub use location::{
-    APPROXIMATE_ACCURACY_M, Location, LocationInput, MAX_BATCH_MS, MAX_CLOCK_SKEW_SECS, MIN_BATCH_MS,
-    batch_window, distance_m,
+    APPROXIMATE_ACCURACY_M, BATCH_WINDOWS_MS, Location, LocationInput, MAX_BATCH_MS, MAX_CLOCK_SKEW_SECS,
+    MIN_BATCH_MS, batch_window, distance_m,
 };
 pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant};
 pub use room::RoomId;

@@ -71,6 +71,7 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
             "rate_limit_chat_per_minute": config.rate_limit_chat_per_minute,
             "token_ttl_seconds": config.token_ttl_seconds,
             "token_rotation_grace_seconds": config.token_rotation_grace_seconds,
+            "batch_windows_ms": crate::domain::BATCH_WINDOWS_MS,
         },
     }))
 }

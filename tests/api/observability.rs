@@ -54,6 +54,7 @@ async fn info_names_the_instance_and_the_limits_in_force() {
     assert_eq!(info["limits"]["ws_max_message_bytes"], 65536);
     // What a client needs to stay within the limits of an open server.
     assert_eq!(info["limits"]["max_publish_bytes"], 4096);
+    assert_eq!(info["limits"]["batch_windows_ms"], serde_json::json!([10, 25, 50, 100, 250, 500, 1000]));
     assert_eq!(info["limits"]["max_connections_per_participant"], 10);
     assert_eq!(info["limits"]["rate_limit_user_bytes_per_second"], 262_144);
     assert_eq!(info["limits"]["token_rotation_grace_seconds"], 60);
