@@ -61,6 +61,7 @@ impl App {
             session_key_ttl_secs: config.session_idle_timeout_seconds,
             batch_delay: Duration::from_millis(config.redis_batch_delay_ms),
             queue_max_bytes: config.redis_queue_max_bytes,
+            instance_timeout: Duration::from_secs(config.presence_instance_timeout_seconds),
             clock: clock.clone(),
         };
         let (bus, inbound) = bus::connect(settings, shutdown.clone()).await.context("connecting to redis")?;

@@ -82,6 +82,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_QUEUE_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(1024..), |v| v as usize))]
     pub redis_queue_max_bytes: usize,
 
+    /// Seconds after its last Redis heartbeat (sent every second) an instance is taken for
+    /// gone: readers skip its presence and sweeps announce its connections' leaves. Shorter
+    /// reaps a crashed instance's presence sooner; too short takes a stalled one for gone
+    /// (it restores its presence by itself when it is back).
+    #[arg(long, env = "PRESENCE_INSTANCE_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub presence_instance_timeout_seconds: u64,
+
     /// Secret for signing the HS256 session tokens, at least 32 bytes; the same on every
     /// instance. Unset: a random 256-bit secret generated once and kept with the data (a
     /// 0600 file beside the SQLite file, or a row in PostgreSQL shared by every instance).
@@ -411,6 +418,16 @@ mod tests {
         assert!(parse(&["--app-env", "production", "--jwt-secret", &secret]).validate().is_ok());
         assert!(parse(&["--app-env", "production"]).validate().is_ok());
         assert!(parse(&[]).jwt_secret.is_none());
+    }
+
+    #[test]
+    fn the_presence_instance_timeout_stays_above_a_few_heartbeats() {
+        assert_eq!(parse(&[]).presence_instance_timeout_seconds, 15);
+        assert_eq!(parse(&["--presence-instance-timeout-seconds", "3"]).presence_instance_timeout_seconds, 3);
+        for bad in ["2", "0", "3601"] {
+            let args = ["convoy", "--presence-instance-timeout-seconds", bad];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad} s is refused: a second's heartbeat");
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct BusSettings {
     pub batch_delay: Duration,
     /// REDIS_QUEUE_MAX_BYTES: what may wait for Redis before messages are dropped.
     pub queue_max_bytes: usize,
+    /// PRESENCE_INSTANCE_TIMEOUT_SECONDS: an instance silent this long is taken for gone.
+    pub instance_timeout: Duration,
     /// The server's clock: cached locations expire by it (Redis expires its keys on its
     /// own clock) and activity is stamped with it.
     pub clock: Clock,

@@ -21,6 +21,7 @@ async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convo
         session_key_ttl_secs: 3600,
         batch_delay: Duration::ZERO,
         queue_max_bytes: max_bytes,
+        instance_timeout: Duration::from_secs(15),
         clock: Clock::system(),
     };
     RedisBus::connect(&redis_url, &settings, shutdown.clone()).await.expect("redis")

@@ -33,6 +33,7 @@ async fn bus_on(redis_url: Option<String>) -> (Arc<dyn Bus>, CancellationToken) 
         session_key_ttl_secs: 3600,
         batch_delay: Duration::ZERO,
         queue_max_bytes: 64 * 1024 * 1024,
+        instance_timeout: Duration::from_secs(15),
         clock: Clock::system(),
     };
     let (bus, _inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();

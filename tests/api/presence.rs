@@ -148,9 +148,11 @@ async fn a_vanished_instance_is_reaped_once_and_restored() {
     let (_, redis_url) = scaled_urls();
     let proxy = Proxy::start(upstream(&redis_url)).await;
     let database_url = fresh_postgres_schema().await;
-    let a = spawn_scaled(database_url.clone(), redis_url.clone()).await;
-    let b = spawn_scaled(database_url.clone(), redis_url.clone()).await;
-    let c = spawn_scaled(database_url, through(&redis_url, proxy.addr)).await;
+    // Taken for gone 5 s after its last heartbeat (15 s by default).
+    let timeout = |c: &mut convoy::Config| c.presence_instance_timeout_seconds = 5;
+    let a = spawn_with_redis(database_url.clone(), redis_url.clone(), timeout).await;
+    let b = spawn_with_redis(database_url.clone(), redis_url.clone(), timeout).await;
+    let c = spawn_with_redis(database_url, through(&redis_url, proxy.addr), timeout).await;
     let session = a.create_session(json!({})).await;
     let sid = &session.session_id;
     let ann = a.join(sid, "Ann").await;
@@ -164,7 +166,7 @@ async fn a_vanished_instance_is_reaped_once_and_restored() {
     }
 
     proxy.cut();
-    // Readers skip entries of an instance whose heartbeat is older than 15 s; sweeps then
+    // Readers skip entries of an instance whose heartbeat is older than 5 s; sweeps then
     // remove them and announce the leaves. A and B sweep together, again and again: each
     // socket must still hear Bob leave exactly once.
     let mut leaves = [0, 0];

@@ -71,8 +71,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(5);
 /// Least time between two Resyncs this instance sends to one session.
 const RESYNC_SPACING: Duration = Duration::from_secs(10);
-/// An instance whose last heartbeat is older than this is presumed gone.
-const INSTANCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Expiry of the presence keys, renewed every PRESENCE_REFRESH while entries exist, so
 /// keys of a cluster that stopped entirely go away by themselves.
 const PRESENCE_TTL_SECS: i64 = 300;
@@ -92,6 +90,8 @@ pub struct RedisBus {
     breaker: Arc<Breaker>,
     dropped_total: ::metrics::Counter,
     clock: Clock,
+    /// An instance whose last heartbeat is older than this is presumed gone.
+    instance_timeout: Duration,
 }
 
 impl RedisBus {
@@ -156,11 +156,19 @@ impl RedisBus {
             shutdown,
         ));
         let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
-        let clock = settings.clock.clone();
-        Ok((
-            Self { instance_id, presence, conn, queue, subscriptions, breaker, dropped_total, clock },
-            inbound,
-        ))
+        let (clock, instance_timeout) = (settings.clock.clone(), settings.instance_timeout);
+        let bus = Self {
+            instance_id,
+            presence,
+            conn,
+            queue,
+            subscriptions,
+            breaker,
+            dropped_total,
+            clock,
+            instance_timeout,
+        };
+        Ok((bus, inbound))
     }
 
     fn enqueue(&self, command: Command) {
@@ -209,7 +217,8 @@ impl RedisBus {
         }
         let beats: Vec<String> = call(invocation.invoke_async(&mut conn)).await?;
         let number = |s: &String| s.parse::<f64>().ok();
-        let alive_since = beats.first().and_then(number).unwrap_or(0.0) - INSTANCE_TIMEOUT.as_millis() as f64;
+        let alive_since =
+            beats.first().and_then(number).unwrap_or(0.0) - self.instance_timeout.as_millis() as f64;
         let alive: HashSet<&str> = instances
             .into_iter()
             .zip(beats.iter().skip(1))
@@ -415,7 +424,7 @@ impl PresenceRegistry for RedisBus {
 
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         let mut conn = self.check()?;
-        let timeout_ms = INSTANCE_TIMEOUT.as_millis() as i64;
+        let timeout_ms = i64::try_from(self.instance_timeout.as_millis()).unwrap_or(i64::MAX);
         let gone: Vec<String> = call(GONE.key(INSTANCES_KEY).arg(timeout_ms).invoke_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
         let mut reaped = Vec::new();
