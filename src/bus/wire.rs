@@ -11,8 +11,9 @@
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::domain::{Location, UserId};
+use crate::domain::UserId;
 use crate::message::{Channel, Envelope, HubMessage};
+use crate::protocol::native::broadcast_location;
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 16 + 1 + 16 + 2;
@@ -83,7 +84,12 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
     };
     let frame = Utf8Bytes::try_from(rest.to_vec()).map_err(|e| e.to_string())?;
     let message = match kind {
-        0 => HubMessage::Location { from: user, location: location_in(&frame)?, frame },
+        0 => HubMessage::Location {
+            from: user,
+            location: broadcast_location(&frame)
+                .map_err(|e| format!("a location without a position: {e}"))?,
+            frame,
+        },
         1 => HubMessage::Event { frame },
         2 => HubMessage::Disconnect { user_id: user, code, reason: frame },
         3 => HubMessage::End { frame },
@@ -94,17 +100,6 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         other => return Err(format!("unknown bus message kind {other}")),
     };
     Ok((origin, Envelope { channel, message }))
-}
-
-/// The position a `location_broadcast` frame carries.
-fn location_in(frame: &Utf8Bytes) -> Result<Location, String> {
-    #[derive(serde::Deserialize)]
-    struct Broadcast {
-        data: Location,
-    }
-    serde_json::from_str::<Broadcast>(frame.as_str())
-        .map(|broadcast| broadcast.data)
-        .map_err(|e| format!("a location without a position: {e}"))
 }
 
 #[cfg(test)]
@@ -119,7 +114,8 @@ mod tests {
         let session_id = SessionId::new_random();
         let user = UserId::new_random();
         let frame = Utf8Bytes::from("{\"type\":\"x\",\"data\":{\"é\":1}}");
-        let location = Location { lat: 48.85, lng: 2.35, accuracy: 5.0, timestamp: crate::domain::now() };
+        let location =
+            crate::domain::Location { lat: 48.85, lng: 2.35, accuracy: 5.0, timestamp: crate::domain::now() };
         let broadcast = LocationBroadcast { user_id: user, location };
         let messages = [
             HubMessage::Location {

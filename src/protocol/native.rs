@@ -140,6 +140,15 @@ impl ServerMessage<'_> {
 /// How every `location_broadcast` frame begins; its `data` follows, then the closing brace.
 const BROADCAST_PREFIX: &str = r#"{"type":"location_broadcast","data":"#;
 
+/// The position a `location_broadcast` frame carries (a frame from another instance).
+pub fn broadcast_location(frame: &Frame) -> Result<Location, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Broadcast {
+        data: Location,
+    }
+    serde_json::from_str::<Broadcast>(frame.as_str()).map(|broadcast| broadcast.data)
+}
+
 /// A `location_batch` made of `location_broadcast` frames: each one's `data` copied as it
 /// is, so a batch costs copies, not serializations, however many connections get one.
 /// Frames that are not broadcasts (none are given) are left out.
