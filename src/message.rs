@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 
 use crate::domain::{Location, RoomId, SessionId, UserId};
 

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use chrono::{DateTime, Utc};
+use tungstenite::Utf8Bytes;
 
 use crate::domain::{SessionId, UserId};
 use crate::message::{Channel, Envelope, HubMessage, close_code};

@@ -8,7 +8,7 @@
 //! topic's name (UTF-8) before the frame. A location (kind 0) is carried by its frame
 //! alone: the receiving instance reads the position back from it once.
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::domain::UserId;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
+use tungstenite::Utf8Bytes;
 
 use super::AppState;
 use crate::domain::{Location, Participant, SessionId, UserId};

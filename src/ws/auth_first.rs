@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::socket::{Incoming, WebSocket};
 use crate::admission::ConnectionSlot;
 use crate::message::close_code;
 use crate::protocol::native::{ClientMessage, ServerMessage, parse_client};
@@ -44,12 +43,12 @@ pub(super) async fn run(
             message = socket.recv() => message,
         };
         let text = match message {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => Default::default(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+            Ok(Incoming::Text(text)) => text,
+            Ok(Incoming::Binary) => String::new(),
+            Ok(Incoming::Control) => continue,
+            Ok(Incoming::Close) | Err(_) => return,
         };
-        match parse_client(text.as_str()) {
+        match parse_client(&text) {
             Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
                 Ok((session, me, claims)) => {
                     drop(pending);
@@ -80,7 +79,7 @@ pub(super) async fn run(
                     topic: None,
                 };
                 let frame = error.to_frame();
-                if socket.send(Message::Text(frame)).await.is_err() {
+                if socket.split().1.write(false, &[frame]).await.is_err() {
                     return;
                 }
             }
@@ -89,17 +88,11 @@ pub(super) async fn run(
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) {
-    // Close reasons are limited to 123 bytes.
-    let mut reason = reason.to_owned();
-    while reason.len() > 123 {
-        reason.pop();
-    }
-    let frame = CloseFrame { code, reason: reason.into() };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        if socket.split().1.close(code, reason).await.is_ok() {
             // Finish the closing handshake so the client reads the code.
-            while let Some(Ok(message)) = socket.recv().await {
-                if matches!(message, Message::Close(_)) {
+            while let Ok(message) = socket.recv().await {
+                if matches!(message, Incoming::Close) {
                     break;
                 }
             }

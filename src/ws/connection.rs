@@ -6,11 +6,9 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::socket::{Incoming, ReadError, Reader, WebSocket, Writer};
 use crate::clock::Clock;
 use crate::domain::UserId;
 use crate::hub::Outbox;
@@ -20,6 +18,9 @@ use crate::state::AppState;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A writer's list of frames drained from the outbox keeps no more room than this once
+/// written (a snapshot's many frames need not stay reserved).
+const KEPT_BATCH_CAPACITY: usize = 16;
 
 /// What a wire protocol does with what the reader gets.
 pub(super) trait Protocol {
@@ -39,25 +40,23 @@ pub(super) trait Protocol {
 
 /// Runs both halves of a socket until it closes.
 pub(super) async fn serve<P: Protocol>(
-    socket: WebSocket,
+    mut socket: WebSocket,
     state: &AppState,
     user_id: UserId,
     outbox: &Outbox,
     protocol: &mut P,
 ) {
-    let (sink, stream) = socket.split();
+    let (reader, writer) = socket.split();
     let writer_done = CancellationToken::new();
     let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
     tokio::join!(
-        write_loop(sink, outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
-        read_loop(stream, state, user_id, outbox, protocol, &writer_done),
+        write_loop(writer, outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
+        read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 async fn write_loop(
-    mut sink: Sink,
+    writer: Writer<'_>,
     outbox: &Outbox,
     shutdown: &CancellationToken,
     heartbeat: Duration,
@@ -69,17 +68,19 @@ async fn write_loop(
     let mut batch = Vec::new();
     // The waits live as long as the loop: registering a waiter is the costly part, and
     // this loop runs once per delivery. The two cancellation waits may be polled again
-    // after they resolved (they resolve again); `ready` is renewed each time it fires.
+    // after they resolved (they resolve again); `ready` and `control` are renewed each
+    // time they fire.
     let shutting_down = shutdown.cancelled();
     let closing = outbox.closing();
     let ready = outbox.ready();
-    tokio::pin!(shutting_down, closing, ready);
+    let control = writer.control_wanted();
+    tokio::pin!(shutting_down, closing, ready, control);
     loop {
         // Pings before frames: a steady stream of frames must not starve the heartbeat.
         let ping = tokio::select! {
             biased;
             _ = &mut shutting_down => {
-                send_close(&mut sink, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
+                send_close(&writer, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
                 return;
             }
             _ = pings.tick() => true,
@@ -87,40 +88,38 @@ async fn write_loop(
                 ready.set(outbox.ready());
                 false
             }
+            _ = &mut control => {
+                control.set(writer.control_wanted());
+                false
+            }
         };
         let close = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
-        let write_all = async {
-            if ping {
-                sink.feed(Message::Ping(Default::default())).await?;
-            }
-            for frame in batch.drain(..) {
-                sink.feed(Message::Text(frame)).await?;
-            }
-            sink.flush().await
-        };
         // A client that stopped reading must not keep a close or a shutdown waiting.
-        tokio::select! {
-            result = write_all => if result.is_err() { return },
-            _ = &mut closing, if close.is_none() => {}
-            _ = tokio::time::sleep(CLOSE_TIMEOUT), if close.is_some() => return,
-            _ = &mut shutting_down => {}
-        }
+        let written = tokio::select! {
+            result = writer.write(ping, &batch) => result.is_ok(),
+            _ = &mut closing, if close.is_none() => true,
+            _ = tokio::time::sleep(CLOSE_TIMEOUT), if close.is_some() => false,
+            _ = &mut shutting_down => true,
+        };
         batch.clear();
+        batch.shrink_to(KEPT_BATCH_CAPACITY);
+        if !written {
+            return;
+        }
         if let Some(reason) = close {
-            send_close(&mut sink, reason).await;
+            send_close(&writer, reason).await;
             return;
         }
     }
 }
 
-async fn send_close(sink: &mut Sink, reason: CloseReason) {
-    let frame = CloseFrame { code: reason.code, reason: reason.reason };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+async fn send_close(writer: &Writer<'_>, reason: CloseReason) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.close(reason.code, reason.reason.as_str())).await;
 }
 
 async fn read_loop<P: Protocol>(
-    mut stream: SplitStream<WebSocket>,
+    mut reader: Reader<'_>,
     state: &AppState,
     user_id: UserId,
     outbox: &Outbox,
@@ -145,8 +144,8 @@ async fn read_loop<P: Protocol>(
                 // The writer sent a close: finish the closing handshake (read until the
                 // client's close), so the client reads ours before the TCP connection goes.
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                    while let Some(Ok(message)) = stream.next().await {
-                        if matches!(message, Message::Close(_)) {
+                    while let Ok(message) = reader.next().await {
+                        if matches!(message, Incoming::Close) {
                             break;
                         }
                     }
@@ -159,7 +158,9 @@ async fn read_loop<P: Protocol>(
                 if !outbox.is_closing() {
                     // Bounded: after a bus outage every socket asks at once.
                     let _permit = state.resync_permits.acquire().await;
-                    protocol.resync().await;
+                    // Boxed, as every rare and large wait here: the socket's task keeps
+                    // room only for what it does while idle.
+                    Box::pin(protocol.resync()).await;
                 }
                 continue;
             }
@@ -176,18 +177,18 @@ async fn read_loop<P: Protocol>(
                 state.metrics.heartbeat_timeouts.increment(1);
                 continue; // on to the closing handshake once the writer sent the close
             }
-            message = stream.next() => message,
+            message = reader.next() => message,
         };
         silence.as_mut().reset(tokio::time::Instant::now() + timeout);
         match message {
             // Every message a client sends counts against the rate limits, whatever it is.
             // Removed, ended or timed out: nothing more is handled.
-            Some(Ok(Message::Text(_) | Message::Binary(_))) if outbox.is_closing() => {}
-            Some(Ok(frame @ (Message::Text(_) | Message::Binary(_)))) => {
+            Ok(Incoming::Text(_) | Incoming::Binary) if outbox.is_closing() => {}
+            Ok(message @ (Incoming::Text(_) | Incoming::Binary)) => {
                 match state.limits.allow_message(&limiter, user_id) {
                     Ok(()) => {
-                        match frame {
-                            Message::Text(text) => protocol.text(text.as_str()).await,
+                        match &message {
+                            Incoming::Text(text) => Box::pin(protocol.text(text)).await,
                             _ => protocol.binary(),
                         }
                         // A `refresh_token` moves the expiry on.
@@ -198,26 +199,32 @@ async fn read_loop<P: Protocol>(
                     }
                     Err(scope) => {
                         state.metrics.rate_limited(scope).increment(1);
-                        let message =
+                        let message_text =
                             format!("too many messages ({} limit): this one was dropped", scope.as_str());
-                        let text = if let Message::Text(text) = &frame { Some(text.as_str()) } else { None };
-                        protocol.rate_limited(text, &message, limiter.should_reply()).await;
+                        let text =
+                            if let Incoming::Text(text) = &message { Some(text.as_str()) } else { None };
+                        Box::pin(protocol.rate_limited(text, &message_text, limiter.should_reply())).await;
                     }
                 }
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => {
+            Ok(Incoming::Control) => {}
+            Ok(Incoming::Close) => {
                 outbox.close([], CloseReason::new(close_code::NORMAL, "bye"));
                 return;
             }
-            Some(Err(err)) => {
-                let reason = if is_too_big(err) {
-                    tracing::info!("closing: message over the size limit");
-                    CloseReason::new(close_code::TOO_BIG, "message too big")
-                } else {
-                    CloseReason::new(close_code::PROTOCOL_ERROR, "protocol error")
-                };
-                outbox.close([], reason);
+            Err(ReadError::Io(err)) => {
+                tracing::debug!(error = %err, "closing: the connection failed");
+                outbox.close([], CloseReason::new(close_code::NORMAL, "bye"));
+                return;
+            }
+            Err(ReadError::TooBig) => {
+                tracing::info!("closing: message over the size limit");
+                outbox.close([], CloseReason::new(close_code::TOO_BIG, "message too big"));
+                return;
+            }
+            Err(ReadError::Protocol(what)) => {
+                tracing::info!(what, "closing: protocol error");
+                outbox.close([], CloseReason::new(close_code::PROTOCOL_ERROR, "protocol error"));
                 return;
             }
         }
@@ -228,10 +235,4 @@ async fn read_loop<P: Protocol>(
 fn instant_of(clock: &Clock, unix_secs: i64) -> tokio::time::Instant {
     let left = unix_secs.saturating_sub(clock.now().timestamp()).max(0);
     tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs())
-}
-
-fn is_too_big(err: axum::Error) -> bool {
-    err.into_inner()
-        .downcast_ref::<tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }

@@ -6,12 +6,12 @@ mod auth_first;
 mod connection;
 mod native;
 mod phoenix;
+mod socket;
+mod upgrade;
 
 use std::net::IpAddr;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -24,10 +24,7 @@ use crate::domain::{Participant, Session};
 use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::state::AppState;
-
-/// Per-socket buffer sizes (see `upgrade_requested`).
-const READ_BUFFER_BYTES: usize = 1024;
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+use upgrade::WebSocketUpgrade;
 
 /// The subprotocol prefix that carries a token (seed 003): `access_token.<jwt>`.
 const TOKEN_PROTOCOL_PREFIX: &str = "access_token.";
@@ -65,7 +62,7 @@ async fn upgrade(
     ClientIp(ip): ClientIp,
     query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     let ws = upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
@@ -85,7 +82,7 @@ async fn upgrade(
     let (admitted, slot) = admit(&state, &token, ip).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
-        ws = ws.protocols([protocol]);
+        ws = ws.protocol(&protocol);
     }
     Ok(ws.on_upgrade(move |socket| {
         sockets.track_future(async move {
@@ -99,23 +96,13 @@ async fn upgrade(
 fn upgrade_requested(
     state: &AppState,
     headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WebSocketUpgrade, ApiError>,
 ) -> Result<WebSocketUpgrade, ApiError> {
     crate::http::cors::check_socket_origin(&state.config, headers)?;
     if state.is_draining() {
         return Err(ApiError::unavailable("the server is shutting down; reconnect to another instance"));
     }
-    let ws =
-        ws.map_err(|r| ApiError::new(StatusCode::UPGRADE_REQUIRED, "websocket_required", r.body_text()))?;
-    let max = state.config.ws_max_message_bytes;
-    // tungstenite's defaults (128 KiB to read and to write, per socket) would make an idle
-    // socket cost hundreds of KiB; location frames are ~150 bytes. Larger messages still
-    // work: the buffers grow for them.
-    Ok(ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES))
+    Ok(ws?.max_message_size(state.config.ws_max_message_bytes))
 }
 
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has

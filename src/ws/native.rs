@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocket;
 use tracing::Instrument;
 
 use super::connection::{self, Protocol};
@@ -24,7 +23,12 @@ use crate::state::{AppState, EndReason};
 const MAX_PING_BYTES: usize = 256;
 
 /// Serves a native socket; `batch` is its `batch_ms` window, if it asked for batched delivery.
-pub async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, batch: Option<Duration>) {
+pub async fn run(
+    socket: super::socket::WebSocket,
+    state: AppState,
+    admitted: super::Admitted,
+    batch: Option<Duration>,
+) {
     let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
     async move {

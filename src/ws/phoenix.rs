@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -43,7 +41,7 @@ pub(super) async fn upgrade(
     ClientIp(ip): ClientIp,
     query: Result<Query<PhoenixQuery>, axum::extract::rejection::QueryRejection>,
     headers: axum::http::HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<super::upgrade::WebSocketUpgrade, ApiError>,
 ) -> Result<Response, ApiError> {
     let ws = super::upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
@@ -87,7 +85,7 @@ struct PhoenixSocket<'a> {
     token_expires_at: i64,
 }
 
-async fn run(socket: WebSocket, state: AppState, admitted: super::Admitted, wire: Wire) {
+async fn run(socket: super::socket::WebSocket, state: AppState, admitted: super::Admitted, wire: Wire) {
     let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("phoenix", session_id = %session.id, user_id = %me.user_id);
     async move {

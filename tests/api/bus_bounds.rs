@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use convoy::bus::{BusEvent, BusSettings, Messaging, RedisBus};
 use convoy::clock::Clock;
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 use super::helpers::*;
 

@@ -1,0 +1,429 @@
+//! A WebSocket connection that owns no buffer while it waits: the lean half of issue 17.
+//!
+//! tungstenite keeps a read buffer and a write buffer per socket, and the write buffer
+//! grows to the largest frame ever sent (a snapshot) and never shrinks: ~23 KB for every
+//! idle socket. Here the socket is the TCP stream and little else:
+//! - reading waits for readiness, then reads into a buffer on the thread's stack and
+//!   parses the frames there; only a frame cut across two reads is kept, in a buffer
+//!   allocated for it and freed when it is complete;
+//! - writing sends the outbox's frames (shared, encoded once for every recipient) straight
+//!   from their bytes, with their headers, in one vectored write: nothing is copied and a
+//!   snapshot's bytes are gone once they are sent.
+//!
+//! tungstenite still parses and formats every frame header; the handshake's accept key is
+//! its too (see `upgrade`).
+
+use std::collections::VecDeque;
+use std::io::{self, Cursor, IoSlice};
+use std::sync::Mutex;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use crate::message::Frame;
+
+/// Bytes read from the kernel at a time, into a buffer on the reading thread's stack.
+const READ_CHUNK: usize = 8 * 1024;
+/// Frames written with one system call at most (each takes two slices: header, payload).
+const WRITE_BATCH: usize = 64;
+/// The longest header of a frame the server writes (unmasked): 2 + 8 bytes.
+const MAX_HEADER: usize = 10;
+/// The largest payload of a control frame (RFC 6455, 5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// What the client sent: a complete message, or a sign of life.
+#[derive(Debug)]
+pub enum Incoming {
+    Text(String),
+    /// Binary messages carry nothing convoy reads.
+    Binary,
+    /// A ping (answered here) or a pong.
+    Control,
+    /// The client's close frame, or the end of its stream.
+    Close,
+}
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    /// A message or frame over the size limit.
+    TooBig,
+    /// A frame the protocol does not allow; the reason, for the log.
+    Protocol(&'static str),
+    Io(io::Error),
+}
+
+/// One upgraded connection.
+pub struct WebSocket {
+    stream: TcpStream,
+    read: ReadState,
+    control: ControlQueue,
+}
+
+/// The control frame the reader wants written (a pong), and how it wakes the writer.
+struct ControlQueue {
+    /// Only the latest ping needs its pong (RFC 6455, 5.5.3).
+    pong: Mutex<Option<Vec<u8>>>,
+    wanted: Notify,
+}
+
+struct ReadState {
+    max_message: usize,
+    /// The bytes of a frame cut across reads; empty (and unallocated) between frames.
+    partial: Vec<u8>,
+    /// Whether `partial` may hold complete frames not parsed yet (bytes read ahead during
+    /// the handshake).
+    unparsed: bool,
+    /// A fragmented message being assembled: text or binary, and its payload so far.
+    fragments: Option<(bool, Vec<u8>)>,
+    /// Messages parsed, not yet handed out.
+    inbox: VecDeque<Incoming>,
+    /// The client closed: nothing more is read.
+    ended: bool,
+}
+
+impl WebSocket {
+    /// A socket over an upgraded stream; `read_ahead` is what the HTTP layer read past the
+    /// handshake (usually nothing).
+    pub fn new(stream: TcpStream, read_ahead: &[u8], max_message: usize) -> Self {
+        WebSocket {
+            stream,
+            read: ReadState {
+                max_message,
+                partial: read_ahead.to_vec(),
+                unparsed: !read_ahead.is_empty(),
+                fragments: None,
+                inbox: VecDeque::new(),
+                ended: false,
+            },
+            control: ControlQueue { pong: Mutex::new(None), wanted: Notify::new() },
+        }
+    }
+
+    /// The reading and the writing half, to run side by side.
+    pub fn split(&mut self) -> (Reader<'_>, Writer<'_>) {
+        let WebSocket { stream, read, control } = self;
+        (Reader { stream, state: read, control }, Writer { stream, control })
+    }
+
+    /// The next message, answering pings on the way (for a socket that reads and writes in
+    /// turn).
+    pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
+        let (mut reader, writer) = self.split();
+        let incoming = reader.next().await?;
+        if matches!(incoming, Incoming::Control) {
+            writer.write(false, &[]).await.map_err(ReadError::Io)?;
+        }
+        Ok(incoming)
+    }
+}
+
+/// The reading half.
+pub struct Reader<'a> {
+    stream: &'a TcpStream,
+    state: &'a mut ReadState,
+    control: &'a ControlQueue,
+}
+
+impl Reader<'_> {
+    /// The next message. After the client's close (or the end of its stream) every call
+    /// returns `Close`.
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        if std::mem::take(&mut self.state.unparsed) {
+            self.feed(&mut [])?;
+        }
+        loop {
+            if let Some(incoming) = self.state.inbox.pop_front() {
+                return Ok(incoming);
+            }
+            if self.state.ended {
+                return Ok(Incoming::Close);
+            }
+            self.stream.readable().await.map_err(ReadError::Io)?;
+            self.read_ready()?;
+        }
+    }
+
+    /// Reads what the kernel holds until a message is complete (so a flood is read no
+    /// faster than it is handled) or nothing is left.
+    fn read_ready(&mut self) -> Result<(), ReadError> {
+        let mut chunk = [0u8; READ_CHUNK];
+        loop {
+            let n = match self.stream.try_read(&mut chunk) {
+                Ok(0) => {
+                    self.state.ended = true;
+                    return Ok(());
+                }
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(ReadError::Io(err)),
+            };
+            self.feed(&mut chunk[..n])?;
+            if !self.state.inbox.is_empty() || self.state.ended {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Parses `input` after what is kept from earlier reads, keeping what is left of an
+    /// incomplete frame.
+    fn feed(&mut self, input: &mut [u8]) -> Result<(), ReadError> {
+        if self.state.partial.is_empty() {
+            let used = self.parse(input)?;
+            if used < input.len() && !self.state.ended {
+                self.state.partial = input[used..].to_vec();
+            }
+            return Ok(());
+        }
+        let mut buffer = std::mem::take(&mut self.state.partial);
+        buffer.extend_from_slice(input);
+        let used = self.parse(&mut buffer)?;
+        if used < buffer.len() && !self.state.ended {
+            // A fresh buffer the size of what is left: a large frame's room is not kept.
+            self.state.partial = buffer[used..].to_vec();
+        }
+        Ok(())
+    }
+
+    /// Handles every complete frame at the start of `bytes`; returns how many bytes they
+    /// took.
+    fn parse(&mut self, bytes: &mut [u8]) -> Result<usize, ReadError> {
+        let mut at = 0;
+        while at < bytes.len() && !self.state.ended {
+            let mut cursor = Cursor::new(&bytes[at..]);
+            let Some((header, length)) =
+                FrameHeader::parse(&mut cursor).map_err(|_| ReadError::Protocol("malformed frame header"))?
+            else {
+                break;
+            };
+            let is_control = matches!(header.opcode, OpCode::Control(_));
+            if is_control && (length > MAX_CONTROL_PAYLOAD || !header.is_final) {
+                return Err(ReadError::Protocol("control frame too long or fragmented"));
+            }
+            if length > self.state.max_message as u64 {
+                return Err(ReadError::TooBig);
+            }
+            let start = at + cursor.position() as usize;
+            let end = start + length as usize;
+            if end > bytes.len() {
+                break;
+            }
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(ReadError::Protocol("reserved bits set"));
+            }
+            let Some(mask) = header.mask else {
+                return Err(ReadError::Protocol("unmasked client frame"));
+            };
+            let payload = &mut bytes[start..end];
+            unmask(payload, mask);
+            self.frame(header.opcode, header.is_final, payload)?;
+            at = end;
+        }
+        Ok(at)
+    }
+
+    fn frame(&mut self, opcode: OpCode, is_final: bool, payload: &[u8]) -> Result<(), ReadError> {
+        let state = &mut *self.state;
+        match opcode {
+            OpCode::Data(Data::Continue) => {
+                let Some((_, assembled)) = state.fragments.as_mut() else {
+                    return Err(ReadError::Protocol("continuation without a message"));
+                };
+                if assembled.len() + payload.len() > state.max_message {
+                    return Err(ReadError::TooBig);
+                }
+                assembled.extend_from_slice(payload);
+                if is_final {
+                    let (text, assembled) = state.fragments.take().expect("checked above");
+                    state.inbox.push_back(message(text, assembled)?);
+                }
+            }
+            OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+                if state.fragments.is_some() {
+                    return Err(ReadError::Protocol("a new message inside a fragmented one"));
+                }
+                let text = data == Data::Text;
+                if is_final {
+                    state.inbox.push_back(message(text, payload.to_vec())?);
+                } else {
+                    state.fragments = Some((text, payload.to_vec()));
+                }
+            }
+            OpCode::Control(Control::Ping) => {
+                *self.control.pong.lock().expect("pong lock") = Some(payload.to_vec());
+                self.control.wanted.notify_one();
+                state.inbox.push_back(Incoming::Control);
+            }
+            OpCode::Control(Control::Pong) => state.inbox.push_back(Incoming::Control),
+            OpCode::Control(Control::Close) => {
+                state.inbox.push_back(Incoming::Close);
+                state.ended = true;
+            }
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
+                return Err(ReadError::Protocol("reserved opcode"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn message(text: bool, payload: Vec<u8>) -> Result<Incoming, ReadError> {
+    if !text {
+        return Ok(Incoming::Binary);
+    }
+    String::from_utf8(payload).map(Incoming::Text).map_err(|_| ReadError::Protocol("text is not UTF-8"))
+}
+
+/// Client frames are masked (RFC 6455, 5.3).
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// The writing half.
+pub struct Writer<'a> {
+    stream: &'a TcpStream,
+    control: &'a ControlQueue,
+}
+
+impl<'a> Writer<'a> {
+    /// Resolves when the reader wants a control frame written (see `write`).
+    pub fn control_wanted(&self) -> Notified<'a> {
+        self.control.wanted.notified()
+    }
+
+    /// Writes a ping (if `ping`), then `frames` (text), then the pong the reader asked for
+    /// (if any): all of it in as few system calls as the kernel takes.
+    pub async fn write(&self, ping: bool, frames: &[Frame]) -> io::Result<()> {
+        let pong = self.control.pong.lock().expect("pong lock").take();
+        let outgoing = Outgoing { ping, frames, last: pong.as_deref().map(|p| (Control::Pong, p)) };
+        write_all(self.stream, &outgoing).await
+    }
+
+    /// Writes a close frame with `code` and `reason` (cut to the 123 bytes that fit).
+    pub async fn close(&self, code: u16, reason: &str) -> io::Result<()> {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut payload = Vec::with_capacity(2 + end);
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
+        let outgoing = Outgoing { ping: false, frames: &[], last: Some((Control::Close, &payload)) };
+        write_all(self.stream, &outgoing).await
+    }
+}
+
+/// The frames of one write, in order: a ping, text frames, a control frame.
+struct Outgoing<'a> {
+    ping: bool,
+    frames: &'a [Frame],
+    last: Option<(Control, &'a [u8])>,
+}
+
+impl Outgoing<'_> {
+    fn len(&self) -> usize {
+        usize::from(self.ping) + self.frames.len() + usize::from(self.last.is_some())
+    }
+
+    fn get(&self, mut index: usize) -> (OpCode, &[u8]) {
+        if self.ping {
+            if index == 0 {
+                return (OpCode::Control(Control::Ping), &[]);
+            }
+            index -= 1;
+        }
+        match self.frames.get(index) {
+            Some(frame) => (OpCode::Data(Data::Text), frame.as_str().as_bytes()),
+            None => {
+                let (control, payload) = self.last.expect("index within len");
+                (OpCode::Control(control), payload)
+            }
+        }
+    }
+}
+
+/// Where a write stands: the frame it is in and the bytes of it (header and payload)
+/// already written.
+#[derive(Default)]
+struct Progress {
+    frame: usize,
+    offset: usize,
+}
+
+async fn write_all(stream: &TcpStream, outgoing: &Outgoing<'_>) -> io::Result<()> {
+    let mut progress = Progress::default();
+    while progress.frame < outgoing.len() {
+        match write_some(stream, outgoing, &mut progress) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// One vectored write of up to WRITE_BATCH frames from `progress` on; moves it on.
+fn write_some(stream: &TcpStream, outgoing: &Outgoing<'_>, progress: &mut Progress) -> io::Result<()> {
+    let count = (outgoing.len() - progress.frame).min(WRITE_BATCH);
+    let mut headers = [[0u8; MAX_HEADER]; WRITE_BATCH];
+    let mut lengths = [0usize; WRITE_BATCH];
+    for (i, (header, length)) in headers.iter_mut().zip(&mut lengths).take(count).enumerate() {
+        let (opcode, payload) = outgoing.get(progress.frame + i);
+        *length = format_header(header, opcode, payload.len());
+    }
+    let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+    let mut used = 0;
+    for i in 0..count {
+        let (_, payload) = outgoing.get(progress.frame + i);
+        let (mut header, mut payload) = (&headers[i][..lengths[i]], payload);
+        if i == 0 {
+            // Skip what an earlier, partial write already sent of this frame.
+            let skip = progress.offset.min(header.len());
+            header = &header[skip..];
+            payload = &payload[progress.offset - skip..];
+        }
+        for part in [header, payload] {
+            if !part.is_empty() {
+                slices[used] = IoSlice::new(part);
+                used += 1;
+            }
+        }
+    }
+    let written = stream.try_write_vectored(&slices[..used])?;
+    if written == 0 && used > 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    advance(outgoing, progress, written, &lengths[..count]);
+    Ok(())
+}
+
+/// Moves `progress` on by `written` bytes; `lengths` are the header lengths of the frames
+/// from `progress` on.
+fn advance(outgoing: &Outgoing<'_>, progress: &mut Progress, mut written: usize, lengths: &[usize]) {
+    for &header in lengths {
+        let (_, payload) = outgoing.get(progress.frame);
+        let left = header + payload.len() - progress.offset;
+        if written < left {
+            progress.offset += written;
+            return;
+        }
+        written -= left;
+        progress.frame += 1;
+        progress.offset = 0;
+    }
+}
+
+/// Formats a server frame's header (final, unmasked) into `out`; returns its length.
+fn format_header(out: &mut [u8; MAX_HEADER], opcode: OpCode, length: usize) -> usize {
+    let header = FrameHeader { opcode, ..FrameHeader::default() };
+    let mut cursor = Cursor::new(&mut out[..]);
+    header.format(length as u64, &mut cursor).expect("a frame header fits in MAX_HEADER bytes");
+    cursor.position() as usize
+}
