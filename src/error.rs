@@ -137,6 +137,11 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            // The WebSocket version convoy speaks (RFC 6455, 4.4).
+            let version = axum::http::HeaderValue::from_static("13");
+            response.headers_mut().insert(axum::http::header::SEC_WEBSOCKET_VERSION, version);
+        }
         response
     }
 }

@@ -204,7 +204,13 @@ impl Reader<'_> {
             if is_control && (length > MAX_CONTROL_PAYLOAD || !header.is_final) {
                 return Err(ReadError::Protocol("control frame too long or fragmented"));
             }
-            if length > self.state.max_message as u64 {
+            // Refused on its header: a client announcing 2 GB is not waited for. A
+            // continuation counts what its message holds so far.
+            let assembled = match (&header.opcode, &self.state.fragments) {
+                (OpCode::Data(Data::Continue), Some((_, assembled))) => assembled.len() as u64,
+                _ => 0,
+            };
+            if length.saturating_add(assembled) > self.state.max_message as u64 {
                 return Err(ReadError::TooBig);
             }
             let start = at + cursor.position() as usize;

@@ -95,11 +95,10 @@ impl WebSocketUpgrade {
                 Ok(upgraded) => upgraded,
                 Err(err) => return tracing::debug!(error = %err, "the upgrade failed"),
             };
-            // convoy's own accept loop (serve.rs) serves every connection over a TcpStream.
-            let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            let Some(socket) = socket_of(upgraded, max_message) else {
                 return tracing::error!("an upgraded connection that is not a TCP stream");
             };
-            callback(WebSocket::new(parts.io.into_inner(), &parts.read_buf, max_message)).await;
+            callback(socket).await;
         });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::builder()
@@ -112,4 +111,12 @@ impl WebSocketUpgrade {
         }
         response.body(axum::body::Body::empty()).expect("a valid handshake response")
     }
+}
+
+/// The socket over an upgraded connection: convoy's own accept loop (serve.rs) serves
+/// every connection over a TcpStream. What HTTP read past the handshake is copied, and
+/// the buffer it was read into goes.
+fn socket_of(upgraded: hyper::upgrade::Upgraded, max_message: usize) -> Option<WebSocket> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some(WebSocket::new(parts.io.into_inner(), &parts.read_buf, max_message))
 }

@@ -20,6 +20,7 @@ mod errors;
 mod fallback;
 mod faults;
 mod floods;
+mod frames;
 mod fuzz;
 mod growth;
 mod health;
