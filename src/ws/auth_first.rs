@@ -23,12 +23,13 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs the socket's first phase; `slot` is its place among MAX_CONNECTIONS and `pending`
 /// its place among the sockets waiting to authenticate, both taken before the upgrade.
 pub(super) async fn run(
-    mut socket: WebSocket,
+    upgrading: super::upgrade::Upgrading,
     state: AppState,
     mut slot: ConnectionSlot,
     pending: OwnedSemaphorePermit,
     batch: Option<Duration>,
 ) {
+    let Some(mut socket) = upgrading.socket().await else { return };
     let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
     tokio::pin!(deadline);
     let mut refused = 0;
@@ -57,7 +58,8 @@ pub(super) async fn run(
                         let reason = super::refused_participant_message(max);
                         return close(socket, close_code::TRY_AGAIN_LATER, &reason).await;
                     }
-                    super::native::run(socket, state, super::Admitted { session, me, claims }, batch).await;
+                    let admitted = super::Admitted { session, me, claims };
+                    Box::pin(super::native::serve(&mut socket, &state, &admitted, batch)).await;
                     drop(slot);
                     return;
                 }

@@ -40,7 +40,7 @@ pub(super) trait Protocol {
 
 /// Runs both halves of a socket until it closes.
 pub(super) async fn serve<P: Protocol>(
-    mut socket: WebSocket,
+    socket: &mut WebSocket,
     state: &AppState,
     user_id: UserId,
     outbox: &Outbox,

@@ -75,21 +75,18 @@ async fn upgrade(
         let pending = state.pending_auth.clone().try_acquire_owned().map_err(|_| {
             ApiError::unavailable("too many sockets are waiting to authenticate; retry, or pass the token")
         })?;
-        return Ok(ws.on_upgrade(move |socket| {
-            sockets.track_future(auth_first::run(socket, state, slot, pending, batch))
-        }));
+        let (response, upgrading) = ws.accept();
+        sockets.spawn(auth_first::run(upgrading, state, slot, pending, batch));
+        return Ok(response);
     };
     let (admitted, slot) = admit(&state, &token, ip).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
         ws = ws.protocol(&protocol);
     }
-    Ok(ws.on_upgrade(move |socket| {
-        sockets.track_future(async move {
-            native::run(socket, state, admitted, batch).await;
-            drop(slot);
-        })
-    }))
+    let (response, upgrading) = ws.accept();
+    sockets.spawn(native::run(upgrading, state, admitted, batch, slot));
+    Ok(response)
 }
 
 /// The upgrade, with the message size limits set; 503 while draining, 426 without one.

@@ -7,6 +7,9 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::connection::{self, Protocol};
+use super::socket::WebSocket;
+use super::upgrade::Upgrading;
+use crate::admission::ConnectionSlot;
 use crate::auth::Claims;
 use crate::chat::RoomMembership;
 use crate::domain::topic::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
@@ -22,30 +25,46 @@ use crate::state::{AppState, EndReason};
 /// The longest frame checked for being a `ping` when over the rate limit.
 const MAX_PING_BYTES: usize = 256;
 
-/// Serves a native socket; `batch` is its `batch_ms` window, if it asked for batched delivery.
+/// A native socket from its upgrade to its close; `slot` is its place under the socket caps.
 pub async fn run(
-    socket: super::socket::WebSocket,
+    upgrading: Upgrading,
     state: AppState,
     admitted: super::Admitted,
+    batch: Option<Duration>,
+    slot: ConnectionSlot,
+) {
+    // Everything a socket holds while it waits lives in its task's future: each value is
+    // owned once, here, and lent below (a value passed on by move is stored at every level).
+    let Some(mut socket) = upgrading.socket().await else { return };
+    serve(&mut socket, &state, &admitted, batch).await;
+    drop(slot);
+}
+
+/// Serves a native socket; `batch` is its `batch_ms` window, if it asked for batched delivery.
+pub async fn serve(
+    socket: &mut WebSocket,
+    state: &AppState,
+    admitted: &super::Admitted,
     batch: Option<Duration>,
 ) {
     let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("ws", session_id = %session.id, user_id = %me.user_id);
-    async move {
+    async {
         tracing::info!("connected");
         let outbox = state.hub.outbox(Wire::Native);
         outbox.set_batch(batch);
-        let subscription = state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox).await;
+        let subscription =
+            Box::pin(state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox)).await;
         let outbox = subscription.outbox.clone();
-        let presence = PresenceMeta::connect(&me, state.clock.now());
+        let presence = PresenceMeta::connect(me, state.clock.now());
         state.presence_join(session.id, &presence);
         // Subscribed first, snapshot second: anything that happens in between is queued
         // behind the snapshot, so the client misses nothing.
-        resynchronise(&state, &session, &me, &outbox, true).await;
+        Box::pin(resynchronise(state, session, me, &outbox, true)).await;
         let mut conn = Conn {
-            state: &state,
-            session: &session,
-            me: &me,
+            state,
+            session,
+            me,
             outbox: &outbox,
             presence: &presence,
             session_meta: presence.clone(),
@@ -54,11 +73,11 @@ pub async fn run(
             paused: false,
             budget_reply: ReplyThrottle::new(state.clock.clone()),
             pong_over_limit: ReplyThrottle::new(state.clock.clone()),
-            claims,
+            claims: claims.clone(),
         };
-        connection::serve(socket, &state, me.user_id, &outbox, &mut conn).await;
+        connection::serve(socket, state, me.user_id, &outbox, &mut conn).await;
         if let Some(room) = conn.room.take() {
-            state.exit_room(room, &presence).await;
+            Box::pin(state.exit_room(room, &presence)).await;
         }
         state.presence_leave(session.id, &conn.session_meta);
         drop(subscription);

@@ -19,6 +19,8 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::connection::{self, Protocol};
+use super::socket::WebSocket;
+use crate::admission::ConnectionSlot;
 use crate::domain::{Location, LocationInput, Participant, Session};
 use crate::error::ApiError;
 use crate::http::ClientIp;
@@ -57,13 +59,9 @@ pub(super) async fn upgrade(
         ApiError::unauthorized("missing token: connect to /socket/websocket?token=<websocket_token>")
     })?;
     let (admitted, slot) = super::admit(&state, &token, ip).await?;
-    let sockets = state.sockets.clone();
-    Ok(ws.on_upgrade(move |socket| {
-        sockets.track_future(async move {
-            run(socket, state, admitted, wire).await;
-            drop(slot);
-        })
-    }))
+    let (response, upgrading) = ws.accept();
+    state.sockets.clone().spawn(run(upgrading, state, admitted, wire, slot));
+    Ok(response)
 }
 
 /// A Phoenix socket. It is on its session's hub channel from the start, muted (only closes
@@ -85,28 +83,42 @@ struct PhoenixSocket<'a> {
     token_expires_at: i64,
 }
 
-async fn run(socket: super::socket::WebSocket, state: AppState, admitted: super::Admitted, wire: Wire) {
+/// A Phoenix socket from its upgrade to its close; `slot` is its place under the socket caps.
+/// Values are owned here once and lent below (see `native::run`).
+async fn run(
+    upgrading: super::upgrade::Upgrading,
+    state: AppState,
+    admitted: super::Admitted,
+    wire: Wire,
+    slot: ConnectionSlot,
+) {
+    let Some(mut socket) = upgrading.socket().await else { return };
+    serve(&mut socket, &state, &admitted, wire).await;
+    drop(slot);
+}
+
+async fn serve(socket: &mut WebSocket, state: &AppState, admitted: &super::Admitted, wire: Wire) {
     let super::Admitted { session, me, claims } = admitted;
     let span = tracing::info_span!("phoenix", session_id = %session.id, user_id = %me.user_id);
-    async move {
+    async {
         tracing::info!("connected");
         let outbox = state.hub.outbox(wire);
         outbox.set_muted(true);
         let subscription =
-            state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox.clone()).await;
+            Box::pin(state.hub.subscribe(Channel::Session(session.id), me.user_id, outbox.clone())).await;
         let mut phoenix = PhoenixSocket {
-            state: &state,
-            session: &session,
-            me: &me,
+            state,
+            session,
+            me,
             outbox: &outbox,
             wire,
             topic: topic_of(session.id),
-            presence: PresenceMeta::connect(&me, state.clock.now()),
+            presence: PresenceMeta::connect(me, state.clock.now()),
             joined: None,
             present: false,
             token_expires_at: claims.exp,
         };
-        connection::serve(socket, &state, me.user_id, &outbox, &mut phoenix).await;
+        connection::serve(socket, state, me.user_id, &outbox, &mut phoenix).await;
         phoenix.leave();
         drop(subscription);
         state.activity.touch(session.id, me.user_id, state.clock.now());

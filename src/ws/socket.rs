@@ -142,7 +142,10 @@ impl Reader<'_> {
             if self.state.ended {
                 return Ok(Incoming::Close);
             }
-            self.stream.readable().await.map_err(ReadError::Io)?;
+            // The stream's one reader slot, not `readable()`'s list of waiters: it also
+            // replaces the waker the HTTP connection's task left there, which would keep
+            // that finished task's memory alive as long as the socket.
+            std::future::poll_fn(|cx| self.stream.poll_read_ready(cx)).await.map_err(ReadError::Io)?;
             self.read_ready()?;
         }
     }
@@ -367,7 +370,9 @@ async fn write_all(stream: &TcpStream, outgoing: &Outgoing<'_>) -> io::Result<()
     while progress.frame < outgoing.len() {
         match write_some(stream, outgoing, &mut progress) {
             Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                std::future::poll_fn(|cx| stream.poll_write_ready(cx)).await?;
+            }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err),
         }

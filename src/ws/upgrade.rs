@@ -2,8 +2,6 @@
 //! upgraded TCP stream to a lean `WebSocket`. axum's own upgrade would wrap the stream in
 //! tungstenite, whose per-socket buffers are what this replaces.
 
-use std::future::Future;
-
 use axum::extract::FromRequestParts;
 use axum::http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
@@ -82,24 +80,10 @@ impl WebSocketUpgrade {
         self
     }
 
-    /// Answers 101 Switching Protocols and runs `callback` on the socket once the
-    /// connection is upgraded.
-    pub fn on_upgrade<F, Fut>(self, callback: F) -> Response
-    where
-        F: FnOnce(WebSocket) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// Accepts: the 101 Switching Protocols response, and the socket to come once it is
+    /// sent.
+    pub fn accept(self) -> (Response, Upgrading) {
         let WebSocketUpgrade { key, on_upgrade, protocol, max_message } = self;
-        tokio::spawn(async move {
-            let upgraded = match on_upgrade.await {
-                Ok(upgraded) => upgraded,
-                Err(err) => return tracing::debug!(error = %err, "the upgrade failed"),
-            };
-            let Some(socket) = socket_of(upgraded, max_message) else {
-                return tracing::error!("an upgraded connection that is not a TCP stream");
-            };
-            callback(socket).await;
-        });
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -109,7 +93,32 @@ impl WebSocketUpgrade {
         if let Some(protocol) = protocol {
             response = response.header(SEC_WEBSOCKET_PROTOCOL, protocol);
         }
-        response.body(axum::body::Body::empty()).expect("a valid handshake response")
+        let response = response.body(axum::body::Body::empty()).expect("a valid handshake response");
+        (response, Upgrading { on_upgrade, max_message })
+    }
+}
+
+/// An accepted upgrade, until the connection is handed over.
+pub struct Upgrading {
+    on_upgrade: OnUpgrade,
+    max_message: usize,
+}
+
+impl Upgrading {
+    /// The socket, once the HTTP layer handed the connection over (None if it went away).
+    pub async fn socket(self) -> Option<WebSocket> {
+        let upgraded = match self.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(error = %err, "the upgrade failed");
+                return None;
+            }
+        };
+        let socket = socket_of(upgraded, self.max_message);
+        if socket.is_none() {
+            tracing::error!("an upgraded connection that is not a TCP stream");
+        }
+        socket
     }
 }
 
