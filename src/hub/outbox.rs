@@ -24,6 +24,10 @@ use crate::protocol::native::location_batch;
 /// reconnects must not fill every queue with diffs.
 pub(super) const PRESENCE_BURST: usize = 32;
 
+/// Room a drained queue keeps for its items; a burst's room beyond it is given back, so an
+/// idle connection does not keep what its snapshot's presence or a wave of joins needed.
+const KEPT_ITEMS: usize = 8;
+
 #[derive(Debug)]
 enum Item {
     Frame(Frame),
@@ -443,6 +447,8 @@ impl Outbox {
                     Item::Batch(locations) => out.push(location_batch(locations.iter().map(|(_, f)| f))),
                 }
             }
+            q.items.shrink_to(KEPT_ITEMS);
+            q.locations.shrink_to(KEPT_ITEMS);
             q.events = 0;
             q.event_bytes = 0;
             q.presence = 0;
