@@ -89,6 +89,12 @@ pub struct Config {
     #[arg(long, env = "PRESENCE_INSTANCE_TIMEOUT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub presence_instance_timeout_seconds: u64,
 
+    /// Threads that run sockets and requests; 0: one per core. Every thread more costs
+    /// wake-ups between threads: on a machine shared with other work, or with one instance
+    /// per core behind a load balancer, 1 serves a delivery for less CPU (BENCHMARKS.md).
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub worker_threads: u16,
+
     /// Secret for signing the HS256 session tokens, at least 32 bytes; the same on every
     /// instance. Unset: a random 256-bit secret generated once and kept with the data (a
     /// 0600 file beside the SQLite file, or a row in PostgreSQL shared by every instance).
@@ -418,6 +424,15 @@ mod tests {
         assert!(parse(&["--app-env", "production", "--jwt-secret", &secret]).validate().is_ok());
         assert!(parse(&["--app-env", "production"]).validate().is_ok());
         assert!(parse(&[]).jwt_secret.is_none());
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_core() {
+        assert_eq!(parse(&[]).worker_threads, 0);
+        assert_eq!(parse(&["--worker-threads", "1"]).worker_threads, 1);
+        for bad in ["-1", "1025", "many"] {
+            assert!(Cli::try_parse_from(["convoy", "--worker-threads", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,9 +4,16 @@ use clap::Parser;
 use convoy::config::{Cli, Command};
 use convoy::{App, store, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if cli.config.worker_threads > 0 {
+        runtime.worker_threads(cli.config.worker_threads.into());
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config;
     telemetry::init(&config.log_level, config.log_format);
     match cli.command.unwrap_or(Command::Serve) {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::bus::Messaging;
 use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
-use crate::message::{Channel, Frame, Wire};
+use crate::message::{Channel, CloseReason, Frame, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
 
 pub use outbox::Outbox;
@@ -48,6 +48,8 @@ pub struct Hub {
     session_batches: Mutex<HashMap<Channel, SessionBatches>>,
     /// This hub, for the tick tasks.
     me: Weak<Hub>,
+    /// Set by `close_all` (shutdown): a connection subscribing after it is closed at once.
+    closing_all: std::sync::atomic::AtomicBool,
 }
 
 /// One session's waiting batches: (window, the latest broadcast of each sender).
@@ -74,6 +76,7 @@ impl Hub {
             batches: batch::Batches::default(),
             session_batches: Mutex::default(),
             me: me.clone(),
+            closing_all: Default::default(),
         })
     }
 
@@ -95,6 +98,9 @@ impl Hub {
         // both are sent under its lock (sending only queues a command).
         let confirmed = {
             let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
+            if self.closing_all.load(Ordering::Relaxed) {
+                outbox.close([], shutting_down());
+            }
             let subscribers = channels.entry(channel).or_default();
             subscribers.push(Subscriber { user_id, outbox: outbox.clone() });
             (subscribers.len() == 1).then(|| self.bus.subscribe(channel))
@@ -110,6 +116,16 @@ impl Hub {
             tracing::warn!(channel = %channel.name(), "bus subscription not confirmed in time; continuing");
         }
         subscription
+    }
+
+    /// Closes every connection with 1001 after what it has queued (shutdown), and any that
+    /// subscribes from now on. Connections watch only their outbox, not a shared signal.
+    pub fn close_all(&self) {
+        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
+        self.closing_all.store(true, Ordering::Relaxed);
+        for sub in channels.values().flatten() {
+            sub.outbox.close([], shutting_down());
+        }
     }
 
     fn unsubscribe(&self, channel: Channel, outbox_id: u64) {
@@ -509,4 +525,8 @@ mod tests {
         assert!(hub.channels.read().unwrap().get(&s1).is_none());
         assert_eq!(hub.channels.read().unwrap().len(), 1);
     }
+}
+
+fn shutting_down() -> CloseReason {
+    CloseReason::new(close_code::GOING_AWAY, "server shutting down")
 }

@@ -50,7 +50,8 @@ struct Queue {
     /// The session's named topics this connection subscribed to.
     topics: HashSet<Arc<str>>,
     items: VecDeque<Item>,
-    locations: HashMap<UserId, Frame>,
+    /// Looked up on every delivery: foldhash, not SipHash (the keys are server-made ids).
+    locations: HashMap<UserId, Frame, foldhash::fast::RandomState>,
     events: usize,
     /// Bytes of the events queued since the last drain.
     event_bytes: usize,

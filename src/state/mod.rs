@@ -126,6 +126,7 @@ impl AppState {
     pub fn begin_shutdown(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.shutdown.cancel();
+        self.hub.close_all();
     }
 
     /// Whether `user_id` may send a message of `kind` and `bytes` to the channel's other

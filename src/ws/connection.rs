@@ -50,7 +50,7 @@ pub(super) async fn serve<P: Protocol>(
     let writer_done = CancellationToken::new();
     let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
     tokio::join!(
-        write_loop(writer, outbox, &state.shutdown, heartbeat, &state.metrics, writer_done.clone()),
+        write_loop(writer, outbox, heartbeat, &state.metrics, writer_done.clone()),
         read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
 }
@@ -58,7 +58,6 @@ pub(super) async fn serve<P: Protocol>(
 async fn write_loop(
     writer: Writer<'_>,
     outbox: &Outbox,
-    shutdown: &CancellationToken,
     heartbeat: Duration,
     metrics: &RealtimeMetrics,
     done: CancellationToken,
@@ -67,22 +66,17 @@ async fn write_loop(
     let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
     // The waits live as long as the loop: registering a waiter is the costly part, and
-    // this loop runs once per delivery. The two cancellation waits may be polled again
-    // after they resolved (they resolve again); `ready` and `control` are renewed each
-    // time they fire.
-    let shutting_down = shutdown.cancelled();
+    // this loop runs once per delivery. `closing` may be polled again after it resolved
+    // (it resolves again); `ready` and `control` are renewed each time they fire. A
+    // shutdown comes as a close in the outbox (`Hub::close_all`).
     let closing = outbox.closing();
     let ready = outbox.ready();
     let control = writer.control_wanted();
-    tokio::pin!(shutting_down, closing, ready, control);
+    tokio::pin!(closing, ready, control);
     loop {
         // Pings before frames: a steady stream of frames must not starve the heartbeat.
         let ping = tokio::select! {
             biased;
-            _ = &mut shutting_down => {
-                send_close(&writer, CloseReason::new(close_code::GOING_AWAY, "server shutting down")).await;
-                return;
-            }
             _ = pings.tick() => true,
             _ = &mut ready => {
                 ready.set(outbox.ready());
@@ -96,11 +90,13 @@ async fn write_loop(
         let close = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
         // A client that stopped reading must not keep a close or a shutdown waiting.
+        // The write first, and the timer made only if it is polled: a write usually completes
+        // at once, and this runs once per delivery.
         let written = tokio::select! {
+            biased;
             result = writer.write(ping, &batch) => result.is_ok(),
             _ = &mut closing, if close.is_none() => true,
-            _ = tokio::time::sleep(CLOSE_TIMEOUT), if close.is_some() => false,
-            _ = &mut shutting_down => true,
+            _ = async { tokio::time::sleep(CLOSE_TIMEOUT).await }, if close.is_some() => false,
         };
         batch.clear();
         batch.shrink_to(KEPT_BATCH_CAPACITY);
@@ -140,6 +136,7 @@ async fn read_loop<P: Protocol>(
     tokio::pin!(writer_finished, resync, token_expiry);
     loop {
         let message = tokio::select! {
+            biased;
             _ = &mut writer_finished => {
                 // The writer sent a close: finish the closing handshake (read until the
                 // client's close), so the client reads ours before the TCP connection goes.
