@@ -184,6 +184,10 @@ impl Drop for Subscription {
     }
 }
 
+fn shutting_down() -> CloseReason {
+    CloseReason::new(close_code::GOING_AWAY, "server shutting down")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
@@ -525,8 +529,4 @@ mod tests {
         assert!(hub.channels.read().unwrap().get(&s1).is_none());
         assert_eq!(hub.channels.read().unwrap().len(), 1);
     }
-}
-
-fn shutting_down() -> CloseReason {
-    CloseReason::new(close_code::GOING_AWAY, "server shutting down")
 }
