@@ -19,6 +19,7 @@ pub mod message;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
+pub mod reads;
 pub mod revocation;
 pub mod serve;
 pub mod snapshot;

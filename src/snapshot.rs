@@ -2,7 +2,7 @@
 //! whenever the bus may have lost messages. Each wire protocol renders it its own way.
 
 use crate::chat;
-use crate::domain::{self, ChatMessage, ChatRoom, Participant, Session, UserId};
+use crate::domain::{self, ChatMessage, Participant, Session, UserId};
 use crate::message::Channel;
 use crate::presence::{PresenceMap, PresenceMeta, presence_map};
 use crate::state::AppState;
@@ -57,19 +57,22 @@ impl Snapshot {
 /// Re-reads the session and the participant from the store, so a removal or an end that
 /// was missed is noticed.
 pub(crate) async fn load(state: &AppState, session_id: domain::SessionId, me: &Participant) -> Loaded {
+    // Shared with the other sockets of the session loading theirs at the same moment.
+    let reads = &state.reads;
     let (current, participants, messages) = match tokio::try_join!(
-        state.store.session(session_id),
-        state.store.participants(session_id),
-        state.store.messages(ChatRoom::Session(session_id), None, chat::HISTORY),
+        reads.session(&state.store, session_id),
+        reads.participants(&state.store, session_id),
+        reads.history(&state.store, session_id, chat::HISTORY),
     ) {
         Ok(found) => found,
         Err(err) => return Loaded::Failed(err),
     };
-    let session = match current {
-        Some(current) if current.is_live(state.clock.now()) => current,
+    let session = match current.as_ref() {
+        Some(current) if current.is_live(state.clock.now()) => current.clone(),
         _ => return Loaded::Ended,
     };
-    let active: Vec<Participant> = participants.into_iter().filter(|p| p.is_active).collect();
+    let active: Vec<Participant> = participants.iter().filter(|p| p.is_active).cloned().collect();
+    let messages = messages.to_vec();
     if !active.iter().any(|p| p.user_id == me.user_id) {
         return Loaded::Left;
     }

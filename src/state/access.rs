@@ -57,6 +57,24 @@ impl AppState {
         Ok((session, participant))
     }
 
+    /// `active_participant` for a socket's admission: the session and its participants
+    /// read through `SharedReads`, so a group connecting together costs two queries, not
+    /// two each.
+    pub async fn active_member(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
+        let session = (*self.reads.session(&self.store, claims.session_id()).await?)
+            .clone()
+            .filter(|s| s.is_live(self.clock.now()))
+            .ok_or_else(ApiError::session_ended)?;
+        let participants = self.reads.participants(&self.store, session.id).await?;
+        let participant = participants
+            .iter()
+            .find(|p| p.user_id == claims.user_id() && p.is_active)
+            .cloned()
+            .ok_or_else(|| revoked("this token's holder has left the session"))?;
+        self.check_generation(&participant, claims)?;
+        Ok((session, participant))
+    }
+
     /// The session, if it exists and is live; 410 otherwise.
     async fn live_session(&self, session_id: SessionId) -> Result<Session, ApiError> {
         let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;

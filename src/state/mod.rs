@@ -54,6 +54,8 @@ pub struct Inner {
     pub limits: Limits,
     /// Snapshots rebuilt at once after a bus outage (each reads the store twice).
     pub resync_permits: tokio::sync::Semaphore,
+    /// Session and participant reads that sockets arriving together share.
+    pub reads: crate::reads::SharedReads,
     /// Sockets opened without a token and not yet authenticated: a quarter of
     /// MAX_CONNECTIONS at most, so anonymous handshakes cannot take every place.
     pub pending_auth: Arc<tokio::sync::Semaphore>,
@@ -112,6 +114,7 @@ impl AppState {
             prometheus,
             limits,
             resync_permits: tokio::sync::Semaphore::new(16),
+            reads: Default::default(),
             pending_auth,
             draining: AtomicBool::new(false),
             admission,

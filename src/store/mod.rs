@@ -15,7 +15,7 @@ use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, User
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or did not answer in time.
     #[error("database unavailable: {0}")]

@@ -170,6 +170,6 @@ async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Particip
             "a creator token cannot open a socket: join the session for a participant token",
         ));
     }
-    let (session, participant) = state.active_participant(&claims).await?;
+    let (session, participant) = state.active_member(&claims).await?;
     Ok((session, participant, claims))
 }

@@ -13,7 +13,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("vocabulary", &["message", "presence", "protocol", "auth"]),
     ("backends", &["store", "bus"]),
     ("engine", &["hub", "metrics", "limits"]),
-    ("services", &["state", "chat", "snapshot", "activity", "admission", "revocation", "sweeper", "error"]),
+    (
+        "services",
+        &["state", "chat", "snapshot", "reads", "activity", "admission", "revocation", "sweeper", "error"],
+    ),
     ("edges", &["http", "ws", "serve", "telemetry"]),
     ("shell", &["app", "lib", "main"]),
 ];
