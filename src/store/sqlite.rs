@@ -38,8 +38,11 @@ struct QueuedJoin {
     new: NewParticipant,
     max_participants: u32,
     max_departed: u32,
-    done: tokio::sync::oneshot::Sender<Result<Option<(Participant, DateTime<Utc>)>, StoreError>>,
+    done: tokio::sync::oneshot::Sender<Result<Option<Joined>, StoreError>>,
 }
+
+/// A participant joined, and when its session ends.
+type Joined = (Participant, DateTime<Utc>);
 
 /// Commits `queued` in one transaction and tells each its outcome.
 async fn commit_joins(pool: &SqlitePool, queued: Vec<QueuedJoin>) {
@@ -60,7 +63,7 @@ async fn commit_joins(pool: &SqlitePool, queued: Vec<QueuedJoin>) {
 async fn insert_joins(
     pool: &SqlitePool,
     queued: &[QueuedJoin],
-) -> Result<Vec<Option<(Participant, DateTime<Utc>)>>, StoreError> {
+) -> Result<Vec<Option<Joined>>, StoreError> {
     let mut tx = pool.begin().await?;
     let mut inserted = Vec::with_capacity(queued.len());
     for QueuedJoin { new, max_participants, .. } in queued {
