@@ -63,6 +63,23 @@ pub struct NewParticipant {
     pub joined_at: DateTime<Utc>,
 }
 
+impl NewParticipant {
+    /// The participant this join makes: active, at token generation 0.
+    pub fn joined(&self) -> Participant {
+        Participant {
+            session_id: self.session_id,
+            user_id: self.user_id,
+            display_name: self.display_name.clone(),
+            avatar_color: self.avatar_color.clone(),
+            joined_at: self.joined_at,
+            last_seen: self.joined_at,
+            is_active: true,
+            token_generation: 0,
+            token_rotated_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum JoinOutcome {
     /// Joined a session that ends at `expires_at` (the token's expiry).

@@ -203,18 +203,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let participant = Participant {
-            session_id: new.session_id,
-            user_id: new.user_id,
-            display_name: new.display_name.clone(),
-            avatar_color: new.avatar_color.clone(),
-            joined_at: new.joined_at,
-            last_seen: new.joined_at,
-            is_active: true,
-            token_generation: 0,
-            token_rotated_at: None,
-        };
-        Ok(JoinOutcome::Joined { participant, expires_at })
+        Ok(JoinOutcome::Joined { participant: new.joined(), expires_at })
     }
 
     async fn participants(&self, session_id: SessionId) -> Result<Vec<Participant>, StoreError> {

@@ -60,10 +60,7 @@ async fn commit_joins(pool: &SqlitePool, queued: Vec<QueuedJoin>) {
     }
 }
 
-async fn insert_joins(
-    pool: &SqlitePool,
-    queued: &[QueuedJoin],
-) -> Result<Vec<Option<Joined>>, StoreError> {
+async fn insert_joins(pool: &SqlitePool, queued: &[QueuedJoin]) -> Result<Vec<Option<Joined>>, StoreError> {
     let mut tx = pool.begin().await?;
     let mut inserted = Vec::with_capacity(queued.len());
     for QueuedJoin { new, max_participants, .. } in queued {
@@ -119,20 +116,7 @@ async fn insert_joins(
         .zip(inserted)
         .map(|(QueuedJoin { new, .. }, inserted)| {
             let expires_at = from_millis(*expires.get(&new.session_id)?);
-            inserted.then(|| {
-                let participant = Participant {
-                    session_id: new.session_id,
-                    user_id: new.user_id,
-                    display_name: new.display_name.clone(),
-                    avatar_color: new.avatar_color.clone(),
-                    joined_at: new.joined_at,
-                    last_seen: new.joined_at,
-                    is_active: true,
-                    token_generation: 0,
-                    token_rotated_at: None,
-                };
-                (participant, expires_at)
-            })
+            inserted.then(|| (new.joined(), expires_at))
         })
         .collect())
 }
