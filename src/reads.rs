@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
+use futures_util::future::{BoxFuture, Shared, WeakShared};
 
 use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId};
 use crate::store::{Store, StoreError};
@@ -24,9 +24,16 @@ const COALESCE_WINDOW: Duration = Duration::from_millis(2);
 
 type Read<V> = Shared<BoxFuture<'static, Result<Arc<V>, StoreError>>>;
 
+/// Reads not yet started, by key: weak, so a read whose callers all went away (their
+/// requests cancelled) goes with them instead of staying here.
+type Pending<K, V> = Arc<Mutex<HashMap<K, WeakShared<BoxFuture<'static, Result<Arc<V>, StoreError>>>>>>;
+
+/// Past this many keys waiting, the ones whose callers all went away are dropped.
+const PRUNE_ABOVE: usize = 64;
+
 /// One kind of read, by key.
 struct Coalescer<K, V> {
-    pending: Arc<Mutex<HashMap<K, Read<V>>>>,
+    pending: Pending<K, V>,
 }
 
 impl<K, V> Default for Coalescer<K, V> {
@@ -49,22 +56,34 @@ where
     ) -> Result<Arc<V>, StoreError> {
         let shared = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending
-                .entry(key)
-                .or_insert_with(|| {
-                    let pending = self.pending.clone();
-                    async move {
-                        tokio::time::sleep(COALESCE_WINDOW).await;
-                        // From here on a caller starts a read of its own.
-                        pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-                        read.await.map(Arc::new)
+            match pending.get(&key).and_then(WeakShared::upgrade) {
+                Some(shared) => shared,
+                None => {
+                    if pending.len() > PRUNE_ABOVE {
+                        pending.retain(|_, read| read.upgrade().is_some());
                     }
-                    .boxed()
-                    .shared()
-                })
-                .clone()
+                    let shared = self.start(key, read);
+                    if let Some(weak) = shared.downgrade() {
+                        pending.insert(key, weak);
+                    }
+                    shared
+                }
+            }
         };
         shared.await
+    }
+
+    /// A read of `key` that waits COALESCE_WINDOW, then leaves the map and runs.
+    fn start(&self, key: K, read: BoxFuture<'static, Result<V, StoreError>>) -> Read<V> {
+        let pending = self.pending.clone();
+        async move {
+            tokio::time::sleep(COALESCE_WINDOW).await;
+            // From here on a caller starts a read of its own.
+            pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+            read.await.map(Arc::new)
+        }
+        .boxed()
+        .shared()
     }
 }
 
@@ -169,6 +188,23 @@ mod tests {
         assert_eq!(*second.await.unwrap(), 2);
         assert_eq!(*first.await.unwrap().unwrap(), 1);
         assert_eq!(reads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_everyone_abandoned_is_not_kept() {
+        let coalescer = Coalescer::<u8, u32>::default();
+        let reads = Arc::new(AtomicUsize::new(0));
+        // The caller goes away within the window (its request was cancelled).
+        let abandoned =
+            tokio::time::timeout(Duration::from_micros(10), coalescer.get(1, counted(&reads, 1))).await;
+        assert!(abandoned.is_err());
+        assert_eq!(
+            *coalescer.get(1, counted(&reads, 2)).await.unwrap(),
+            2,
+            "a new read, not the abandoned one"
+        );
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "the abandoned read never ran");
+        assert!(coalescer.pending.lock().unwrap().is_empty(), "nothing is left waiting");
     }
 
     #[tokio::test(start_paused = true)]

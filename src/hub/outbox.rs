@@ -448,8 +448,14 @@ impl Outbox {
                     Item::Batch(locations) => out.push(location_batch(locations.iter().map(|(_, f)| f))),
                 }
             }
-            q.items.shrink_to(KEPT_ITEMS);
-            q.locations.shrink_to(KEPT_ITEMS);
+            // Only well past the kept room: a queue that regularly holds a few more must
+            // not reallocate on every drain.
+            if q.items.capacity() > 4 * KEPT_ITEMS {
+                q.items.shrink_to(KEPT_ITEMS);
+            }
+            if q.locations.capacity() > 4 * KEPT_ITEMS {
+                q.locations.shrink_to(KEPT_ITEMS);
+            }
             q.events = 0;
             q.event_bytes = 0;
             q.presence = 0;

@@ -61,11 +61,12 @@ impl AppState {
     /// read through `SharedReads`, so a group connecting together costs two queries, not
     /// two each.
     pub async fn active_member(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
-        let session = (*self.reads.session(&self.store, claims.session_id()).await?)
-            .clone()
-            .filter(|s| s.is_live(self.clock.now()))
-            .ok_or_else(ApiError::session_ended)?;
-        let participants = self.reads.participants(&self.store, session.id).await?;
+        let (session, participants) = tokio::try_join!(
+            self.reads.session(&self.store, claims.session_id()),
+            self.reads.participants(&self.store, claims.session_id()),
+        )?;
+        let session =
+            (*session).clone().filter(|s| s.is_live(self.clock.now())).ok_or_else(ApiError::session_ended)?;
         let participant = participants
             .iter()
             .find(|p| p.user_id == claims.user_id() && p.is_active)

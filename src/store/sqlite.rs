@@ -26,7 +26,7 @@ pub struct SqliteStore {
     /// Held by every write transaction: SQLite lets one writer in at a time, and a
     /// transaction that finds the lock taken sleeps in SQLite's busy handler (1, 2, 5, 10
     /// ms...) holding a pooled connection. Queued here instead, writers wait without a
-    /// connection and readers keep the pool (burst: everyone admitted 1.9 -> ~1.5 s).
+    /// connection and readers keep the pool. Every write takes it.
     writing: Arc<tokio::sync::Mutex<()>>,
     /// Joins waiting for the next group commit (see `join`).
     joins: Mutex<Vec<QueuedJoin>>,
@@ -46,6 +46,12 @@ type Joined = (Participant, DateTime<Utc>);
 
 /// Commits `queued` in one transaction and tells each its outcome.
 async fn commit_joins(pool: &SqlitePool, queued: Vec<QueuedJoin>) {
+    // A join whose caller went away (its client disconnected while it waited) is not made:
+    // nobody would get its token, and the seat would be taken.
+    let queued: Vec<QueuedJoin> = queued.into_iter().filter(|join| !join.done.is_closed()).collect();
+    if queued.is_empty() {
+        return;
+    }
     match insert_joins(pool, &queued).await {
         Ok(outcomes) => {
             for (join, outcome) in queued.into_iter().zip(outcomes) {
@@ -245,6 +251,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().await;
         sqlx::query(
             "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active)
              VALUES (?1, ?2, ?3, ?4, ?5, ?4, 1)",
@@ -312,6 +319,8 @@ impl Store for SqliteStore {
                 drop(writing);
             })
             .await;
+        } else {
+            drop(writing); // another caller committed this join
         }
         match outcome.await.map_err(|_| StoreError::Other("the join's transaction was lost".into()))?? {
             Some((participant, expires_at)) => Ok(JoinOutcome::Joined { participant, expires_at }),
@@ -354,6 +363,7 @@ impl Store for SqliteStore {
         user_id: UserId,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _writing = self.writing.lock().await;
         let changed = sqlx::query(
             "UPDATE participants SET is_active = 0, last_seen = MAX(last_seen, ?3), left_at = ?3
              WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1",
@@ -512,6 +522,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_messages_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _writing = self.writing.lock().await;
         let result = sqlx::query("DELETE FROM chat_messages WHERE created_at < ?1")
             .bind(ms(before))
             .execute(&self.pool)
@@ -520,6 +531,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_sessions_ended_before(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let _writing = self.writing.lock().await;
         let result = sqlx::query("DELETE FROM sessions WHERE is_active = 0 AND ended_at < ?1")
             .bind(ms(before))
             .execute(&self.pool)
@@ -552,6 +564,7 @@ impl Store for SqliteStore {
         current: i64,
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
+        let _writing = self.writing.lock().await;
         Ok(sqlx::query_scalar(
             "UPDATE participants SET token_generation = token_generation + 1, token_rotated_at = ?4
              WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND token_generation = ?3

@@ -46,7 +46,16 @@ pub(super) async fn run(
         let text = match message {
             Ok(Incoming::Text(text)) => text,
             Ok(Incoming::Binary) => String::new(),
-            Ok(Incoming::Control) => continue,
+            Ok(Incoming::Control) => {
+                // Answered here, outside the waits above: a pong cut short by the deadline
+                // would garble the close that follows.
+                let (_, writer) = socket.split();
+                if !matches!(tokio::time::timeout(CLOSE_TIMEOUT, writer.write(false, &[])).await, Ok(Ok(())))
+                {
+                    return;
+                }
+                continue;
+            }
             Ok(Incoming::Close) | Err(_) => return,
         };
         match parse_client(&text) {

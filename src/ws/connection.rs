@@ -89,14 +89,22 @@ async fn write_loop(
         };
         let close = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
-        // A client that stopped reading must not keep a close or a shutdown waiting.
-        // The write first, and the timer made only if it is polled: a write usually completes
-        // at once, and this runs once per delivery.
-        let written = tokio::select! {
-            biased;
-            result = writer.write(ping, &batch) => result.is_ok(),
-            _ = &mut closing, if close.is_none() => true,
-            _ = async { tokio::time::sleep(CLOSE_TIMEOUT).await }, if close.is_some() => false,
+        // A client that stopped reading must not keep a close waiting: once one is asked
+        // for, the write in progress gets CLOSE_TIMEOUT to finish (never cut short: the
+        // close must not land inside a half-written frame), else the connection is dropped.
+        // The write is polled first and the timer made only if it is: a write usually
+        // completes at once, and this runs once per delivery.
+        let written = {
+            let write = writer.write(ping, &batch);
+            tokio::pin!(write);
+            tokio::select! {
+                biased;
+                result = &mut write => result.is_ok(),
+                _ = &mut closing, if close.is_none() => {
+                    matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut write).await, Ok(Ok(())))
+                }
+                _ = async { tokio::time::sleep(CLOSE_TIMEOUT).await }, if close.is_some() => false,
+            }
         };
         batch.clear();
         batch.shrink_to(KEPT_BATCH_CAPACITY);

@@ -31,6 +31,8 @@ const READ_CHUNK: usize = 8 * 1024;
 const WRITE_BATCH: usize = 64;
 /// The longest header of a frame the server writes (unmasked): 2 + 8 bytes.
 const MAX_HEADER: usize = 10;
+/// Room an emptied inbox keeps (entries); a burst's room beyond it is given back.
+const KEPT_INBOX: usize = 4;
 /// The largest payload of a control frame (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -77,12 +79,21 @@ struct ReadState {
     /// Whether `partial` may hold complete frames not parsed yet (bytes read ahead during
     /// the handshake).
     unparsed: bool,
-    /// A fragmented message being assembled: text or binary, and its payload so far.
-    fragments: Option<(bool, Vec<u8>)>,
+    /// A fragmented message being assembled.
+    fragments: Option<Fragments>,
     /// Messages parsed, not yet handed out.
     inbox: VecDeque<Incoming>,
     /// The client closed: nothing more is read.
     ended: bool,
+}
+
+/// A fragmented message so far.
+struct Fragments {
+    text: bool,
+    payload: Vec<u8>,
+    /// What the message counts against the size limit: its payload, each fragment at least
+    /// a byte (empty fragments cannot go on forever).
+    counted: usize,
 }
 
 impl WebSocket {
@@ -109,15 +120,10 @@ impl WebSocket {
         (Reader { stream, state: read, control }, Writer { stream, control })
     }
 
-    /// The next message, answering pings on the way (for a socket that reads and writes in
-    /// turn).
+    /// The next message (for a socket that reads and writes in turn: a ping's pong goes
+    /// out with the next `Writer::write`).
     pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
-        let (mut reader, writer) = self.split();
-        let incoming = reader.next().await?;
-        if matches!(incoming, Incoming::Control) {
-            writer.write(false, &[]).await.map_err(ReadError::Io)?;
-        }
-        Ok(incoming)
+        self.split().0.next().await
     }
 }
 
@@ -142,6 +148,13 @@ impl Reader<'_> {
             if self.state.ended {
                 return Ok(Incoming::Close);
             }
+            if self.state.inbox.capacity() > KEPT_INBOX {
+                // A burst of small frames does not keep its room for the socket's life.
+                self.state.inbox = VecDeque::new();
+            }
+            // A client that keeps the kernel's buffer full must not keep this thread: give
+            // way when the task's share of work is used up.
+            tokio::task::consume_budget().await;
             // The stream's one reader slot, not `readable()`'s list of waiters: it also
             // replaces the waker the HTTP connection's task left there, which would keep
             // that finished task's memory alive as long as the socket.
@@ -185,10 +198,14 @@ impl Reader<'_> {
         let mut buffer = std::mem::take(&mut self.state.partial);
         buffer.extend_from_slice(input);
         let used = self.parse(&mut buffer)?;
-        if used < buffer.len() && !self.state.ended {
-            // A fresh buffer the size of what is left: a large frame's room is not kept.
-            self.state.partial = buffer[used..].to_vec();
+        if self.state.ended || used == buffer.len() {
+            return Ok(()); // nothing left: the buffer goes
         }
+        self.state.partial = if used == 0 {
+            buffer // still one frame short: it grows in place (a trickled frame is copied O(n))
+        } else {
+            buffer[used..].to_vec() // a fresh buffer the size of what is left
+        };
         Ok(())
     }
 
@@ -210,14 +227,14 @@ impl Reader<'_> {
             // Refused on its header: a client announcing 2 GB is not waited for. A
             // continuation counts what its message holds so far.
             let assembled = match (&header.opcode, &self.state.fragments) {
-                (OpCode::Data(Data::Continue), Some((_, assembled))) => assembled.len() as u64,
+                (OpCode::Data(Data::Continue), Some(fragments)) => fragments.counted as u64,
                 _ => 0,
             };
             if length.saturating_add(assembled) > self.state.max_message as u64 {
                 return Err(ReadError::TooBig);
             }
             let start = at + cursor.position() as usize;
-            let end = start + length as usize;
+            let end = start.saturating_add(usize::try_from(length).unwrap_or(usize::MAX));
             if end > bytes.len() {
                 break;
             }
@@ -239,16 +256,17 @@ impl Reader<'_> {
         let state = &mut *self.state;
         match opcode {
             OpCode::Data(Data::Continue) => {
-                let Some((_, assembled)) = state.fragments.as_mut() else {
+                let Some(fragments) = state.fragments.as_mut() else {
                     return Err(ReadError::Protocol("continuation without a message"));
                 };
-                if assembled.len() + payload.len() > state.max_message {
+                fragments.counted += payload.len().max(1);
+                if fragments.counted > state.max_message {
                     return Err(ReadError::TooBig);
                 }
-                assembled.extend_from_slice(payload);
+                fragments.payload.extend_from_slice(payload);
                 if is_final {
-                    let (text, assembled) = state.fragments.take().expect("checked above");
-                    state.inbox.push_back(message(text, assembled)?);
+                    let Fragments { text, payload, .. } = state.fragments.take().expect("checked above");
+                    state.inbox.push_back(message(text, payload)?);
                 }
             }
             OpCode::Data(data @ (Data::Text | Data::Binary)) => {
@@ -259,15 +277,21 @@ impl Reader<'_> {
                 if is_final {
                     state.inbox.push_back(message(text, payload.to_vec())?);
                 } else {
-                    state.fragments = Some((text, payload.to_vec()));
+                    let counted = payload.len().max(1);
+                    state.fragments = Some(Fragments { text, payload: payload.to_vec(), counted });
                 }
             }
-            OpCode::Control(Control::Ping) => {
-                *self.control.pong.lock().expect("pong lock") = Some(payload.to_vec());
-                self.control.wanted.notify_one();
-                state.inbox.push_back(Incoming::Control);
+            OpCode::Control(control @ (Control::Ping | Control::Pong)) => {
+                if control == Control::Ping {
+                    // Only the latest ping is answered (RFC 6455, 5.5.3).
+                    *self.control.pong.lock().expect("pong lock") = Some(payload.to_vec());
+                    self.control.wanted.notify_one();
+                }
+                // Signs of life in a row are one: a flood of pings queues one entry.
+                if !matches!(state.inbox.back(), Some(Incoming::Control)) {
+                    state.inbox.push_back(Incoming::Control);
+                }
             }
-            OpCode::Control(Control::Pong) => state.inbox.push_back(Incoming::Control),
             OpCode::Control(Control::Close) => {
                 state.inbox.push_back(Incoming::Close);
                 state.ended = true;

@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 use super::socket::WebSocket;
 use crate::error::ApiError;
 
-/// A request to open a socket, checked; `on_upgrade` accepts it.
+/// The largest client message unless a route sets its own (WS_MAX_MESSAGE_BYTES's default).
+const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
+
+/// A request to open a socket, checked; `accept` accepts it.
 pub struct WebSocketUpgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
@@ -52,7 +55,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or_else(|| refuse("this connection cannot be upgraded"))?;
-        Ok(WebSocketUpgrade { key, on_upgrade, protocol: None, max_message: usize::MAX })
+        Ok(WebSocketUpgrade { key, on_upgrade, protocol: None, max_message: DEFAULT_MAX_MESSAGE })
     }
 }
 

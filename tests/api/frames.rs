@@ -3,6 +3,7 @@
 //! close code each kind of bad frame gets. tungstenite's client would never send most of
 //! these frames, so they are built here byte by byte.
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -494,9 +495,15 @@ async fn fragments_over_the_limit_together_close_with_1009() {
     // A continuation is refused on its header too: the message would outgrow the limit.
     let mut announced = frame(TEXT, &[b'x'; 4000]);
     announced.extend(header(FIN | CONTINUATION, 97));
+    // Empty fragments count a byte each: a message cannot go on forever without growing.
+    let mut empty = frame(TEXT, b"x");
+    for _ in 0..4096 {
+        empty.extend(frame(CONTINUATION, b""));
+    }
     let cases = vec![
         ("4097 bytes in three fragments", fragmented(&padded_ping(4097))),
         ("a continuation announced past the limit", announced),
+        ("4096 empty fragments", empty),
     ];
     assert_each_closes(&app, &ann.token, cases, TOO_BIG).await;
 }
@@ -522,4 +529,44 @@ async fn a_handshake_without_a_key_or_version_13_gets_426() {
         let version = response.headers.iter().find(|(name, _)| name == "sec-websocket-version");
         assert_eq!(version.map(|(_, value)| value.as_str()), Some("13"), "{changes:?}");
     }
+}
+
+/// A client too slow for its queue is closed with 1013; whatever frame the server was
+/// halfway through writing when that happened is finished first, so the client reads every
+/// frame whole and then the close (a close cut into a half-written frame reads as garbage).
+#[tokio::test]
+async fn a_client_closed_as_too_slow_reads_whole_frames_then_1013() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.tcp_send_buffer_bytes = Some(8 * 1024); // the server's writes block after a few KiB
+        c.rate_limit_enabled = false;
+        c.ws_queue_capacity = 16;
+    })
+    .await;
+    let (_, [ann, stalled]) = app.session_with(["Ann", "Stalled"]).await;
+    let mut stalled_ws = app.connect_stalled(&stalled.token).await; // reads nothing for now
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    // Frames of 3 KB: the server's write to the stalled client stops halfway through one.
+    let payload = "x".repeat(3000);
+    for n in 0..200 {
+        let data = json!({ "target_user": stalled.user_id, "payload": { "n": n, "pad": payload } });
+        ann_ws.send_json(json!({ "type": "direct_message", "data": data })).await;
+    }
+    ann_ws.until_pong().await; // every message above was handled
+
+    let mut frames = 0;
+    let code = loop {
+        match stalled_ws.next().await.expect("the socket ended without a close frame") {
+            Ok(tokio_tungstenite::tungstenite::Message::Text(text)) => {
+                let _: Value = serde_json::from_str(&text).expect("every frame whole");
+                frames += 1;
+            }
+            Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) => {
+                break frame.map(|f| u16::from(f.code));
+            }
+            Ok(_) => {}
+            Err(err) => panic!("a garbled stream after {frames} frames: {err}"),
+        }
+    };
+    assert_eq!(code, Some(1013));
+    assert!(frames > 0, "the snapshot at least");
 }
