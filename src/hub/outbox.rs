@@ -450,10 +450,10 @@ impl Outbox {
             }
             // Only well past the kept room: a queue that regularly holds a few more must
             // not reallocate on every drain.
-            if q.items.capacity() > 4 * KEPT_ITEMS {
+            if q.items.capacity() > 2 * KEPT_ITEMS {
                 q.items.shrink_to(KEPT_ITEMS);
             }
-            if q.locations.capacity() > 4 * KEPT_ITEMS {
+            if q.locations.capacity() > 2 * KEPT_ITEMS {
                 q.locations.shrink_to(KEPT_ITEMS);
             }
             q.events = 0;

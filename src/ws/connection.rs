@@ -100,10 +100,11 @@ async fn write_loop(
             tokio::select! {
                 biased;
                 result = &mut write => result.is_ok(),
+                // The rare waits boxed: the task keeps room only for what it does often.
                 _ = &mut closing, if close.is_none() => {
-                    matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut write).await, Ok(Ok(())))
+                    matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut write)).await, Ok(Ok(())))
                 }
-                _ = async { tokio::time::sleep(CLOSE_TIMEOUT).await }, if close.is_some() => false,
+                _ = async { Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)).await }, if close.is_some() => false,
             }
         };
         batch.clear();
@@ -112,7 +113,7 @@ async fn write_loop(
             return;
         }
         if let Some(reason) = close {
-            send_close(&writer, reason).await;
+            Box::pin(send_close(&writer, reason)).await;
             return;
         }
     }
@@ -148,13 +149,13 @@ async fn read_loop<P: Protocol>(
             _ = &mut writer_finished => {
                 // The writer sent a close: finish the closing handshake (read until the
                 // client's close), so the client reads ours before the TCP connection goes.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, async {
                     while let Ok(message) = reader.next().await {
                         if matches!(message, Incoming::Close) {
                             break;
                         }
                     }
-                })
+                }))
                 .await;
                 return;
             }
@@ -162,10 +163,13 @@ async fn read_loop<P: Protocol>(
                 resync.set(outbox.resync_requested());
                 if !outbox.is_closing() {
                     // Bounded: after a bus outage every socket asks at once.
-                    let _permit = state.resync_permits.acquire().await;
                     // Boxed, as every rare and large wait here: the socket's task keeps
                     // room only for what it does while idle.
-                    Box::pin(protocol.resync()).await;
+                    Box::pin(async {
+                        let _permit = state.resync_permits.acquire().await;
+                        protocol.resync().await;
+                    })
+                    .await;
                 }
                 continue;
             }
