@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::socket::{Incoming, ReadError, Reader, WebSocket, Writer};
 use crate::clock::Clock;
@@ -47,10 +48,10 @@ pub(super) async fn serve<P: Protocol>(
     protocol: &mut P,
 ) {
     let (reader, writer) = socket.split();
-    let writer_done = CancellationToken::new();
+    let writer_done = Notify::new();
     let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
     tokio::join!(
-        write_loop(writer, outbox, heartbeat, &state.metrics, writer_done.clone()),
+        write_loop(writer, outbox, heartbeat, &state.metrics, &writer_done),
         read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
 }
@@ -60,10 +61,10 @@ async fn write_loop(
     outbox: &Outbox,
     heartbeat: Duration,
     metrics: &RealtimeMetrics,
-    done: CancellationToken,
+    done: &Notify,
 ) {
-    let _done = done.drop_guard();
-    let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let _done = NotifyOnDrop(done);
+    let mut pings = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
     // The waits live as long as the loop: registering a waiter is the costly part, and
     // this loop runs once per delivery. `closing` may be polled again after it resolved
@@ -129,20 +130,22 @@ async fn read_loop<P: Protocol>(
     user_id: UserId,
     outbox: &Outbox,
     protocol: &mut P,
-    writer_done: &CancellationToken,
+    writer_done: &Notify,
 ) {
     let timeout = Duration::from_secs(state.config.client_timeout_seconds);
-    // Any frame from the client, a pong included, shows it is alive and moves this on.
-    let silence = tokio::time::sleep(timeout);
-    tokio::pin!(silence);
-    let mut timed_out = false;
-    let mut limiter = state.limits.connection();
-    let writer_finished = writer_done.cancelled();
-    let resync = outbox.resync_requested();
+    // One timer for two deadlines: the client's silence (any frame from it, a pong
+    // included, moves it on) and the token's expiry (a refresh moves it on). Moving a
+    // deadline does not touch the timer: when it fires early it is set again for the
+    // deadline that is then nearest.
+    let mut heard_until = Instant::now() + timeout;
     let mut token_expires_at = protocol.token_expires_at();
-    let token_expiry = tokio::time::sleep_until(instant_of(&state.clock, token_expires_at));
-    let mut expired = false;
-    tokio::pin!(writer_finished, resync, token_expiry);
+    let mut token_deadline = instant_of(&state.clock, token_expires_at);
+    let alarm = tokio::time::sleep_until(heard_until.min(token_deadline));
+    let mut alarmed = false;
+    let mut limiter = state.limits.connection();
+    let writer_finished = writer_done.notified();
+    let resync = outbox.resync_requested();
+    tokio::pin!(writer_finished, resync, alarm);
     loop {
         let message = tokio::select! {
             biased;
@@ -173,22 +176,25 @@ async fn read_loop<P: Protocol>(
                 }
                 continue;
             }
-            _ = &mut token_expiry, if !expired => {
-                tracing::info!("closing: the token expired");
-                outbox.close([], CloseReason::new(close_code::POLICY_VIOLATION, "token expired: refresh it before it does"));
-                expired = true;
-                continue;
-            }
-            _ = &mut silence, if !timed_out => {
-                tracing::info!("closing: the client stopped answering");
-                outbox.close([], CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
-                timed_out = true;
-                state.metrics.heartbeat_timeouts.increment(1);
-                continue; // on to the closing handshake once the writer sent the close
+            _ = &mut alarm, if !alarmed => {
+                let now = Instant::now();
+                if now >= token_deadline {
+                    tracing::info!("closing: the token expired");
+                    outbox.close([], CloseReason::new(close_code::POLICY_VIOLATION, "token expired: refresh it before it does"));
+                    alarmed = true;
+                } else if now >= heard_until {
+                    tracing::info!("closing: the client stopped answering");
+                    outbox.close([], CloseReason::new(close_code::HEARTBEAT_TIMEOUT, "heartbeat timeout"));
+                    state.metrics.heartbeat_timeouts.increment(1);
+                    alarmed = true;
+                } else {
+                    alarm.as_mut().reset(heard_until.min(token_deadline));
+                }
+                continue; // after a close: on to the closing handshake once the writer sent it
             }
             message = reader.next() => message,
         };
-        silence.as_mut().reset(tokio::time::Instant::now() + timeout);
+        heard_until = Instant::now() + timeout;
         match message {
             // Every message a client sends counts against the rate limits, whatever it is.
             // Removed, ended or timed out: nothing more is handled.
@@ -203,7 +209,10 @@ async fn read_loop<P: Protocol>(
                         // A `refresh_token` moves the expiry on.
                         if protocol.token_expires_at() != token_expires_at {
                             token_expires_at = protocol.token_expires_at();
-                            token_expiry.as_mut().reset(instant_of(&state.clock, token_expires_at));
+                            token_deadline = instant_of(&state.clock, token_expires_at);
+                            if token_deadline < alarm.deadline() {
+                                alarm.as_mut().reset(token_deadline);
+                            }
                         }
                     }
                     Err(scope) => {
@@ -240,8 +249,17 @@ async fn read_loop<P: Protocol>(
     }
 }
 
+/// Tells the reader the writer is done, however the writer ends.
+struct NotifyOnDrop<'a>(&'a Notify);
+
+impl Drop for NotifyOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
 /// The tokio instant of a Unix time in seconds on the server's clock (now, if it is past).
-fn instant_of(clock: &Clock, unix_secs: i64) -> tokio::time::Instant {
+fn instant_of(clock: &Clock, unix_secs: i64) -> Instant {
     let left = unix_secs.saturating_sub(clock.now().timestamp()).max(0);
-    tokio::time::Instant::now() + Duration::from_secs(left.unsigned_abs())
+    Instant::now() + Duration::from_secs(left.unsigned_abs())
 }
