@@ -1,8 +1,9 @@
 //! One socket, two halves run side by side: the reader parses and acts on client frames
 //! (through the socket's `Protocol`: the native one or Phoenix's) and rebuilds what the
 //! client holds when asked to resynchronise; the writer drains the connection's outbox,
-//! snapshot first, flushing once per batch. Everything that ends a connection goes through
-//! `Outbox::close`, so both halves stop together and the client always gets a close code.
+//! snapshot first, and writes each batch in one vectored write. Everything that ends a
+//! connection goes through `Outbox::close`, so both halves stop together and the client
+//! always gets a close code.
 
 use std::time::Duration;
 
