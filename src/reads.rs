@@ -88,41 +88,37 @@ where
 }
 
 /// The store reads sockets share (see the module's notes).
-#[derive(Default)]
 pub struct SharedReads {
+    store: Arc<dyn Store>,
     sessions: Coalescer<SessionId, Option<Session>>,
     participants: Coalescer<SessionId, Vec<Participant>>,
     histories: Coalescer<SessionId, Vec<ChatMessage>>,
 }
 
 impl SharedReads {
-    pub async fn session(
-        &self,
-        store: &Arc<dyn Store>,
-        id: SessionId,
-    ) -> Result<Arc<Option<Session>>, StoreError> {
-        let store = store.clone();
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            sessions: Default::default(),
+            participants: Default::default(),
+            histories: Default::default(),
+        }
+    }
+
+    pub async fn session(&self, id: SessionId) -> Result<Arc<Option<Session>>, StoreError> {
+        let store = self.store.clone();
         self.sessions.get(id, async move { store.session(id).await }.boxed()).await
     }
 
     /// The session's participants, those who left included.
-    pub async fn participants(
-        &self,
-        store: &Arc<dyn Store>,
-        id: SessionId,
-    ) -> Result<Arc<Vec<Participant>>, StoreError> {
-        let store = store.clone();
+    pub async fn participants(&self, id: SessionId) -> Result<Arc<Vec<Participant>>, StoreError> {
+        let store = self.store.clone();
         self.participants.get(id, async move { store.participants(id).await }.boxed()).await
     }
 
     /// The session chat's last `limit` messages (callers use one limit: the snapshot's).
-    pub async fn history(
-        &self,
-        store: &Arc<dyn Store>,
-        id: SessionId,
-        limit: u32,
-    ) -> Result<Arc<Vec<ChatMessage>>, StoreError> {
-        let store = store.clone();
+    pub async fn history(&self, id: SessionId, limit: u32) -> Result<Arc<Vec<ChatMessage>>, StoreError> {
+        let store = self.store.clone();
         let read = async move { store.messages(ChatRoom::Session(id), None, limit).await };
         self.histories.get(id, read.boxed()).await
     }

@@ -60,9 +60,9 @@ pub(crate) async fn load(state: &AppState, session_id: domain::SessionId, me: &P
     // Shared with the other sockets of the session loading theirs at the same moment.
     let reads = &state.reads;
     let (current, participants, messages) = match tokio::try_join!(
-        reads.session(&state.store, session_id),
-        reads.participants(&state.store, session_id),
-        reads.history(&state.store, session_id, chat::HISTORY),
+        reads.session(session_id),
+        reads.participants(session_id),
+        reads.history(session_id, chat::HISTORY),
     ) {
         Ok(found) => found,
         Err(err) => return Loaded::Failed(err),

@@ -65,8 +65,9 @@ pub fn client_ip(headers: &HeaderMap, extensions: &Extensions, trust_proxy_heade
 /// The session and participant of a participant's token that is still good: a live
 /// session (410), an active participant (401 `token_revoked`), a token of a current
 /// generation (401 `token_superseded`); 403 for a creator's token. The one check every REST
-/// route shares with the socket upgrade (`AppState::active_participant`), called after a
-/// route has checked its path and query, so their errors come first.
+/// route shares with the socket upgrade (`AppState::active_participant`; the upgrade's
+/// `active_member` makes the same check on reads it shares), called after a route has
+/// checked its path and query, so their errors come first.
 pub async fn active(state: &AppState, claims: &Claims) -> Result<(Session, Participant), ApiError> {
     if claims.role != Role::Participant {
         return Err(ApiError::forbidden("needs a participant's token (join a session to get one)"));

@@ -44,17 +44,12 @@ impl AppState {
     }
 
     /// The live session and the active participant a participant's token stands for, if
-    /// the token's generation is still good (one route to this check: sockets, REST).
+    /// the token's generation is still good (REST routes; sockets use `active_member`, the
+    /// same check on shared reads).
     pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
         let session = self.live_session(claims.session_id()).await?;
-        let participant = self
-            .store
-            .participant(session.id, claims.user_id())
-            .await?
-            .filter(|p| p.is_active)
-            .ok_or_else(|| revoked("this token's holder has left the session"))?;
-        self.check_generation(&participant, claims)?;
-        Ok((session, participant))
+        let participant = self.store.participant(session.id, claims.user_id()).await?;
+        self.admitted(Some(session), participant, claims)
     }
 
     /// `active_participant` for a socket's admission: the session and its participants
@@ -62,15 +57,24 @@ impl AppState {
     /// two each.
     pub async fn active_member(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
         let (session, participants) = tokio::try_join!(
-            self.reads.session(&self.store, claims.session_id()),
-            self.reads.participants(&self.store, claims.session_id()),
+            self.reads.session(claims.session_id()),
+            self.reads.participants(claims.session_id()),
         )?;
-        let session =
-            (*session).clone().filter(|s| s.is_live(self.clock.now())).ok_or_else(ApiError::session_ended)?;
-        let participant = participants
-            .iter()
-            .find(|p| p.user_id == claims.user_id() && p.is_active)
-            .cloned()
+        let participant = participants.iter().find(|p| p.user_id == claims.user_id()).cloned();
+        self.admitted((*session).clone(), participant, claims)
+    }
+
+    /// The one check behind both: a live session, an active participant, a token of a
+    /// generation still good.
+    fn admitted(
+        &self,
+        session: Option<Session>,
+        participant: Option<Participant>,
+        claims: &Claims,
+    ) -> Result<(Session, Participant), ApiError> {
+        let session = session.filter(|s| s.is_live(self.clock.now())).ok_or_else(ApiError::session_ended)?;
+        let participant = participant
+            .filter(|p| p.is_active)
             .ok_or_else(|| revoked("this token's holder has left the session"))?;
         self.check_generation(&participant, claims)?;
         Ok((session, participant))

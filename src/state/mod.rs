@@ -97,6 +97,7 @@ impl AppState {
         );
         let pending_auth = Arc::new(tokio::sync::Semaphore::new((config.max_connections / 4).max(1)));
         let admission = Admission::new(&config);
+        let reads = crate::reads::SharedReads::new(store.clone());
         Self(Arc::new(Inner {
             config,
             public_url,
@@ -114,7 +115,7 @@ impl AppState {
             prometheus,
             limits,
             resync_permits: tokio::sync::Semaphore::new(16),
-            reads: Default::default(),
+            reads,
             pending_auth,
             draining: AtomicBool::new(false),
             admission,
