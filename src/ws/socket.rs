@@ -28,7 +28,9 @@ use crate::message::Frame;
 /// Bytes read from the kernel at a time, into a buffer on the reading thread's stack.
 const READ_CHUNK: usize = 8 * 1024;
 /// Frames written with one system call at most (each takes two slices: header, payload).
-const WRITE_BATCH: usize = 64;
+/// The header and slice arrays are made on every write (once per delivery): kept small,
+/// as most writes carry one to three frames; more take another call at once.
+const WRITE_BATCH: usize = 16;
 /// The longest header of a frame the server writes (unmasked): 2 + 8 bytes.
 const MAX_HEADER: usize = 10;
 /// Room an emptied inbox keeps (entries); a burst's room beyond it is given back.
