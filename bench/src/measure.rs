@@ -269,7 +269,13 @@ where
 {
     let connections_held = connections.len();
     // Everyone starts on one schedule, a second from now; senders are spread evenly over
-    // the period so the load is smooth.
+    // the period so the load is smooth, and so is each session's: its members' slots are
+    // interleaved with the other sessions', as phones that started at different times
+    // report (connections are in session order: all of one session's members, then the
+    // next's; slots in that order would bunch a session's updates into a sliver of the
+    // period, which flatters everything that gathers a session's updates).
+    let per_session = plan.participants.max(1);
+    let sessions = connections_held.div_ceil(per_session);
     let start = Instant::now() + Duration::from_secs(1);
     let window_start = start + Duration::from_secs(plan.warmup_s);
     let window_end = window_start + Duration::from_secs(plan.duration_s);
@@ -282,8 +288,12 @@ where
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(connections_held);
     for (index, connection) in connections.into_iter().enumerate() {
-        let offset =
-            if plan.rate_hz > 0.0 { (index as f64 / connections_held as f64) / plan.rate_hz } else { 0.0 };
+        let slot = (index % per_session) * sessions + index / per_session;
+        let offset = if plan.rate_hz > 0.0 {
+            (slot as f64 / (per_session * sessions) as f64) / plan.rate_hz
+        } else {
+            0.0
+        };
         let schedule = Schedule {
             index,
             reads: !plan.is_slow(index),
