@@ -1,12 +1,17 @@
-//! The bytes of a hub message on the Redis bus. The frame inside is already serialized for
-//! clients, so an instance that receives it only copies it into its sockets' queues.
+//! The bytes of hub messages on the Redis bus. The frames inside are already serialized
+//! for clients, so an instance that receives them only copies them into its sockets' queues.
 //!
-//! Layout: version (1 byte) | origin instance id (16) | kind (1) | user id (16) |
-//! close code (2, big-endian) | frame (UTF-8, the rest). The session or room is the
-//! pub/sub channel's (`channel:session:{id}`, `channel:room:{id}`).
+//! A publish carries one or more messages of its channel, in order (the writer bundles what
+//! one pipeline sends to a channel into one PUBLISH):
+//! version (1 byte) | origin instance id (16) | then per message: length of the rest of the
+//! record (4, big-endian) | kind (1) | user id (16) | close code (2, big-endian) | frame
+//! (UTF-8, the rest of the record). The session or room is the pub/sub channel's
+//! (`channel:session:{id}`, `channel:room:{id}`).
 //! A topic message (kind 6) uses the close-code field for the topic's length and puts the
 //! topic's name (UTF-8) before the frame. A location (kind 0) is carried by its frame
 //! alone: the receiving instance reads the position back from it once.
+//! Instances of versions that write different bytes do not understand each other: the
+//! version byte makes a receiver log and drop what it cannot read.
 
 use tungstenite::Utf8Bytes;
 use uuid::Uuid;
@@ -15,10 +20,14 @@ use crate::domain::UserId;
 use crate::message::{Channel, Envelope, HubMessage};
 use crate::protocol::native::broadcast_location;
 
-const VERSION: u8 = 1;
-const HEADER: usize = 1 + 16 + 1 + 16 + 2;
+const VERSION: u8 = 2;
+/// Version and origin: what a bundle starts with, once.
+const PREFIX: usize = 1 + 16;
+/// A record's length, kind, user and code.
+const RECORD_HEADER: usize = 4 + 1 + 16 + 2;
 const CHANNEL_PREFIX: &str = "channel:";
 
+/// One message as a publish of its own; `append` adds more of the same channel to it.
 pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     static EMPTY: Utf8Bytes = Utf8Bytes::from_static("");
     let mut topic_name: &[u8] = &[];
@@ -36,41 +45,67 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
         HubMessage::Disconnect { user_id, code, reason } => (2, user_id.0, *code, reason),
         HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
     };
-    let mut out = Vec::with_capacity(HEADER + topic_name.len() + frame.len());
+    let topic_name = &topic_name[..usize::from(code).min(topic_name.len())];
+    let record = RECORD_HEADER - 4 + topic_name.len() + frame.len();
+    let mut out = Vec::with_capacity(PREFIX + 4 + record);
     out.push(VERSION);
     out.extend_from_slice(origin.as_bytes());
+    // Frames are bounded far below 4 GiB (WS_MAX_MESSAGE_BYTES and the chat limits).
+    out.extend_from_slice(&u32::try_from(record).unwrap_or(u32::MAX).to_be_bytes());
     out.push(kind);
     out.extend_from_slice(user.as_bytes());
     out.extend_from_slice(&code.to_be_bytes());
-    out.extend_from_slice(&topic_name[..usize::from(code).min(topic_name.len())]);
+    out.extend_from_slice(topic_name);
     out.extend_from_slice(frame.as_bytes());
     out
+}
+
+/// Adds the messages of `more` (from `encode`, same origin, same channel) after those of
+/// `bundle`.
+pub fn append(bundle: &mut Vec<u8>, more: &[u8]) {
+    bundle.extend_from_slice(more.get(PREFIX..).unwrap_or_default());
 }
 
 /// The instance that sent these bytes, read without decoding the rest (an instance skips
 /// its own echoes before paying for them).
 pub fn origin(bytes: &[u8]) -> Option<Uuid> {
-    if bytes.len() < HEADER || bytes[0] != VERSION {
+    if bytes.len() < PREFIX || bytes[0] != VERSION {
         return None;
     }
-    Uuid::from_slice(&bytes[1..17]).ok()
+    Uuid::from_slice(&bytes[1..PREFIX]).ok()
 }
 
-/// The origin instance and the envelope, or why the bytes are not a bus message.
-pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
+/// The origin instance and the envelopes, in order, or why the bytes are not a bus message.
+pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Vec<Envelope>), String> {
     let channel = channel
         .strip_prefix(CHANNEL_PREFIX)
         .and_then(Channel::parse)
         .ok_or_else(|| format!("not a convoy channel: {channel}"))?;
-    if bytes.len() < HEADER || bytes[0] != VERSION {
-        return Err("unknown bus message version or truncated header".into());
+    let origin = origin(bytes).ok_or("unknown bus message version or truncated header")?;
+    let mut rest = &bytes[PREFIX..];
+    let mut envelopes = Vec::with_capacity(1);
+    while !rest.is_empty() {
+        let (len, after) = rest.split_first_chunk::<4>().ok_or("truncated record length")?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|e| e.to_string())?;
+        if len < RECORD_HEADER - 4 || after.len() < len {
+            return Err("truncated record".into());
+        }
+        let (record, after) = after.split_at(len);
+        rest = after;
+        envelopes.push(Envelope { channel, message: decode_record(record)? });
     }
-    let uuid_at = |at: usize| Uuid::from_slice(&bytes[at..at + 16]).map_err(|e| e.to_string());
-    let origin = uuid_at(1)?;
-    let user = UserId(uuid_at(18)?);
-    let code = u16::from_be_bytes([bytes[34], bytes[35]]);
-    let kind = bytes[17];
-    let mut rest = &bytes[HEADER..];
+    if envelopes.is_empty() {
+        return Err("a bus message without records".into());
+    }
+    Ok((origin, envelopes))
+}
+
+/// kind | user | code | (topic) | frame, its length already checked.
+fn decode_record(record: &[u8]) -> Result<HubMessage, String> {
+    let kind = record[0];
+    let user = UserId(Uuid::from_slice(&record[1..17]).map_err(|e| e.to_string())?);
+    let code = u16::from_be_bytes([record[17], record[18]]);
+    let mut rest = &record[19..];
     let topic = if kind == 6 {
         let len = usize::from(code);
         if rest.len() < len {
@@ -83,7 +118,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         None
     };
     let frame = Utf8Bytes::try_from(rest.to_vec()).map_err(|e| e.to_string())?;
-    let message = match kind {
+    Ok(match kind {
         0 => HubMessage::Location {
             from: user,
             location: broadcast_location(&frame)
@@ -98,8 +133,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Envelope), String> {
         6 => HubMessage::Topic { topic: topic.unwrap_or_default().into(), frame },
         7 => HubMessage::Presence { frame },
         other => return Err(format!("unknown bus message kind {other}")),
-    };
-    Ok((origin, Envelope { channel, message }))
+    })
 }
 
 #[cfg(test)]
@@ -131,20 +165,31 @@ mod tests {
             HubMessage::Topic { topic: "alerts.é".into(), frame: Utf8Bytes::from("{\"a\":1}") },
             HubMessage::Presence { frame: Utf8Bytes::from("{}") },
         ];
-        for message in messages {
-            let bytes = encode(origin, &message);
-            let (got_origin, envelope) = decode(&format!("channel:session:{session_id}"), &bytes).unwrap();
+        let channel = format!("channel:session:{session_id}");
+        for message in &messages {
+            let (got_origin, envelopes) = decode(&channel, &encode(origin, message)).unwrap();
             assert_eq!(got_origin, origin);
-            assert_eq!(envelope.channel, Channel::Session(session_id));
-            assert_eq!(format!("{:?}", envelope.message), format!("{message:?}"));
+            assert_eq!(envelopes.len(), 1);
+            assert_eq!(envelopes[0].channel, Channel::Session(session_id));
+            assert_eq!(format!("{:?}", envelopes[0].message), format!("{message:?}"));
         }
+        // All of them in one publish, in order.
+        let mut bundle = encode(origin, &messages[0]);
+        for message in &messages[1..] {
+            append(&mut bundle, &encode(origin, message));
+        }
+        let (got_origin, envelopes) = decode(&channel, &bundle).unwrap();
+        assert_eq!(got_origin, origin);
+        let got: Vec<String> = envelopes.iter().map(|e| format!("{:?}", e.message)).collect();
+        let sent: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
+        assert_eq!(got, sent);
     }
 
     #[test]
     fn room_channels_decode_too() {
         let bytes = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
-        let (_, envelope) = decode("channel:room:u4pruy", &bytes).unwrap();
-        assert_eq!(envelope.channel, Channel::Room("u4pruy".parse().unwrap()));
+        let (_, envelopes) = decode("channel:room:u4pruy", &bytes).unwrap();
+        assert_eq!(envelopes[0].channel, Channel::Room("u4pruy".parse().unwrap()));
         assert!(decode("channel:room:nope", &bytes).is_err());
     }
 
@@ -154,12 +199,22 @@ mod tests {
         assert!(decode(&channel, b"").is_err());
         assert!(decode(&channel, &[9; 40]).is_err());
         assert!(decode("elsewhere", &encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() })).is_err());
-        let mut bad_utf8 = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
-        bad_utf8.push(0xff);
-        assert!(decode(&channel, &bad_utf8).is_err());
+        let event = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
+        let mut bad_utf8 = event.clone();
+        *bad_utf8.last_mut().unwrap() = 0xff;
+        assert!(decode(&channel, &bad_utf8).unwrap_err().contains("utf-8"));
+        // A record longer than what follows, a bundle cut inside a record, a bare prefix.
+        let mut too_long = event.clone();
+        too_long[PREFIX + 3] += 1;
+        assert!(decode(&channel, &too_long).unwrap_err().contains("truncated"));
+        let mut cut = event.clone();
+        append(&mut cut, &event);
+        cut.pop();
+        assert!(decode(&channel, &cut).unwrap_err().contains("truncated"));
+        assert!(decode(&channel, &event[..PREFIX]).unwrap_err().contains("without records"));
         // A location whose frame carries no position is not a location.
         let mut no_position = encode(Uuid::nil(), &HubMessage::Event { frame: "{\"data\":{}}".into() });
-        no_position[17] = 0;
+        no_position[PREFIX + 4] = 0;
         assert!(decode(&channel, &no_position).unwrap_err().contains("without a position"));
     }
 }

@@ -105,6 +105,24 @@ async fn a_flush_with_nothing_queued_changes_nothing(bus: &dyn Bus) {
     assert_eq!(bus.locations(session).await.unwrap().len(), 1, "still writing after a bare flush");
 }
 
+async fn a_location_held_back_is_written_by_itself(bus: &dyn Bus) {
+    let (session, ann) = (SessionId::new_random(), UserId::new_random());
+    let ttl = Duration::from_secs(60);
+    bus.put_location(session, ann, &at(1.0), ttl).await.unwrap();
+    // Redis writes a session's cache at most once a second: this one is held, and must be
+    // written when its second is up, with no flush and no later update to carry it.
+    bus.put_location(session, ann, &at(2.0), ttl).await.unwrap();
+    let deadline = tokio::time::Instant::now() + FLUSH;
+    loop {
+        let cached: Vec<f64> = bus.locations(session).await.unwrap().iter().map(|(_, l)| l.lat).collect();
+        if cached == [2.0] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the held position was never written: {cached:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn meta(user_id: UserId) -> PresenceMeta {
     PresenceMeta {
         paused: false,
@@ -146,6 +164,7 @@ async fn room_membership_counts_each_users_sockets(bus: &dyn Bus) {
 on_every_bus!(
     the_location_cache_keeps_the_latest_per_participant,
     a_flush_with_nothing_queued_changes_nothing,
+    a_location_held_back_is_written_by_itself,
     presence_lists_this_instances_connections,
     room_membership_counts_each_users_sockets,
 );

@@ -226,8 +226,11 @@ async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing() {
     bob_on_b.send_location(-5.0, 0.0).await;
     assert_eq!(ann_on_a.next_of_type("location_broadcast").await["data"]["lat"], -5.0);
 
-    // The location cache behind snapshots has both, read from the other instance each.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The location cache behind snapshots has both, read from the other instance each
+    // (written at most once a second per session: the flush writes what is held).
+    for app in [&a, &b] {
+        app.state.bus.flush(Duration::from_secs(5)).await;
+    }
     let cat = a.join(&session.session_id, "Cat").await;
     for app in [&a, &b] {
         let (_, snapshot) = app.connect(&cat.token).await;

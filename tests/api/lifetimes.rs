@@ -1,7 +1,7 @@
 //! Lifetimes: location TTL, idle expiry, activity written behind that must still keep a
 //! session alive, and the sweeper's exactly-once end. Time passes by moving the server's
-//! clock (`TestApp::advance`) and stepping the sweeper, not by waiting; only Redis, which
-//! expires cached locations on its own clock, is waited for.
+//! clock (`TestApp::advance`) and stepping the sweeper, not by waiting (the Redis location
+//! cache expires on the server's clock too).
 
 use std::time::Duration;
 
@@ -22,14 +22,11 @@ async fn locations_vanish_from_snapshots_after_their_ttl(backend: Backend) {
     let (_, fresh) = app.connect(&bob.token).await;
     assert_eq!(fresh["data"]["locations"].as_array().unwrap().len(), 1);
 
-    if app.backend.uses_redis() {
-        tokio::time::sleep(Duration::from_millis(1300)).await; // Redis's clock, not ours
-    } else {
-        app.advance(Duration::from_millis(1001));
-    }
+    app.advance(Duration::from_millis(1001));
     let (_, stale) = app.connect(&bob.token).await;
     assert_eq!(stale["data"]["locations"], json!([]));
-    // The in-process cache is purged by the sweeper; Redis expires its keys itself.
+    // The in-process cache is purged by the sweeper; Redis's hash skips expired fields
+    // when read and goes with the session.
     let purged = sweep_once(&app.state).await.unwrap().purged_locations;
     assert_eq!(purged, if app.backend.uses_redis() { 0 } else { 1 });
 }

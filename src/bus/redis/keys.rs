@@ -4,7 +4,7 @@ use std::sync::LazyLock;
 
 use uuid::Uuid;
 
-use crate::domain::{RoomId, SessionId, UserId};
+use crate::domain::{RoomId, SessionId};
 use crate::message::Channel;
 
 /// `channel:session:{id}` or `channel:room:{id}`.
@@ -12,12 +12,9 @@ pub(super) fn pubsub_channel(channel: Channel) -> String {
     format!("channel:{}", channel.name())
 }
 
-pub(super) fn location_key(session_id: SessionId, user_id: UserId) -> String {
-    format!("locations:{session_id}:{user_id}")
-}
-
-pub(super) fn participants_key(session_id: SessionId) -> String {
-    format!("session_participants:{session_id}")
+/// A hash: user id -> `[expires at (Unix ms), location]`, written by `spaced`.
+pub(super) fn locations_key(session_id: SessionId) -> String {
+    format!("locations:{session_id}")
 }
 
 pub(super) fn activity_key(session_id: SessionId) -> String {
@@ -93,10 +90,3 @@ else
   redis.call('SREM', KEYS[2], ARGV[3])
 end
 return 0";
-
-/// Deletes a session's cached locations, its participant set and its activity key.
-pub(super) const CLEAR_SESSION_SCRIPT: &str = r"
-local members = redis.call('SMEMBERS', KEYS[1])
-for _, user in ipairs(members) do redis.call('DEL', ARGV[1] .. user) end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return #members";

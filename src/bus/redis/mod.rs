@@ -1,7 +1,9 @@
 //! The scale-out bus: Redis. Three tasks per instance, never one per socket:
 //!
 //! - the writer drains a bounded queue of commands (PUBLISH and the location-cache writes)
-//!   and sends each batch as one pipeline, so the hot path never waits on Redis;
+//!   and sends each batch as one pipeline, so the hot path never waits on Redis: one PUBLISH
+//!   per channel per batch, carrying the batch's messages for it in order; the location
+//!   cache written at most once a second per session;
 //! - the subscriber owns the instance's single pub/sub connection, subscribed to a
 //!   session's channel only while this instance has a local socket there; it drops its own
 //!   echoes, hands the rest to the hub in order, and reconnects and resubscribes by itself;
@@ -12,10 +14,11 @@
 //! rebuilds its snapshot; when publishing resumes, a `Resync` goes to each session whose
 //! messages were dropped, so the other instances' sockets rebuild theirs.
 //!
-//! Keys follow seed 000: `locations:{session_id}:{user_id}` (EX = location TTL),
-//! `session_participants:{session_id}` (the users with a cached location),
-//! `session_activity:{session_id}` (Unix ms of the newest update) and pub/sub channels
-//! `channel:session:{session_id}`.
+//! Keys: `locations:{session_id}`, a hash of each participant's latest location with its
+//! expiry (`[Unix ms, location]`, read on the server's clock; the key expires with the
+//! session's other keys), `session_activity:{session_id}` (Unix ms of the newest update)
+//! and pub/sub channels `channel:session:{session_id}`, as in seed 000 except that seed's
+//! key per location (a SET per update cost Redis three times a hash field's CPU).
 //!
 //! Local rooms use `channel:room:{room_id}`.
 //!
@@ -30,6 +33,7 @@
 
 mod keys;
 mod prober;
+mod spaced;
 mod subscriber;
 mod writer;
 
@@ -75,8 +79,6 @@ const RESYNC_SPACING: Duration = Duration::from_secs(10);
 /// keys of a cluster that stopped entirely go away by themselves.
 const PRESENCE_TTL_SECS: i64 = 300;
 const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
-/// A participant's entry in its session's location index is rewritten at least this often.
-const INDEX_REFRESH: Duration = Duration::from_secs(30);
 /// A session's last-activity key is written at most this often.
 const ACTIVITY_SPACING: Duration = Duration::from_secs(1);
 const INSTANCES_KEY: &str = "presence_instances";
@@ -330,32 +332,25 @@ impl LocationCache for RedisBus {
             self.count_drop(None);
             return Ok(());
         }
-        let json = serde_json::to_string(location).map_err(|e| BusError(e.to_string()))?;
-        let command = Command::PutLocation {
-            session_id,
-            user_id,
-            json,
-            ttl_secs: ttl.as_secs().max(1),
-            at_ms: self.clock.now().timestamp_millis(),
-        };
+        let at_ms = self.clock.now().timestamp_millis();
+        let until_ms = at_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let value = serde_json::to_string(&(until_ms, location)).map_err(|e| BusError(e.to_string()))?;
+        let command = Command::PutLocation { session_id, user_id, value, at_ms };
         self.enqueue(command);
         Ok(())
     }
 
     async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
         let mut conn = self.check()?;
-        let users: Vec<String> =
-            call(redis::cmd("SMEMBERS").arg(participants_key(session_id)).query_async(&mut conn)).await?;
-        let users: Vec<UserId> = users.iter().filter_map(|u| u.parse().ok()).collect();
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = users.iter().map(|u| location_key(session_id, *u)).collect();
-        let values: Vec<Option<String>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
-        Ok(users
-            .into_iter()
-            .zip(values)
-            .filter_map(|(user, value)| Some((user, serde_json::from_str(&value?).ok()?)))
+        let fields: Vec<(String, String)> =
+            call(redis::cmd("HGETALL").arg(locations_key(session_id)).query_async(&mut conn)).await?;
+        let now_ms = self.clock.now().timestamp_millis();
+        Ok(fields
+            .iter()
+            .filter_map(|(user, value)| {
+                let (until_ms, location) = serde_json::from_str::<(i64, Location)>(value).ok()?;
+                (until_ms > now_ms).then_some((user.parse().ok()?, location))
+            })
             .collect())
     }
 
@@ -370,7 +365,9 @@ impl LocationCache for RedisBus {
     }
 
     async fn purge_expired(&self) -> usize {
-        0 // Redis expires the keys itself (EX).
+        // Expired fields are skipped when read; a session's hash goes when it ends, or
+        // expires with its other keys, and holds one field per participant at most.
+        0
     }
 
     async fn last_activity(

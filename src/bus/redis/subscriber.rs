@@ -125,9 +125,11 @@ pub(super) async fn run_subscriber(
                         continue; // our own echo
                     }
                     match wire::decode(message.get_channel_name(), payload) {
-                        Ok((_, envelope)) => {
-                            if inbound.send(BusEvent::Deliver(envelope)).is_err() {
-                                return;
+                        Ok((_, envelopes)) => {
+                            for envelope in envelopes {
+                                if inbound.send(BusEvent::Deliver(envelope)).is_err() {
+                                    return;
+                                }
                             }
                         }
                         Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),

@@ -1,5 +1,7 @@
 //! The writer: one task draining a queue bounded in commands and bytes, sending each
-//! batch as one pipeline; the hot path never waits on Redis.
+//! batch as one pipeline; the hot path never waits on Redis. What a batch publishes to one
+//! channel goes as one PUBLISH (a bundle, `wire`), after the batch's writes; the location
+//! cache is written spaced (`spaced`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,11 +13,13 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::keys::{
-    CLEAR_SESSION_SCRIPT, REPLACE_PRESENCE_SCRIPT, activity_key, location_key, participants_key,
-    presence_channels_key, presence_field, presence_key, pubsub_channel, room_members_key,
+    REPLACE_PRESENCE_SCRIPT, activity_key, locations_key, presence_channels_key, presence_field,
+    presence_key, pubsub_channel, room_members_key,
 };
 use super::prober::Breaker;
-use super::{ACTIVITY_SPACING, BATCH, INDEX_REFRESH, PRESENCE_TTL_SECS, call};
+use super::spaced::SpacedWrites;
+use super::{ACTIVITY_SPACING, BATCH, PRESENCE_TTL_SECS, call};
+use crate::bus::wire;
 use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
 use crate::message::Channel;
@@ -28,11 +32,11 @@ pub(super) enum Command {
         payload: Vec<u8>,
         must_arrive: bool,
     },
+    /// `value`: what `locations` reads back (the location and when it expires).
     PutLocation {
         session_id: SessionId,
         user_id: UserId,
-        json: String,
-        ttl_secs: u64,
+        value: String,
         at_ms: i64,
     },
     RemoveLocation {
@@ -69,11 +73,16 @@ impl Command {
     pub(super) fn bytes(&self) -> usize {
         match self {
             Command::Publish { payload, .. } => payload.len(),
-            Command::PutLocation { json, .. } => json.len(),
+            Command::PutLocation { value, .. } => value.len(),
             Command::PresenceJoin { field, json, .. } => field.len() + json.len(),
             Command::PresenceLeave { field, .. } => field.len(),
             _ => 0,
         }
+    }
+
+    /// A position or its cache write: may wait REDIS_BATCH_DELAY_MS for company.
+    fn may_wait(&self) -> bool {
+        matches!(self, Command::PutLocation { .. } | Command::Publish { must_arrive: false, .. })
     }
 
     /// The channel whose clients must resynchronise if this command is lost.
@@ -144,11 +153,37 @@ pub(super) async fn run_writer(
     let instance = writer.instance_id.to_string();
     let channels_key = presence_channels_key(&instance);
     let mut must_arrive = HashSet::new();
-    let mut written = Written::new(Duration::from_secs(key_ttl_secs / 2).min(INDEX_REFRESH));
+    let mut activity = Activity::default();
+    let mut spaced = SpacedWrites::default();
+    // What this batch publishes, a bundle per channel in the order the channels came up.
+    let mut bundles: Vec<(Channel, Vec<u8>)> = Vec::new();
+    let mut bundle_of: HashMap<Channel, usize> = HashMap::new();
     let mut flushed = Vec::new();
-    while commands.recv_many(&mut batch, BATCH).await > 0 {
+    let mut pruned_at = writer.clock.instant();
+    loop {
+        // Wait for commands, or for held cache writes to fall due.
+        let received = match spaced.next_due() {
+            None => commands.recv_many(&mut batch, BATCH).await,
+            Some(due) => {
+                let wait = due.saturating_duration_since(writer.clock.instant());
+                tokio::select! {
+                    biased;
+                    received = commands.recv_many(&mut batch, BATCH) => received,
+                    () = tokio::time::sleep(wait) => usize::MAX,
+                }
+            }
+        };
+        if received == 0 {
+            return; // the bus is gone
+        }
         let flushing = batch.iter().any(|c| matches!(c, Command::Flush(_)));
-        if !writer.batch_delay.is_zero() && batch.len() < BATCH && !flushing {
+        // Positions wait to share a pipeline; anything else (chat, presence, a flush) goes
+        // at once.
+        if !batch.is_empty()
+            && batch.iter().all(Command::may_wait)
+            && !writer.batch_delay.is_zero()
+            && batch.len() < BATCH
+        {
             tokio::time::sleep(writer.batch_delay).await;
             while batch.len() < BATCH
                 && let Ok(command) = commands.try_recv()
@@ -160,42 +195,42 @@ pub(super) async fn run_writer(
         let mut pipe = redis::pipe();
         must_arrive.clear();
         let now = writer.clock.instant();
-        written.prune(now);
+        if now.duration_since(pruned_at) >= PRUNE_EVERY {
+            pruned_at = now;
+            activity.prune(now);
+            spaced.prune(now);
+        }
         for command in batch.drain(..) {
             must_arrive.extend(command.must_arrive());
             match command {
-                Command::Publish { channel, payload, .. } => {
-                    pipe.publish(pubsub_channel(channel), payload).ignore();
-                }
-                Command::PutLocation { session_id, user_id, json, ttl_secs, at_ms } => {
-                    // The hot path: one SET per update; the session's index and activity
-                    // only when they are due (they change far less often than positions).
-                    pipe.set_ex(location_key(session_id, user_id), json, ttl_secs).ignore();
-                    if written.index_due(session_id, user_id, now) {
-                        let set = participants_key(session_id);
-                        pipe.sadd(&set, user_id.to_string()).ignore().expire(&set, key_ttl).ignore();
+                Command::Publish { channel, payload, .. } => match bundle_of.get(&channel) {
+                    Some(&at) => wire::append(&mut bundles[at].1, &payload),
+                    None => {
+                        bundle_of.insert(channel, bundles.len());
+                        bundles.push((channel, payload));
                     }
-                    if written.activity_due(session_id, now) {
+                },
+                Command::PutLocation { session_id, user_id, value, at_ms } => {
+                    // The hot path: held and written with the session's others (`spaced`);
+                    // the session's activity only when it is due.
+                    spaced.put(session_id, user_id, value, now);
+                    if activity.due(session_id, now) {
                         pipe.set_ex(activity_key(session_id), at_ms, key_ttl_secs).ignore();
                     }
                 }
                 Command::RemoveLocation { session_id, user_id } => {
-                    written.forget_user(session_id, user_id);
-                    pipe.del(location_key(session_id, user_id))
-                        .ignore()
-                        .srem(participants_key(session_id), user_id.to_string())
-                        .ignore();
+                    spaced.forget_user(session_id, user_id);
+                    pipe.hdel(locations_key(session_id), user_id.to_string()).ignore();
                 }
                 Command::ClearSession { session_id } => {
-                    written.forget_session(session_id);
-                    pipe.cmd("EVAL")
-                        .arg(CLEAR_SESSION_SCRIPT)
-                        .arg(3)
-                        .arg(participants_key(session_id))
-                        .arg(activity_key(session_id))
-                        .arg(presence_key(Channel::Session(session_id)))
-                        .arg(format!("locations:{session_id}:"))
-                        .ignore();
+                    spaced.forget_session(session_id);
+                    activity.forget(session_id);
+                    let keys = [
+                        locations_key(session_id),
+                        activity_key(session_id),
+                        presence_key(Channel::Session(session_id)),
+                    ];
+                    pipe.del(&keys).ignore();
                 }
                 Command::PresenceJoin { channel, field, json } => {
                     let key = presence_key(channel);
@@ -242,13 +277,23 @@ pub(super) async fn run_writer(
                 Command::Flush(done) => flushed.push(done),
             }
         }
+        for (session_id, fields) in spaced.take_due(now, flushing) {
+            let key = locations_key(session_id);
+            let fields: Vec<(String, String)> = fields.into_iter().map(|(u, v)| (u.to_string(), v)).collect();
+            pipe.hset_multiple(&key, &fields).ignore().expire(&key, key_ttl).ignore();
+        }
+        // Publishes last: a message is read after what the same batch wrote.
+        bundle_of.clear();
+        for (channel, payload) in bundles.drain(..) {
+            pipe.publish(pubsub_channel(channel), payload).ignore();
+        }
         // A batch of only flushes has nothing to send (the redis client refuses an empty
         // pipeline, which would trip the breaker for nothing).
         if !pipe.is_empty()
             && let Err(err) = call(pipe.query_async::<()>(&mut conn)).await
         {
             breaker.trip(err);
-            written.clear(); // what the batch wrote may be missing
+            activity.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // The batch may not have reached Redis: its sessions get a Resync on recovery.
             breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
@@ -259,70 +304,39 @@ pub(super) async fn run_writer(
     }
 }
 
-/// What the writer wrote recently that need not be written on every location update: a
-/// participant's entry in its session's index (SADD + EXPIRE) and the session's last
-/// activity (read by the sweeper at a resolution of seconds).
-pub(super) struct Written {
-    pub(super) index: HashMap<(SessionId, UserId), Instant>,
-    pub(super) activity: HashMap<SessionId, Instant>,
-    /// Index entries are rewritten this often anyway (refreshing the key's expiry, and
-    /// healing a key lost on the Redis side without a connection error).
-    pub(super) refresh: Duration,
-    pub(super) last_prune: Instant,
+/// When each session's last activity (read by the sweeper at a resolution of seconds) was
+/// last written: it is written at most once an ACTIVITY_SPACING.
+#[derive(Default)]
+pub(super) struct Activity {
+    written: HashMap<SessionId, Instant>,
 }
 
-impl Written {
-    pub(super) fn new(refresh: Duration) -> Self {
-        Self { index: HashMap::new(), activity: HashMap::new(), refresh, last_prune: Instant::now() }
+impl Activity {
+    /// Whether the session's activity is due; if so, it counts as written now.
+    pub(super) fn due(&mut self, session_id: SessionId, now: Instant) -> bool {
+        match self.written.get(&session_id) {
+            Some(at) if now.duration_since(*at) < ACTIVITY_SPACING => false,
+            _ => {
+                self.written.insert(session_id, now);
+                true
+            }
+        }
     }
 
-    pub(super) fn index_due(&mut self, session_id: SessionId, user_id: UserId, now: Instant) -> bool {
-        due(&mut self.index, (session_id, user_id), now, self.refresh)
-    }
-
-    pub(super) fn activity_due(&mut self, session_id: SessionId, now: Instant) -> bool {
-        due(&mut self.activity, session_id, now, ACTIVITY_SPACING)
-    }
-
-    pub(super) fn forget_user(&mut self, session_id: SessionId, user_id: UserId) {
-        self.index.remove(&(session_id, user_id));
-    }
-
-    pub(super) fn forget_session(&mut self, session_id: SessionId) {
-        self.index.retain(|(s, _), _| *s != session_id);
-        self.activity.remove(&session_id);
+    pub(super) fn forget(&mut self, session_id: SessionId) {
+        self.written.remove(&session_id);
     }
 
     pub(super) fn clear(&mut self) {
-        self.index.clear();
-        self.activity.clear();
+        self.written.clear();
     }
 
-    /// Drops what would be due anyway, now and then, so departed users do not accumulate.
+    /// Drops what would be due anyway, so ended sessions do not accumulate.
     pub(super) fn prune(&mut self, now: Instant) {
-        if now.duration_since(self.last_prune) < self.refresh {
-            return;
-        }
-        self.last_prune = now;
-        let refresh = self.refresh;
-        self.index.retain(|_, at| now.duration_since(*at) < refresh);
-        self.activity.retain(|_, at| now.duration_since(*at) < ACTIVITY_SPACING);
+        self.written.retain(|_, at| now.duration_since(*at) < ACTIVITY_SPACING);
     }
 }
 
-/// Whether `key` was last written `every` or longer ago (or never); if so, it counts as
-/// written now.
-pub(super) fn due<K: Eq + std::hash::Hash>(
-    map: &mut HashMap<K, Instant>,
-    key: K,
-    now: Instant,
-    every: Duration,
-) -> bool {
-    match map.get(&key) {
-        Some(at) if now.duration_since(*at) < every => false,
-        _ => {
-            map.insert(key, now);
-            true
-        }
-    }
-}
+/// How often the writer forgets what it remembers of sessions that went quiet (ended
+/// sessions do not accumulate).
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
