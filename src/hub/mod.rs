@@ -19,7 +19,7 @@ use crate::domain::{SessionId, UserId};
 use crate::message::{Channel, CloseReason, Frame, Wire, close_code};
 use crate::metrics::RealtimeMetrics;
 
-pub use outbox::Outbox;
+pub use outbox::{DirectWrite, Drained, Outbox};
 
 /// How long a first subscriber waits for the bus to confirm its subscription.
 const BUS_SUBSCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -207,7 +207,7 @@ mod tests {
 
     fn drained(outbox: &Outbox) -> (Vec<String>, Option<CloseReason>) {
         let mut out = Vec::new();
-        let close = outbox.drain(&mut out);
+        let close = outbox.drain(&mut out).close;
         (out.iter().map(|f| f.as_str().to_owned()).collect(), close)
     }
 
@@ -528,5 +528,67 @@ mod tests {
         assert_eq!(hub.connection_count(), 1);
         assert!(hub.channels.read().unwrap().get(&s1).is_none());
         assert_eq!(hub.channels.read().unwrap().len(), 1);
+    }
+
+    /// A socket that takes `room` more bytes, then nothing (a frame's bytes are its text:
+    /// no header here).
+    #[derive(Default)]
+    struct Socket(std::sync::Mutex<(usize, String)>);
+
+    impl outbox::DirectWrite for Socket {
+        fn try_write(&self, frame: &Frame, offset: usize) -> Option<usize> {
+            let mut socket = self.0.lock().unwrap();
+            let rest = &frame.as_str()[offset..];
+            let took = rest.len().min(socket.0);
+            socket.0 -= took;
+            socket.1.push_str(&rest[..took]);
+            (took < rest.len()).then_some(offset + took)
+        }
+    }
+
+    #[test]
+    fn deliveries_write_through_only_when_nothing_could_go_after_them() {
+        let outbox = Outbox::new(8, Arc::default());
+        let socket = Arc::new(Socket::default());
+        socket.0.lock().unwrap().0 = 1000;
+        outbox.attach(socket.clone());
+        let wrote = || socket.0.lock().unwrap().1.clone();
+        let ann = UserId::new_random();
+
+        outbox.push_event(frame("before the snapshot"));
+        assert_eq!(wrote(), "", "nothing overtakes the snapshot to come");
+        outbox.push_snapshot(vec![frame("snapshot")]);
+        assert_eq!(drained(&outbox).0, vec!["snapshot", "before the snapshot"]);
+        outbox.push_event(frame("while writing"));
+        assert_eq!(wrote(), "", "the writer is writing: queued behind what it took");
+        assert_eq!(drained(&outbox).0, vec!["while writing"]);
+        outbox.written();
+
+        outbox.push_location(ann, &somewhere(), frame("[moved]"), Instant::now());
+        outbox.push_event(frame("[said]"));
+        assert_eq!(wrote(), "[moved][said]", "written at once, in order");
+        assert_eq!(outbox.pending(), 0);
+
+        // The socket takes part of a frame: the writer finishes it before anything else.
+        socket.0.lock().unwrap().0 = 4;
+        outbox.push_event(frame("[cut short]"));
+        outbox.push_location(ann, &somewhere(), frame("[after]"), Instant::now());
+        assert_eq!(wrote(), "[moved][said][cut");
+        let mut out = Vec::new();
+        let drained_now = outbox.drain(&mut out);
+        assert_eq!(drained_now.resume_at, 4);
+        assert_eq!(out.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["[cut short]", "[after]"]);
+        outbox.written();
+
+        // A full socket takes nothing: queued for the writer, whom the push wakes.
+        outbox.push_event(frame("[full]"));
+        assert_eq!(drained(&outbox).0, vec!["[full]"]);
+        outbox.written();
+
+        socket.0.lock().unwrap().0 = 1000;
+        outbox.detach();
+        outbox.push_event(frame("[detached]"));
+        assert_eq!(drained(&outbox).0, vec!["[detached]"]);
+        assert_eq!(wrote(), "[moved][said][cut", "nothing written through once detached");
     }
 }

@@ -3,6 +3,12 @@
 //! at most `capacity` other events, or `max_bytes` of them; a connection past either is
 //! closed with 1013 and resynchronises from a snapshot when it reconnects. Events are
 //! never dropped silently.
+//!
+//! Written through: when nothing is queued and the connection's writer is not writing, a
+//! frame is written to the socket by whoever delivers it (`DirectWrite`), as a broker's
+//! single loop does, instead of queued and its writer task woken for it: one system call
+//! per delivery and no wake-up. Only what the socket cannot take at once is queued (a
+//! frame cut short is finished by the writer first).
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -39,6 +45,33 @@ enum Item {
     Batch(Vec<(UserId, Frame)>),
 }
 
+/// Where a connection's frames can be written without its writer task: its socket.
+pub trait DirectWrite: Send + Sync {
+    /// Writes `frame` (header and payload) from byte `offset` of it on, without waiting:
+    /// None when the rest of it went out, else the offset reached (unchanged when the
+    /// socket took nothing, or failed: the writer task meets the failure itself).
+    fn try_write(&self, frame: &Frame, offset: usize) -> Option<usize>;
+}
+
+/// The socket, while the connection is served.
+struct Direct(Arc<dyn DirectWrite>);
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Direct")
+    }
+}
+
+/// What the writer takes to write.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Bytes of the first frame taken that were already written (by a delivery that wrote
+    /// it through and was cut short): the writer writes the rest first.
+    pub resume_at: usize,
+    /// The close to send after the frames, if one was asked for.
+    pub close: Option<CloseReason>,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     /// Replies that must go out before everything else, even a snapshot (a channel join's
@@ -69,6 +102,39 @@ struct Queue {
     batch_open: bool,
     /// The tick came: what was gathered goes out.
     batch_released: bool,
+    /// Deliveries may write through to here (while the connection is served).
+    direct: Option<Direct>,
+    /// A snapshot was queued: from then on a frame written through cannot overtake it.
+    live: bool,
+    /// The writer took frames (or a ping) and is writing them: nothing is written through.
+    writing: bool,
+    /// A frame written through in part, and the bytes of it written.
+    partial: Option<(Frame, usize)>,
+}
+
+impl Queue {
+    /// Whether a frame may be written through now: nothing queued or being written could
+    /// go out after it.
+    fn open_for_direct(&self) -> bool {
+        self.direct.is_some()
+            && self.live
+            && !self.writing
+            && !self.holding
+            && !self.closed
+            && self.partial.is_none()
+            && self.items.is_empty()
+            && self.first.is_empty()
+            && self.snapshot.is_empty()
+    }
+}
+
+/// What `write_through` did with a frame.
+enum Through {
+    Written,
+    /// Written in part: the writer must finish it (and is to be woken).
+    Cut,
+    /// Not written: queue it.
+    Not(Frame),
 }
 
 /// One connection's outbound queue. Producers push without waiting; the connection's
@@ -144,6 +210,11 @@ impl Outbox {
                 }
                 return false; // the tick wakes the writer
             }
+            let frame = match self.write_through(q, frame) {
+                Through::Written => return false,
+                Through::Cut => return true,
+                Through::Not(frame) => frame,
+            };
             match q.locations.entry(from) {
                 Entry::Occupied(mut pending) => {
                     pending.insert(frame);
@@ -266,22 +337,63 @@ impl Outbox {
     /// Queues an event; past capacity (in events or in bytes) the connection is closed as
     /// too slow.
     pub fn push_event(&self, frame: Frame) {
-        let overflowed = self.with_queue(|q| {
+        let (overflowed, wake) = self.with_queue(|q| {
             if q.closed {
-                return false;
+                return (false, true);
             }
+            let frame = match self.write_through(q, frame) {
+                Through::Written => return (false, false),
+                Through::Cut => return (false, true),
+                Through::Not(frame) => frame,
+            };
             if self.overflows(q, frame.len()) {
-                return true;
+                return (true, true);
             }
             q.event_bytes += frame.len();
             q.items.push_back(Item::Frame(frame));
             q.events += 1;
-            false
+            (false, true)
         });
         if overflowed {
             self.closed_as_too_slow();
         }
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Writes `frame` to the socket at once if it may go now and the socket takes it.
+    fn write_through(&self, q: &mut Queue, frame: Frame) -> Through {
+        if !q.open_for_direct() {
+            return Through::Not(frame);
+        }
+        let Some(Direct(socket)) = &q.direct else { return Through::Not(frame) };
+        match socket.try_write(&frame, 0) {
+            None => {
+                self.metrics.frames_out.increment(1);
+                Through::Written
+            }
+            Some(0) => Through::Not(frame),
+            Some(written) => {
+                q.partial = Some((frame, written));
+                Through::Cut
+            }
+        }
+    }
+
+    /// Lets deliveries write through to `socket` once a snapshot is queued (see the module).
+    pub fn attach(&self, socket: Arc<dyn DirectWrite>) {
+        self.with_queue(|q| q.direct = Some(Direct(socket)));
+    }
+
+    /// Deliveries queue again (the connection is no longer served).
+    pub fn detach(&self) {
+        self.with_queue(|q| q.direct = None);
+    }
+
+    /// The writer wrote what it took: deliveries may write through again.
+    pub fn written(&self) {
+        self.with_queue(|q| q.writing = false);
     }
 
     /// Whether `bytes` more (of an event, or of a batch) would take the queue past its
@@ -352,6 +464,7 @@ impl Outbox {
             }
             q.snapshot = frames;
             q.holding = false;
+            q.live = true;
             q.presence = 0; // the snapshot carries presence_state: earlier diffs are moot
             true
         });
@@ -422,12 +535,19 @@ impl Outbox {
         }
     }
 
-    /// Moves every pending frame into `out`, oldest first, and returns the close to send
-    /// after them, if one was asked for.
-    pub fn drain(&self, out: &mut Vec<Frame>) -> Option<CloseReason> {
+    /// Moves every pending frame into `out`, oldest first (a frame written through in part
+    /// before them all), and says what else the writer must know. Until `written`, nothing
+    /// is written through: the writer is writing.
+    pub fn drain(&self, out: &mut Vec<Frame>) -> Drained {
         self.with_queue(|q| {
+            q.writing = true;
+            let mut drained = Drained::default();
+            if let Some((frame, written)) = q.partial.take() {
+                out.push(frame);
+                drained.resume_at = written;
+            }
             if q.holding && q.close.is_none() {
-                return None;
+                return drained;
             }
             // Gathered positions wait for their window unless something else goes now.
             let only_batches = q.first.is_empty()
@@ -435,7 +555,7 @@ impl Outbox {
                 && q.close.is_none()
                 && q.items.iter().all(|item| matches!(item, Item::Batch(_)));
             if only_batches && !q.batch_released {
-                return None;
+                return drained;
             }
             (q.batch_open, q.batch_released) = (false, false);
             out.reserve(q.items.len() + q.first.len() + q.snapshot.len());
@@ -459,7 +579,8 @@ impl Outbox {
             q.events = 0;
             q.event_bytes = 0;
             q.presence = 0;
-            q.close.take()
+            drained.close = q.close.take();
+            drained
         })
     }
 

@@ -50,8 +50,10 @@ pub(super) async fn run(
                 // Answered here, outside the waits above: a pong cut short by the deadline
                 // would garble the close that follows.
                 let (_, writer) = socket.split();
-                if !matches!(tokio::time::timeout(CLOSE_TIMEOUT, writer.write(false, &[])).await, Ok(Ok(())))
-                {
+                if !matches!(
+                    tokio::time::timeout(CLOSE_TIMEOUT, writer.write(false, &[], 0)).await,
+                    Ok(Ok(()))
+                ) {
                     return;
                 }
                 continue;
@@ -90,7 +92,7 @@ pub(super) async fn run(
                     topic: None,
                 };
                 let frame = error.to_frame();
-                if socket.split().1.write(false, &[frame]).await.is_err() {
+                if socket.split().1.write(false, &[frame], 0).await.is_err() {
                     return;
                 }
             }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::socket::{Incoming, ReadError, Reader, WebSocket, Writer};
 use crate::clock::Clock;
 use crate::domain::UserId;
-use crate::hub::Outbox;
+use crate::hub::{Drained, Outbox};
 use crate::message::{CloseReason, close_code};
 use crate::metrics::RealtimeMetrics;
 use crate::state::AppState;
@@ -48,6 +48,7 @@ pub(super) async fn serve<P: Protocol>(
     outbox: &Outbox,
     protocol: &mut P,
 ) {
+    outbox.attach(socket.direct());
     let (reader, writer) = socket.split();
     let writer_done = Notify::new();
     let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
@@ -55,6 +56,7 @@ pub(super) async fn serve<P: Protocol>(
         write_loop(writer, outbox, heartbeat, &state.metrics, &writer_done),
         read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
+    outbox.detach();
 }
 
 async fn write_loop(
@@ -89,15 +91,15 @@ async fn write_loop(
                 false
             }
         };
-        let close = outbox.drain(&mut batch);
-        metrics.frames_out.increment(batch.len() as u64);
+        let Drained { resume_at, close } = outbox.drain(&mut batch);
+        metrics.frames_out.increment(batch.len() as u64 - u64::from(resume_at > 0));
         // A client that stopped reading must not keep a close waiting: once one is asked
         // for, the write in progress gets CLOSE_TIMEOUT to finish (never cut short: the
         // close must not land inside a half-written frame), else the connection is dropped.
         // The write is polled first and the timer made only if it is: a write usually
         // completes at once, and this runs once per delivery.
         let written = {
-            let write = writer.write(ping, &batch);
+            let write = writer.write(ping, &batch, resume_at);
             tokio::pin!(write);
             tokio::select! {
                 biased;
@@ -114,6 +116,7 @@ async fn write_loop(
         if !written {
             return;
         }
+        outbox.written();
         if let Some(reason) = close {
             Box::pin(send_close(&writer, reason)).await;
             return;

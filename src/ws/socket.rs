@@ -8,14 +8,15 @@
 //!   allocated for it and freed when it is complete;
 //! - writing sends the outbox's frames (shared, encoded once for every recipient) straight
 //!   from their bytes, with their headers, in one vectored write: nothing is copied and a
-//!   snapshot's bytes are gone once they are sent.
+//!   snapshot's bytes are gone once they are sent. A delivery may write its frame itself
+//!   (`DirectWrite`, see `hub::Outbox`): the stream is shared with the outbox for that.
 //!
 //! tungstenite still parses and formats every frame header; the handshake's accept key is
 //! its too (see `upgrade`).
 
 use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -23,6 +24,7 @@ use tokio::sync::futures::Notified;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
+use crate::hub::DirectWrite;
 use crate::message::Frame;
 
 /// Bytes read from the kernel at a time, into a buffer on the reading thread's stack.
@@ -62,7 +64,8 @@ pub enum ReadError {
 
 /// One upgraded connection.
 pub struct WebSocket {
-    stream: TcpStream,
+    /// Shared with the connection's outbox while it is served.
+    stream: Arc<TcpStream>,
     read: ReadState,
     control: ControlQueue,
 }
@@ -103,7 +106,7 @@ impl WebSocket {
     /// handshake (usually nothing).
     pub fn new(stream: TcpStream, read_ahead: &[u8], max_message: usize) -> Self {
         WebSocket {
-            stream,
+            stream: Arc::new(stream),
             read: ReadState {
                 max_message,
                 partial: read_ahead.to_vec(),
@@ -114,6 +117,11 @@ impl WebSocket {
             },
             control: ControlQueue { pong: Mutex::new(None), wanted: Notify::new() },
         }
+    }
+
+    /// The stream, for deliveries to write through (`hub::Outbox::attach`).
+    pub fn direct(&self) -> Arc<dyn DirectWrite> {
+        self.stream.clone()
     }
 
     /// The reading and the writing half, to run side by side.
@@ -333,11 +341,21 @@ impl<'a> Writer<'a> {
     }
 
     /// Writes a ping (if `ping`), then `frames` (text), then the pong the reader asked for
-    /// (if any): all of it in as few system calls as the kernel takes.
-    pub async fn write(&self, ping: bool, frames: &[Frame]) -> io::Result<()> {
+    /// (if any): all of it in as few system calls as the kernel takes. `resume_at` bytes of
+    /// the first frame were already written (a delivery wrote it through, cut short): its
+    /// rest goes first, before the ping.
+    pub async fn write(&self, ping: bool, frames: &[Frame], resume_at: usize) -> io::Result<()> {
+        let mut frames = frames;
+        if resume_at > 0
+            && let Some((first, rest)) = frames.split_first()
+        {
+            let outgoing = Outgoing { ping: false, frames: std::slice::from_ref(first), last: None };
+            write_all(self.stream, &outgoing, Progress { frame: 0, offset: resume_at }).await?;
+            frames = rest;
+        }
         let pong = self.control.pong.lock().expect("pong lock").take();
         let outgoing = Outgoing { ping, frames, last: pong.as_deref().map(|p| (Control::Pong, p)) };
-        write_all(self.stream, &outgoing).await
+        write_all(self.stream, &outgoing, Progress::default()).await
     }
 
     /// Writes a close frame with `code` and `reason` (cut to the 123 bytes that fit).
@@ -350,7 +368,7 @@ impl<'a> Writer<'a> {
         payload.extend_from_slice(&code.to_be_bytes());
         payload.extend_from_slice(&reason.as_bytes()[..end]);
         let outgoing = Outgoing { ping: false, frames: &[], last: Some((Control::Close, &payload)) };
-        write_all(self.stream, &outgoing).await
+        write_all(self.stream, &outgoing, Progress::default()).await
     }
 }
 
@@ -391,8 +409,7 @@ struct Progress {
     offset: usize,
 }
 
-async fn write_all(stream: &TcpStream, outgoing: &Outgoing<'_>) -> io::Result<()> {
-    let mut progress = Progress::default();
+async fn write_all(stream: &TcpStream, outgoing: &Outgoing<'_>, mut progress: Progress) -> io::Result<()> {
     while progress.frame < outgoing.len() {
         match write_some(stream, outgoing, &mut progress) {
             Ok(()) => {}
@@ -404,6 +421,19 @@ async fn write_all(stream: &TcpStream, outgoing: &Outgoing<'_>) -> io::Result<()
         }
     }
     Ok(())
+}
+
+/// A delivery's frame written at once, as far as the socket takes it.
+impl DirectWrite for TcpStream {
+    fn try_write(&self, frame: &Frame, offset: usize) -> Option<usize> {
+        let outgoing = Outgoing { ping: false, frames: std::slice::from_ref(frame), last: None };
+        let mut progress = Progress { frame: 0, offset };
+        match write_some(self, &outgoing, &mut progress) {
+            Ok(()) if progress.frame == 1 => None,
+            Ok(()) => Some(progress.offset),
+            Err(_) => Some(offset),
+        }
+    }
 }
 
 /// One vectored write of up to WRITE_BATCH frames from `progress` on; moves it on.
