@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::batch::Waiting;
-use super::{Hub, Subscriber};
+use super::{Hub, Subscriber, Subscribers};
 use crate::domain::UserId;
 use crate::message::{Channel, CloseReason, Envelope, Frame, HubMessage, Wire, close_code};
 use crate::protocol::native::location_batch;
@@ -18,19 +18,19 @@ impl Hub {
 
     /// Delivers to this instance's subscribers only (messages from the bus come in here).
     pub fn deliver_local(&self, envelope: &Envelope) {
-        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        let Some(subscribers) = channels.get(&envelope.channel) else { return };
+        // The map's lock is not held while frames are written to sockets.
+        let Some(subscribers) = self.subscribers(envelope.channel) else { return };
         let started = std::time::Instant::now();
         let framed = Framed::new(envelope);
         let now = self.clock.instant();
         let is_location = matches!(envelope.message, HubMessage::Location { .. });
         if !is_location {
             // Positions gathered before this message go before it.
-            self.flush_session_batches(envelope.channel, subscribers);
+            self.flush_session_batches(envelope.channel, &subscribers);
         }
         // The batch windows of members sharing the session's batch (usually one, or none).
         let mut shared_windows: Vec<Duration> = Vec::new();
-        for sub in subscribers {
+        for sub in subscribers.iter() {
             let wire = sub.outbox.wire;
             let closes = matches!(envelope.message, HubMessage::Disconnect { .. } | HubMessage::End { .. });
             if sub.outbox.is_muted() && !closes {
@@ -134,9 +134,13 @@ impl Hub {
 
     /// The tick of `window`: the session's batch goes to its members who share it.
     pub(super) fn release_session_batch(&self, channel: Channel, window: Duration) {
-        let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        let subscribers = channels.get(&channel).map_or(&[][..], Vec::as_slice);
-        self.send_session_batch(channel, window, subscribers);
+        let subscribers = self.subscribers(channel).unwrap_or_default();
+        self.send_session_batch(channel, window, &subscribers);
+    }
+
+    /// The channel's local subscribers as they are now.
+    fn subscribers(&self, channel: Channel) -> Option<Subscribers> {
+        self.channels.read().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned()
     }
 
     /// Before any other message on the channel: the batches waiting go first.
@@ -179,7 +183,7 @@ impl Hub {
     /// messages from the others (its bus connection was down).
     pub fn resync_all(&self) {
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        for sub in channels.values().flatten() {
+        for sub in channels.values().flat_map(|subs| subs.iter()) {
             sub.outbox.request_resync();
         }
     }

@@ -30,9 +30,13 @@ struct Subscriber {
     outbox: Arc<Outbox>,
 }
 
+/// A channel's subscribers, shared: a fan-out takes its own reference and lets the map's
+/// lock go before it writes to sockets (a subscribe meanwhile copies the list).
+type Subscribers = Arc<Vec<Subscriber>>;
+
 /// Channels to local subscribers. Cheap to share: wrap it in an `Arc`.
 pub struct Hub {
-    channels: RwLock<HashMap<Channel, Vec<Subscriber>>>,
+    channels: RwLock<HashMap<Channel, Subscribers>>,
     bus: Arc<dyn Messaging>,
     /// Session subscriptions: one per open socket.
     connections: AtomicUsize,
@@ -101,7 +105,7 @@ impl Hub {
             if self.closing_all.load(Ordering::Relaxed) {
                 outbox.close([], shutting_down());
             }
-            let subscribers = channels.entry(channel).or_default();
+            let subscribers = Arc::make_mut(channels.entry(channel).or_default());
             subscribers.push(Subscriber { user_id, outbox: outbox.clone() });
             (subscribers.len() == 1).then(|| self.bus.subscribe(channel))
         };
@@ -123,7 +127,7 @@ impl Hub {
     pub fn close_all(&self) {
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
         self.closing_all.store(true, Ordering::Relaxed);
-        for sub in channels.values().flatten() {
+        for sub in channels.values().flat_map(|subs| subs.iter()) {
             sub.outbox.close([], shutting_down());
         }
     }
@@ -132,6 +136,7 @@ impl Hub {
         {
             let mut channels = self.channels.write().unwrap_or_else(|e| e.into_inner());
             let Some(subscribers) = channels.get_mut(&channel) else { return };
+            let subscribers = Arc::make_mut(subscribers);
             subscribers.retain(|s| s.outbox.id != outbox_id);
             if subscribers.is_empty() {
                 channels.remove(&channel);
@@ -146,7 +151,7 @@ impl Hub {
     /// This instance's connections on a channel.
     pub fn subscriber_count(&self, channel: Channel) -> usize {
         let channels = self.channels.read().unwrap_or_else(|e| e.into_inner());
-        channels.get(&channel).map_or(0, Vec::len)
+        channels.get(&channel).map_or(0, |subs| subs.len())
     }
 
     /// Whether `user_id` has a connection on the channel on this instance.
@@ -590,5 +595,22 @@ mod tests {
         outbox.push_event(frame("[detached]"));
         assert_eq!(drained(&outbox).0, vec!["[detached]"]);
         assert_eq!(wrote(), "[moved][said][cut", "nothing written through once detached");
+    }
+
+    #[test]
+    fn presence_diffs_written_through_do_not_count_towards_a_resync() {
+        use futures_util::FutureExt;
+        let outbox = Outbox::new(8, Arc::default());
+        let socket = Arc::new(Socket::default());
+        socket.0.lock().unwrap().0 = usize::MAX;
+        outbox.attach(socket.clone());
+        outbox.push_snapshot(vec![frame("snapshot")]);
+        drained(&outbox);
+        outbox.written();
+        for i in 0..3 * PRESENCE_BURST {
+            outbox.push_presence(frame(&format!("[diff {i}]")));
+        }
+        assert!(outbox.resync_requested().now_or_never().is_none(), "a healthy reader is not resynchronised");
+        assert!(socket.0.lock().unwrap().1.ends_with(&format!("[diff {}]", 3 * PRESENCE_BURST - 1)));
     }
 }

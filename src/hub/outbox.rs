@@ -368,17 +368,20 @@ impl Outbox {
             return Through::Not(frame);
         }
         let Some(Direct(socket)) = &q.direct else { return Through::Not(frame) };
-        match socket.try_write(&frame, 0) {
+        let through = match socket.try_write(&frame, 0) {
             None => {
                 self.metrics.frames_out.increment(1);
                 Through::Written
             }
-            Some(0) => Through::Not(frame),
+            Some(0) => return Through::Not(frame),
             Some(written) => {
                 q.partial = Some((frame, written));
                 Through::Cut
             }
-        }
+        };
+        // Nothing is queued: no presence diffs either (`push_presence` counted this one).
+        q.presence = 0;
+        through
     }
 
     /// Lets deliveries write through to `socket` once a snapshot is queued (see the module).

@@ -49,6 +49,7 @@ pub(super) async fn serve<P: Protocol>(
     protocol: &mut P,
 ) {
     outbox.attach(socket.direct());
+    let _detach = DetachOnDrop(outbox);
     let (reader, writer) = socket.split();
     let writer_done = Notify::new();
     let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
@@ -56,7 +57,6 @@ pub(super) async fn serve<P: Protocol>(
         write_loop(writer, outbox, heartbeat, &state.metrics, &writer_done),
         read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
-    outbox.detach();
 }
 
 async fn write_loop(
@@ -92,7 +92,7 @@ async fn write_loop(
             }
         };
         let Drained { resume_at, close } = outbox.drain(&mut batch);
-        metrics.frames_out.increment(batch.len() as u64 - u64::from(resume_at > 0));
+        metrics.frames_out.increment(batch.len() as u64);
         // A client that stopped reading must not keep a close waiting: once one is asked
         // for, the write in progress gets CLOSE_TIMEOUT to finish (never cut short: the
         // close must not land inside a half-written frame), else the connection is dropped.
@@ -250,6 +250,15 @@ async fn read_loop<P: Protocol>(
                 return;
             }
         }
+    }
+}
+
+/// Deliveries stop writing to the socket however serving it ends.
+struct DetachOnDrop<'a>(&'a Outbox);
+
+impl Drop for DetachOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.detach();
     }
 }
 
