@@ -99,8 +99,9 @@ async fn write_loop(
         // The write is polled first and the timer made only if it is: a write usually
         // completes at once, and this runs once per delivery.
         let written = {
-            let write = writer.write(ping, &batch, resume_at);
-            tokio::pin!(write);
+            // Boxed: most deliveries are written through (`Outbox`), so this is the rare
+            // path, and an idle socket's task keeps no room for it.
+            let mut write = Box::pin(writer.write(ping, &batch, resume_at));
             tokio::select! {
                 biased;
                 result = &mut write => result.is_ok(),
