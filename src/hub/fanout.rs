@@ -1,6 +1,7 @@
 //! Fan-out: a message handed to every local subscriber of its channel, serialized at most
 //! once per wire format however many connections get it; then to the bus.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::batch::Waiting;
@@ -111,8 +112,14 @@ impl Hub {
     /// older one); the first of a batch asks for the window's next tick.
     fn gather_session_batch(&self, channel: Channel, window: Duration, from: UserId, frame: &Frame) {
         let opened = {
-            let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
-            let windows = batches.entry(channel).or_default();
+            let session = self
+                .session_batches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(channel)
+                .or_default()
+                .clone();
+            let mut windows = session.lock().unwrap_or_else(|e| e.into_inner());
             let entries = match windows.iter().position(|(w, _)| *w == window) {
                 Some(at) => &mut windows[at].1,
                 None => {
@@ -145,37 +152,53 @@ impl Hub {
 
     /// Before any other message on the channel: the batches waiting go first.
     fn flush_session_batches(&self, channel: Channel, subscribers: &[Subscriber]) {
-        let windows: Vec<Duration> = {
-            let batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
-            match batches.get(&channel) {
-                Some(windows) => windows.iter().map(|(w, _)| *w).collect(),
-                None => return,
-            }
-        };
-        for window in windows {
-            self.send_session_batch(channel, window, subscribers);
-        }
+        self.send_session_batches(channel, None, subscribers);
     }
 
-    /// Builds the session's batch of `window` once and queues it for every member sharing
-    /// it. The batches' lock is held until every member has it: an event flushing the
-    /// same channel meanwhile waits, so no member gets the event before the batch.
+    /// Builds the session's batch of `window` (of every window when None) once and queues
+    /// it for every member sharing it. The session's lock is held until every member has
+    /// it: an event flushing the same session meanwhile waits, so no member gets the event
+    /// before the batch; other sessions do not wait.
     fn send_session_batch(&self, channel: Channel, window: Duration, subscribers: &[Subscriber]) {
-        let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(windows) = batches.get_mut(&channel) else { return };
-        let Some(at) = windows.iter().position(|(w, _)| *w == window) else { return };
-        let (_, entries) = windows.swap_remove(at);
-        if windows.is_empty() {
-            batches.remove(&channel);
-        }
-        if entries.is_empty() {
+        self.send_session_batches(channel, Some(window), subscribers);
+    }
+
+    fn send_session_batches(&self, channel: Channel, only: Option<Duration>, subscribers: &[Subscriber]) {
+        let Some(session) =
+            self.session_batches.lock().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned()
+        else {
             return;
-        }
-        let frame = location_batch(entries.iter().map(|(_, frame)| frame));
-        for sub in subscribers {
-            if sub.outbox.shared_batch() == Some(window) && !sub.outbox.is_muted() {
-                sub.outbox.push_event(frame.clone());
+        };
+        {
+            let mut windows = session.lock().unwrap_or_else(|e| e.into_inner());
+            let mut at = 0;
+            while at < windows.len() {
+                let window = windows[at].0;
+                if only.is_some_and(|only| only != window) {
+                    at += 1;
+                    continue;
+                }
+                let (_, entries) = windows.swap_remove(at);
+                if entries.is_empty() {
+                    continue;
+                }
+                let frame = location_batch(entries.iter().map(|(_, frame)| frame));
+                for sub in subscribers {
+                    if sub.outbox.shared_batch() == Some(window) && !sub.outbox.is_muted() {
+                        sub.outbox.push_event(frame.clone());
+                    }
+                }
             }
+        }
+        drop(session);
+        // Forgotten once empty and held by nobody: a reference is only taken under the
+        // map's lock, held here.
+        let mut batches = self.session_batches.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = batches.get(&channel)
+            && Arc::strong_count(session) == 1
+            && session.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        {
+            batches.remove(&channel);
         }
     }
 

@@ -48,8 +48,10 @@ pub struct Hub {
     /// The ticks of batched delivery.
     batches: batch::Batches,
     /// Per session, per batch window: the latest `location_broadcast` of each sender since
-    /// the last tick, for the members who share the session's batch.
-    session_batches: Mutex<HashMap<Channel, SessionBatches>>,
+    /// the last tick, for the members who share the session's batch. Each session's under
+    /// a lock of its own, held while its batch is written to its members: the map's lock is
+    /// held only to find it.
+    session_batches: Mutex<HashMap<Channel, Arc<Mutex<SessionBatches>>>>,
     /// This hub, for the tick tasks.
     me: Weak<Hub>,
     /// Set by `close_all` (shutdown): a connection subscribing after it is closed at once.
@@ -348,6 +350,7 @@ mod tests {
         assert_eq!(frames.len(), 2, "the position after the event waits for the tick: {frames:?}");
         tokio::time::sleep(std::time::Duration::from_millis(101)).await;
         assert_eq!(batch_lats(&drained(&bob_sub.outbox).0[0]), [5.0]);
+        assert!(hub.session_batches.lock().unwrap().is_empty(), "a sent session's batches are forgotten");
     }
 
     #[test]
