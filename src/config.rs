@@ -70,8 +70,9 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// Milliseconds the Redis writer waits after a command before sending its pipeline, so
-    /// more commands share one round trip and one PUBLISH per session (a third of the Redis
+    /// Milliseconds the Redis writer waits after a position before sending its pipeline
+    /// (anything else goes at once), so more positions share one round trip and one
+    /// PUBLISH per session (a third of the Redis
     /// CPU per update at 5; cross-instance deliveries wait that much longer). 0 sends at once.
     #[arg(long, env = "REDIS_BATCH_DELAY_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub redis_batch_delay_ms: u64,

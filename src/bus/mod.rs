@@ -54,8 +54,10 @@ pub struct BusSettings {
     pub queue_max_bytes: usize,
     /// PRESENCE_INSTANCE_TIMEOUT_SECONDS: an instance silent this long is taken for gone.
     pub instance_timeout: Duration,
-    /// The server's clock: cached locations expire by it (Redis expires its keys on its
-    /// own clock) and activity is stamped with it.
+    /// The server's clock: cached locations expire by it (on Redis too: each value carries
+    /// its expiry, stamped by the writing instance's clock and checked by the reader's, so
+    /// instances' clocks must agree to well within LOCATION_TTL_SECONDS) and activity is
+    /// stamped with it.
     pub clock: Clock,
 }
 
@@ -120,8 +122,8 @@ pub trait LocationCache: Send + Sync + 'static {
     /// Forgets everything about a session (it ended).
     async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError>;
 
-    /// Drops expired entries that nobody read; returns how many. Stores with their own
-    /// expiry (Redis EX) have nothing to do.
+    /// Drops expired entries that nobody read; returns how many. Redis skips expired
+    /// values when read and drops a session's hash with it: nothing to do there.
     async fn purge_expired(&self) -> usize;
 
     /// The newest activity any instance saw in these sessions, where the bus knows it.

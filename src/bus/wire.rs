@@ -75,8 +75,12 @@ pub fn origin(bytes: &[u8]) -> Option<Uuid> {
     Uuid::from_slice(&bytes[1..PREFIX]).ok()
 }
 
-/// The origin instance and the envelopes, in order, or why the bytes are not a bus message.
-pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Vec<Envelope>), String> {
+/// A bundle's messages in order, each decoded or why it could not be (a bad record does not
+/// cost the others theirs).
+pub type Decoded = Vec<Result<Envelope, String>>;
+
+/// The origin instance and the messages, or why the bytes are not a bus message at all.
+pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Decoded), String> {
     let channel = channel
         .strip_prefix(CHANNEL_PREFIX)
         .and_then(Channel::parse)
@@ -92,7 +96,7 @@ pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Vec<Envelope>), Stri
         }
         let (record, after) = after.split_at(len);
         rest = after;
-        envelopes.push(Envelope { channel, message: decode_record(record)? });
+        envelopes.push(decode_record(record).map(|message| Envelope { channel, message }));
     }
     if envelopes.is_empty() {
         return Err("a bus message without records".into());
@@ -170,8 +174,9 @@ mod tests {
             let (got_origin, envelopes) = decode(&channel, &encode(origin, message)).unwrap();
             assert_eq!(got_origin, origin);
             assert_eq!(envelopes.len(), 1);
-            assert_eq!(envelopes[0].channel, Channel::Session(session_id));
-            assert_eq!(format!("{:?}", envelopes[0].message), format!("{message:?}"));
+            let envelope = envelopes[0].as_ref().unwrap();
+            assert_eq!(envelope.channel, Channel::Session(session_id));
+            assert_eq!(format!("{:?}", envelope.message), format!("{message:?}"));
         }
         // All of them in one publish, in order.
         let mut bundle = encode(origin, &messages[0]);
@@ -180,7 +185,8 @@ mod tests {
         }
         let (got_origin, envelopes) = decode(&channel, &bundle).unwrap();
         assert_eq!(got_origin, origin);
-        let got: Vec<String> = envelopes.iter().map(|e| format!("{:?}", e.message)).collect();
+        let got: Vec<String> =
+            envelopes.iter().map(|e| format!("{:?}", e.as_ref().unwrap().message)).collect();
         let sent: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
         assert_eq!(got, sent);
     }
@@ -189,7 +195,7 @@ mod tests {
     fn room_channels_decode_too() {
         let bytes = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
         let (_, envelopes) = decode("channel:room:u4pruy", &bytes).unwrap();
-        assert_eq!(envelopes[0].channel, Channel::Room("u4pruy".parse().unwrap()));
+        assert_eq!(envelopes[0].as_ref().unwrap().channel, Channel::Room("u4pruy".parse().unwrap()));
         assert!(decode("channel:room:nope", &bytes).is_err());
     }
 
@@ -202,7 +208,13 @@ mod tests {
         let event = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
         let mut bad_utf8 = event.clone();
         *bad_utf8.last_mut().unwrap() = 0xff;
-        assert!(decode(&channel, &bad_utf8).unwrap_err().contains("utf-8"));
+        let only_bad = |bytes: &[u8]| decode(&channel, bytes).unwrap().1.remove(0).unwrap_err();
+        assert!(only_bad(&bad_utf8).contains("utf-8"));
+        // A bad record costs only itself: the bundle's other messages arrive.
+        let mut mixed = bad_utf8.clone();
+        append(&mut mixed, &event);
+        let (_, decoded) = decode(&channel, &mixed).unwrap();
+        assert!(decoded[0].is_err() && decoded[1].is_ok());
         // A record longer than what follows, a bundle cut inside a record, a bare prefix.
         let mut too_long = event.clone();
         too_long[PREFIX + 3] += 1;
@@ -215,6 +227,6 @@ mod tests {
         // A location whose frame carries no position is not a location.
         let mut no_position = encode(Uuid::nil(), &HubMessage::Event { frame: "{\"data\":{}}".into() });
         no_position[PREFIX + 4] = 0;
-        assert!(decode(&channel, &no_position).unwrap_err().contains("without a position"));
+        assert!(only_bad(&no_position).contains("without a position"));
     }
 }

@@ -99,8 +99,8 @@ pub struct RedisBus {
 impl RedisBus {
     /// Connects (failing fast if Redis cannot be reached at start) and starts the writer,
     /// subscriber and prober tasks, which stop when `shutdown` is cancelled. Messages from
-    /// other instances arrive on the returned receiver, in order. The writer holds each
-    /// pipeline `batch_delay` after its first command, to gather more.
+    /// other instances arrive on the returned receiver, in order. The writer holds a
+    /// pipeline of positions only `batch_delay` after its first command, to gather more.
     pub async fn connect(
         url: &str,
         settings: &BusSettings,
@@ -335,7 +335,8 @@ impl LocationCache for RedisBus {
         let at_ms = self.clock.now().timestamp_millis();
         let until_ms = at_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let value = serde_json::to_string(&(until_ms, location)).map_err(|e| BusError(e.to_string()))?;
-        let command = Command::PutLocation { session_id, user_id, value, at_ms };
+        let fix_ms = location.timestamp.timestamp_millis();
+        let command = Command::PutLocation { session_id, user_id, value, fix_ms, at_ms };
         self.enqueue(command);
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! a join sees it); the updates that follow within it are held, the newest per participant,
 //! and written together when it is up. One HSET of a session's fields a second, where a
 //! SET per update was before: a snapshot may see a position up to SPACING old, and the
-//! live broadcasts that follow it bring the rest.
+//! live broadcasts that follow it bring the rest. Of two values held for one participant
+//! the one with the newer fix wins, whichever came last.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,16 +30,30 @@ pub(super) struct SpacedWrites {
 struct Session {
     written_at: Option<Instant>,
     held: Fields,
+    /// The fix time (Unix ms) of each held value, beside `held`.
+    fixes: Vec<i64>,
 }
 
 impl SpacedWrites {
-    /// Holds a participant's newest cached value (replacing one still held).
-    pub(super) fn put(&mut self, session_id: SessionId, user_id: UserId, value: String, now: Instant) {
+    /// Holds a participant's value, fixed at `fix_ms`, unless one with a newer fix is held.
+    pub(super) fn put(
+        &mut self,
+        session_id: SessionId,
+        user_id: UserId,
+        fix_ms: i64,
+        value: String,
+        now: Instant,
+    ) {
         let session = self.sessions.entry(session_id).or_default();
-        match session.held.iter_mut().find(|(user, _)| *user == user_id) {
-            Some(held) => held.1 = value,
+        match session.held.iter().position(|(user, _)| *user == user_id) {
+            Some(at) => {
+                if fix_ms >= session.fixes[at] {
+                    (session.held[at].1, session.fixes[at]) = (value, fix_ms);
+                }
+            }
             None => {
                 session.held.push((user_id, value));
+                session.fixes.push(fix_ms);
                 if session.held.len() == 1 {
                     let due = session.written_at.map_or(now, |at| (at + SPACING).max(now));
                     self.due.push(Reverse((due, session_id)));
@@ -49,8 +64,11 @@ impl SpacedWrites {
 
     /// The participant left: nothing of theirs is written any more.
     pub(super) fn forget_user(&mut self, session_id: SessionId, user_id: UserId) {
-        if let Some(session) = self.sessions.get_mut(&session_id) {
-            session.held.retain(|(user, _)| *user != user_id);
+        if let Some(session) = self.sessions.get_mut(&session_id)
+            && let Some(at) = session.held.iter().position(|(user, _)| *user == user_id)
+        {
+            session.held.remove(at);
+            session.fixes.remove(at);
         }
     }
 
@@ -77,6 +95,7 @@ impl SpacedWrites {
                 && !session.held.is_empty()
             {
                 session.written_at = Some(now);
+                session.fixes.clear();
                 out.push((session_id, std::mem::take(&mut session.held)));
             }
         }
@@ -105,13 +124,13 @@ mod tests {
         let mut writes = SpacedWrites::default();
         let t0 = Instant::now();
         let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
-        writes.put(session, ann, "a1".into(), t0);
+        writes.put(session, ann, 0, "a1".into(), t0);
         assert_eq!(users(&writes.take_due(t0, false)), [(session, vec![(ann, "a1")])]);
 
         let t1 = t0 + Duration::from_millis(300);
-        writes.put(session, bob, "b1".into(), t1);
-        writes.put(session, ann, "a2".into(), t1);
-        writes.put(session, bob, "b2".into(), t1 + Duration::from_millis(10));
+        writes.put(session, bob, 0, "b1".into(), t1);
+        writes.put(session, ann, 0, "a2".into(), t1);
+        writes.put(session, bob, 0, "b2".into(), t1 + Duration::from_millis(10));
         assert!(writes.take_due(t1 + Duration::from_millis(10), false).is_empty(), "held within the second");
         assert_eq!(writes.next_due(), Some(t0 + SPACING));
         let t2 = t0 + SPACING;
@@ -123,8 +142,20 @@ mod tests {
         assert_eq!(writes.next_due(), None);
 
         // Quiet for a second: the next one goes at once again.
-        writes.put(session, ann, "a3".into(), t2 + SPACING);
+        writes.put(session, ann, 0, "a3".into(), t2 + SPACING);
         assert_eq!(users(&writes.take_due(t2 + SPACING, false)), [(session, vec![(ann, "a3")])]);
+    }
+
+    #[test]
+    fn an_older_fix_arriving_later_does_not_replace_a_newer_one() {
+        let mut writes = SpacedWrites::default();
+        let t0 = Instant::now();
+        let (session, ann) = (SessionId::new_random(), UserId::new_random());
+        writes.put(session, ann, 100, "first".into(), t0);
+        writes.take_due(t0, false);
+        writes.put(session, ann, 300, "newest".into(), t0);
+        writes.put(session, ann, 200, "buffered".into(), t0); // from an offline queue
+        assert_eq!(users(&writes.take_due(t0 + SPACING, false)), [(session, vec![(ann, "newest")])]);
     }
 
     #[test]
@@ -132,10 +163,10 @@ mod tests {
         let mut writes = SpacedWrites::default();
         let t0 = Instant::now();
         let (one, two, ann) = (SessionId::new_random(), SessionId::new_random(), UserId::new_random());
-        writes.put(one, ann, "1".into(), t0);
+        writes.put(one, ann, 0, "1".into(), t0);
         writes.take_due(t0, false);
-        writes.put(one, ann, "2".into(), t0);
-        writes.put(two, ann, "x".into(), t0 + Duration::from_millis(500));
+        writes.put(one, ann, 0, "2".into(), t0);
+        writes.put(two, ann, 0, "x".into(), t0 + Duration::from_millis(500));
         assert_eq!(
             users(&writes.take_due(t0 + Duration::from_millis(500), false)),
             [(two, vec![(ann, "x")])]
@@ -148,11 +179,11 @@ mod tests {
         let mut writes = SpacedWrites::default();
         let t0 = Instant::now();
         let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
-        writes.put(session, ann, "a".into(), t0);
-        writes.put(session, bob, "b".into(), t0);
+        writes.put(session, ann, 0, "a".into(), t0);
+        writes.put(session, bob, 0, "b".into(), t0);
         writes.forget_user(session, ann);
         assert_eq!(users(&writes.take_due(t0, false)), [(session, vec![(bob, "b")])]);
-        writes.put(session, bob, "b2".into(), t0);
+        writes.put(session, bob, 0, "b2".into(), t0);
         writes.forget_session(session);
         assert!(writes.take_due(t0 + SPACING, true).is_empty());
         assert_eq!(writes.next_due(), None);
@@ -163,10 +194,10 @@ mod tests {
         let mut writes = SpacedWrites::default();
         let t0 = Instant::now();
         let (quiet, busy, ann) = (SessionId::new_random(), SessionId::new_random(), UserId::new_random());
-        writes.put(quiet, ann, "q".into(), t0);
-        writes.put(busy, ann, "b".into(), t0);
+        writes.put(quiet, ann, 0, "q".into(), t0);
+        writes.put(busy, ann, 0, "b".into(), t0);
         writes.take_due(t0, false);
-        writes.put(busy, ann, "b2".into(), t0 + Duration::from_millis(100));
+        writes.put(busy, ann, 0, "b2".into(), t0 + Duration::from_millis(100));
         writes.prune(t0 + SPACING);
         assert_eq!(writes.sessions.len(), 1);
         assert!(writes.sessions.contains_key(&busy));

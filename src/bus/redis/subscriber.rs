@@ -125,10 +125,15 @@ pub(super) async fn run_subscriber(
                         continue; // our own echo
                     }
                     match wire::decode(message.get_channel_name(), payload) {
-                        Ok((_, envelopes)) => {
-                            for envelope in envelopes {
-                                if inbound.send(BusEvent::Deliver(envelope)).is_err() {
-                                    return;
+                        Ok((_, decoded)) => {
+                            for envelope in decoded {
+                                match envelope {
+                                    Ok(envelope) => {
+                                        if inbound.send(BusEvent::Deliver(envelope)).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
                                 }
                             }
                         }

@@ -37,6 +37,8 @@ pub(super) enum Command {
         session_id: SessionId,
         user_id: UserId,
         value: String,
+        /// The fix's own time (Unix ms): of two held values the newer fix is written.
+        fix_ms: i64,
         at_ms: i64,
     },
     RemoveLocation {
@@ -136,7 +138,7 @@ pub(super) struct Writer {
     pub(super) presence: Arc<LocalPresence>,
     pub(super) key_ttl_secs: u64,
     pub(super) batch_delay: Duration,
-    /// What the index and activity spacing is measured on.
+    /// What the spacing of activity and cache writes is measured on.
     pub(super) clock: Clock,
 }
 
@@ -210,10 +212,10 @@ pub(super) async fn run_writer(
                         bundles.push((channel, payload));
                     }
                 },
-                Command::PutLocation { session_id, user_id, value, at_ms } => {
+                Command::PutLocation { session_id, user_id, value, fix_ms, at_ms } => {
                     // The hot path: held and written with the session's others (`spaced`);
                     // the session's activity only when it is due.
-                    spaced.put(session_id, user_id, value, now);
+                    spaced.put(session_id, user_id, fix_ms, value, now);
                     if activity.due(session_id, now) {
                         pipe.set_ex(activity_key(session_id), at_ms, key_ttl_secs).ignore();
                     }
