@@ -68,6 +68,8 @@ pub struct Drained {
     /// Bytes of the first frame taken that were already written (by a delivery that wrote
     /// it through and was cut short): the writer writes the rest first.
     pub resume_at: usize,
+    /// A heartbeat ping is due (`Outbox::ping`): the writer sends one before the frames.
+    pub ping: bool,
     /// The close to send after the frames, if one was asked for.
     pub close: Option<CloseReason>,
 }
@@ -110,6 +112,8 @@ struct Queue {
     writing: bool,
     /// A frame written through in part, and the bytes of it written.
     partial: Option<(Frame, usize)>,
+    /// A heartbeat ping is due.
+    ping: bool,
 }
 
 impl Queue {
@@ -394,6 +398,14 @@ impl Outbox {
         self.with_queue(|q| q.direct = None);
     }
 
+    /// A heartbeat ping is due: the writer sends one with what it writes next (at once if
+    /// nothing else is waiting). The connection's reader keeps the time, in the timer it
+    /// has anyway: a socket holds no timer of its own for pings.
+    pub fn ping(&self) {
+        self.with_queue(|q| q.ping = true);
+        self.ready.notify_one();
+    }
+
     /// The writer wrote what it took: deliveries may write through again.
     pub fn written(&self) {
         self.with_queue(|q| q.writing = false);
@@ -544,7 +556,7 @@ impl Outbox {
     pub fn drain(&self, out: &mut Vec<Frame>) -> Drained {
         self.with_queue(|q| {
             q.writing = true;
-            let mut drained = Drained::default();
+            let mut drained = Drained { ping: std::mem::take(&mut q.ping), ..Drained::default() };
             if let Some((frame, written)) = q.partial.take() {
                 out.push(frame);
                 drained.resume_at = written;

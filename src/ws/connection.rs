@@ -52,22 +52,14 @@ pub(super) async fn serve<P: Protocol>(
     let _detach = DetachOnDrop(outbox);
     let (reader, writer) = socket.split();
     let writer_done = Notify::new();
-    let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
     tokio::join!(
-        write_loop(writer, outbox, heartbeat, &state.metrics, &writer_done),
+        write_loop(writer, outbox, &state.metrics, &writer_done),
         read_loop(reader, state, user_id, outbox, protocol, &writer_done),
     );
 }
 
-async fn write_loop(
-    writer: Writer<'_>,
-    outbox: &Outbox,
-    heartbeat: Duration,
-    metrics: &RealtimeMetrics,
-    done: &Notify,
-) {
+async fn write_loop(writer: Writer<'_>, outbox: &Outbox, metrics: &RealtimeMetrics, done: &Notify) {
     let _done = NotifyOnDrop(done);
-    let mut pings = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut batch = Vec::new();
     // The waits live as long as the loop: registering a waiter is the costly part, and
     // this loop runs once per delivery. `closing` may be polled again after it resolved
@@ -78,20 +70,13 @@ async fn write_loop(
     let control = writer.control_wanted();
     tokio::pin!(closing, ready, control);
     loop {
-        // Pings before frames: a steady stream of frames must not starve the heartbeat.
-        let ping = tokio::select! {
+        tokio::select! {
             biased;
-            _ = pings.tick() => true,
-            _ = &mut ready => {
-                ready.set(outbox.ready());
-                false
-            }
-            _ = &mut control => {
-                control.set(writer.control_wanted());
-                false
-            }
-        };
-        let Drained { resume_at, close } = outbox.drain(&mut batch);
+            _ = &mut ready => ready.set(outbox.ready()),
+            _ = &mut control => control.set(writer.control_wanted()),
+        }
+        // A due ping goes before the frames: a steady stream of frames cannot starve it.
+        let Drained { resume_at, ping, close } = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
         // A client that stopped reading must not keep a close waiting: once one is asked
         // for, the write in progress gets CLOSE_TIMEOUT to finish (never cut short: the
@@ -138,14 +123,16 @@ async fn read_loop<P: Protocol>(
     writer_done: &Notify,
 ) {
     let timeout = Duration::from_secs(state.config.client_timeout_seconds);
-    // One timer for two deadlines: the client's silence (any frame from it, a pong
-    // included, moves it on) and the token's expiry (a refresh moves it on). Moving a
-    // deadline does not touch the timer: when it fires early it is set again for the
-    // deadline that is then nearest.
+    let heartbeat = Duration::from_secs(state.config.heartbeat_interval_seconds);
+    // One timer for three deadlines: the next heartbeat ping (asked of the writer), the
+    // client's silence (any frame from it, a pong included, moves it on) and the token's
+    // expiry (a refresh moves it on). Moving a deadline does not touch the timer: when it
+    // fires early it is set again for the deadline that is then nearest.
+    let mut ping_at = Instant::now() + heartbeat;
     let mut heard_until = Instant::now() + timeout;
     let mut token_expires_at = protocol.token_expires_at();
     let mut token_deadline = instant_of(&state.clock, token_expires_at);
-    let alarm = tokio::time::sleep_until(heard_until.min(token_deadline));
+    let alarm = tokio::time::sleep_until(ping_at.min(heard_until).min(token_deadline));
     let mut alarmed = false;
     let mut limiter = state.limits.connection();
     let writer_finished = writer_done.notified();
@@ -193,7 +180,11 @@ async fn read_loop<P: Protocol>(
                     state.metrics.heartbeat_timeouts.increment(1);
                     alarmed = true;
                 } else {
-                    alarm.as_mut().reset(heard_until.min(token_deadline));
+                    if now >= ping_at {
+                        outbox.ping();
+                        ping_at = now + heartbeat;
+                    }
+                    alarm.as_mut().reset(ping_at.min(heard_until).min(token_deadline));
                 }
                 continue; // after a close: on to the closing handshake once the writer sent it
             }
