@@ -238,12 +238,13 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS_PER_PARTICIPANT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_participant: u32,
 
-    /// Seconds between two pings the server sends on every socket.
-    #[arg(long, env = "HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds between two pings the server sends on every socket (at most a day: a
+    /// socket's deadlines are instants, which a far larger value would overflow).
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub heartbeat_interval_seconds: u64,
 
     /// Seconds a socket may stay silent (no message, no pong) before it is closed with 4408.
-    #[arg(long, env = "CLIENT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "CLIENT_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub client_timeout_seconds: u64,
 
     /// Largest WebSocket message accepted from a client, in bytes; larger closes with 1009.
@@ -433,6 +434,16 @@ mod tests {
         assert_eq!(parse(&["--worker-threads", "1"]).worker_threads, 1);
         for bad in ["-1", "1025", "many"] {
             assert!(Cli::try_parse_from(["convoy", "--worker-threads", bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn socket_deadlines_are_bounded_so_they_cannot_overflow_an_instant() {
+        assert_eq!(parse(&["--heartbeat-interval-seconds", "86400"]).heartbeat_interval_seconds, 86_400);
+        for flag in ["--heartbeat-interval-seconds", "--client-timeout-seconds"] {
+            for bad in ["0", "86401", "18446744073709551615"] {
+                assert!(Cli::try_parse_from(["convoy", flag, bad]).is_err(), "{flag} {bad}");
+            }
         }
     }
 
