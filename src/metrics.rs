@@ -57,7 +57,7 @@ fn describe() {
     describe_histogram!(
         "convoy_broadcast_fanout_seconds",
         Unit::Seconds,
-        "Time to hand one event to every local subscriber's queue"
+        "Time to hand one event to every local subscriber: written to its socket or queued"
     );
     describe_counter!(
         "convoy_ws_frames_coalesced_total",
