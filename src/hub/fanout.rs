@@ -27,7 +27,7 @@ impl Hub {
         let is_location = matches!(envelope.message, HubMessage::Location { .. });
         if !is_location {
             // Positions gathered before this message go before it.
-            self.flush_session_batches(envelope.channel, &subscribers);
+            self.send_session_batches(envelope.channel, None, &subscribers);
         }
         // The batch windows of members sharing the session's batch (usually one, or none).
         let mut shared_windows: Vec<Duration> = Vec::new();
@@ -142,7 +142,7 @@ impl Hub {
     /// The tick of `window`: the session's batch goes to its members who share it.
     pub(super) fn release_session_batch(&self, channel: Channel, window: Duration) {
         let subscribers = self.subscribers(channel).unwrap_or_default();
-        self.send_session_batch(channel, window, &subscribers);
+        self.send_session_batches(channel, Some(window), &subscribers);
     }
 
     /// The channel's local subscribers as they are now.
@@ -150,19 +150,11 @@ impl Hub {
         self.channels.read().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned()
     }
 
-    /// Before any other message on the channel: the batches waiting go first.
-    fn flush_session_batches(&self, channel: Channel, subscribers: &[Subscriber]) {
-        self.send_session_batches(channel, None, subscribers);
-    }
-
-    /// Builds the session's batch of `window` (of every window when None) once and queues
-    /// it for every member sharing it. The session's lock is held until every member has
-    /// it: an event flushing the same session meanwhile waits, so no member gets the event
-    /// before the batch; other sessions do not wait.
-    fn send_session_batch(&self, channel: Channel, window: Duration, subscribers: &[Subscriber]) {
-        self.send_session_batches(channel, Some(window), subscribers);
-    }
-
+    /// Builds the session's batch of `only` window (of every window when None: before any
+    /// other message on the channel, the batches waiting go first) once and queues it for
+    /// every member sharing it. The session's lock is held until every member has it: an
+    /// event flushing the same session meanwhile waits, so no member gets the event before
+    /// the batch; other sessions do not wait.
     fn send_session_batches(&self, channel: Channel, only: Option<Duration>, subscribers: &[Subscriber]) {
         let Some(session) =
             self.session_batches.lock().unwrap_or_else(|e| e.into_inner()).get(&channel).cloned()

@@ -117,11 +117,10 @@ struct Queue {
 }
 
 impl Queue {
-    /// Whether a frame may be written through now: nothing queued or being written could
-    /// go out after it.
+    /// Whether a frame may be written through now (if a socket is attached): nothing queued
+    /// or being written could go out after it.
     fn open_for_direct(&self) -> bool {
-        self.direct.is_some()
-            && self.live
+        self.live
             && !self.writing
             && !self.holding
             && !self.closed
