@@ -97,7 +97,8 @@ struct Queue {
     close: Option<CloseReason>,
     closed: bool,
     /// The connection's `view_settings`, if it set any: nothing to check otherwise.
-    view: Option<ViewFilter>,
+    /// Boxed: few connections set one, and every connection's queue would keep its room.
+    view: Option<Box<ViewFilter>>,
     /// Batched delivery (`batch_ms`): how long positions are gathered.
     batch_window: Option<Duration>,
     /// Positions are gathered and this connection waits for its window's tick.
@@ -326,7 +327,7 @@ impl Outbox {
     ) {
         let left_shared = self.with_queue(|q| {
             let was_shared = self.shared_batch().is_some();
-            q.view = ViewFilter::new(min_interval, min_distance_m, refresh);
+            q.view = ViewFilter::new(min_interval, min_distance_m, refresh).map(Box::new);
             self.share_batches(q);
             was_shared && self.shared_batch().is_none()
         });
@@ -405,9 +406,25 @@ impl Outbox {
         self.ready.notify_one();
     }
 
-    /// The writer wrote what it took: deliveries may write through again.
+    /// Wakes the writer for what the connection itself wants written (a pong).
+    pub fn wake_writer(&self) {
+        self.ready.notify_one();
+    }
+
+    /// The writer wrote what it took: deliveries may write through again. A queue that
+    /// stayed empty meanwhile gives back its room: from here on deliveries write through,
+    /// so an idle socket keeps none (a writer that falls behind finds the queue filled
+    /// again while it writes, and keeps the room).
     pub fn written(&self) {
-        self.with_queue(|q| q.writing = false);
+        self.with_queue(|q| {
+            q.writing = false;
+            if q.items.is_empty() && q.items.capacity() > 0 {
+                q.items = VecDeque::new();
+            }
+            if q.locations.is_empty() && q.locations.capacity() > 0 {
+                q.locations = HashMap::default();
+            }
+        });
     }
 
     /// Whether `bytes` more (of an event, or of a batch) would take the queue past its

@@ -20,9 +20,6 @@ use crate::state::AppState;
 
 /// How long a close frame may take to go out before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// A writer's list of frames drained from the outbox keeps no more room than this once
-/// written (a snapshot's many frames need not stay reserved).
-const KEPT_BATCH_CAPACITY: usize = 16;
 
 /// What a wire protocol does with what the reader gets.
 pub(super) trait Protocol {
@@ -60,45 +57,24 @@ pub(super) async fn serve<P: Protocol>(
 
 async fn write_loop(writer: Writer<'_>, outbox: &Outbox, metrics: &RealtimeMetrics, done: &Notify) {
     let _done = NotifyOnDrop(done);
-    let mut batch = Vec::new();
-    // The waits live as long as the loop: registering a waiter is the costly part, and
-    // this loop runs once per delivery. `closing` may be polled again after it resolved
-    // (it resolves again); `ready` and `control` are renewed each time they fire. A
-    // shutdown comes as a close in the outbox (`Hub::close_all`).
-    let closing = outbox.closing();
+    // The wait lives as long as the loop and is renewed each time it fires. Everything
+    // wakes the writer through it: frames queued, a ping due, a pong wanted (the reader
+    // asks), a close (a shutdown comes as one, `Hub::close_all`).
     let ready = outbox.ready();
-    let control = writer.control_wanted();
-    tokio::pin!(closing, ready, control);
+    tokio::pin!(ready);
     loop {
-        tokio::select! {
-            biased;
-            _ = &mut ready => ready.set(outbox.ready()),
-            _ = &mut control => control.set(writer.control_wanted()),
-        }
+        (&mut ready).await;
+        ready.set(outbox.ready());
         // A due ping goes before the frames: a steady stream of frames cannot starve it.
+        // The list is made for each write and freed after it: most deliveries are written
+        // through, and an idle socket keeps no room for a list it rarely needs.
+        let mut batch = Vec::new();
         let Drained { resume_at, ping, close } = outbox.drain(&mut batch);
         metrics.frames_out.increment(batch.len() as u64);
-        // A client that stopped reading must not keep a close waiting: once one is asked
-        // for, the write in progress gets CLOSE_TIMEOUT to finish (never cut short: the
-        // close must not land inside a half-written frame), else the connection is dropped.
-        // The write is polled first and the timer made only if it is: a write usually
-        // completes at once, and this runs once per delivery.
-        let written = {
-            // Boxed: most deliveries are written through (`Outbox`), so this is the rare
-            // path, and an idle socket's task keeps no room for it.
-            let mut write = Box::pin(writer.write(ping, &batch, resume_at));
-            tokio::select! {
-                biased;
-                result = &mut write => result.is_ok(),
-                // The rare waits boxed: the task keeps room only for what it does often.
-                _ = &mut closing, if close.is_none() => {
-                    matches!(Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, &mut write)).await, Ok(Ok(())))
-                }
-                _ = async { Box::pin(tokio::time::sleep(CLOSE_TIMEOUT)).await }, if close.is_some() => false,
-            }
-        };
-        batch.clear();
-        batch.shrink_to(KEPT_BATCH_CAPACITY);
+        // Boxed: most deliveries are written through (`Outbox`), so this is the rare path,
+        // and an idle socket's task keeps no room for it.
+        let written = Box::pin(write(&writer, outbox, ping, &batch, resume_at, close.is_some())).await;
+        drop(batch);
         if !written {
             return;
         }
@@ -107,6 +83,34 @@ async fn write_loop(writer: Writer<'_>, outbox: &Outbox, metrics: &RealtimeMetri
             Box::pin(send_close(&writer, reason)).await;
             return;
         }
+    }
+}
+
+/// Writes what the writer drained; false if the connection failed or is to be dropped.
+///
+/// A client that stopped reading must not keep a close waiting: once one is asked for (or
+/// `closing`, the drained frames end with one), the write in progress gets CLOSE_TIMEOUT to
+/// finish (never cut short: the close must not land inside a half-written frame), else the
+/// connection is dropped. The write is polled first and the waits only if it is pending: a
+/// write usually completes at once.
+async fn write(
+    writer: &Writer<'_>,
+    outbox: &Outbox,
+    ping: bool,
+    frames: &[crate::message::Frame],
+    resume_at: usize,
+    closing: bool,
+) -> bool {
+    let write = writer.write(ping, frames, resume_at);
+    tokio::pin!(write);
+    tokio::select! {
+        biased;
+        result = &mut write => result.is_ok(),
+        _ = outbox.closing(), if !closing => {
+            matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut write).await, Ok(Ok(())))
+        }
+        // In a block: the timer is made (and the clock read) only if the write waits.
+        _ = async { tokio::time::sleep(CLOSE_TIMEOUT).await }, if closing => false,
     }
 }
 
@@ -221,7 +225,11 @@ async fn read_loop<P: Protocol>(
                     }
                 }
             }
-            Ok(Incoming::Control) => {}
+            Ok(Incoming::Control) => {
+                if reader.pong_wanted() {
+                    outbox.wake_writer();
+                }
+            }
             Ok(Incoming::Close) => {
                 outbox.close([], CloseReason::new(close_code::NORMAL, "bye"));
                 return;

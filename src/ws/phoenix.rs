@@ -84,17 +84,20 @@ struct PhoenixSocket<'a> {
 }
 
 /// A Phoenix socket from its upgrade to its close; `slot` is its place under the socket caps.
-/// Values are owned here once and lent below (see `native::run`).
-async fn run(
+/// Values are owned here once and lent below, and the body is an async block (see
+/// `native::run`).
+fn run(
     upgrading: super::upgrade::Upgrading,
     state: AppState,
     admitted: super::Admitted,
     wire: Wire,
     slot: ConnectionSlot,
-) {
-    let Some(mut socket) = upgrading.socket().await else { return };
-    serve(&mut socket, &state, &admitted, wire).await;
-    drop(slot);
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let Some(mut socket) = upgrading.socket().await else { return };
+        serve(&mut socket, &state, &admitted, wire).await;
+        drop(slot);
+    }
 }
 
 async fn serve(socket: &mut WebSocket, state: &AppState, admitted: &super::Admitted, wire: Wire) {

@@ -19,8 +19,6 @@ use std::io::{self, Cursor, IoSlice};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
-use tokio::sync::futures::Notified;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
@@ -35,8 +33,6 @@ const READ_CHUNK: usize = 8 * 1024;
 const WRITE_BATCH: usize = 16;
 /// The longest header of a frame the server writes (unmasked): 2 + 8 bytes.
 const MAX_HEADER: usize = 10;
-/// Room an emptied inbox keeps (entries); a burst's room beyond it is given back.
-const KEPT_INBOX: usize = 4;
 /// The largest payload of a control frame (RFC 6455, 5.5).
 const MAX_CONTROL_PAYLOAD: u64 = 125;
 
@@ -70,11 +66,11 @@ pub struct WebSocket {
     control: ControlQueue,
 }
 
-/// The control frame the reader wants written (a pong), and how it wakes the writer.
+/// The control frame the reader wants written: the pong of the latest ping (only that one
+/// needs an answer, RFC 6455, 5.5.3). Whoever runs the reader wakes the writer for it
+/// (`Reader::pong_wanted`): the socket keeps no wait of its own for it.
 struct ControlQueue {
-    /// Only the latest ping needs its pong (RFC 6455, 5.5.3).
     pong: Mutex<Option<Vec<u8>>>,
-    wanted: Notify,
 }
 
 struct ReadState {
@@ -115,7 +111,7 @@ impl WebSocket {
                 inbox: VecDeque::new(),
                 ended: false,
             },
-            control: ControlQueue { pong: Mutex::new(None), wanted: Notify::new() },
+            control: ControlQueue { pong: Mutex::new(None) },
         }
     }
 
@@ -145,6 +141,11 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Whether a ping's pong waits to be written: the writer is to be woken for it.
+    pub fn pong_wanted(&self) -> bool {
+        self.control.pong.lock().expect("pong lock").is_some()
+    }
+
     /// The next message. After the client's close (or the end of its stream) every call
     /// returns `Close`.
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
@@ -158,8 +159,10 @@ impl Reader<'_> {
             if self.state.ended {
                 return Ok(Incoming::Close);
             }
-            if self.state.inbox.capacity() > KEPT_INBOX {
-                // A burst of small frames does not keep its room for the socket's life.
+            if self.state.inbox.capacity() > 0 {
+                // An emptied inbox gives its room back before the wait: a socket keeps
+                // none while idle (one allocation per read that yields messages, beside
+                // its system call and parsing).
                 self.state.inbox = VecDeque::new();
             }
             // A client that keeps the kernel's buffer full must not keep this thread: give
@@ -295,7 +298,6 @@ impl Reader<'_> {
                 if control == Control::Ping {
                     // Only the latest ping is answered (RFC 6455, 5.5.3).
                     *self.control.pong.lock().expect("pong lock") = Some(payload.to_vec());
-                    self.control.wanted.notify_one();
                 }
                 // Signs of life in a row are one: a flood of pings queues one entry.
                 if !matches!(state.inbox.back(), Some(Incoming::Control)) {
@@ -335,11 +337,6 @@ pub struct Writer<'a> {
 }
 
 impl<'a> Writer<'a> {
-    /// Resolves when the reader wants a control frame written (see `write`).
-    pub fn control_wanted(&self) -> Notified<'a> {
-        self.control.wanted.notified()
-    }
-
     /// Writes a ping (if `ping`), then `frames` (text), then the pong the reader asked for
     /// (if any): all of it in as few system calls as the kernel takes. `resume_at` bytes of
     /// the first frame were already written (a delivery wrote it through, cut short): its

@@ -59,3 +59,28 @@ async fn the_connection_limit_answers_503_and_frees_places(backend: Backend) {
 }
 
 on_every_backend!(the_connection_limit_answers_503_and_frees_places);
+
+// The reader wakes the writer for a pong (no wait of the socket's own): a client's ping on
+// an idle connection is answered, each with its own payload.
+#[tokio::test]
+async fn a_client_ping_is_answered_with_its_payload() {
+    use futures_util::SinkExt;
+    let app = spawn_app().await;
+    let (_, [ann]) = app.session_with(["Ann"]).await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    for payload in ["first", "second"] {
+        ann_ws.stream.send(Message::Ping(payload.as_bytes().to_vec().into())).await.expect("ping sent");
+        let pong = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ann_ws.stream.next().await {
+                    Some(Ok(Message::Pong(pong))) => return pong.to_vec(),
+                    Some(Ok(Message::Text(_))) => continue,
+                    other => panic!("expected the pong, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the ping was answered");
+        assert_eq!(pong, payload.as_bytes());
+    }
+}
