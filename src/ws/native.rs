@@ -71,19 +71,20 @@ pub async fn serve(
             me,
             outbox: &outbox,
             presence: &presence,
-            session_meta: presence.clone(),
+            changed_meta: None,
             room: None,
             approximate: false,
             paused: false,
             budget_reply: ReplyThrottle::new(state.clock.clone()),
             pong_over_limit: ReplyThrottle::new(state.clock.clone()),
-            claims: claims.clone(),
+            claims,
+            refreshed: None,
         };
         connection::serve(socket, state, me.user_id, &outbox, &mut conn).await;
         if let Some(room) = conn.room.take() {
             Box::pin(state.exit_room(room, &presence)).await;
         }
-        state.presence_leave(session.id, &conn.session_meta);
+        state.presence_leave(session.id, conn.session_meta());
         drop(subscription);
         state.activity.touch(session.id, me.user_id, state.clock.now());
         tracing::info!("disconnected");
@@ -126,8 +127,10 @@ struct Conn<'a> {
     outbox: &'a Arc<Outbox>,
     /// This socket's presence entry in its room (fixed for the connection's life).
     presence: &'a PresenceMeta,
-    /// Its entry in the session's presence: the same, or its paused variant.
-    session_meta: PresenceMeta,
+    /// Its entry in the session's presence once it differs from `presence` (paused, or
+    /// resumed under a new ref); boxed, as most connections never change it and every one
+    /// keeps this room for its life (`session_meta`).
+    changed_meta: Option<Box<PresenceMeta>>,
     room: Option<RoomMembership>,
     /// `share_settings`: positions coarsened to about 1 km, or not shared at all.
     approximate: bool,
@@ -136,9 +139,23 @@ struct Conn<'a> {
     budget_reply: ReplyThrottle,
     /// When a ping over the rate limit was last answered.
     pong_over_limit: ReplyThrottle,
-    /// The token's claims, the latest refresh's once there was one: its generation and
-    /// its expiry, when the socket closes.
-    claims: Claims,
+    /// The token's claims: its generation and its expiry, when the socket closes.
+    claims: &'a Claims,
+    /// The latest refresh's claims once there was one (boxed for the same reason as
+    /// `changed_meta`; see `claims`).
+    refreshed: Option<Box<Claims>>,
+}
+
+impl Conn<'_> {
+    /// Its entry in the session's presence: the same as in its room, or its paused variant.
+    fn session_meta(&self) -> &PresenceMeta {
+        self.changed_meta.as_deref().unwrap_or(self.presence)
+    }
+
+    /// The claims this socket stands for: the latest refresh's, else its token's.
+    fn claims(&self) -> &Claims {
+        self.refreshed.as_deref().unwrap_or(self.claims)
+    }
 }
 
 impl Protocol for Conn<'_> {
@@ -170,7 +187,7 @@ impl Protocol for Conn<'_> {
     }
 
     fn token_expires_at(&self) -> i64 {
-        self.claims.exp
+        self.claims().exp
     }
 
     async fn resync(&mut self) {
@@ -356,11 +373,11 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
         }
         Ok(ClientMessage::RefreshToken) => {
             metrics.token_refreshes_in.increment(1);
-            match state.refresh_token(&conn.claims).await {
+            match state.refresh_token(conn.claims()).await {
                 Ok((token, expires_at)) => {
                     // This socket now stands for the new token: its generation, its expiry.
                     if let Ok(claims) = state.tokens.verify(&token) {
-                        conn.claims = claims;
+                        conn.refreshed = Some(Box::new(claims));
                     }
                     outbox.push_event(ServerMessage::TokenRefreshed { token: &token, expires_at }.to_frame());
                 }
@@ -418,9 +435,9 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             {
                 conn.paused = paused;
                 // Presence says so (Phoenix-style: the old meta leaves, the new one joins).
-                let updated = conn.session_meta.with_paused(paused);
-                state.presence_update(session.id, &conn.session_meta, &updated);
-                conn.session_meta = updated;
+                let updated = conn.session_meta().with_paused(paused);
+                state.presence_update(session.id, conn.session_meta(), &updated);
+                conn.changed_meta = Some(Box::new(updated));
                 if paused {
                     state.clear_location(session.id, me.user_id).await;
                 }
