@@ -2,7 +2,10 @@
 //! later than the session. Only HS256 is accepted; `alg: none` and every other algorithm
 //! are refused by the validation.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -64,7 +67,15 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     clock: Clock,
+    /// Keyed with the same secret: signs tracker tokens (`tracker_token`).
+    tracker_mac: Hmac<sha2::Sha256>,
 }
+
+/// What a tracker token's signature covers before the ids: no other use of the secret
+/// signs a message that starts so (a JWT's signed part starts with its base64 header).
+const TRACKER_DOMAIN: &[u8] = b"convoy tracker v1\0";
+/// Bytes of the signature a tracker token carries (128 bits).
+const TRACKER_MAC_BYTES: usize = 16;
 
 impl Tokens {
     pub fn new(secret: &[u8], clock: Clock) -> Self {
@@ -77,7 +88,41 @@ impl Tokens {
             decoding: DecodingKey::from_secret(secret),
             validation,
             clock,
+            tracker_mac: Hmac::new_from_slice(secret).expect("HMAC takes a key of any length"),
         }
+    }
+
+    /// A participant's tracker token: the session and user ids and a signature over them,
+    /// URL-safe (64 characters). It does not expire: it is good as long as the participant
+    /// is (the tracker endpoint checks that on every request), whatever tokens are refreshed.
+    pub fn tracker_token(&self, session_id: SessionId, user_id: UserId) -> String {
+        let mut bytes = Vec::with_capacity(32 + TRACKER_MAC_BYTES);
+        bytes.extend_from_slice(session_id.0.as_bytes());
+        bytes.extend_from_slice(user_id.0.as_bytes());
+        let mac = self.tracker_signature(&bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&mac[..TRACKER_MAC_BYTES]);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The session and user a tracker token was issued for, if it is one of ours.
+    pub fn verify_tracker(&self, token: &str) -> Option<(SessionId, UserId)> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        if bytes.len() != 32 + TRACKER_MAC_BYTES {
+            return None;
+        }
+        let (ids, mac) = bytes.split_at(32);
+        // Compared in constant time.
+        self.tracker_signature(ids).verify_truncated_left(mac).ok()?;
+        let session = Uuid::from_slice(&ids[..16]).ok()?;
+        let user = Uuid::from_slice(&ids[16..]).ok()?;
+        Some((SessionId(session), UserId(user)))
+    }
+
+    fn tracker_signature(&self, ids: &[u8]) -> Hmac<sha2::Sha256> {
+        let mut mac = self.tracker_mac.clone();
+        mac.update(TRACKER_DOMAIN);
+        mac.update(ids);
+        mac
     }
 
     pub fn issue(
@@ -131,6 +176,25 @@ mod tests {
             (claims.session_id(), claims.sub, claims.role, claims.r#gen),
             (sid, sub, Role::Participant, 3)
         );
+    }
+
+    #[test]
+    fn tracker_tokens_verify_and_forgeries_do_not() {
+        let tokens = Tokens::new(b"secret", Clock::system());
+        let (sid, uid) = (SessionId::new_random(), UserId(Uuid::new_v4()));
+        let token = tokens.tracker_token(sid, uid);
+        assert_eq!(token.len(), 64);
+        assert_eq!(tokens.verify_tracker(&token), Some((sid, uid)));
+        // Another secret, another user's ids under this signature, a cut or padded token,
+        // and a JWT of the same secret are all refused.
+        assert_eq!(Tokens::new(b"other", Clock::system()).verify_tracker(&token), None);
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        bytes[20] ^= 1;
+        assert_eq!(tokens.verify_tracker(&URL_SAFE_NO_PAD.encode(&bytes)), None);
+        assert_eq!(tokens.verify_tracker(&token[..60]), None);
+        assert_eq!(tokens.verify_tracker(&format!("{token}AA")), None);
+        let jwt = tokens.issue(sid, uid.0, Role::Participant, 0, Utc::now() + chrono::Duration::minutes(5));
+        assert_eq!(tokens.verify_tracker(&jwt), None);
     }
 
     #[test]

@@ -173,7 +173,7 @@ mod tests {
     use super::*;
 
     fn here() -> Location {
-        Location { lat: 1.0, lng: 2.0, accuracy: 3.0, timestamp: chrono::Utc::now() }
+        Location::at(1.0, 2.0, 3.0, chrono::Utc::now())
     }
 
     #[tokio::test]

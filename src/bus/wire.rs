@@ -152,8 +152,7 @@ mod tests {
         let session_id = SessionId::new_random();
         let user = UserId::new_random();
         let frame = Utf8Bytes::from("{\"type\":\"x\",\"data\":{\"é\":1}}");
-        let location =
-            crate::domain::Location { lat: 48.85, lng: 2.35, accuracy: 5.0, timestamp: crate::domain::now() };
+        let location = crate::domain::Location::at(48.85, 2.35, 5.0, crate::domain::now());
         let broadcast = LocationBroadcast { user_id: user, location };
         let messages = [
             HubMessage::Location {

@@ -20,12 +20,30 @@ pub struct LocationInput {
 }
 
 /// A validated location. `accuracy` is in metres (the wire name is the seeds').
+///
+/// The device's readings past the seeds' four fields are optional and sent only when known
+/// (tracker apps report them; clients that do not know them ignore them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Location {
     pub lat: f64,
     pub lng: f64,
     pub accuracy: f64,
     pub timestamp: DateTime<Utc>,
+    /// Ground speed in metres per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<f32>,
+    /// Course over ground in degrees clockwise from true north, 0 to 360.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<f32>,
+    /// Metres above sea level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f32>,
+    /// The device's battery level in percent, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<u8>,
+    /// Whether the device is charging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charging: Option<bool>,
 }
 
 /// `batch_ms`, the opt-in batched delivery of a `/ws` connection: others' positions
@@ -76,37 +94,92 @@ impl Location {
     /// None (nothing to share) if it has no cell: never for a parsed location.
     pub fn approximate(&self) -> Option<Self> {
         let (lat, lng) = super::RoomId::at(self.lat, self.lng).ok()?.centre();
+        // Speed, heading and altitude would narrow the cell down: only the battery stays.
         Some(Self {
-            lat,
-            lng,
-            accuracy: self.accuracy.max(APPROXIMATE_ACCURACY_M),
-            timestamp: self.timestamp,
+            battery: self.battery,
+            charging: self.charging,
+            ..Self::at(lat, lng, self.accuracy.max(APPROXIMATE_ACCURACY_M), self.timestamp)
         })
     }
 
+    /// A position with none of the optional readings.
+    pub fn at(lat: f64, lng: f64, accuracy: f64, timestamp: DateTime<Utc>) -> Self {
+        Self {
+            lat,
+            lng,
+            accuracy,
+            timestamp,
+            speed: None,
+            heading: None,
+            altitude: None,
+            battery: None,
+            charging: None,
+        }
+    }
+
     pub fn parse(input: &LocationInput, now: DateTime<Utc>) -> Result<Self, ValidationError> {
-        if !(input.lat.is_finite() && (-90.0..=90.0).contains(&input.lat)) {
-            return Err(ValidationError::new("lat", "must be between -90 and 90"));
-        }
-        if !(input.lng.is_finite() && (-180.0..=180.0).contains(&input.lng)) {
-            return Err(ValidationError::new("lng", "must be between -180 and 180"));
-        }
-        if !(input.accuracy.is_finite() && input.accuracy >= 0.0) {
-            return Err(ValidationError::new("accuracy", "must be a finite number of metres >= 0"));
-        }
         let timestamp = match &input.timestamp {
             None => now,
             Some(raw) => DateTime::parse_from_rfc3339(raw)
                 .map_err(|_| ValidationError::new("timestamp", "must be an RFC 3339 date-time"))?
                 .with_timezone(&Utc),
         };
+        Self::checked(input.lat, input.lng, input.accuracy, timestamp, now)
+    }
+
+    /// A position with none of the optional readings, if its parts are valid: coordinates
+    /// in range, a finite accuracy >= 0, a time not more than MAX_CLOCK_SKEW_SECS ahead of
+    /// `now`.
+    pub fn checked(
+        lat: f64,
+        lng: f64,
+        accuracy: f64,
+        timestamp: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ValidationError> {
+        if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+            return Err(ValidationError::new("lat", "must be between -90 and 90"));
+        }
+        if !(lng.is_finite() && (-180.0..=180.0).contains(&lng)) {
+            return Err(ValidationError::new("lng", "must be between -180 and 180"));
+        }
+        if !(accuracy.is_finite() && accuracy >= 0.0) {
+            return Err(ValidationError::new("accuracy", "must be a finite number of metres >= 0"));
+        }
         if timestamp > now + Duration::seconds(MAX_CLOCK_SKEW_SECS) {
             return Err(ValidationError::new(
                 "timestamp",
                 format!("must not be more than {MAX_CLOCK_SKEW_SECS} s in the future"),
             ));
         }
-        Ok(Self { lat: input.lat, lng: input.lng, accuracy: input.accuracy, timestamp })
+        Ok(Self::at(lat, lng, accuracy, timestamp))
+    }
+
+    /// The same position with the device's readings that are plausible (a speed >= 0, a
+    /// heading of 0 to 360, an altitude of -1 km to 100 km, a battery of 0 to 100 %);
+    /// the others are left out, as apps send placeholders such as -1 for "unknown".
+    #[must_use]
+    pub fn with_readings(
+        mut self,
+        speed: Option<f64>,
+        heading: Option<f64>,
+        altitude: Option<f64>,
+        battery: Option<f64>,
+        charging: Option<bool>,
+    ) -> Self {
+        let within = |value: Option<f64>, low: f64, high: f64| {
+            #[allow(clippy::cast_possible_truncation)] // in range: an f32 holds it
+            value.filter(|v| v.is_finite() && (low..=high).contains(v)).map(|v| v as f32)
+        };
+        self.speed = within(speed, 0.0, 1_000.0);
+        self.heading = within(heading, 0.0, 360.0);
+        self.altitude = within(altitude, -1_000.0, 100_000.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0..=100
+        {
+            self.battery = within(battery, 0.0, 100.0).map(|b| b.round() as u8);
+        }
+        self.charging = charging;
+        self
     }
 }
 
@@ -134,7 +207,7 @@ mod tests {
         assert!((distance_m(0.0, 0.0, 1.0, 0.0) - 111_195.0).abs() < 10.0);
         assert!((distance_m(48.8566, 2.3522, 51.5074, -0.1278) - 343_500.0).abs() < 1_000.0);
         assert_eq!(distance_m(10.0, 20.0, 10.0, 20.0), 0.0);
-        let exact = Location { lat: 48.85661, lng: 2.35222, accuracy: 5.0, timestamp: Utc::now() };
+        let exact = Location::at(48.85661, 2.35222, 5.0, Utc::now());
         let coarse = exact.approximate().unwrap();
         assert!(distance_m(exact.lat, exact.lng, coarse.lat, coarse.lng) <= APPROXIMATE_ACCURACY_M);
         assert_ne!((coarse.lat, coarse.lng), (exact.lat, exact.lng));

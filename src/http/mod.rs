@@ -12,6 +12,7 @@ mod participants;
 mod sessions;
 mod sync;
 mod tokens;
+mod tracker;
 pub mod web;
 
 pub use extract::{ApiJson, ClientIp};
@@ -66,6 +67,7 @@ pub fn router(state: AppState, sockets: Router<AppState>) -> Router {
         .nest("/api", api)
         .merge(health::router())
         .merge(meta::router())
+        .merge(tracker::router())
         .merge(admin.unwrap_or_default())
         .merge(openapi::router())
         .merge(sockets)

@@ -34,6 +34,8 @@ use crate::state::AppState;
         super::sync::push,
         super::sync::pull,
         super::tokens::refresh,
+        super::tracker::with_token,
+        super::tracker::with_basic,
         super::health::health,
         super::health::live,
         super::health::ready,

@@ -146,6 +146,10 @@ struct Joined {
     user_id: UserId,
     websocket_token: String,
     websocket_url: String,
+    /// This participant's private URL for tracker apps (OwnTracks, Traccar Client, OsmAnd,
+    /// GPSLogger): positions posted there are this participant's. Good as long as the
+    /// participant is; keep it secret.
+    tracker_url: String,
 }
 
 #[utoipa::path(
@@ -202,6 +206,7 @@ async fn join(
             user_id: participant.user_id,
             websocket_token,
             websocket_url: websocket_url(&state.public_url),
+            tracker_url: super::tracker::tracker_url(&state, session_id, participant.user_id),
         }),
     ))
 }

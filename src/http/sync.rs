@@ -83,27 +83,9 @@ async fn push(
 ) -> Result<Json<Pushed>, ApiError> {
     let me = caller(&state, &claims, session_id).await?;
     state.limits.allow_user_message(me.user_id).map_err(ApiError::rate_limited)?;
-    let now = state.clock.now();
-    let points = parse_points(body, now)?;
-    let ttl = chrono::Duration::from_std(state.config.location_ttl()).unwrap_or(chrono::Duration::MAX);
-    let oldest_live = now.checked_sub_signed(ttl).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let current = state
-        .bus
-        .locations(session_id)
-        .await
-        .ok()
-        .and_then(|all| all.into_iter().find(|(user, _)| *user == me.user_id))
-        .map(|(_, location)| location.timestamp);
-    let newest = points.iter().filter(|p| p.timestamp >= oldest_live).max_by_key(|p| p.timestamp).copied();
-    let becomes_live = newest.filter(|p| current.is_none_or(|live| p.timestamp > live));
-    if let Some(location) = becomes_live {
-        state.share_location(session_id, me.user_id, location).await;
-    }
-    Ok(Json(Pushed {
-        accepted: points.len(),
-        live: becomes_live.is_some(),
-        live_timestamp: becomes_live.map(|p| p.timestamp).or(current),
-    }))
+    let points = parse_points(body, state.clock.now())?;
+    let (live, live_timestamp) = state.share_newest(session_id, me.user_id, &points).await;
+    Ok(Json(Pushed { accepted: points.len(), live: live.is_some(), live_timestamp }))
 }
 
 /// One point, or `{locations: [...]}` (1 to MAX_POINTS); every point must be valid, and the

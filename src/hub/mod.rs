@@ -209,7 +209,7 @@ mod tests {
     }
 
     fn somewhere() -> crate::domain::Location {
-        crate::domain::Location { lat: 1.0, lng: 2.0, accuracy: 3.0, timestamp: crate::domain::now() }
+        crate::domain::Location::at(1.0, 2.0, 3.0, crate::domain::now())
     }
 
     fn drained(outbox: &Outbox) -> (Vec<String>, Option<CloseReason>) {

@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_batch_carries_each_broadcasts_data_as_it_is() {
-        let at = |lat| Location { lat, lng: 2.5, accuracy: 5.0, timestamp: crate::domain::now() };
+        let at = |lat| Location::at(lat, 2.5, 5.0, crate::domain::now());
         let broadcasts = [UserId::new_random(), UserId::new_random()]
             .map(|user_id| LocationBroadcast { user_id, location: at(1.5) });
         let frames = broadcasts.clone().map(|b| ServerMessage::LocationBroadcast(b).to_frame());

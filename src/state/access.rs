@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use crate::auth::{Claims, Role};
-use crate::domain::{Participant, Session, SessionId};
+use crate::domain::{Participant, Session, SessionId, UserId};
 use crate::error::ApiError;
 
 /// 401 `token_revoked`.
@@ -49,7 +49,7 @@ impl AppState {
     pub async fn active_participant(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
         let session = self.live_session(claims.session_id()).await?;
         let participant = self.store.participant(session.id, claims.user_id()).await?;
-        self.admitted(Some(session), participant, claims)
+        self.admitted(Some(session), participant, Some(claims))
     }
 
     /// `active_participant` for a socket's admission: the session and its participants
@@ -61,22 +61,38 @@ impl AppState {
             self.reads.participants(claims.session_id()),
         )?;
         let participant = participants.iter().find(|p| p.user_id == claims.user_id()).cloned();
-        self.admitted((*session).clone(), participant, claims)
+        self.admitted((*session).clone(), participant, Some(claims))
     }
 
-    /// The one check behind both: a live session, an active participant, a token of a
-    /// generation still good.
+    /// The live session and active participant a tracker token stands for (read as
+    /// `active_member` does): a tracker URL is good as long as its participant is, whatever
+    /// their tokens' generation.
+    pub async fn tracker_member(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<(Session, Participant), ApiError> {
+        let (session, participants) =
+            tokio::try_join!(self.reads.session(session_id), self.reads.participants(session_id))?;
+        let participant = participants.iter().find(|p| p.user_id == user_id).cloned();
+        self.admitted((*session).clone(), participant, None)
+    }
+
+    /// The one check behind them: a live session, an active participant, a token of a
+    /// generation still good (if the caller has a token with a generation).
     fn admitted(
         &self,
         session: Option<Session>,
         participant: Option<Participant>,
-        claims: &Claims,
+        claims: Option<&Claims>,
     ) -> Result<(Session, Participant), ApiError> {
         let session = session.filter(|s| s.is_live(self.clock.now())).ok_or_else(ApiError::session_ended)?;
         let participant = participant
             .filter(|p| p.is_active)
             .ok_or_else(|| revoked("this token's holder has left the session"))?;
-        self.check_generation(&participant, claims)?;
+        if let Some(claims) = claims {
+            self.check_generation(&participant, claims)?;
+        }
         Ok((session, participant))
     }
 

@@ -156,6 +156,46 @@ impl AppState {
     }
 
     /// The hot path: remember the location, hand it to every subscriber, note activity.
+    /// Positions that arrive late or in bulk (the HTTP push, tracker apps' offline queues):
+    /// the newest of `fixes` younger than LOCATION_TTL_SECONDS goes live, as a socket's
+    /// `location_update` does, if it is newer than the live one; fixes are ordered by their
+    /// own time, so an old fix sent late never replaces a newer position. Returns the one
+    /// that went live, if any, and the live position's time after this.
+    pub async fn share_newest(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        fixes: &[Location],
+    ) -> (Option<Location>, Option<chrono::DateTime<chrono::Utc>>) {
+        let now = self.clock.now();
+        let ttl = chrono::Duration::from_std(self.config.location_ttl()).unwrap_or(chrono::Duration::MAX);
+        let oldest_live = now.checked_sub_signed(ttl).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let newest = fixes.iter().filter(|p| p.timestamp >= oldest_live).max_by_key(|p| p.timestamp).copied();
+        let Some(newest) = newest else {
+            return (None, self.live_time(session_id, user_id).await);
+        };
+        let current = self.live_time(session_id, user_id).await;
+        if current.is_some_and(|live| newest.timestamp <= live) {
+            return (None, current);
+        }
+        self.share_location(session_id, user_id, newest).await;
+        (Some(newest), Some(newest.timestamp))
+    }
+
+    /// When the participant's live position was taken, as the location cache has it.
+    async fn live_time(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.bus
+            .locations(session_id)
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|(user, _)| *user == user_id))
+            .map(|(_, location)| location.timestamp)
+    }
+
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
         // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
         let age = (self.clock.now() - location.timestamp).to_std().unwrap_or_default();

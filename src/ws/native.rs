@@ -26,6 +26,7 @@ use crate::state::{AppState, EndReason};
 const MAX_PING_BYTES: usize = 256;
 
 /// A native socket from its upgrade to its close; `slot` is its place under the socket caps.
+#[allow(clippy::manual_async_fn)] // not an `async fn`: see `native::run`
 pub fn run(
     upgrading: Upgrading,
     state: AppState,

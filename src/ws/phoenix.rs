@@ -86,6 +86,7 @@ struct PhoenixSocket<'a> {
 /// A Phoenix socket from its upgrade to its close; `slot` is its place under the socket caps.
 /// Values are owned here once and lent below, and the body is an async block (see
 /// `native::run`).
+#[allow(clippy::manual_async_fn)] // not an `async fn`: see `native::run`
 fn run(
     upgrading: super::upgrade::Upgrading,
     state: AppState,

@@ -69,7 +69,7 @@ macro_rules! on_every_bus {
 }
 
 fn at(lat: f64) -> Location {
-    Location { lat, lng: 16.4, accuracy: 5.0, timestamp: now() }
+    Location::at(lat, 16.4, 5.0, now())
 }
 
 async fn the_location_cache_keeps_the_latest_per_participant(bus: &dyn Bus) {

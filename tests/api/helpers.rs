@@ -227,6 +227,8 @@ async fn start(backend: Backend, config: Config, dir: tempfile::TempDir) -> Test
 pub struct Joined {
     pub user_id: String,
     pub token: String,
+    /// The participant's private URL for tracker apps.
+    pub tracker_url: String,
 }
 
 pub struct Created {
@@ -301,6 +303,7 @@ impl TestApp {
         Joined {
             user_id: body["user_id"].as_str().unwrap().to_owned(),
             token: body["websocket_token"].as_str().unwrap().to_owned(),
+            tracker_url: body["tracker_url"].as_str().unwrap().to_owned(),
         }
     }
 

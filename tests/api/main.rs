@@ -42,5 +42,6 @@ mod slow_consumer;
 mod store_conformance;
 mod tokens;
 mod topics;
+mod tracker;
 mod web;
 mod websocket;

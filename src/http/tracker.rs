@@ -1,0 +1,237 @@
+//! The tracker endpoint: `/t/{token}` (or `/t` with the token as HTTP Basic password), one
+//! private URL per participant that tracker apps report to in the background, each in its
+//! own protocol (`protocol::tracker` tells them apart):
+//!
+//! - OwnTracks (HTTP mode): `POST` of its JSON messages; answered `200` with a JSON array of
+//!   the other participants' `card`s and latest `location`s, so the app's Friends view shows
+//!   the convoy. Every authenticated request is answered 2xx, as OwnTracks expects (a
+//!   refusal would jam its queue): what is refused is logged and counted.
+//! - Traccar Client, OsmAnd, GPSLogger: `GET` or `POST` with the OsmAnd protocol's
+//!   parameters (query or form), or Traccar Client 9's JSON; answered `200` with an empty
+//!   body, or `400` naming the problem.
+//!
+//! Positions go the way of the HTTP push (`AppState::share_newest`): validated, ordered by
+//! the fix's own time, rate-limited per request (an offline queue in one request counts
+//! once), broadcast and cached like a socket's.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::domain::{Participant, SessionId, UserId};
+use crate::error::ApiError;
+use crate::protocol::tracker::{self, App};
+use crate::state::AppState;
+
+/// The path tracker URLs start with.
+pub const TRACKER_PATH: &str = "/t";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/t/{token}", get(with_token).post(with_token))
+        .route("/t", get(with_basic).post(with_basic))
+}
+
+/// A participant's tracker URL: `{PUBLIC_URL}/t/{token}`.
+pub fn tracker_url(state: &AppState, session_id: SessionId, user_id: UserId) -> String {
+    format!("{}{TRACKER_PATH}/{}", state.public_url, state.tokens.tracker_token(session_id, user_id))
+}
+
+#[utoipa::path(
+    method(get, post),
+    path = "/t/{token}",
+    tag = "trackers",
+    params(("token" = String, Path, description = "the participant's tracker token (the end of its `tracker_url`)")),
+    request_body(content = String, description = "OwnTracks' JSON (a message or an array), Traccar Client's JSON, or the OsmAnd protocol's form parameters", content_type = "application/json"),
+    responses(
+        (status = 200, description = "accepted; for OwnTracks a JSON array of the other participants' cards and locations, else empty"),
+        (status = 400, description = "OsmAnd or Traccar request without a valid position", body = crate::error::ErrorBody),
+        (status = 401, description = "not a tracker token, or its participant left", body = crate::error::ErrorBody),
+        (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit (OsmAnd and Traccar; OwnTracks gets 200)", body = crate::error::ErrorBody),
+    )
+)]
+async fn with_token(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    respond(report(&state, &token, &headers, query.as_deref(), &body).await)
+}
+
+/// `/t` with `Authorization: Basic` (any user name, the token as password), for apps
+/// configured with a URL and credentials, as OwnTracks can be.
+#[utoipa::path(
+    method(get, post),
+    path = "/t",
+    tag = "trackers",
+    params(("Authorization" = String, Header, description = "HTTP Basic: any user name, the tracker token as password")),
+    request_body(content = String, description = "as for /t/{token}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "as for /t/{token}"),
+        (status = 400, description = "OsmAnd or Traccar request without a valid position", body = crate::error::ErrorBody),
+        (status = 401, description = "no credentials (with a `WWW-Authenticate` challenge), not a tracker token, or its participant left", body = crate::error::ErrorBody),
+        (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+        (status = 429, description = "over the rate limit (OsmAnd and Traccar; OwnTracks gets 200)", body = crate::error::ErrorBody),
+    )
+)]
+async fn with_basic(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let Some(token) = basic_password(&headers) else {
+        let mut response =
+            ApiError::unauthorized("give the tracker token: /t/<token>, or as the Basic password")
+                .into_response();
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"convoy\""));
+        return response;
+    };
+    respond(report(&state, &token, &headers, query.as_deref(), &body).await)
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let (_, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(password.to_owned())
+}
+
+async fn report(
+    state: &AppState,
+    token: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let (session_id, user_id) =
+        state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
+    let (_, me) = state.tracker_member(session_id, user_id).await?;
+    let (json, mut params) = (parse_json(headers, body), parse_params(query));
+    if json.is_none() && is_form(headers) {
+        params.extend(parse_params(std::str::from_utf8(body).ok()));
+    }
+    let (app, report) = if json.is_none() && !body.is_empty() && !is_form(headers) {
+        let refused = vec!["the body is neither JSON nor form parameters".to_owned()];
+        (App::OsmAnd, tracker::Report { refused, ..tracker::Report::default() })
+    } else if json.is_none() && params.is_empty() {
+        // A message OwnTracks posts empty (a friend deleted on the phone): nothing to read.
+        (App::OwnTracks, tracker::Report::default())
+    } else {
+        tracker::read(json.as_ref(), &params, state.clock.now())
+    };
+    count(app, &report);
+    if let Err(wait) = state.limits.allow_user_message(user_id) {
+        metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "rate_limited").increment(1);
+        if app != App::OwnTracks {
+            return Err(ApiError::rate_limited(wait));
+        }
+        return friends(state, session_id, &me).await;
+    }
+    state.share_newest(session_id, user_id, &report.fixes).await;
+    match app {
+        App::OwnTracks => friends(state, session_id, &me).await,
+        _ if report.fixes.is_empty() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            report.refused.first().cloned().unwrap_or_else(|| "no position in the request".into()),
+        )),
+        _ => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+/// The body as JSON, if it is JSON (whatever the content type says: apps differ).
+fn parse_json(headers: &HeaderMap, body: &[u8]) -> Option<Value> {
+    if body.is_empty() || is_form(headers) {
+        return None;
+    }
+    serde_json::from_slice(body).ok()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
+fn parse_params(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.and_then(|raw| serde_urlencoded::from_str(raw).ok()).unwrap_or_default()
+}
+
+/// Counts what a request carried, and logs what was refused (apps never see it: OwnTracks
+/// must get 2xx, and the others' users look at the server's log or metrics).
+fn count(app: App, report: &tracker::Report) {
+    let app_label = app.as_str();
+    metrics::counter!("convoy_tracker_requests_total", "app" => app_label, "outcome" => "received")
+        .increment(1);
+    for (outcome, n) in
+        [("accepted", report.fixes.len()), ("refused", report.refused.len()), ("ignored", report.ignored)]
+    {
+        if n > 0 {
+            metrics::counter!("convoy_tracker_messages_total", "app" => app_label, "outcome" => outcome)
+                .increment(n as u64);
+        }
+    }
+    if let Some(first) = report.refused.first() {
+        tracing::info!(app = app_label, refused = report.refused.len(), first = %first, "tracker positions refused");
+    }
+}
+
+/// OwnTracks' answer: a `card` (name and a unique two-letter `tid`) for every other active
+/// participant, and the `location` of each who has one, keyed by a `topic` of their own.
+async fn friends(state: &AppState, session_id: SessionId, me: &Participant) -> Result<Response, ApiError> {
+    let (participants, locations) =
+        tokio::join!(state.reads.participants(session_id), state.bus.locations(session_id));
+    let participants = participants?;
+    let locations = locations.unwrap_or_default();
+    let active: Vec<&Participant> = participants.iter().filter(|p| p.is_active).collect();
+    let ids = tracker::tracker_ids(active.iter().map(|p| p.display_name.as_str()));
+    let mut answer = Vec::new();
+    for (participant, tid) in active.iter().zip(&ids) {
+        if participant.user_id == me.user_id {
+            continue;
+        }
+        let topic = format!("owntracks/convoy/{}", participant.user_id.0.simple());
+        answer.push(json!({ "_type": "card", "name": participant.display_name, "tid": tid, "topic": topic }));
+        if let Some((_, at)) = locations.iter().find(|(user, _)| *user == participant.user_id) {
+            // OwnTracks' numbers other than lat and lon are integers.
+            #[allow(clippy::cast_possible_truncation)] // rounded, and in range by validation
+            let whole = |value: f64| value.round() as i64;
+            let mut location = json!({
+                "_type": "location", "lat": at.lat, "lon": at.lng, "tst": at.timestamp.timestamp(),
+                "acc": whole(at.accuracy), "tid": tid, "topic": topic,
+            });
+            let extra = [
+                ("vel", at.speed.map(|mps| f64::from(mps) * 3.6)),
+                ("cog", at.heading.map(f64::from)),
+                ("alt", at.altitude.map(f64::from)),
+                ("batt", at.battery.map(f64::from)),
+            ];
+            for (name, value) in extra {
+                if let Some(value) = value {
+                    location[name] = json!(whole(value));
+                }
+            }
+            answer.push(location);
+        }
+    }
+    Ok(axum::Json(answer).into_response())
+}

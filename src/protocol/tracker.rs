@@ -1,0 +1,342 @@
+//! What tracker apps send, read into positions: OwnTracks in HTTP mode (its JSON messages),
+//! the OsmAnd protocol that Traccar Client, OsmAnd and GPSLogger speak (query or form
+//! parameters), and Traccar Client's JSON body. One tracker URL serves them all: the request
+//! tells them apart (`Request::of`).
+//!
+//! Units are the apps' own and are turned into convoy's: OwnTracks' `vel` is km/h, the
+//! OsmAnd protocol's `speed` knots (`speed_mps`, for GPSLogger's `%SPD`, metres per second),
+//! Traccar Client's JSON `speed` metres per second; every `speed` convoy sends is m/s.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::Location;
+
+/// The accuracy given to a fix whose app did not report one (metres): a phone's GPS fix
+/// outdoors is usually better, a network fix worse.
+pub const UNKNOWN_ACCURACY_M: f64 = 100.0;
+
+/// Fixes a request may carry (an OwnTracks offline queue posted as one array).
+pub const MAX_FIXES: usize = 500;
+
+const KNOT_IN_MPS: f64 = 1852.0 / 3600.0;
+const KMH_IN_MPS: f64 = 1.0 / 3.6;
+
+/// The app protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum App {
+    OwnTracks,
+    /// Traccar Client 9's JSON body.
+    TraccarJson,
+    /// Query or form parameters: Traccar Client's older versions, OsmAnd, GPSLogger.
+    OsmAnd,
+}
+
+impl App {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            App::OwnTracks => "owntracks",
+            App::TraccarJson => "traccar_json",
+            App::OsmAnd => "osmand",
+        }
+    }
+}
+
+/// What a request reported: the valid fixes, and why the others were refused.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub fixes: Vec<Location>,
+    pub refused: Vec<String>,
+    /// Messages of other kinds, read and let go (OwnTracks' `transition`, `waypoint`, ...).
+    pub ignored: usize,
+}
+
+/// Reads a request: a JSON body (`body`, when it parsed as JSON) or the parameters (query
+/// and form, in that order).
+pub fn read(json: Option<&Value>, params: &[(String, String)], now: DateTime<Utc>) -> (App, Report) {
+    match json {
+        Some(body @ (Value::Array(_) | Value::Object(_))) if is_owntracks(body) => {
+            (App::OwnTracks, owntracks(body, now))
+        }
+        Some(Value::Object(object)) if object.contains_key("location") => {
+            (App::TraccarJson, one(traccar_json(object, now)))
+        }
+        Some(_) if params.iter().all(|(name, _)| name != "lat") => (
+            App::TraccarJson,
+            one(Err("expected Traccar Client's {\"location\": {...}} or OwnTracks' JSON".into())),
+        ),
+        _ => (App::OsmAnd, one(osmand(params, now))),
+    }
+}
+
+fn one(fix: Result<Location, String>) -> Report {
+    match fix {
+        Ok(fix) => Report { fixes: vec![fix], ..Report::default() },
+        Err(why) => Report { refused: vec![why], ..Report::default() },
+    }
+}
+
+fn is_owntracks(body: &Value) -> bool {
+    match body {
+        Value::Object(object) => object.contains_key("_type"),
+        Value::Array(items) => items.iter().all(|item| item.get("_type").is_some()),
+        _ => false,
+    }
+}
+
+/// OwnTracks' messages: one object, or an array of them (its offline queue). Each
+/// `location` is a fix; other `_type`s are ignored; at most MAX_FIXES are read.
+fn owntracks(body: &Value, now: DateTime<Utc>) -> Report {
+    let items = match body {
+        Value::Array(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    let mut report = Report::default();
+    for (i, item) in items.iter().enumerate() {
+        if i == MAX_FIXES {
+            report.refused.push(format!("more than {MAX_FIXES} messages: the rest were not read"));
+            break;
+        }
+        if item.get("_type").and_then(Value::as_str) != Some("location") {
+            report.ignored += 1;
+            continue;
+        }
+        match owntracks_location(item, now) {
+            Ok(fix) => report.fixes.push(fix),
+            Err(why) => report.refused.push(format!("[{i}] {why}")),
+        }
+    }
+    report
+}
+
+fn owntracks_location(item: &Value, now: DateTime<Utc>) -> Result<Location, String> {
+    let number = |name: &str| item.get(name).and_then(Value::as_f64);
+    let (Some(lat), Some(lon)) = (number("lat"), number("lon")) else {
+        return Err("a location needs numbers lat and lon".into());
+    };
+    let at = match item.get("tst") {
+        None => now,
+        Some(tst) => {
+            tst.as_i64().and_then(|s| DateTime::from_timestamp(s, 0)).ok_or("tst: must be epoch seconds")?
+        }
+    };
+    let fix = Location::checked(lat, lon, number("acc").unwrap_or(UNKNOWN_ACCURACY_M), at, now)
+        .map_err(|e| e.to_string())?;
+    // `bs`: 0 unknown, 1 unplugged, 2 charging, 3 full (and plugged in).
+    let charging = item.get("bs").and_then(Value::as_i64).and_then(|bs| match bs {
+        1 => Some(false),
+        2 | 3 => Some(true),
+        _ => None,
+    });
+    Ok(fix.with_readings(
+        number("vel").map(|v| v * KMH_IN_MPS),
+        number("cog"),
+        number("alt"),
+        number("batt"),
+        charging,
+    ))
+}
+
+/// Traccar Client 9: `{"location": {"timestamp", "coords": {...}, "battery": {...}}, "device_id"}`.
+fn traccar_json(object: &serde_json::Map<String, Value>, now: DateTime<Utc>) -> Result<Location, String> {
+    let location = object.get("location").ok_or("location: missing")?;
+    let coords = location.get("coords").ok_or("location.coords: missing")?;
+    let number = |name: &str| coords.get(name).and_then(Value::as_f64);
+    let (Some(lat), Some(lng)) = (number("latitude"), number("longitude")) else {
+        return Err("location.coords: needs numbers latitude and longitude".into());
+    };
+    let at = match location.get("timestamp") {
+        None => now,
+        Some(Value::String(raw)) => parse_time(raw).ok_or("location.timestamp: not a date-time")?,
+        Some(Value::Number(n)) => n.as_f64().and_then(epoch).ok_or("location.timestamp: not a time")?,
+        Some(_) => return Err("location.timestamp: not a date-time".into()),
+    };
+    let fix = Location::checked(lat, lng, number("accuracy").unwrap_or(UNKNOWN_ACCURACY_M), at, now)
+        .map_err(|e| format!("location.coords.{e}"))?;
+    let battery = location.get("battery");
+    let level = battery.and_then(|b| b.get("level")).and_then(Value::as_f64).map(|l| l * 100.0);
+    let charging = battery.and_then(|b| b.get("is_charging")).and_then(Value::as_bool);
+    Ok(fix.with_readings(number("speed"), number("heading"), number("altitude"), level, charging))
+}
+
+/// The OsmAnd protocol: `lat`, `lon`, `timestamp` (epoch seconds or milliseconds, or ISO
+/// 8601), `speed` (knots), `bearing`, `altitude`, `accuracy`, `batt`, `charge`; GPSLogger's
+/// `speed_mps` (m/s) in place of `speed`. `id` and the rest are ignored: the tracker URL
+/// says who this is.
+fn osmand(params: &[(String, String)], now: DateTime<Utc>) -> Result<Location, String> {
+    let text = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
+    let number = |name: &str| -> Result<Option<f64>, String> {
+        text(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<f64>().map_err(|_| format!("{name}: not a number: {v:?}")))
+            .transpose()
+    };
+    let (Some(lat), Some(lng)) = (number("lat")?, number("lon")?) else {
+        return Err("expected the parameters lat and lon (OsmAnd protocol)".into());
+    };
+    let at = match text("timestamp").filter(|v| !v.is_empty()) {
+        None => now,
+        Some(raw) => raw
+            .parse::<f64>()
+            .ok()
+            .and_then(epoch)
+            .or_else(|| parse_time(raw))
+            .ok_or_else(|| format!("timestamp: not epoch seconds, milliseconds or ISO 8601: {raw:?}"))?,
+    };
+    let fix = Location::checked(lat, lng, number("accuracy")?.unwrap_or(UNKNOWN_ACCURACY_M), at, now)
+        .map_err(|e| e.to_string())?;
+    let speed = match number("speed_mps")? {
+        Some(mps) => Some(mps),
+        None => number("speed")?.map(|knots| knots * KNOT_IN_MPS),
+    };
+    let charging = text("charge").and_then(|c| match c {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    });
+    Ok(fix.with_readings(speed, number("bearing")?, number("altitude")?, number("batt")?, charging))
+}
+
+/// A two-character tracker id (OwnTracks' `tid`) for each name, unique among them, in
+/// order: the initials of the first two words, else the first two letters, else the first
+/// letter and a later one, a digit, or the position in base 36.
+pub fn tracker_ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    let mut ids = Vec::new();
+    for (index, name) in names.into_iter().enumerate() {
+        let letters: Vec<char> = name
+            .chars()
+            .filter(|c| c.is_alphanumeric() || c.is_whitespace())
+            .flat_map(char::to_uppercase)
+            .collect();
+        let words: Vec<&[char]> = letters.split(|c| c.is_whitespace()).filter(|w| !w.is_empty()).collect();
+        let alnum: Vec<char> = letters.iter().copied().filter(|c| !c.is_whitespace()).collect();
+        let first = alnum.first().copied().unwrap_or('X');
+        let mut candidates: Vec<[char; 2]> = Vec::new();
+        if let [one, two, ..] = words.as_slice() {
+            candidates.push([one[0], two[0]]);
+        }
+        candidates.extend(alnum.iter().skip(1).map(|&c| [first, c]));
+        candidates.extend(('0'..='9').map(|d| [first, d]));
+        let base36 = |n: usize| {
+            char::from_digit(u32::try_from(n % 36).unwrap_or(0), 36).unwrap_or('0').to_ascii_uppercase()
+        };
+        candidates.extend((0..36 * 36).map(|n| [base36((index + n) / 36), base36(index + n)]));
+        let id =
+            candidates.into_iter().map(String::from_iter).find(|id| !taken.contains(id)).unwrap_or_default();
+        taken.insert(id.clone());
+        ids.push(id);
+    }
+    ids
+}
+
+/// Epoch seconds, or milliseconds when the number is too large for seconds (after 5138).
+fn epoch(value: f64) -> Option<DateTime<Utc>> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)] // checked finite; out of range gives None below
+    let millis = if value >= 1e11 { value as i64 } else { (value * 1000.0) as i64 };
+    DateTime::from_timestamp_millis(millis)
+}
+
+/// ISO 8601 / RFC 3339, with an offset or Z.
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn params(query: &str) -> Vec<(String, String)> {
+        serde_urlencoded::from_str(query).unwrap()
+    }
+
+    #[test]
+    fn owntracks_locations_are_fixes_and_other_types_are_let_go() {
+        let body = json!([
+            {"_type": "location", "lat": 48.85, "lon": 2.35, "tst": 1_799_999_000, "acc": 12, "vel": 36, "cog": 90, "alt": 35, "batt": 80, "bs": 2, "tid": "JJ"},
+            {"_type": "transition", "event": "enter"},
+            {"_type": "location", "lat": 91, "lon": 2.35},
+        ]);
+        let (app, report) = read(Some(&body), &[], now());
+        assert_eq!(app, App::OwnTracks);
+        assert_eq!(report.ignored, 1);
+        assert_eq!(report.refused.len(), 1, "{:?}", report.refused);
+        let fix = report.fixes[0];
+        assert_eq!((fix.lat, fix.lng, fix.accuracy), (48.85, 2.35, 12.0));
+        assert_eq!(fix.timestamp.timestamp(), 1_799_999_000);
+        assert_eq!(
+            (fix.speed, fix.heading, fix.altitude, fix.battery, fix.charging),
+            (Some(10.0), Some(90.0), Some(35.0), Some(80), Some(true))
+        );
+    }
+
+    #[test]
+    fn osmand_parameters_take_every_time_format_and_knots() {
+        for (timestamp, seconds) in [
+            ("1799999000", 1_799_999_000),
+            ("1799999000000", 1_799_999_000),
+            ("2027-01-15T07:43:20Z", 1_799_999_000),
+        ] {
+            let query = format!(
+                "id=abc&lat=48.85&lon=2.35&timestamp={timestamp}&speed=10&bearing=-1&accuracy=5&batt=55&charge=false"
+            );
+            let (app, report) = read(None, &params(&query), now());
+            assert_eq!(app, App::OsmAnd);
+            let fix = report.fixes[0];
+            assert_eq!(fix.timestamp.timestamp(), seconds, "{timestamp}");
+            assert!((f64::from(fix.speed.unwrap()) - 5.144).abs() < 0.01);
+            assert_eq!((fix.heading, fix.battery, fix.charging), (None, Some(55), Some(false)));
+        }
+        let (_, report) = read(None, &params("lat=48.85&lon=2.35&speed_mps=3"), now());
+        assert_eq!(report.fixes[0].speed, Some(3.0));
+        assert_eq!(report.fixes[0].accuracy, UNKNOWN_ACCURACY_M);
+        for bad in ["lat=abc&lon=2", "lon=2", "lat=48&lon=200", "lat=1&lon=2&timestamp=yesterday"] {
+            let (_, report) = read(None, &params(bad), now());
+            assert!(report.fixes.is_empty() && report.refused.len() == 1, "{bad}: {report:?}");
+        }
+    }
+
+    #[test]
+    fn traccar_client_json_is_read_with_its_units() {
+        let body = json!({"location": {"timestamp": "2027-01-15T07:43:20.000Z", "coords": {"latitude": 48.85, "longitude": 2.35, "accuracy": 7, "speed": 4.5, "heading": 270, "altitude": 40}, "battery": {"level": 0.42, "is_charging": true}}, "device_id": "123456"});
+        let (app, report) = read(Some(&body), &[], now());
+        assert_eq!(app, App::TraccarJson);
+        let fix = report.fixes[0];
+        assert_eq!(
+            (fix.speed, fix.heading, fix.battery, fix.charging),
+            (Some(4.5), Some(270.0), Some(42), Some(true))
+        );
+        let (_, report) = read(Some(&json!({"location": {"coords": {}}})), &[], now());
+        assert!(report.fixes.is_empty() && report.refused.len() == 1);
+        let (_, report) = read(Some(&json!(42)), &[], now());
+        assert!(report.fixes.is_empty() && report.refused.len() == 1);
+    }
+
+    #[test]
+    fn tracker_ids_are_initials_made_unique() {
+        let ids = tracker_ids(["Ann Lee", "Anna Lund", "bob", "Bo", "Zoë", "李雷", "", "!!"]);
+        assert_eq!(ids[..6], ["AL", "AN", "BO", "B0", "ZO", "李雷"]);
+        assert!(ids.iter().all(|id| id.chars().count() == 2), "{ids:?}");
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        let many = tracker_ids(std::iter::repeat_n("Al", 200));
+        assert_eq!(many.iter().collect::<std::collections::HashSet<_>>().len(), 200);
+    }
+
+    #[test]
+    fn an_array_past_the_limit_is_read_up_to_it() {
+        let one = json!({"_type": "location", "lat": 1.0, "lon": 2.0, "tst": 1_799_999_000});
+        let (_, report) = read(Some(&Value::Array(vec![one; MAX_FIXES + 3])), &[], now());
+        assert_eq!(report.fixes.len(), MAX_FIXES);
+        assert_eq!(report.refused.len(), 1);
+    }
+}

@@ -1,0 +1,319 @@
+//! Tracker apps (OwnTracks, Traccar Client, OsmAnd, GPSLogger) reporting to a participant's
+//! tracker URL, with the payloads recorded in `tests/fixtures/tracker` as the apps document
+//! them; what they report reaches the other participants' sockets like any position.
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+/// A fixture with its time placeholders filled with `seconds_ago` before now.
+fn fixture(name: &str, seconds_ago: i64) -> String {
+    let path = format!("{}/tests/fixtures/tracker/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let at = Utc::now() - chrono::Duration::seconds(seconds_ago);
+    text.trim()
+        .replace("{TST_MS}", &at.timestamp_millis().to_string())
+        .replace("{TST}", &at.timestamp().to_string())
+        .replace("{ISO}", &at.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+async fn post_json(app: &TestApp, url: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, url: &str) -> reqwest::Response {
+    app.client.get(url).send().await.unwrap()
+}
+
+/// The OwnTracks location fixture moved to `lat`, `seconds_ago` old.
+fn owntracks_at(lat: f64, seconds_ago: i64) -> Value {
+    let mut fix: Value = serde_json::from_str(&fixture("owntracks_location.json", seconds_ago)).unwrap();
+    fix["lat"] = json!(lat);
+    fix
+}
+
+async fn owntracks_fixture_reaches_sockets_and_the_answer_lists_friends(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (_, [ann, bob]) = app.session_with(["Ann Lee", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    bob_ws.send_location(45.0, 5.0).await;
+
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 5)).await;
+    assert_eq!(response.status(), 200);
+    let seen = bob_ws.next_of_type("location_broadcast").await;
+    let data = &seen["data"];
+    assert_eq!(
+        (data["user_id"].as_str(), data["lat"].as_f64()),
+        (Some(ann.user_id.as_str()), Some(48.85833))
+    );
+    assert_eq!(
+        (data["accuracy"].as_f64(), data["battery"].as_u64(), data["charging"].as_bool()),
+        (Some(14.0), Some(62), Some(false))
+    );
+    assert_eq!((data["heading"].as_f64(), data["altitude"].as_f64()), (Some(270.0), Some(36.0)));
+    assert!((data["speed"].as_f64().unwrap() - 5.0).abs() < 1e-3, "18 km/h is 5 m/s: {data}");
+
+    // The answer: Bob's card and position, under a topic of his own, for the Friends view.
+    // Bob's position reaches the location cache on its own schedule (Redis: spaced writes),
+    // so the app's answer is awaited until it carries it, as the app would see at its next
+    // report; reposting the same fix changes nothing.
+    let mut friends: Value = response.json().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !friends.as_array().unwrap().iter().any(|f| f["_type"] == "location") {
+        assert!(tokio::time::Instant::now() < deadline, "Bob's location never reached the answer: {friends}");
+        let again = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 5)).await;
+        friends = again.json().await.unwrap();
+    }
+    let friends = friends.as_array().unwrap();
+    let card = friends.iter().find(|f| f["_type"] == "card").expect("a card");
+    assert_eq!((card["name"].as_str(), card["tid"].as_str()), (Some("Bob"), Some("BO")));
+    let location = friends.iter().find(|f| f["_type"] == "location").expect("Bob's location");
+    assert_eq!((location["lat"].as_f64(), location["lon"].as_f64()), (Some(45.0), Some(5.0)));
+    assert_eq!(location["topic"], card["topic"]);
+    assert!(location["tst"].is_i64() && location["acc"].is_i64(), "OwnTracks' integers: {location}");
+    assert!(friends.iter().all(|f| f["name"] != "Ann Lee" && f["tid"] != "AL"), "Ann is not her own friend");
+
+    // The other messages the app posts are answered 2xx and move nobody.
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_other_types.json", 2)).await;
+    assert_eq!(response.status(), 200);
+    // An empty body (the app's "friend deleted" message) too.
+    assert_eq!(app.client.post(&ann.tracker_url).send().await.unwrap().status(), 200);
+    bob_ws.assert_quiet().await;
+}
+
+async fn an_offline_queue_out_of_order_leaves_the_newest_fix(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    // 50 fixes a second apart, newest (lat 10.49) in the middle of the array.
+    let mut queue: Vec<Value> =
+        (0..50).map(|i| owntracks_at(10.0 + f64::from(i) / 100.0, 2 + 49 - i64::from(i))).collect();
+    queue.swap(49, 20);
+    let response = post_json(&app, &ann.tracker_url, &Value::Array(queue).to_string()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 10.49);
+    bob_ws.assert_quiet().await;
+
+    // A fix older than the live one, sent late, is accepted and replaces nothing.
+    let response = post_json(&app, &ann.tracker_url, &owntracks_at(20.0, 20).to_string()).await;
+    assert_eq!(response.status(), 200);
+    bob_ws.assert_quiet().await;
+    let (_, snapshot) = app.connect(&bob.token).await;
+    let ann_at = snapshot["data"]["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["user_id"] == ann.user_id)
+        .cloned();
+    assert_eq!(ann_at.expect("Ann's position")["lat"], 10.49, "session {}", session.session_id);
+}
+
+async fn osmand_traccar_and_gpslogger_requests_reach_sockets(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    // Traccar Client (classic) and OsmAnd: the query string, GET or POST. Each fix newer
+    // than the one before and within LOCATION_TTL_SECONDS (30 s), so each goes live.
+    let response = get(&app, &format!("{}?{}", ann.tracker_url, fixture("osmand_query.txt", 25))).await;
+    assert_eq!((response.status().as_u16(), response.text().await.unwrap()), (200, String::new()));
+    let data = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (data["lat"].as_f64(), data["accuracy"].as_f64(), data["battery"].as_u64()),
+        (Some(48.85833), Some(12.0), Some(71))
+    );
+    assert!((data["speed"].as_f64().unwrap() - 9.7 * 1852.0 / 3600.0).abs() < 1e-3, "knots: {data}");
+    let form = app
+        .client
+        .post(&ann.tracker_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(fixture("osmand_query.txt", 15).replace("lat=48.85833", "lat=48.9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 48.9);
+
+    // Traccar Client 9: its JSON body.
+    let response = post_json(&app, &ann.tracker_url, &fixture("traccar_client.json", 8)).await;
+    assert_eq!(response.status(), 200);
+    let data = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (data["speed"].as_f64(), data["battery"].as_u64(), data["charging"].as_bool()),
+        (Some(5.2), Some(48), Some(true))
+    );
+
+    // GPSLogger: the documented URL template, placeholders filled (speed in m/s).
+    let response = get(&app, &format!("{}{}", ann.tracker_url, fixture("gpslogger_url.txt", 1))).await;
+    assert_eq!(response.status(), 200);
+    let data = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (data["speed"].as_f64(), data["heading"].as_f64(), data["battery"].as_u64()),
+        (Some(1.4), Some(45.0), Some(88))
+    );
+}
+
+on_every_backend!(
+    owntracks_fixture_reaches_sockets_and_the_answer_lists_friends,
+    an_offline_queue_out_of_order_leaves_the_newest_fix,
+    osmand_traccar_and_gpslogger_requests_reach_sockets,
+);
+
+#[tokio::test]
+async fn basic_auth_with_the_token_as_password_works_and_bad_tokens_get_401() {
+    let app = spawn_app().await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let token = ann.tracker_url.rsplit('/').next().unwrap().to_owned();
+    let base = ann.tracker_url.trim_end_matches(&token).trim_end_matches('/').to_owned();
+
+    let response = app
+        .client
+        .post(&base)
+        .basic_auth("anything", Some(&token))
+        .header("content-type", "application/json")
+        .body(fixture("owntracks_location.json", 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+
+    let no_credentials = app.client.post(&base).send().await.unwrap();
+    assert_eq!(no_credentials.status(), 401);
+    assert!(no_credentials.headers().contains_key("www-authenticate"));
+    // A JWT, a token of the right shape signed by nobody, and a wrong password: 401, JSON.
+    let mut forged = token.clone().into_bytes();
+    forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for url in [format!("{base}/{}", ann.token), format!("{base}/{forged}")] {
+        let response = post_json(&app, &url, &fixture("owntracks_location.json", 1)).await;
+        assert_eq!(error_code(response).await, "unauthorized", "{url}");
+    }
+    let response = app.client.post(&base).basic_auth("ann", Some("wrong")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    bob_ws.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_removed_participants_tracker_url_gets_401_and_stores_nothing() {
+    let app = spawn_app().await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    assert_eq!(app.remove(&session.session_id, &ann.user_id, &session.creator_token).await, 204);
+    bob_ws.next_of_type("participant_left").await;
+
+    for response in [
+        post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 1)).await,
+        get(&app, &format!("{}?{}", ann.tracker_url, fixture("osmand_query.txt", 1))).await,
+    ] {
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "token_revoked");
+    }
+    bob_ws.assert_quiet().await;
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert!(
+        snapshot["data"]["locations"].as_array().unwrap().iter().all(|l| l["user_id"] != ann.user_id),
+        "nothing stored for Ann: {snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_are_counted_and_never_a_5xx() {
+    let app = spawn_app().await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    // OwnTracks: invalid locations are answered 200 (a refusal would jam the app's queue).
+    for body in [
+        json!({"_type": "location", "lat": 91.0, "lon": 2.0, "tst": 1}),
+        json!({"_type": "location", "lat": "north"}),
+        json!([{"_type": "location"}, {"_type": 7}]),
+    ] {
+        let response = post_json(&app, &ann.tracker_url, &body.to_string()).await;
+        assert_eq!(response.status(), 200, "{body}");
+        assert!(response.json::<Value>().await.unwrap().is_array());
+    }
+    // The OsmAnd protocol and Traccar's JSON: 400 naming the problem.
+    for (query, problem) in
+        [("lat=abc&lon=2", "lat"), ("id=1&lon=2", "lat and lon"), ("lat=1&lon=2&timestamp=soon", "timestamp")]
+    {
+        let response = get(&app, &format!("{}?{query}", ann.tracker_url)).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains(problem), "{query}: {body}");
+    }
+    for body in ["{\"location\": {\"coords\": {}}}", "not json", "[1, 2]", "{\"foo\": 1}"] {
+        let response = post_json(&app, &ann.tracker_url, body).await;
+        assert_eq!(response.status(), 400, "{body}");
+    }
+    bob_ws.assert_quiet().await;
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let refused = |app_label: &str| {
+        metric_sample(
+            &metrics,
+            &format!("convoy_tracker_messages_total{{app=\"{app_label}\",outcome=\"refused\"}}"),
+        )
+    };
+    // At least this test's (other tests may count into the same process's metrics): three
+    // OwnTracks locations, four OsmAnd requests (one of them the body that is not JSON),
+    // three Traccar bodies.
+    for (app_label, at_least) in [("owntracks", 3.0), ("osmand", 4.0), ("traccar_json", 3.0)] {
+        assert!(refused(app_label).unwrap_or(0.0) >= at_least, "{app_label}: {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_owntracks_gets_200_and_the_others_429() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.rate_limit_enabled = true;
+        c.rate_limit_user_per_second = 1; // bursts of 2
+    })
+    .await;
+    let (_, [ann, _bob]) = app.session_with(["Ann", "Bob"]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            get(&app, &format!("{}?{}", ann.tracker_url, fixture("osmand_query.txt", 1)))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    for _ in 0..4 {
+        let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 1)).await;
+        assert_eq!(response.status(), 200);
+    }
+}
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_on_one_instance_is_seen_on_the_other() {
+    let (a, b) = spawn_pair(|_| {}).await;
+    let (_, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
+    let (mut bob_on_b, _) = b.connect(&bob.token).await;
+    // Ann's app reports to instance A (her tracker URL names A; any instance serves it).
+    let response = post_json(&a, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+    // And to B, with a URL rewritten to it: the token is all that matters.
+    let on_b =
+        format!("{}/t/{}", b.url("").trim_end_matches('/'), ann.tracker_url.rsplit('/').next().unwrap());
+    let response =
+        get(&b, &format!("{on_b}?{}", fixture("osmand_query.txt", 1).replace("48.85833", "47.0"))).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 47.0);
+}
