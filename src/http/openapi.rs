@@ -36,6 +36,8 @@ use crate::state::AppState;
         super::tokens::refresh,
         super::tracker::with_token,
         super::tracker::with_basic,
+        super::tracker::setup,
+        super::tracker::qr,
         super::health::health,
         super::health::live,
         super::health::ready,

@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/t/{token}", get(with_token).post(with_token))
         .route("/t", get(with_basic).post(with_basic))
+        .route("/t/{token}/setup", get(setup))
+        .route("/t/{token}/qr.svg", get(qr))
 }
 
 /// A participant's tracker URL: `{PUBLIC_URL}/t/{token}`.
@@ -234,4 +236,100 @@ async fn friends(state: &AppState, session_id: SessionId, me: &Participant) -> R
         }
     }
     Ok(axum::Json(answer).into_response())
+}
+
+/// What the page's "Share from an app" panel shows for a tracker URL.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Setup {
+    /// The tracker URL, for Traccar Client, OsmAnd and GPSLogger.
+    tracker_url: String,
+    /// OwnTracks' one-tap set-up link: HTTP mode to the tracker URL, this participant's
+    /// `tid`, significant-change monitoring (`owntracks:///config?inline=...`).
+    owntracks_url: String,
+    /// The participant's two-letter OwnTracks id, unique in the session.
+    tid: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/t/{token}/setup",
+    tag = "trackers",
+    params(("token" = String, Path, description = "the participant's tracker token")),
+    responses(
+        (status = 200, description = "the set-up links for tracker apps", body = Setup),
+        (status = 401, description = "not a tracker token, or its participant left", body = crate::error::ErrorBody),
+        (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+    )
+)]
+async fn setup(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<axum::Json<Setup>, ApiError> {
+    Ok(axum::Json(setup_of(&state, &token).await?))
+}
+
+async fn setup_of(state: &AppState, token: &str) -> Result<Setup, ApiError> {
+    let (session_id, user_id) =
+        state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
+    let (_, me) = state.tracker_member(session_id, user_id).await?;
+    let participants = state.reads.participants(session_id).await?;
+    let active: Vec<&Participant> = participants.iter().filter(|p| p.is_active).collect();
+    let ids = tracker::tracker_ids(active.iter().map(|p| p.display_name.as_str()));
+    let tid =
+        active.iter().zip(ids).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
+    let tracker_url = format!("{}{TRACKER_PATH}/{token}", state.public_url);
+    let owntracks_url = tracker::owntracks_config_link(&tracker_url, &tid, &me.display_name);
+    Ok(Setup { tracker_url, owntracks_url, tid })
+}
+
+#[derive(serde::Deserialize)]
+struct QrQuery {
+    /// `owntracks` (the one-tap link) or `url` (the tracker URL).
+    #[serde(rename = "for")]
+    target: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/t/{token}/qr.svg",
+    tag = "trackers",
+    params(
+        ("token" = String, Path, description = "the participant's tracker token"),
+        ("for" = String, Query, description = "`owntracks` (its one-tap set-up link) or `url` (the tracker URL)"),
+    ),
+    responses(
+        (status = 200, description = "a QR code (SVG) to scan with the phone", content_type = "image/svg+xml", body = String),
+        (status = 400, description = "`for` is neither `owntracks` nor `url`", body = crate::error::ErrorBody),
+        (status = 401, description = "not a tracker token, or its participant left", body = crate::error::ErrorBody),
+        (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+    )
+)]
+async fn qr(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    query: Result<axum::extract::Query<QrQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(query) = query?;
+    let setup = setup_of(&state, &token).await?;
+    let data = match query.target.as_str() {
+        "owntracks" => setup.owntracks_url,
+        "url" => setup.tracker_url,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "for: must be owntracks or url",
+            ));
+        }
+    };
+    let code = qrcode::QrCode::new(data.as_bytes()).map_err(|_| ApiError::internal())?;
+    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(240, 240).build();
+    Ok((
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("image/svg+xml")),
+            (axum::http::header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600")),
+        ],
+        svg,
+    )
+        .into_response())
 }

@@ -231,6 +231,28 @@ pub fn tracker_ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> 
     ids
 }
 
+/// OwnTracks' one-tap set-up link (`owntracks:///config?inline=<base64 of a configuration>`):
+/// HTTP mode to `tracker_url`, the `tid` given, the participant's name as device, and
+/// "significant changes" monitoring (the app's battery-friendly default, which still
+/// reports a walk every few hundred metres).
+pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str) -> String {
+    use base64::Engine;
+    let configuration = serde_json::json!({
+        "_type": "configuration",
+        "mode": 3,
+        "url": tracker_url,
+        "tid": tid,
+        "deviceId": "convoy",
+        "username": name,
+        "auth": false,
+        "monitoring": 1,
+        "pubExtendedData": true,
+    });
+    let inline = base64::engine::general_purpose::STANDARD.encode(configuration.to_string());
+    let query = serde_urlencoded::to_string([("inline", inline)]).unwrap_or_default();
+    format!("owntracks:///config?{query}")
+}
+
 /// Epoch seconds, or milliseconds when the number is too large for seconds (after 5138).
 fn epoch(value: f64) -> Option<DateTime<Utc>> {
     if !value.is_finite() || value < 0.0 {
@@ -330,6 +352,24 @@ mod tests {
         assert_eq!(unique.len(), ids.len(), "{ids:?}");
         let many = tracker_ids(std::iter::repeat_n("Al", 200));
         assert_eq!(many.iter().collect::<std::collections::HashSet<_>>().len(), 200);
+    }
+
+    #[test]
+    fn the_owntracks_link_carries_http_mode_and_the_url() {
+        use base64::Engine;
+        let link = owntracks_config_link("https://convoy.example/t/abc", "AL", "Ann");
+        let query = link.strip_prefix("owntracks:///config?").unwrap();
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+        let inline = &params.iter().find(|(k, _)| k == "inline").unwrap().1;
+        let json: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(inline).unwrap())
+                .unwrap();
+        assert_eq!((json["_type"].as_str(), json["mode"].as_i64()), (Some("configuration"), Some(3)));
+        assert_eq!(
+            (json["url"].as_str(), json["tid"].as_str()),
+            (Some("https://convoy.example/t/abc"), Some("AL"))
+        );
+        assert!(!query.contains('+') && !query.contains('/'), "percent-encoded: {query}");
     }
 
     #[test]

@@ -209,3 +209,60 @@ test('the start page creates a trip and opens it as its creator', async () => {
     await browser.close();
   }
 });
+
+test('"Share from an app" sets up OwnTracks, and a phone sharing only through an app is seen moving', async () => {
+  const created = await fetch(`${base}/api/sessions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'App trip', expires_in_minutes: 60 }),
+  }).then((r) => r.json());
+  const browser = await launch();
+  const problems = [];
+  try {
+    const { page } = await phone(browser, 'Ann', PARIS, problems);
+    await join(page, `${base}/join/${created.session_id}`, 'Ann');
+
+    // The panel: an OwnTracks link that sets HTTP mode to Ann's tracker address, and two QR
+    // codes the server drew.
+    await page.locator('#apps summary').click();
+    await page.locator('#apps-setup').waitFor();
+    const trackerUrl = await page.locator('#tracker-url').inputValue();
+    assert.match(trackerUrl, /\/t\/[A-Za-z0-9_-]{64}$/);
+    const href = await page.locator('#owntracks-link').getAttribute('href');
+    assert.ok(href.startsWith('owntracks:///config?inline='), href);
+    const inline = new URLSearchParams(href.slice('owntracks:///config?'.length)).get('inline');
+    const configuration = JSON.parse(Buffer.from(inline, 'base64').toString('utf8'));
+    assert.equal(configuration._type, 'configuration');
+    assert.equal(configuration.mode, 3, 'HTTP mode');
+    assert.equal(configuration.url, trackerUrl);
+    for (const qr of ['#owntracks-qr', '#tracker-qr']) {
+      await page.waitForFunction((selector) => {
+        const image = document.querySelector(selector);
+        return image.complete && image.naturalWidth > 100;
+      }, qr);
+    }
+    await page.screenshot({ path: joinPath(artifacts, 'share-from-an-app.png'), fullPage: true });
+
+    // Dan shares only through an app: OwnTracks, then Traccar Client. Ann sees him move.
+    const dan = await fetch(`${base}/api/sessions/${created.session_id}/join`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ display_name: 'Dan' }),
+    }).then((r) => r.json());
+    const owntracks = { _type: 'location', lat: LOUVRE.latitude, lon: LOUVRE.longitude, acc: 12, tst: Math.floor(Date.now() / 1000) };
+    const posted = await fetch(dan.tracker_url.replace(/^https?:\/\/[^/]+/, base), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(owntracks),
+    });
+    assert.equal(posted.status, 200);
+    await seesAt(page, dan.user_id, LOUVRE);
+    const query = `lat=${MOVED.latitude}&lon=${MOVED.longitude}&timestamp=${Date.now()}&accuracy=8&id=dan`;
+    const traccar = await fetch(`${dan.tracker_url.replace(/^https?:\/\/[^/]+/, base)}?${query}`);
+    assert.equal(traccar.status, 200);
+    await seesAt(page, dan.user_id, MOVED);
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
+});

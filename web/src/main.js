@@ -42,6 +42,7 @@ const state = {
   sharing: null, // position.js, once live
   view: null, // the map (map.js), once live
   refreshTimer: null,
+  appsShown: false, // the "Share from an app" panel was filled
 };
 
 // ---- the start page: create a trip ---------------------------------------------------
@@ -122,7 +123,9 @@ function joinForm() {
     $('join-button').disabled = true;
     try {
       const joined = await api('POST', `/api/sessions/${state.sessionId}/join`, { display_name, avatar_color });
-      model.me = { user_id: joined.user_id, token: joined.websocket_token, display_name, avatar_color };
+      model.me = {
+        user_id: joined.user_id, token: joined.websocket_token, tracker_url: joined.tracker_url, display_name, avatar_color,
+      };
       state.store.save('me', model.me);
       startLive();
     } catch (error) {
@@ -148,6 +151,15 @@ function wireActions() {
   });
   $('toggle-sharing').addEventListener('click', () => (state.sharing.on ? state.sharing.stop() : state.sharing.start()));
   $('leave').addEventListener('click', leave);
+  $('apps').addEventListener('toggle', showAppSetup);
+  $('copy-tracker').addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText($('tracker-url').value);
+      setStatus('Tracker address copied: paste it into the app.');
+    } catch {
+      $('tracker-url').select();
+    }
+  });
   $('end-session').addEventListener('click', endSession);
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -159,6 +171,29 @@ function wireActions() {
 }
 
 // ---- live: socket, position, rendering -----------------------------------------------
+
+/// The "Share from an app" panel, filled the first time it is opened: the links and QR
+/// codes come from the tracker URL's own set-up answer (README, "Tracker apps").
+async function showAppSetup() {
+  if (!$('apps').open || state.appsShown) return;
+  if (!model.me?.tracker_url) {
+    $('apps-missing').hidden = false;
+    return;
+  }
+  // Same origin as the page, whatever PUBLIC_URL says.
+  const path = new URL(model.me.tracker_url).pathname;
+  try {
+    const setup = await api('GET', `${path}/setup`);
+    $('owntracks-link').href = setup.owntracks_url;
+    $('owntracks-qr').src = `${path}/qr.svg?for=owntracks`;
+    $('tracker-url').value = setup.tracker_url;
+    $('tracker-qr').src = `${path}/qr.svg?for=url`;
+    $('apps-setup').hidden = false;
+    state.appsShown = true;
+  } catch (error) {
+    setStatus(`Could not load the app set-up: ${error.message}`, true);
+  }
+}
 
 function startLive() {
   show('live');
