@@ -54,6 +54,14 @@ fn describe() {
     describe_gauge!("convoy_ws_connections", "Open WebSocket connections on this instance");
     describe_counter!("convoy_ws_messages_in_total", "Client messages received, by type");
     describe_counter!("convoy_ws_frames_out_total", "Frames written to sockets");
+    describe_counter!(
+        "convoy_tracker_requests_total",
+        "Tracker app requests, by app (owntracks, traccar_json, osmand) and outcome (received, rate_limited, paused)"
+    );
+    describe_counter!(
+        "convoy_tracker_messages_total",
+        "Messages in tracker app requests, by app and outcome (accepted, refused, ignored)"
+    );
     describe_histogram!(
         "convoy_broadcast_fanout_seconds",
         Unit::Seconds,

@@ -77,15 +77,21 @@ pub fn router(state: AppState, sockets: Router<AppState>) -> Router {
         .route_layer(middleware::from_fn(record_request))
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(panic_response))
-        // The span records the path only: query strings can carry tokens.
+        // The span records the path only (query strings can carry tokens), and a tracker
+        // URL's path without its token (the token is the credential).
         .layer(TraceLayer::new_for_http().make_span_with(move |request: &Request<_>| {
             let request_id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             let client = extract::client_ip(request.headers(), request.extensions(), trust_proxy_headers);
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, %client)
+            let path = tracker::loggable_path(request.uri().path());
+            tracing::info_span!("request", method = %request.method(), path = %path, request_id, %client)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));

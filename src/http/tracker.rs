@@ -12,7 +12,8 @@
 //!
 //! Positions go the way of the HTTP push (`AppState::share_newest`): validated, ordered by
 //! the fix's own time, rate-limited per request (an offline queue in one request counts
-//! once), broadcast and cached like a socket's.
+//! once), broadcast and cached like a socket's; dropped while the participant has paused
+//! sharing on a socket (the page's "Stop sharing").
 
 use axum::Router;
 use axum::body::Bytes;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::domain::{Participant, SessionId, UserId};
 use crate::error::ApiError;
+use crate::message::Channel;
 use crate::protocol::tracker::{self, App};
 use crate::state::AppState;
 
@@ -38,6 +40,17 @@ pub fn router() -> Router<AppState> {
         .route("/t", get(with_basic).post(with_basic))
         .route("/t/{token}/setup", get(setup))
         .route("/t/{token}/qr.svg", get(qr))
+}
+
+/// A request's path as logs may show it: a tracker URL's token replaced by `{token}`.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/t/") {
+        Some(rest) => {
+            let after = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("{TRACKER_PATH}/{{token}}{after}").into()
+        }
+        None => path.into(),
+    }
 }
 
 /// A participant's tracker URL: `{PUBLIC_URL}/t/{token}`.
@@ -125,6 +138,8 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let (session_id, user_id) =
         state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
+    // Before any read: the signature is checked, so the limit is this participant's.
+    let limited = state.limits.allow_user_message(user_id).err();
     let (_, me) = state.tracker_member(session_id, user_id).await?;
     let (json, mut params) = (parse_json(headers, body), parse_params(query));
     if json.is_none() && is_form(headers) {
@@ -132,31 +147,56 @@ async fn report(
     }
     let (app, report) = if json.is_none() && !body.is_empty() && !is_form(headers) {
         let refused = vec!["the body is neither JSON nor form parameters".to_owned()];
-        (App::OsmAnd, tracker::Report { refused, ..tracker::Report::default() })
+        (App::OsmAnd, tracker::Report { refused, unreadable: true, ..tracker::Report::default() })
     } else if json.is_none() && params.is_empty() {
         // A message OwnTracks posts empty (a friend deleted on the phone): nothing to read.
         (App::OwnTracks, tracker::Report::default())
     } else {
         tracker::read(json.as_ref(), &params, state.clock.now())
     };
-    count(app, &report);
-    if let Err(wait) = state.limits.allow_user_message(user_id) {
-        metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "rate_limited").increment(1);
-        if app != App::OwnTracks {
-            return Err(ApiError::rate_limited(wait));
-        }
-        return friends(state, session_id, &me).await;
+    if let Some(wait) = limited {
+        metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "rate_limited")
+            .increment(1);
+        // OwnTracks gets 2xx whatever happens (its queue would jam), but nothing costly.
+        return if app == App::OwnTracks {
+            Ok(axum::Json(Vec::<Value>::new()).into_response())
+        } else {
+            Err(ApiError::rate_limited(wait))
+        };
     }
-    state.share_newest(session_id, user_id, &report.fixes).await;
+    count(app, &report);
+
+    if !report.fixes.is_empty() {
+        if paused(state, session_id, user_id).await {
+            // Stopped sharing on the page: the app's positions are dropped meanwhile.
+            metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "paused")
+                .increment(1);
+        } else {
+            state.share_newest(session_id, user_id, &report.fixes).await;
+        }
+    }
     match app {
         App::OwnTracks => friends(state, session_id, &me).await,
-        _ if report.fixes.is_empty() => Err(ApiError::new(
+        // Only a request with no position in it at all is refused: Traccar Client keeps
+        // retrying what gets anything but 2xx, so a fix it cannot fix is counted instead.
+        _ if report.fixes.is_empty() && report.unreadable => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_input",
             report.refused.first().cloned().unwrap_or_else(|| "no position in the request".into()),
         )),
         _ => Ok(StatusCode::OK.into_response()),
     }
+}
+
+/// Whether the participant stopped sharing on one of their sockets (`share_settings
+/// {paused: true}`, which presence carries on every instance).
+async fn paused(state: &AppState, session_id: SessionId, user_id: UserId) -> bool {
+    state
+        .bus
+        .presence(Channel::Session(session_id))
+        .await
+        .iter()
+        .any(|meta| meta.user_id == user_id && meta.paused)
 }
 
 /// The body as JSON, if it is JSON (whatever the content type says: apps differ).
@@ -193,7 +233,8 @@ fn count(app: App, report: &tracker::Report) {
         }
     }
     if let Some(first) = report.refused.first() {
-        tracing::info!(app = app_label, refused = report.refused.len(), first = %first, "tracker positions refused");
+        // Debug, not info: a client holding a URL must not fill the log at the default level.
+        tracing::debug!(app = app_label, refused = report.refused.len(), first = %first, "tracker positions refused");
     }
 }
 

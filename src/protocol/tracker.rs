@@ -1,7 +1,7 @@
 //! What tracker apps send, read into positions: OwnTracks in HTTP mode (its JSON messages),
 //! the OsmAnd protocol that Traccar Client, OsmAnd and GPSLogger speak (query or form
 //! parameters), and Traccar Client's JSON body. One tracker URL serves them all: the request
-//! tells them apart (`Request::of`).
+//! tells them apart (`read`).
 //!
 //! Units are the apps' own and are turned into convoy's: OwnTracks' `vel` is km/h, the
 //! OsmAnd protocol's `speed` knots (`speed_mps`, for GPSLogger's `%SPD`, metres per second),
@@ -16,8 +16,11 @@ use crate::domain::Location;
 /// outdoors is usually better, a network fix worse.
 pub const UNKNOWN_ACCURACY_M: f64 = 100.0;
 
-/// Fixes a request may carry (an OwnTracks offline queue posted as one array).
-pub const MAX_FIXES: usize = 500;
+/// Messages a request may carry (an OwnTracks queue posted as one array; the app posts one
+/// message a request, and 64 KiB of body hold about 250).
+pub const MAX_FIXES: usize = 200;
+/// Characters of a refused value echoed in a refusal (which is logged).
+const ECHOED_CHARS: usize = 32;
 
 const KNOT_IN_MPS: f64 = 1852.0 / 3600.0;
 const KMH_IN_MPS: f64 = 1.0 / 3.6;
@@ -50,6 +53,35 @@ pub struct Report {
     pub refused: Vec<String>,
     /// Messages of other kinds, read and let go (OwnTracks' `transition`, `waypoint`, ...).
     pub ignored: usize,
+    /// The request holds no readable position at all (no `lat` and `lon`, or a body of no
+    /// known shape), as opposed to a position refused for its values.
+    pub unreadable: bool,
+}
+
+/// Why one position was not taken.
+struct Refusal {
+    why: String,
+    /// Nothing in the request reads as a position.
+    unreadable: bool,
+}
+
+impl Refusal {
+    fn unreadable(why: impl Into<String>) -> Self {
+        Self { why: why.into(), unreadable: true }
+    }
+
+    fn invalid(why: impl Into<String>) -> Self {
+        Self { why: why.into(), unreadable: false }
+    }
+}
+
+/// A value as a refusal may quote it: at most ECHOED_CHARS characters.
+fn echo(value: &str) -> String {
+    let mut cut: String = value.chars().take(ECHOED_CHARS).collect();
+    if cut.len() < value.len() {
+        cut.push_str("...");
+    }
+    format!("{cut:?}")
 }
 
 /// Reads a request: a JSON body (`body`, when it parsed as JSON) or the parameters (query
@@ -64,16 +96,18 @@ pub fn read(json: Option<&Value>, params: &[(String, String)], now: DateTime<Utc
         }
         Some(_) if params.iter().all(|(name, _)| name != "lat") => (
             App::TraccarJson,
-            one(Err("expected Traccar Client's {\"location\": {...}} or OwnTracks' JSON".into())),
+            one(Err(Refusal::unreadable(
+                "expected Traccar Client's {\"location\": {...}} or OwnTracks' JSON",
+            ))),
         ),
         _ => (App::OsmAnd, one(osmand(params, now))),
     }
 }
 
-fn one(fix: Result<Location, String>) -> Report {
+fn one(fix: Result<Location, Refusal>) -> Report {
     match fix {
         Ok(fix) => Report { fixes: vec![fix], ..Report::default() },
-        Err(why) => Report { refused: vec![why], ..Report::default() },
+        Err(Refusal { why, unreadable }) => Report { refused: vec![why], unreadable, ..Report::default() },
     }
 }
 
@@ -98,9 +132,18 @@ fn owntracks(body: &Value, now: DateTime<Utc>) -> Report {
             report.refused.push(format!("more than {MAX_FIXES} messages: the rest were not read"));
             break;
         }
-        if item.get("_type").and_then(Value::as_str) != Some("location") {
-            report.ignored += 1;
-            continue;
+        match item.get("_type").and_then(Value::as_str) {
+            Some("location") => {}
+            Some("encrypted") => {
+                report
+                    .refused
+                    .push(format!("[{i}] encrypted payloads are not supported: turn encryption off"));
+                continue;
+            }
+            _ => {
+                report.ignored += 1;
+                continue;
+            }
         }
         match owntracks_location(item, now) {
             Ok(fix) => report.fixes.push(fix),
@@ -121,7 +164,7 @@ fn owntracks_location(item: &Value, now: DateTime<Utc>) -> Result<Location, Stri
             tst.as_i64().and_then(|s| DateTime::from_timestamp(s, 0)).ok_or("tst: must be epoch seconds")?
         }
     };
-    let fix = Location::checked(lat, lon, number("acc").unwrap_or(UNKNOWN_ACCURACY_M), at, now)
+    let fix = Location::checked(lat, lon, accuracy_or_unknown(number("acc")), at, now)
         .map_err(|e| e.to_string())?;
     // `bs`: 0 unknown, 1 unplugged, 2 charging, 3 full (and plugged in).
     let charging = item.get("bs").and_then(Value::as_i64).and_then(|bs| match bs {
@@ -139,71 +182,83 @@ fn owntracks_location(item: &Value, now: DateTime<Utc>) -> Result<Location, Stri
 }
 
 /// Traccar Client 9: `{"location": {"timestamp", "coords": {...}, "battery": {...}}, "device_id"}`.
-fn traccar_json(object: &serde_json::Map<String, Value>, now: DateTime<Utc>) -> Result<Location, String> {
-    let location = object.get("location").ok_or("location: missing")?;
-    let coords = location.get("coords").ok_or("location.coords: missing")?;
+fn traccar_json(object: &serde_json::Map<String, Value>, now: DateTime<Utc>) -> Result<Location, Refusal> {
+    let location = object.get("location").ok_or_else(|| Refusal::unreadable("location: missing"))?;
+    let coords = location.get("coords").ok_or_else(|| Refusal::unreadable("location.coords: missing"))?;
     let number = |name: &str| coords.get(name).and_then(Value::as_f64);
     let (Some(lat), Some(lng)) = (number("latitude"), number("longitude")) else {
-        return Err("location.coords: needs numbers latitude and longitude".into());
+        return Err(Refusal::unreadable("location.coords: needs numbers latitude and longitude"));
     };
     let at = match location.get("timestamp") {
         None => now,
-        Some(Value::String(raw)) => parse_time(raw).ok_or("location.timestamp: not a date-time")?,
-        Some(Value::Number(n)) => n.as_f64().and_then(epoch).ok_or("location.timestamp: not a time")?,
-        Some(_) => return Err("location.timestamp: not a date-time".into()),
+        Some(Value::String(raw)) => parse_time(raw)
+            .ok_or_else(|| Refusal::invalid(format!("location.timestamp: not a date-time: {}", echo(raw))))?,
+        Some(Value::Number(n)) => {
+            n.as_f64().and_then(epoch).ok_or_else(|| Refusal::invalid("location.timestamp: not a time"))?
+        }
+        Some(_) => return Err(Refusal::invalid("location.timestamp: not a date-time")),
     };
-    let fix = Location::checked(lat, lng, number("accuracy").unwrap_or(UNKNOWN_ACCURACY_M), at, now)
-        .map_err(|e| format!("location.coords.{e}"))?;
+    let fix = Location::checked(lat, lng, accuracy_or_unknown(number("accuracy")), at, now)
+        .map_err(|e| Refusal::invalid(format!("location.coords.{e}")))?;
     let battery = location.get("battery");
     let level = battery.and_then(|b| b.get("level")).and_then(Value::as_f64).map(|l| l * 100.0);
     let charging = battery.and_then(|b| b.get("is_charging")).and_then(Value::as_bool);
     Ok(fix.with_readings(number("speed"), number("heading"), number("altitude"), level, charging))
 }
 
+/// An accuracy as reported, or UNKNOWN_ACCURACY_M when there is none or it is negative
+/// (iOS reports -1 for "invalid").
+fn accuracy_or_unknown(accuracy: Option<f64>) -> f64 {
+    accuracy.filter(|a| *a >= 0.0).unwrap_or(UNKNOWN_ACCURACY_M)
+}
+
 /// The OsmAnd protocol: `lat`, `lon`, `timestamp` (epoch seconds or milliseconds, or ISO
 /// 8601), `speed` (knots), `bearing`, `altitude`, `accuracy`, `batt`, `charge`; GPSLogger's
 /// `speed_mps` (m/s) in place of `speed`. `id` and the rest are ignored: the tracker URL
 /// says who this is.
-fn osmand(params: &[(String, String)], now: DateTime<Utc>) -> Result<Location, String> {
-    let text = |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim());
-    let number = |name: &str| -> Result<Option<f64>, String> {
-        text(name)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse::<f64>().map_err(|_| format!("{name}: not a number: {v:?}")))
-            .transpose()
+fn osmand(params: &[(String, String)], now: DateTime<Utc>) -> Result<Location, Refusal> {
+    let text =
+        |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty());
+    // Optional readings that do not parse are left out, as out-of-range ones are.
+    let reading = |name: &str| text(name).and_then(|v| v.parse::<f64>().ok());
+    let coordinate = |name: &str| match text(name) {
+        None => Err(Refusal::unreadable("expected the parameters lat and lon (OsmAnd protocol)")),
+        Some(v) => {
+            v.parse::<f64>().map_err(|_| Refusal::unreadable(format!("{name}: not a number: {}", echo(v))))
+        }
     };
-    let (Some(lat), Some(lng)) = (number("lat")?, number("lon")?) else {
-        return Err("expected the parameters lat and lon (OsmAnd protocol)".into());
-    };
-    let at = match text("timestamp").filter(|v| !v.is_empty()) {
+    let (lat, lng) = (coordinate("lat")?, coordinate("lon")?);
+    let at = match text("timestamp") {
         None => now,
-        Some(raw) => raw
-            .parse::<f64>()
-            .ok()
-            .and_then(epoch)
-            .or_else(|| parse_time(raw))
-            .ok_or_else(|| format!("timestamp: not epoch seconds, milliseconds or ISO 8601: {raw:?}"))?,
+        Some(raw) => {
+            raw.parse::<f64>().ok().and_then(epoch).or_else(|| parse_time(raw)).ok_or_else(|| {
+                Refusal::invalid(format!(
+                    "timestamp: not epoch seconds, milliseconds or ISO 8601: {}",
+                    echo(raw)
+                ))
+            })?
+        }
     };
-    let fix = Location::checked(lat, lng, number("accuracy")?.unwrap_or(UNKNOWN_ACCURACY_M), at, now)
-        .map_err(|e| e.to_string())?;
-    let speed = match number("speed_mps")? {
-        Some(mps) => Some(mps),
-        None => number("speed")?.map(|knots| knots * KNOT_IN_MPS),
-    };
+    let fix = Location::checked(lat, lng, accuracy_or_unknown(reading("accuracy")), at, now)
+        .map_err(|e| Refusal::invalid(e.to_string()))?;
+    let speed = reading("speed_mps").or_else(|| reading("speed").map(|knots| knots * KNOT_IN_MPS));
     let charging = text("charge").and_then(|c| match c {
         "true" | "1" => Some(true),
         "false" | "0" => Some(false),
         _ => None,
     });
-    Ok(fix.with_readings(speed, number("bearing")?, number("altitude")?, number("batt")?, charging))
+    Ok(fix.with_readings(speed, reading("bearing"), reading("altitude"), reading("batt"), charging))
 }
 
 /// A two-character tracker id (OwnTracks' `tid`) for each name, unique among them, in
-/// order: the initials of the first two words, else the first two letters, else the first
-/// letter and a later one, a digit, or the position in base 36.
+/// order: the initials of the first two words, else the first letter and a later one, or a
+/// digit, else two base-36 characters (1,296 of them: past that, ids repeat).
 pub fn tracker_ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    let mut taken = std::collections::HashSet::new();
+    let mut taken: std::collections::HashSet<[char; 2]> = std::collections::HashSet::new();
     let mut ids = Vec::new();
+    let base36 = |n: usize| {
+        char::from_digit(u32::try_from(n % 36).unwrap_or(0), 36).unwrap_or('0').to_ascii_uppercase()
+    };
     for (index, name) in names.into_iter().enumerate() {
         let letters: Vec<char> = name
             .chars()
@@ -213,28 +268,27 @@ pub fn tracker_ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> 
         let words: Vec<&[char]> = letters.split(|c| c.is_whitespace()).filter(|w| !w.is_empty()).collect();
         let alnum: Vec<char> = letters.iter().copied().filter(|c| !c.is_whitespace()).collect();
         let first = alnum.first().copied().unwrap_or('X');
-        let mut candidates: Vec<[char; 2]> = Vec::new();
-        if let [one, two, ..] = words.as_slice() {
-            candidates.push([one[0], two[0]]);
-        }
-        candidates.extend(alnum.iter().skip(1).map(|&c| [first, c]));
-        candidates.extend(('0'..='9').map(|d| [first, d]));
-        let base36 = |n: usize| {
-            char::from_digit(u32::try_from(n % 36).unwrap_or(0), 36).unwrap_or('0').to_ascii_uppercase()
+        let initials = match words.as_slice() {
+            [one, two, ..] => Some([one[0], two[0]]),
+            _ => None,
         };
-        candidates.extend((0..36 * 36).map(|n| [base36((index + n) / 36), base36(index + n)]));
-        let id =
-            candidates.into_iter().map(String::from_iter).find(|id| !taken.contains(id)).unwrap_or_default();
-        taken.insert(id.clone());
-        ids.push(id);
+        // Tried in order, lazily: the first free one is taken.
+        let mut candidates = initials
+            .into_iter()
+            .chain(alnum.iter().skip(1).map(|&c| [first, c]))
+            .chain(('0'..='9').map(|d| [first, d]))
+            .chain((0..36 * 36).map(|n| [base36((index + n) / 36), base36(index + n)]));
+        let id = candidates.find(|id| !taken.contains(id)).unwrap_or([first, '0']);
+        taken.insert(id);
+        ids.push(String::from_iter(id));
     }
     ids
 }
 
 /// OwnTracks' one-tap set-up link (`owntracks:///config?inline=<base64 of a configuration>`):
-/// HTTP mode to `tracker_url`, the `tid` given, the participant's name as device, and
-/// "significant changes" monitoring (the app's battery-friendly default, which still
-/// reports a walk every few hundred metres).
+/// HTTP mode to `tracker_url`, the `tid` given, the participant's name as user, and "move"
+/// monitoring every 15 s: positions fade after LOCATION_TTL_SECONDS (30 by default), and
+/// the app's battery-friendly "significant changes" mode reports too rarely for a live map.
 pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str) -> String {
     use base64::Engine;
     let configuration = serde_json::json!({
@@ -245,7 +299,8 @@ pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str) -> String
         "deviceId": "convoy",
         "username": name,
         "auth": false,
-        "monitoring": 1,
+        "monitoring": 2,
+        "locatorInterval": 15,
         "pubExtendedData": true,
     });
     let inline = base64::engine::general_purpose::STANDARD.encode(configuration.to_string());
@@ -318,13 +373,24 @@ mod tests {
             assert!((f64::from(fix.speed.unwrap()) - 5.144).abs() < 0.01);
             assert_eq!((fix.heading, fix.battery, fix.charging), (None, Some(55), Some(false)));
         }
-        let (_, report) = read(None, &params("lat=48.85&lon=2.35&speed_mps=3"), now());
-        assert_eq!(report.fixes[0].speed, Some(3.0));
+        // Readings that do not parse are left out; a negative accuracy is "unknown".
+        let (_, report) =
+            read(None, &params("lat=48.85&lon=2.35&speed_mps=3&bearing=abc&accuracy=-1"), now());
+        assert_eq!((report.fixes[0].speed, report.fixes[0].heading), (Some(3.0), None));
         assert_eq!(report.fixes[0].accuracy, UNKNOWN_ACCURACY_M);
-        for bad in ["lat=abc&lon=2", "lon=2", "lat=48&lon=200", "lat=1&lon=2&timestamp=yesterday"] {
+        for (bad, unreadable) in [
+            ("lat=abc&lon=2", true),
+            ("lon=2", true),
+            ("lat=48&lon=200", false),
+            ("lat=1&lon=2&timestamp=yesterday", false),
+        ] {
             let (_, report) = read(None, &params(bad), now());
             assert!(report.fixes.is_empty() && report.refused.len() == 1, "{bad}: {report:?}");
+            assert_eq!(report.unreadable, unreadable, "{bad}");
         }
+        // A refusal quotes at most a few characters of what it refuses (it is logged).
+        let (_, report) = read(None, &params(&format!("lat={}&lon=2", "7x".repeat(1_000))), now());
+        assert!(report.refused[0].len() < 100, "{}", report.refused[0]);
     }
 
     #[test]

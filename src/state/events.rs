@@ -155,7 +155,6 @@ impl AppState {
         self.publish(session_id, HubMessage::Event { frame });
     }
 
-    /// The hot path: remember the location, hand it to every subscriber, note activity.
     /// Positions that arrive late or in bulk (the HTTP push, tracker apps' offline queues):
     /// the newest of `fixes` younger than LOCATION_TTL_SECONDS goes live, as a socket's
     /// `location_update` does, if it is newer than the live one; fixes are ordered by their
@@ -196,6 +195,7 @@ impl AppState {
             .map(|(_, location)| location.timestamp)
     }
 
+    /// The hot path: remember the location, hand it to every subscriber, note activity.
     pub async fn share_location(&self, session_id: SessionId, user_id: UserId, location: Location) {
         // Cached for what is left of its TTL: a point taken 20 s ago is fresh for 10 s more.
         let age = (self.clock.now() - location.timestamp).to_std().unwrap_or_default();

@@ -551,6 +551,16 @@ impl Binary {
 
     /// Started with these environment variables as well (e.g. REDIS_URL).
     pub async fn start_with(database_url: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(database_url, port, env, std::process::Stdio::null()).await
+    }
+
+    /// `start_with`, its log (standard output) going to `log`.
+    pub async fn start_logging(
+        database_url: &str,
+        port: u16,
+        env: &[(&str, &str)],
+        log: std::process::Stdio,
+    ) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_convoy"))
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
@@ -561,7 +571,7 @@ impl Binary {
             .env_remove("PUBLIC_URL")
             .env_remove("REDIS_URL")
             .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
+            .stdout(log)
             .spawn()
             .expect("binary starts");
         let server = Self {

@@ -242,14 +242,18 @@ async fn malformed_requests_are_counted_and_never_a_5xx() {
         assert_eq!(response.status(), 200, "{body}");
         assert!(response.json::<Value>().await.unwrap().is_array());
     }
-    // The OsmAnd protocol and Traccar's JSON: 400 naming the problem.
-    for (query, problem) in
-        [("lat=abc&lon=2", "lat"), ("id=1&lon=2", "lat and lon"), ("lat=1&lon=2&timestamp=soon", "timestamp")]
-    {
+    // The OsmAnd protocol and Traccar's JSON: 400 naming the problem when nothing in the
+    // request reads as a position; a position refused for its values (a time it cannot
+    // have) is 200 and counted, as Traccar Client would retry it forever, blocking its queue.
+    for (query, problem) in [("lat=abc&lon=2", "lat"), ("id=1&lon=2", "lat and lon")] {
         let response = get(&app, &format!("{}?{query}", ann.tracker_url)).await;
         assert_eq!(response.status(), 400, "{query}");
         let body: Value = response.json().await.unwrap();
         assert!(body["error"]["message"].as_str().unwrap().contains(problem), "{query}: {body}");
+    }
+    let long = "9".repeat(5_000);
+    for query in ["lat=1&lon=2&timestamp=soon".to_owned(), format!("lat=1&lon=2&timestamp={long}x")] {
+        assert_eq!(get(&app, &format!("{}?{query}", ann.tracker_url)).await.status(), 200, "{query}");
     }
     for body in ["{\"location\": {\"coords\": {}}}", "not json", "[1, 2]", "{\"foo\": 1}"] {
         let response = post_json(&app, &ann.tracker_url, body).await;
@@ -265,9 +269,9 @@ async fn malformed_requests_are_counted_and_never_a_5xx() {
         )
     };
     // At least this test's (other tests may count into the same process's metrics): three
-    // OwnTracks locations, four OsmAnd requests (one of them the body that is not JSON),
+    // OwnTracks locations, five OsmAnd requests (one of them the body that is not JSON),
     // three Traccar bodies.
-    for (app_label, at_least) in [("owntracks", 3.0), ("osmand", 4.0), ("traccar_json", 3.0)] {
+    for (app_label, at_least) in [("owntracks", 3.0), ("osmand", 5.0), ("traccar_json", 3.0)] {
         assert!(refused(app_label).unwrap_or(0.0) >= at_least, "{app_label}: {metrics}");
     }
 }
@@ -316,4 +320,70 @@ async fn a_tracker_on_one_instance_is_seen_on_the_other() {
         get(&b, &format!("{on_b}?{}", fixture("osmand_query.txt", 1).replace("48.85833", "47.0"))).await;
     assert_eq!(response.status(), 200);
     assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 47.0);
+}
+
+#[tokio::test]
+async fn while_paused_on_the_page_the_apps_positions_are_dropped() {
+    let app = spawn_app().await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (bob_ws, _) = app.connect(&bob.token).await;
+    let mut bob_ws = bob_ws.with_presence();
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": true } })).await;
+    ann_ws.next_of_type("share_settings").await;
+    // The barrier: Bob has seen the pause in presence (the app's requests read it there).
+    bob_ws.next_of_type("presence_diff").await;
+
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
+    assert_eq!(response.status(), 200);
+    let seen = bob_ws.until_pong().await;
+    assert!(seen.iter().all(|m| m["type"] != "location_broadcast"), "paused, yet: {seen:?}");
+
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": false } })).await;
+    ann_ws.next_of_type("share_settings").await;
+    bob_ws.next_of_type("presence_diff").await;
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 1)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+}
+
+/// The tracker token is the credential, in the path: no log line may carry it, even at the
+/// most verbose level (every request's span, every refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_token_never_reaches_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("convoy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("convoy.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = Binary::start_logging(&database_url, port, &[("LOG_LEVEL", "debug")], log.into()).await;
+    let created = server.post("/api/sessions", json!({})).await;
+    let sid = created["session_id"].as_str().unwrap().to_owned();
+    let joined = server.post(&format!("/api/sessions/{sid}/join"), json!({ "display_name": "Ann" })).await;
+    let tracker_url = joined["tracker_url"].as_str().unwrap().replace("localhost", "127.0.0.1");
+    let token = tracker_url.rsplit('/').next().unwrap().to_owned();
+    let url = format!("{}/t/{token}", server.base);
+    // A position, a refused one, a refused OsmAnd request, the set-up answer.
+    for request in [
+        server
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(fixture("owntracks_location.json", 1)),
+        server
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(r#"{"_type":"location","lat":99,"lon":1}"#),
+        server.client.get(format!("{url}?lat=x&lon=1")),
+        server.client.get(format!("{url}/setup")),
+    ] {
+        let status = request.send().await.unwrap().status();
+        assert!(status.is_success() || status == 400, "{status}");
+    }
+    server.signal("-TERM");
+    assert!(server.wait().await.success());
+    let written = std::fs::read_to_string(&log_path).unwrap();
+    assert!(written.contains("/t/{token}"), "the requests were logged, token redacted:\n{written}");
+    assert!(!written.contains(&token), "the token was logged:\n{written}");
 }
