@@ -285,7 +285,7 @@ struct Setup {
     /// The tracker URL, for Traccar Client, OsmAnd and GPSLogger.
     tracker_url: String,
     /// OwnTracks' one-tap set-up link: HTTP mode to the tracker URL, this participant's
-    /// `tid`, significant-change monitoring (`owntracks:///config?inline=...`).
+    /// `tid`, "move" monitoring every 15 s (`owntracks:///config?inline=...`).
     owntracks_url: String,
     /// The participant's two-letter OwnTracks id, unique in the session.
     tid: String,

@@ -51,13 +51,7 @@ async fn approximate_positions_are_coarsened_for_everyone_and_in_snapshots() {
     assert_eq!(lat_lng(&bob_ws.next_of_type("location_broadcast").await), shown);
 
     let (_, snapshot) = app.connect(&bob.token).await;
-    let cached = snapshot["data"]["locations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["user_id"] == ann.user_id)
-        .cloned()
-        .unwrap();
+    let cached = snapshot_location(&snapshot, &ann.user_id).unwrap();
     assert_eq!((cached["lat"].as_f64().unwrap(), cached["lng"].as_f64().unwrap()), shown);
 
     // Back to exact.
@@ -115,10 +109,7 @@ async fn a_paused_participant_vanishes_from_the_map_and_stays_present() {
         "no ghost: {presence}"
     );
     let (_, snapshot) = app.connect(&bob.token).await;
-    assert!(
-        snapshot["data"]["locations"].as_array().unwrap().iter().all(|l| l["user_id"] != ann.user_id),
-        "{snapshot}"
-    );
+    assert!(snapshot_location(&snapshot, &ann.user_id).is_none(), "{snapshot}");
 
     settle(&mut ann_ws, "share_settings", json!({ "paused": false })).await;
     ann_ws.send_location(12.0, 12.0).await;

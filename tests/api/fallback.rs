@@ -71,13 +71,7 @@ async fn the_newest_fresh_point_goes_live_exactly_like_a_socket_update() {
 
     // The live location is the one snapshots carry.
     let (_, snapshot) = app.connect(&bob.token).await;
-    let ann_at = snapshot["data"]["locations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["user_id"] == ann.user_id)
-        .cloned();
-    assert_eq!(ann_at.unwrap()["lat"], 13.0);
+    assert_eq!(snapshot_location(&snapshot, &ann.user_id).unwrap()["lat"], 13.0);
 }
 
 #[tokio::test]

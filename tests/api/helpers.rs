@@ -506,6 +506,16 @@ impl WsClient {
 }
 
 /// The JSON error body's code, asserting the shape `{"error": {"code", "message"}}`.
+/// `user_id`'s entry in a `session_state` snapshot's locations, if it has one.
+pub fn snapshot_location(snapshot: &Value, user_id: &str) -> Option<Value> {
+    snapshot["data"]["locations"]
+        .as_array()
+        .expect("locations")
+        .iter()
+        .find(|l| l["user_id"] == user_id)
+        .cloned()
+}
+
 pub async fn error_code(response: reqwest::Response) -> String {
     let body: Value = response.json().await.expect("a JSON error body");
     assert!(body["error"]["message"].is_string(), "error has a message: {body}");
