@@ -262,11 +262,44 @@ async fn a_removed_participant_is_closed_joined_or_not(backend: Backend) {
     }
 }
 
+/// A participant who shares only through a tracker app (OwnTracks here) moves on a Phoenix
+/// channel like anyone else, with the app's optional readings.
+async fn a_tracker_apps_positions_reach_the_channel(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann, dan]) = app.session_with(["Ann", "Dan"]).await;
+    let topic = format!("location:{}", session.session_id);
+    let mut socket = Raw::connect(&app, &ann.token, Some("2.0.0")).await;
+    socket.send(Some("1"), "1", &topic, "phx_join", json!({})).await;
+    assert_eq!(socket.next_event("phx_reply").await.4["status"], "ok");
+
+    let fix = json!({
+        "_type": "location", "lat": 48.8606, "lon": 2.3376, "acc": 12, "vel": 36, "batt": 40,
+        "tst": chrono::Utc::now().timestamp(),
+    });
+    let response = app
+        .client
+        .post(&dan.tracker_url)
+        .header("content-type", "application/json")
+        .body(fix.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, _, t, _, payload) = socket.next_event("location_update").await;
+    assert_eq!(t, topic);
+    assert_eq!(
+        (payload["user_id"].as_str(), payload["lat"].as_f64()),
+        (Some(dan.user_id.as_str()), Some(48.8606))
+    );
+    assert_eq!((payload["speed"].as_f64(), payload["battery"].as_u64()), (Some(10.0), Some(40)));
+}
+
 on_every_backend!(
     speaks_both_serializers,
     bad_input_gets_phoenix_errors,
     session_end_closes_the_channel,
     a_removed_participant_is_closed_joined_or_not,
+    a_tracker_apps_positions_reach_the_channel,
 );
 
 /// Runs tests/phoenix (the official client, from Node) against `url`, with the native
