@@ -227,7 +227,16 @@ fn osmand(params: &[(String, String)], now: DateTime<Utc>) -> Result<Location, R
             v.parse::<f64>().map_err(|_| Refusal::unreadable(format!("{name}: not a number: {}", echo(v))))
         }
     };
-    let (lat, lng) = (coordinate("lat")?, coordinate("lon")?);
+    // `location=<lat>,<lon>` is what some OsmAnd-protocol devices send instead.
+    let (lat, lng) = match (text("lat"), text("lon"), text("location").and_then(|l| l.split_once(','))) {
+        (None, None, Some((lat, lon))) => {
+            let number = |v: &str| v.trim().parse::<f64>().ok();
+            number(lat)
+                .zip(number(lon))
+                .ok_or_else(|| Refusal::unreadable(format!("location: not <lat>,<lon>: {}", echo(lat))))?
+        }
+        _ => (coordinate("lat")?, coordinate("lon")?),
+    };
     let at = match text("timestamp") {
         None => now,
         Some(raw) => {
@@ -247,7 +256,8 @@ fn osmand(params: &[(String, String)], now: DateTime<Utc>) -> Result<Location, R
         "false" | "0" => Some(false),
         _ => None,
     });
-    Ok(fix.with_readings(speed, reading("bearing"), reading("altitude"), reading("batt"), charging))
+    let heading = reading("bearing").or_else(|| reading("heading"));
+    Ok(fix.with_readings(speed, heading, reading("altitude"), reading("batt"), charging))
 }
 
 /// A two-character tracker id (OwnTracks' `tid`) for each name, unique among them, in
@@ -318,9 +328,13 @@ fn epoch(value: f64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(millis)
 }
 
-/// ISO 8601 / RFC 3339, with an offset or Z.
+/// ISO 8601 / RFC 3339 with an offset or Z, or `yyyy-MM-dd HH:mm:ss` taken as UTC (as
+/// Traccar's OsmAnd decoder reads it).
 fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc()))
 }
 
 #[cfg(test)]
@@ -388,6 +402,14 @@ mod tests {
             assert!(report.fixes.is_empty() && report.refused.len() == 1, "{bad}: {report:?}");
             assert_eq!(report.unreadable, unreadable, "{bad}");
         }
+        // Other devices' forms: `location=<lat>,<lon>`, `heading`, a plain UTC date-time.
+        let (_, report) =
+            read(None, &params("location=48.85,2.35&heading=90&timestamp=2027-01-15%2007:43:20"), now());
+        let fix = report.fixes[0];
+        assert_eq!((fix.lat, fix.lng, fix.heading), (48.85, 2.35, Some(90.0)));
+        assert_eq!(fix.timestamp.timestamp(), 1_799_999_000);
+        let (_, report) = read(None, &params("location=north"), now());
+        assert!(report.unreadable, "{report:?}");
         // A refusal quotes at most a few characters of what it refuses (it is logged).
         let (_, report) = read(None, &params(&format!("lat={}&lon=2", "7x".repeat(1_000))), now());
         assert!(report.refused[0].len() < 100, "{}", report.refused[0]);
