@@ -17,6 +17,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -69,6 +70,7 @@ pub fn tracker_url(state: &AppState, session_id: SessionId, user_id: UserId) -> 
         (status = 400, description = "OsmAnd or Traccar request without a valid position", body = crate::error::ErrorBody),
         (status = 401, description = "not a tracker token, or its participant left", body = crate::error::ErrorBody),
         (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+        (status = 413, description = "a body over 64 KiB", body = crate::error::ErrorBody),
         (status = 429, description = "over the rate limit (OsmAnd and Traccar; OwnTracks gets 200)", body = crate::error::ErrorBody),
     )
 )]
@@ -77,9 +79,9 @@ async fn with_token(
     Path(token): Path<String>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    respond(report(&state, &token, &headers, query.as_deref(), &body).await)
+    respond(async { report(&state, &token, &headers, query.as_deref(), &body?).await }.await)
 }
 
 /// `/t` with `Authorization: Basic` (any user name, the token as password), for apps
@@ -95,6 +97,7 @@ async fn with_token(
         (status = 400, description = "OsmAnd or Traccar request without a valid position", body = crate::error::ErrorBody),
         (status = 401, description = "no credentials (with a `WWW-Authenticate` challenge), not a tracker token, or its participant left", body = crate::error::ErrorBody),
         (status = 410, description = "the session ended", body = crate::error::ErrorBody),
+        (status = 413, description = "a body over 64 KiB", body = crate::error::ErrorBody),
         (status = 429, description = "over the rate limit (OsmAnd and Traccar; OwnTracks gets 200)", body = crate::error::ErrorBody),
     )
 )]
@@ -102,7 +105,7 @@ async fn with_basic(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let Some(token) = basic_password(&headers) else {
         let mut response =
@@ -111,7 +114,7 @@ async fn with_basic(
         response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"convoy\""));
         return response;
     };
-    respond(report(&state, &token, &headers, query.as_deref(), &body).await)
+    respond(async { report(&state, &token, &headers, query.as_deref(), &body?).await }.await)
 }
 
 fn respond(result: Result<Response, ApiError>) -> Response {

@@ -251,6 +251,11 @@ async fn malformed_requests_are_counted_and_never_a_5xx() {
         let response = post_json(&app, &ann.tracker_url, body).await;
         assert_eq!(response.status(), 400, "{body}");
     }
+    // A body over the limit (64 KiB): 413, in JSON like every other refusal.
+    let huge = format!("[{}]", vec![fixture("owntracks_location.json", 1); 400].join(","));
+    let response = post_json(&app, &ann.tracker_url, &huge).await;
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "invalid_body");
     bob_ws.assert_quiet().await;
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
