@@ -56,12 +56,7 @@ impl AppState {
     /// read through `SharedReads`, so a group connecting together costs two queries, not
     /// two each.
     pub async fn active_member(&self, claims: &Claims) -> Result<(Session, Participant), ApiError> {
-        let (session, participants) = tokio::try_join!(
-            self.reads.session(claims.session_id()),
-            self.reads.participants(claims.session_id()),
-        )?;
-        let participant = participants.iter().find(|p| p.user_id == claims.user_id()).cloned();
-        self.admitted((*session).clone(), participant, Some(claims))
+        self.member(claims.session_id(), claims.user_id(), Some(claims)).await
     }
 
     /// The live session and active participant a tracker token stands for (read as
@@ -72,10 +67,20 @@ impl AppState {
         session_id: SessionId,
         user_id: UserId,
     ) -> Result<(Session, Participant), ApiError> {
+        self.member(session_id, user_id, None).await
+    }
+
+    /// Both reads through `SharedReads`, then `admitted`.
+    async fn member(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        claims: Option<&Claims>,
+    ) -> Result<(Session, Participant), ApiError> {
         let (session, participants) =
             tokio::try_join!(self.reads.session(session_id), self.reads.participants(session_id))?;
         let participant = participants.iter().find(|p| p.user_id == user_id).cloned();
-        self.admitted((*session).clone(), participant, None)
+        self.admitted((*session).clone(), participant, claims)
     }
 
     /// The one check behind them: a live session, an active participant, a token of a
