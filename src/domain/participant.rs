@@ -61,6 +61,18 @@ pub struct Participant {
     /// When the generation last moved on (None: never refreshed).
     #[serde(skip)]
     pub token_rotated_at: Option<DateTime<Utc>>,
+    /// The participant's latest `share_settings`, from whichever socket sent them: kept
+    /// after that socket closes, and applied to what their tracker apps report.
+    #[serde(skip)]
+    pub share: ShareSettings,
+}
+
+/// How a participant shares their position (`share_settings`): coarsened to about 1 km,
+/// or not at all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareSettings {
+    pub approximate: bool,
+    pub paused: bool,
 }
 
 #[cfg(test)]

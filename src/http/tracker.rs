@@ -12,8 +12,9 @@
 //!
 //! Positions go the way of the HTTP push (`AppState::share_newest`): validated, ordered by
 //! the fix's own time, rate-limited per request (an offline queue in one request counts
-//! once), broadcast and cached like a socket's; dropped while the participant has paused
-//! sharing on a socket (the page's "Stop sharing").
+//! once), broadcast and cached like a socket's. They follow the participant's latest
+//! `share_settings`, from whichever socket, kept after it closes: coarsened to about 1 km
+//! while approximate, dropped while paused (the page's "Stop sharing").
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,7 +29,6 @@ use serde_json::{Value, json};
 
 use crate::domain::{Participant, SessionId, UserId};
 use crate::error::ApiError;
-use crate::message::Channel;
 use crate::protocol::tracker::{self, App};
 use crate::state::AppState;
 
@@ -170,10 +170,14 @@ async fn report(
     count(app, &report);
 
     if !report.fixes.is_empty() {
-        if paused(state, session_id, user_id).await {
+        if me.share.paused {
             // Stopped sharing on the page: the app's positions are dropped meanwhile.
             metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "paused")
                 .increment(1);
+        } else if me.share.approximate {
+            let coarse: Vec<_> =
+                report.fixes.iter().filter_map(crate::domain::Location::approximate).collect();
+            state.share_newest(session_id, user_id, &coarse).await;
         } else {
             state.share_newest(session_id, user_id, &report.fixes).await;
         }
@@ -189,17 +193,6 @@ async fn report(
         )),
         _ => Ok(StatusCode::OK.into_response()),
     }
-}
-
-/// Whether the participant stopped sharing on one of their sockets (`share_settings
-/// {paused: true}`, which presence carries on every instance).
-async fn paused(state: &AppState, session_id: SessionId, user_id: UserId) -> bool {
-    state
-        .bus
-        .presence(Channel::Session(session_id))
-        .await
-        .iter()
-        .any(|meta| meta.user_id == user_id && meta.paused)
 }
 
 /// The body as JSON, if it is JSON (whatever the content type says: apps differ).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId};
+use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -76,6 +76,7 @@ impl NewParticipant {
             is_active: true,
             token_generation: 0,
             token_rotated_at: None,
+            share: ShareSettings::default(),
         }
     }
 }
@@ -237,6 +238,15 @@ pub trait Store: Send + Sync + 'static {
         current: i64,
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
+
+    /// Keeps a participant's latest share settings (what their tracker apps' positions
+    /// follow, whichever socket set them).
+    async fn set_share_settings(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        share: ShareSettings,
+    ) -> Result<(), StoreError>;
 
     /// The installation's token signing secret: `fresh` is kept if none is kept yet, and
     /// the kept one is returned, so restarts and every instance on this data share it.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
 };
-use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId};
+use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -51,6 +51,10 @@ fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
         is_active: row.try_get("is_active")?,
         token_generation: row.try_get("token_generation")?,
         token_rotated_at: row.try_get("token_rotated_at")?,
+        share: ShareSettings {
+            approximate: row.try_get("share_approximate")?,
+            paused: row.try_get("share_paused")?,
+        },
     })
 }
 
@@ -85,7 +89,7 @@ fn room_columns(room: ChatRoom) -> (Option<Uuid>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -460,6 +464,25 @@ impl Store for PostgresStore {
         .bind(at)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn set_share_settings(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        share: ShareSettings,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE participants SET share_approximate = $3, share_paused = $4
+             WHERE session_id = $1 AND user_id = $2",
+        )
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .bind(share.approximate)
+        .bind(share.paused)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

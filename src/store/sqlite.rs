@@ -17,7 +17,9 @@ use sqlx::{Row, SqlitePool};
 use super::{
     ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
 };
-use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, UserId, from_millis};
+use crate::domain::{
+    ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId, from_millis,
+};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -196,6 +198,10 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
         is_active: row.try_get("is_active")?,
         token_generation: row.try_get("token_generation")?,
         token_rotated_at: row.try_get::<Option<i64>, _>("token_rotated_at")?.map(from_millis),
+        share: ShareSettings {
+            approximate: row.try_get("share_approximate")?,
+            paused: row.try_get("share_paused")?,
+        },
     })
 }
 
@@ -230,7 +236,7 @@ fn room_columns(room: ChatRoom) -> (Option<String>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -576,6 +582,26 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn set_share_settings(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        share: ShareSettings,
+    ) -> Result<(), StoreError> {
+        let _writing = self.writing.lock().await;
+        sqlx::query(
+            "UPDATE participants SET share_approximate = ?3, share_paused = ?4
+             WHERE session_id = ?1 AND user_id = ?2",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(share.approximate)
+        .bind(share.paused)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use convoy::domain::{ChatRoom, SessionId, UserId, now};
+use convoy::domain::{ChatRoom, SessionId, ShareSettings, UserId, now};
 use convoy::store::{self, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store};
 
 use super::helpers::*;
@@ -166,6 +166,19 @@ async fn token_generations_move_once_per_refresh(store: &dyn Store) {
     assert_eq!(store.rotate_tokens(id, user, 1, now()).await.unwrap(), None, "not once they left");
 }
 
+async fn share_settings_are_kept_per_participant(store: &dyn Store) {
+    let id = new_session(store, chrono::Duration::hours(1)).await;
+    let (ann, bob) =
+        (joined(join(store, id, "Ann", 50, 10).await), joined(join(store, id, "Bob", 50, 10).await));
+    assert_eq!(store.participant(id, ann).await.unwrap().unwrap().share, ShareSettings::default());
+    let approximate = ShareSettings { approximate: true, paused: false };
+    store.set_share_settings(id, ann, approximate).await.unwrap();
+    let paused = ShareSettings { approximate: false, paused: true };
+    store.set_share_settings(id, bob, paused).await.unwrap();
+    let shares: Vec<_> = store.participants(id).await.unwrap().iter().map(|p| (p.user_id, p.share)).collect();
+    assert_eq!(shares, [(ann, approximate), (bob, paused)]);
+}
+
 async fn rooms_keep_their_newest_messages(store: &dyn Store) {
     let id = new_session(store, chrono::Duration::hours(1)).await;
     let user = joined(join(store, id, "Ann", 50, 10).await);
@@ -203,6 +216,7 @@ on_every_store!(
     departed_participants_are_pruned_to_the_latest,
     departures_since_report_ends_and_leaves,
     token_generations_move_once_per_refresh,
+    share_settings_are_kept_per_participant,
     rooms_keep_their_newest_messages,
     the_signing_secret_is_kept_once,
 );

@@ -319,29 +319,53 @@ async fn a_tracker_on_one_instance_is_seen_on_the_other() {
     assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 47.0);
 }
 
+/// The app follows the participant's latest `share_settings`, kept after the socket that
+/// sent them closed (the page is gone once the phone is locked: that is why the app shares).
 #[tokio::test]
-async fn while_paused_on_the_page_the_apps_positions_are_dropped() {
+async fn the_apps_positions_follow_the_share_settings_after_the_page_closed() {
     let app = spawn_app().await;
     let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
     let (mut ann_ws, _) = app.connect(&ann.token).await;
-    let (bob_ws, _) = app.connect(&bob.token).await;
-    let mut bob_ws = bob_ws.with_presence();
     ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": true } })).await;
     ann_ws.next_of_type("share_settings").await;
-    // The barrier: Bob has seen the pause in presence (the app's requests read it there).
-    bob_ws.next_of_type("presence_diff").await;
+    drop(ann_ws);
 
-    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 3)).await;
     assert_eq!(response.status(), 200);
     let seen = bob_ws.until_pong().await;
     assert!(seen.iter().all(|m| m["type"] != "location_broadcast"), "paused, yet: {seen:?}");
 
-    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": false } })).await;
+    // Back on the page, sharing again but approximately; then the phone is locked again.
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    ann_ws
+        .send_json(
+            json!({ "type": "share_settings", "data": { "paused": false, "precision": "approximate" } }),
+        )
+        .await;
     ann_ws.next_of_type("share_settings").await;
-    bob_ws.next_of_type("presence_diff").await;
+    drop(ann_ws);
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
+    assert_eq!(response.status(), 200);
+    let coarse = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    let (lat, lng) = (coarse["lat"].as_f64().unwrap(), coarse["lng"].as_f64().unwrap());
+    assert_eq!(coarse["user_id"], ann.user_id);
+    assert!((lat, lng) != (48.85833, 2.29448), "the exact fix went out: {coarse}");
+    assert!((lat - 48.85833).abs() < 0.01 && (lng - 2.29448).abs() < 0.01, "not the fix's cell: {coarse}");
+    assert!(coarse["accuracy"].as_f64().unwrap() >= 700.0, "{coarse}");
+    assert!(coarse.get("speed").is_none() && coarse.get("heading").is_none(), "{coarse}");
+    // The snapshot a late joiner reads holds only the coarse position too.
+    let (_, snapshot) = app.connect(&bob.token).await;
+    let at = snapshot_location(&snapshot, &ann.user_id).expect("a position");
+    assert_eq!((at["lat"].as_f64(), at["accuracy"].as_f64()), (Some(lat), coarse["accuracy"].as_f64()));
+
+    // Exact again, from another socket: the app's next fix is exact.
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "precision": "exact" } })).await;
+    ann_ws.next_of_type("share_settings").await;
     let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 1)).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["lat"], 48.85833);
 }
 
 /// The tracker token is the credential, in the path: no log line may carry it, even at the

@@ -1,6 +1,9 @@
 // Sharing our own position: the browser's watchPosition, sent as `location_update` at most
 // once a second (the newest fix goes out when the second is up), repeated while the phone
-// stays still so it does not fade, and paused with `share_settings` when we stop.
+// stays still so it does not fade, and paused with `share_settings` when the user stops it.
+// A pause holds for the participant's tracker apps too (README, "Tracker apps"), so only
+// the user's own "Stop sharing" pauses: a browser that cannot share (no permission, no
+// GPS: a laptop showing the app's QR code) just sends nothing.
 
 import { ownPosition } from './model.js';
 
@@ -14,6 +17,7 @@ export class PositionSharing {
   constructor({ send, userId, resendAfterMs, onSharing, onPosition, onProblem }) {
     Object.assign(this, { send, userId, resendAfterMs, onSharing, onPosition, onProblem });
     this.on = false;
+    this.paused = false; // the user stopped sharing: the server was told so
     this.position = null; // our newest position while sharing
     this.problem = null; // what the page says about it, if something is wrong
     this.watchId = null;
@@ -30,6 +34,7 @@ export class PositionSharing {
     }
     if (!this.on) this.send('share_settings', { paused: false });
     this.on = true;
+    this.paused = false;
     this.onSharing(true);
     // No timeout: a phone that stays put gets no new fix, and that is not an error.
     this.watchId = navigator.geolocation.watchPosition(
@@ -39,22 +44,30 @@ export class PositionSharing {
     );
   }
 
+  /// The user stops sharing: everyone else forgets our position at once, presence says we
+  /// paused, and the tracker apps' positions are dropped until we share again.
   stop() {
+    if (this.on) this.send('share_settings', { paused: true });
+    this.paused = this.paused || this.on;
+    this.halt();
+  }
+
+  /// This browser stops watching its position (the participant is not paused).
+  halt() {
     if (this.watchId !== null) navigator.geolocation.clearWatch(this.watchId);
     this.watchId = null;
-    // Everyone else forgets our position at once, and presence says we paused.
-    if (this.on) this.send('share_settings', { paused: true });
     this.on = false;
     this.position = null;
     this.onSharing(false);
     this.onPosition(null);
   }
 
-  /// A new connection: its rules start from sharing, so a paused page says so again, and
-  /// our position goes out at once.
+  /// A new connection: the page's choice is said again (a sharing page's `start` may have
+  /// run before the socket was open: the participant's apps follow it too), and our
+  /// position goes out at once. A page that cannot share says nothing.
   reconnected() {
     this.lastSentAt = 0;
-    if (!this.on) this.send('share_settings', { paused: true });
+    if (this.on || this.paused) this.send('share_settings', { paused: this.paused });
     this.sendPosition();
   }
 
@@ -81,7 +94,7 @@ export class PositionSharing {
     const refused = error.code === error.PERMISSION_DENIED;
     const why = refused ? 'permission was refused' : error.message || 'unavailable';
     this.problem = `Your position is not shared (${why}); you can still see the others.`;
-    if (refused) this.stop();
+    if (refused) this.halt();
     this.onProblem(this.problem);
   }
 
