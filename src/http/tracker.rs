@@ -25,11 +25,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::domain::{Participant, SessionId, UserId};
 use crate::error::ApiError;
-use crate::protocol::tracker::{self, App};
+use crate::protocol::tracker::{self, App, Setup};
 use crate::state::AppState;
 
 /// The path tracker URLs start with.
@@ -234,57 +234,30 @@ fn count(app: App, report: &tracker::Report) {
     }
 }
 
-/// OwnTracks' answer: a `card` (name and a unique two-letter `tid`) for every other active
-/// participant, and the `location` of each who has one, keyed by a `topic` of their own.
+/// OwnTracks' answer: a `card` and the latest `location` of every other active participant.
 async fn friends(state: &AppState, session_id: SessionId, me: &Participant) -> Result<Response, ApiError> {
     let (participants, locations) =
         tokio::join!(state.reads.participants(session_id), state.bus.locations(session_id));
-    let participants = participants?;
-    let locations = locations.unwrap_or_default();
-    let active: Vec<&Participant> = participants.iter().filter(|p| p.is_active).collect();
-    let ids = tracker::tracker_ids(active.iter().map(|p| p.display_name.as_str()));
-    let mut answer = Vec::new();
-    for (participant, tid) in active.iter().zip(&ids) {
-        if participant.user_id == me.user_id {
-            continue;
-        }
-        let topic = format!("owntracks/convoy/{}", participant.user_id.0.simple());
-        answer.push(json!({ "_type": "card", "name": participant.display_name, "tid": tid, "topic": topic }));
-        if let Some((_, at)) = locations.iter().find(|(user, _)| *user == participant.user_id) {
-            // OwnTracks' numbers other than lat and lon are integers.
-            #[allow(clippy::cast_possible_truncation)] // rounded, and in range by validation
-            let whole = |value: f64| value.round() as i64;
-            let mut location = json!({
-                "_type": "location", "lat": at.lat, "lon": at.lng, "tst": at.timestamp.timestamp(),
-                "acc": whole(at.accuracy), "tid": tid, "topic": topic,
-            });
-            let extra = [
-                ("vel", at.speed.map(|mps| f64::from(mps) * 3.6)),
-                ("cog", at.heading.map(f64::from)),
-                ("alt", at.altitude.map(f64::from)),
-                ("batt", at.battery.map(f64::from)),
-            ];
-            for (name, value) in extra {
-                if let Some(value) = value {
-                    location[name] = json!(whole(value));
-                }
-            }
-            answer.push(location);
-        }
-    }
+    let (participants, locations) = (participants?, locations.unwrap_or_default());
+    let friends = with_tids(&participants).filter(|(p, _)| p.user_id != me.user_id).map(|(p, tid)| {
+        let location = locations.iter().find(|(user, _)| *user == p.user_id).map(|(_, at)| at);
+        (p, tid, location)
+    });
+    let friends: Vec<_> = friends.collect();
+    let answer = tracker::owntracks_answer(friends.iter().map(|(p, tid, location)| tracker::Friend {
+        user_id: p.user_id,
+        name: &p.display_name,
+        tid,
+        location: *location,
+    }));
     Ok(axum::Json(answer).into_response())
 }
 
-/// What the page's "Share from an app" panel shows for a tracker URL.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct Setup {
-    /// The tracker URL, for Traccar Client, OsmAnd and GPSLogger.
-    tracker_url: String,
-    /// OwnTracks' one-tap set-up link: HTTP mode to the tracker URL, this participant's
-    /// `tid`, "move" monitoring every 15 s (`owntracks:///config?inline=...`).
-    owntracks_url: String,
-    /// The participant's two-letter OwnTracks id, unique in the session.
-    tid: String,
+/// The session's active participants with their OwnTracks `tid`s, given over everyone
+/// listed (those who left too, in joining order), so a `tid` stays when someone leaves.
+fn with_tids(participants: &[Participant]) -> impl Iterator<Item = (&Participant, String)> {
+    let ids = tracker::tracker_ids(participants.iter().map(|p| p.display_name.as_str()));
+    participants.iter().zip(ids).filter(|(p, _)| p.is_active)
 }
 
 #[utoipa::path(
@@ -310,18 +283,17 @@ async fn setup_of(state: &AppState, token: &str) -> Result<Setup, ApiError> {
         state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
     let (_, me) = state.tracker_member(session_id, user_id).await?;
     let participants = state.reads.participants(session_id).await?;
-    let active: Vec<&Participant> = participants.iter().filter(|p| p.is_active).collect();
-    let ids = tracker::tracker_ids(active.iter().map(|p| p.display_name.as_str()));
     let tid =
-        active.iter().zip(ids).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
+        with_tids(&participants).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
     let tracker_url = format!("{}{TRACKER_PATH}/{token}", state.public_url);
-    let owntracks_url = tracker::owntracks_config_link(&tracker_url, &tid, &me.display_name);
-    Ok(Setup { tracker_url, owntracks_url, tid })
+    let every = tracker::report_every(state.config.location_ttl());
+    Ok(Setup::new(tracker_url, tid, &me.display_name, every))
 }
 
 #[derive(serde::Deserialize)]
 struct QrQuery {
-    /// `owntracks` (the one-tap link) or `url` (the tracker URL).
+    /// `owntracks` (the one-tap link), `traccar` (Traccar Client's set-up) or `url` (the
+    /// tracker URL).
     #[serde(rename = "for")]
     target: String,
 }
@@ -332,11 +304,11 @@ struct QrQuery {
     tag = "trackers",
     params(
         ("token" = String, Path, description = "the participant's tracker token"),
-        ("for" = String, Query, description = "`owntracks` (its one-tap set-up link) or `url` (the tracker URL)"),
+        ("for" = String, Query, description = "`owntracks` (its one-tap set-up link), `traccar` (what Traccar Client's QR scanner reads: `traccar_url`) or `url` (the tracker URL)"),
     ),
     responses(
         (status = 200, description = "a QR code (SVG) to scan with the phone", content_type = "image/svg+xml", body = String),
-        (status = 400, description = "`for` is neither `owntracks` nor `url`", body = crate::error::ErrorBody),
+        (status = 400, description = "`for` is not `owntracks`, `traccar` or `url`", body = crate::error::ErrorBody),
         (status = 401, description = "not a tracker token, or its participant left", body = crate::error::ErrorBody),
         (status = 410, description = "the session ended", body = crate::error::ErrorBody),
     )
@@ -350,12 +322,13 @@ async fn qr(
     let setup = setup_of(&state, &token).await?;
     let data = match query.target.as_str() {
         "owntracks" => setup.owntracks_url,
+        "traccar" => setup.traccar_url,
         "url" => setup.tracker_url,
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_input",
-                "for: must be owntracks or url",
+                "for: must be owntracks, traccar or url",
             ));
         }
     };

@@ -295,11 +295,71 @@ pub fn tracker_ids<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> 
     ids
 }
 
+/// How often the set-up links ask an app to report, in seconds: half of
+/// LOCATION_TTL_SECONDS (5 to 60), so a participant sharing from an app never fades from the
+/// map between two reports (15 s at the default TTL of 30 s).
+pub fn report_every(location_ttl: std::time::Duration) -> u64 {
+    (location_ttl.as_secs() / 2).clamp(5, 60)
+}
+
+/// The set-up a participant's tracker apps are given, all from their tracker URL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Setup {
+    /// The tracker URL: what every app reports to.
+    pub tracker_url: String,
+    /// OwnTracks' one-tap set-up link (`owntracks:///config?inline=<base64>`): HTTP mode to
+    /// the tracker URL, this participant's `tid`, "move" monitoring every `report_every_s`.
+    pub owntracks_url: String,
+    /// What Traccar Client's QR scanner reads (Settings, the QR button): the tracker URL as
+    /// its server URL, with `id` (its device identifier), high accuracy, `interval`
+    /// `report_every_s`, distance 0, buffering on.
+    pub traccar_url: String,
+    /// OsmAnd's online-tracking web address: the tracker URL with OsmAnd's placeholders.
+    pub osmand_url: String,
+    /// GPSLogger's "Log to custom URL" address, with GPSLogger's placeholders (GET).
+    pub gpslogger_url: String,
+    /// The participant's two-letter OwnTracks id, unique in the session.
+    pub tid: String,
+    /// How often the links ask the apps to report, in seconds.
+    pub report_every_s: u64,
+}
+
+impl Setup {
+    pub fn new(tracker_url: String, tid: String, name: &str, report_every_s: u64) -> Self {
+        Self {
+            owntracks_url: owntracks_config_link(&tracker_url, &tid, name, report_every_s),
+            traccar_url: with_query(
+                &tracker_url,
+                &[
+                    ("id", format!("convoy-{tid}")),
+                    ("accuracy", "high".into()),
+                    ("interval", report_every_s.to_string()),
+                    ("distance", "0".into()),
+                    ("buffer", "true".into()),
+                ],
+            ),
+            osmand_url: format!(
+                "{tracker_url}?lat={{0}}&lon={{1}}&timestamp={{2}}&accuracy={{3}}&altitude={{4}}&speed_mps={{5}}&bearing={{6}}"
+            ),
+            gpslogger_url: format!(
+                "{tracker_url}?lat=%LAT&lon=%LON&timestamp=%TIMESTAMP&accuracy=%ACC&altitude=%ALT&speed_mps=%SPD&bearing=%DIR&batt=%BATT&charge=%ISCHARGING"
+            ),
+            tracker_url,
+            tid,
+            report_every_s,
+        }
+    }
+}
+
+fn with_query(url: &str, params: &[(&str, String)]) -> String {
+    format!("{url}?{}", serde_urlencoded::to_string(params).unwrap_or_default())
+}
+
 /// OwnTracks' one-tap set-up link (`owntracks:///config?inline=<base64 of a configuration>`):
 /// HTTP mode to `tracker_url`, the `tid` given, the participant's name as user, and "move"
-/// monitoring every 15 s: positions fade after LOCATION_TTL_SECONDS (30 by default), and
-/// the app's battery-friendly "significant changes" mode reports too rarely for a live map.
-pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str) -> String {
+/// monitoring every `every_s` seconds: the app's battery-friendly "significant changes"
+/// mode reports too rarely for a live map.
+pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str, every_s: u64) -> String {
     use base64::Engine;
     let configuration = serde_json::json!({
         "_type": "configuration",
@@ -310,12 +370,50 @@ pub fn owntracks_config_link(tracker_url: &str, tid: &str, name: &str) -> String
         "username": name,
         "auth": false,
         "monitoring": 2,
-        "locatorInterval": 15,
+        "locatorInterval": every_s,
         "pubExtendedData": true,
     });
     let inline = base64::engine::general_purpose::STANDARD.encode(configuration.to_string());
-    let query = serde_urlencoded::to_string([("inline", inline)]).unwrap_or_default();
-    format!("owntracks:///config?{query}")
+    format!("owntracks:///config?{}", serde_urlencoded::to_string([("inline", inline)]).unwrap_or_default())
+}
+
+/// Another participant as OwnTracks' Friends view shows them.
+pub struct Friend<'a> {
+    pub user_id: crate::domain::UserId,
+    pub name: &'a str,
+    pub tid: &'a str,
+    pub location: Option<&'a Location>,
+}
+
+/// OwnTracks' answer to a request: a `card` (name, `tid`) for every friend, and the
+/// `location` of each who has one, keyed by a `topic` of their own.
+pub fn owntracks_answer<'a>(friends: impl IntoIterator<Item = Friend<'a>>) -> Value {
+    let mut answer = Vec::new();
+    for Friend { user_id, name, tid, location } in friends {
+        let topic = format!("owntracks/convoy/{}", user_id.0.simple());
+        answer.push(serde_json::json!({ "_type": "card", "name": name, "tid": tid, "topic": topic }));
+        let Some(at) = location else { continue };
+        // OwnTracks' numbers other than lat and lon are integers.
+        #[allow(clippy::cast_possible_truncation)] // rounded, and in range by validation
+        let whole = |value: f64| value.round() as i64;
+        let mut message = serde_json::json!({
+            "_type": "location", "lat": at.lat, "lon": at.lng, "tst": at.timestamp.timestamp(),
+            "acc": whole(at.accuracy), "tid": tid, "topic": topic,
+        });
+        let readings = [
+            ("vel", at.speed.map(|mps| f64::from(mps) * 3.6)),
+            ("cog", at.heading.map(f64::from)),
+            ("alt", at.altitude.map(f64::from)),
+            ("batt", at.battery.map(f64::from)),
+        ];
+        for (name, value) in readings {
+            if let Some(value) = value {
+                message[name] = serde_json::json!(whole(value));
+            }
+        }
+        answer.push(message);
+    }
+    Value::Array(answer)
 }
 
 /// Epoch seconds, or milliseconds when the number is too large for seconds (after 5138).
@@ -341,6 +439,7 @@ fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -445,7 +544,7 @@ mod tests {
     #[test]
     fn the_owntracks_link_carries_http_mode_and_the_url() {
         use base64::Engine;
-        let link = owntracks_config_link("https://convoy.example/t/abc", "AL", "Ann");
+        let link = owntracks_config_link("https://convoy.example/t/abc", "AL", "Ann", 15);
         let query = link.strip_prefix("owntracks:///config?").unwrap();
         let params: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
         let inline = &params.iter().find(|(k, _)| k == "inline").unwrap().1;
@@ -457,7 +556,52 @@ mod tests {
             (json["url"].as_str(), json["tid"].as_str()),
             (Some("https://convoy.example/t/abc"), Some("AL"))
         );
+        assert_eq!(json["locatorInterval"].as_u64(), Some(15));
         assert!(!query.contains('+') && !query.contains('/'), "percent-encoded: {query}");
+    }
+
+    /// Traccar Client's scanner takes the server URL from the scheme, host and path, and its
+    /// settings from the query (`id`, `accuracy`, `interval`, `distance`, `buffer`, ...).
+    #[test]
+    fn the_traccar_link_is_the_tracker_url_with_the_apps_settings() {
+        let setup = Setup::new("https://convoy.example/t/abc".into(), "AL".into(), "Ann", 15);
+        let (url, query) = setup.traccar_url.split_once('?').unwrap();
+        assert_eq!(url, "https://convoy.example/t/abc");
+        let params: std::collections::HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
+        let wanted = [
+            ("id", "convoy-AL"),
+            ("accuracy", "high"),
+            ("interval", "15"),
+            ("distance", "0"),
+            ("buffer", "true"),
+        ];
+        for (key, value) in wanted {
+            assert_eq!(params.get(key).map(String::as_str), Some(value), "{key} in {query}");
+        }
+        assert!(setup.osmand_url.starts_with("https://convoy.example/t/abc?lat={0}&lon={1}&"));
+        assert!(setup.gpslogger_url.starts_with("https://convoy.example/t/abc?lat=%LAT&lon=%LON&"));
+        assert_eq!((report_every(Duration::from_secs(30)), report_every(Duration::from_secs(2))), (15, 5));
+    }
+
+    #[test]
+    fn the_owntracks_answer_has_a_card_for_each_and_a_location_for_those_with_one() {
+        let at = Location { speed: Some(10.0), ..Location::at(48.5, 2.25, 12.4, now()) };
+        let (ann, bob) = (
+            crate::domain::UserId(uuid::Uuid::from_u128(1)),
+            crate::domain::UserId(uuid::Uuid::from_u128(2)),
+        );
+        let answer = owntracks_answer([
+            Friend { user_id: ann, name: "Ann", tid: "AN", location: Some(&at) },
+            Friend { user_id: bob, name: "Bob", tid: "BO", location: None },
+        ]);
+        let types: Vec<_> = answer.as_array().unwrap().iter().map(|m| m["_type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["card", "location", "card"]);
+        let location = &answer[1];
+        assert_eq!(
+            (location["acc"].as_i64(), location["vel"].as_i64(), location["tid"].as_str()),
+            (Some(12), Some(36), Some("AN"))
+        );
+        assert_eq!(location["topic"], answer[0]["topic"]);
     }
 
     #[test]

@@ -350,8 +350,8 @@ async fn the_apps_positions_follow_the_share_settings_after_the_page_closed() {
     let coarse = bob_ws.next_of_type("location_broadcast").await["data"].clone();
     let (lat, lng) = (coarse["lat"].as_f64().unwrap(), coarse["lng"].as_f64().unwrap());
     assert_eq!(coarse["user_id"], ann.user_id);
-    assert!((lat, lng) != (48.85833, 2.29448), "the exact fix went out: {coarse}");
-    assert!((lat - 48.85833).abs() < 0.01 && (lng - 2.29448).abs() < 0.01, "not the fix's cell: {coarse}");
+    assert!(lat != 48.85833 && lng != 2.29513, "the exact fix went out: {coarse}");
+    assert!((lat - 48.85833).abs() < 0.01 && (lng - 2.29513).abs() < 0.01, "not the fix's cell: {coarse}");
     assert!(coarse["accuracy"].as_f64().unwrap() >= 700.0, "{coarse}");
     assert!(coarse.get("speed").is_none() && coarse.get("heading").is_none(), "{coarse}");
     // The snapshot a late joiner reads holds only the coarse position too.
@@ -407,4 +407,84 @@ async fn the_tracker_token_never_reaches_the_log() {
     let written = std::fs::read_to_string(&log_path).unwrap();
     assert!(written.contains("/t/{token}"), "the requests were logged, token redacted:\n{written}");
     assert!(!written.contains(&token), "the token was logged:\n{written}");
+}
+
+/// The set-up answer gives every app its address, and each works as given: OsmAnd's and
+/// GPSLogger's templates with their placeholders filled in as the apps fill them, Traccar
+/// Client's QR content with its settings. A `tid` stays when an earlier joiner leaves.
+#[tokio::test]
+async fn every_apps_setup_address_works_and_tids_stay_when_someone_leaves() {
+    let app = spawn_app().await;
+    let (session, [first, ann, bob]) = app.session_with(["Al Ba", "Al Bo", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let setup: Value = get(&app, &format!("{}/setup", ann.tracker_url)).await.json().await.unwrap();
+    assert_eq!((setup["tid"].as_str(), setup["report_every_s"].as_u64()), (Some("AL"), Some(15)));
+
+    let traccar = setup["traccar_url"].as_str().unwrap();
+    let (server_url, settings) = traccar.split_once('?').unwrap();
+    assert_eq!(server_url, ann.tracker_url, "Traccar Client's server URL is the tracker URL");
+    for wanted in ["id=convoy-AL", "interval=15", "accuracy=high", "distance=0"] {
+        assert!(settings.split('&').any(|p| p == wanted), "{wanted} in {traccar}");
+    }
+    let qr = get(&app, &format!("{}/qr.svg?for=traccar", ann.tracker_url)).await;
+    assert_eq!(qr.headers()["content-type"], "image/svg+xml");
+    assert!(qr.text().await.unwrap().starts_with("<?xml"));
+
+    // OsmAnd fills {0}..{6}: lat, lon, time (ms), accuracy, altitude, speed (m/s), bearing.
+    let now_ms = Utc::now().timestamp_millis() - 2000; // before GPSLogger's fix below
+    let osmand = setup["osmand_url"].as_str().unwrap();
+    let filled = [
+        ("{0}", "48.1"),
+        ("{1}", "2.1"),
+        ("{2}", &now_ms.to_string()),
+        ("{3}", "9.5"),
+        ("{4}", "35"),
+        ("{5}", "1.5"),
+        ("{6}", "90"),
+    ]
+    .iter()
+    .fold(osmand.to_owned(), |url, (placeholder, value)| url.replace(placeholder, value));
+    assert_eq!(get(&app, &filled).await.status(), 200);
+    let seen = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (seen["lat"].as_f64(), seen["speed"].as_f64(), seen["heading"].as_f64()),
+        (Some(48.1), Some(1.5), Some(90.0))
+    );
+
+    // GPSLogger fills %LAT and the rest (its time in ISO 8601, its battery in percent).
+    let gpslogger = setup["gpslogger_url"].as_str().unwrap();
+    let iso = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let filled = [
+        ("%LAT", "48.2"),
+        ("%LON", "2.2"),
+        ("%TIMESTAMP", &iso),
+        ("%ACC", "5"),
+        ("%ALT", "40"),
+        ("%SPD", "0"),
+        ("%DIR", "0"),
+        ("%BATT", "55"),
+        ("%ISCHARGING", "true"),
+    ]
+    .iter()
+    .fold(gpslogger.to_owned(), |url, (placeholder, value)| url.replace(placeholder, value));
+    assert_eq!(get(&app, &filled).await.status(), 200);
+    let seen = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (seen["lat"].as_f64(), seen["battery"].as_u64(), seen["charging"].as_bool()),
+        (Some(48.2), Some(55), Some(true))
+    );
+
+    // "Al Ba" took AB before Ann; once gone, Ann keeps AL (her app was set up with it).
+    assert_eq!(app.remove(&session.session_id, &first.user_id, &first.token).await, 204);
+    let setup: Value = get(&app, &format!("{}/setup", ann.tracker_url)).await.json().await.unwrap();
+    assert_eq!(setup["tid"], "AL");
+    let friends: Value = post_json(&app, &bob.tracker_url, "[]").await.json().await.unwrap();
+    let tids: Vec<_> = friends
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["_type"] == "card")
+        .map(|f| f["tid"].clone())
+        .collect();
+    assert_eq!(tids, [json!("AL")], "{friends}");
 }

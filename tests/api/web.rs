@@ -141,3 +141,31 @@ async fn the_web_page_works_in_chromium() {
     assert!(output.status.success(), "the browser tests failed (screenshots in {artifacts}):\n{report}");
     assert!(report.contains("# pass 3") && report.contains("# fail 0"), "{report}");
 }
+
+/// Done-when of the tracker apps: a participant sharing only through each app, reporting to
+/// one instance, is seen moving by a browser on another (tests/browser/across.test.mjs).
+#[cfg_attr(
+    not(all(convoy_browser_tests, convoy_scaled_tests)),
+    ignore = "needs Chromium, PostgreSQL and Redis: set TEST_BROWSER=1, TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_reporting_to_one_instance_moves_a_browser_on_the_other() {
+    let (a, b) = spawn_pair(|c| c.tile_url = format!("{UNREACHABLE_TILES}{{z}}/{{x}}/{{y}}.png")).await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let artifacts = format!("{root}/target/browser-artifacts");
+    let output = tokio::process::Command::new("node")
+        .arg("--test")
+        .arg("across.test.mjs")
+        .current_dir(format!("{root}/tests/browser"))
+        .env("CONVOY_URL", &a.base)
+        .env("OTHER_URL", &b.base)
+        .env("TILE_PREFIX", UNREACHABLE_TILES)
+        .env("ARTIFACTS_DIR", &artifacts)
+        .output()
+        .await
+        .expect("node runs (install Node.js and run `npm ci` in tests/browser)");
+    let report =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the browser test failed (screenshots in {artifacts}):\n{report}");
+    assert!(report.contains("# pass 1") && report.contains("# fail 0"), "{report}");
+}

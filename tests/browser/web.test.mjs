@@ -222,8 +222,8 @@ test('"Share from an app" sets up OwnTracks, and a phone sharing only through an
     const { page } = await phone(browser, 'Ann', PARIS, problems);
     await join(page, `${base}/join/${created.session_id}`, 'Ann');
 
-    // The panel: an OwnTracks link that sets HTTP mode to Ann's tracker address, and two QR
-    // codes the server drew.
+    // The panel: an OwnTracks link that sets HTTP mode to Ann's tracker address, OsmAnd's
+    // and GPSLogger's addresses to copy, and three QR codes the server drew.
     await page.locator('#apps summary').click();
     await page.locator('#apps-setup').waitFor();
     const trackerUrl = await page.locator('#tracker-url').inputValue();
@@ -235,7 +235,9 @@ test('"Share from an app" sets up OwnTracks, and a phone sharing only through an
     assert.equal(configuration._type, 'configuration');
     assert.equal(configuration.mode, 3, 'HTTP mode');
     assert.equal(configuration.url, trackerUrl);
-    for (const qr of ['#owntracks-qr', '#tracker-qr']) {
+    assert.ok((await page.locator('#osmand-url').inputValue()).startsWith(`${trackerUrl}?lat={0}&lon={1}&`));
+    assert.ok((await page.locator('#gpslogger-url').inputValue()).startsWith(`${trackerUrl}?lat=%LAT&lon=%LON&`));
+    for (const qr of ['#owntracks-qr', '#traccar-qr', '#tracker-qr']) {
       await page.waitForFunction((selector) => {
         const image = document.querySelector(selector);
         return image.complete && image.naturalWidth > 100;

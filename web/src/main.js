@@ -152,14 +152,17 @@ function wireActions() {
   $('toggle-sharing').addEventListener('click', () => (state.sharing.on ? state.sharing.stop() : state.sharing.start()));
   $('leave').addEventListener('click', leave);
   $('apps').addEventListener('toggle', showAppSetup);
-  $('copy-tracker').addEventListener('click', async () => {
-    try {
-      await navigator.clipboard.writeText($('tracker-url').value);
-      setStatus('Tracker address copied: paste it into the app.');
-    } catch {
-      $('tracker-url').select();
-    }
-  });
+  for (const button of document.querySelectorAll('#apps-setup [data-copy]')) {
+    button.addEventListener('click', async () => {
+      const field = $(button.dataset.copy);
+      try {
+        await navigator.clipboard.writeText(field.value);
+        setStatus('Address copied: paste it into the app.');
+      } catch {
+        field.select();
+      }
+    });
+  }
   $('end-session').addEventListener('click', endSession);
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -186,6 +189,10 @@ async function showAppSetup() {
     const setup = await api('GET', `${path}/setup`);
     $('owntracks-link').href = setup.owntracks_url;
     $('owntracks-qr').src = `${path}/qr.svg?for=owntracks`;
+    $('traccar-qr').src = `${path}/qr.svg?for=traccar`;
+    $('report-every').textContent = setup.report_every_s;
+    $('osmand-url').value = setup.osmand_url;
+    $('gpslogger-url').value = setup.gpslogger_url;
     $('tracker-url').value = setup.tracker_url;
     $('tracker-qr').src = `${path}/qr.svg?for=url`;
     $('apps-setup').hidden = false;
