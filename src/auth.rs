@@ -71,6 +71,14 @@ pub struct Tokens {
     tracker_mac: Hmac<sha2::Sha256>,
 }
 
+/// Who a tracker token stands for: a participant, and which of their tracker URLs it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerClaims {
+    pub session_id: SessionId,
+    pub user_id: UserId,
+    pub generation: u32,
+}
+
 /// What a tracker token's signature covers before the ids: no other use of the secret
 /// signs a message that starts so (a JWT's signed part starts with its base64 header).
 const TRACKER_DOMAIN: &[u8] = b"convoy tracker v1\0";
@@ -92,30 +100,39 @@ impl Tokens {
         }
     }
 
-    /// A participant's tracker token: the session and user ids and a signature over them,
-    /// URL-safe (64 characters). It does not expire: it is good as long as the participant
-    /// is (the tracker endpoint checks that on every request), whatever tokens are refreshed.
-    pub fn tracker_token(&self, session_id: SessionId, user_id: UserId) -> String {
-        let mut bytes = Vec::with_capacity(32 + TRACKER_MAC_BYTES);
+    /// A participant's tracker token: the session and user ids, the URL's generation when
+    /// it is not the first, and a signature over them, URL-safe (64 characters for the
+    /// first URL, 70 for a replacement). It does not expire: it is good as long as the
+    /// participant is and the generation is theirs (the tracker endpoint checks both on
+    /// every request), whatever tokens are refreshed.
+    pub fn tracker_token(&self, session_id: SessionId, user_id: UserId, generation: u32) -> String {
+        let mut bytes = Vec::with_capacity(36 + TRACKER_MAC_BYTES);
         bytes.extend_from_slice(session_id.0.as_bytes());
         bytes.extend_from_slice(user_id.0.as_bytes());
+        if generation > 0 {
+            bytes.extend_from_slice(&generation.to_be_bytes());
+        }
         let mac = self.tracker_signature(&bytes).finalize().into_bytes();
         bytes.extend_from_slice(&mac[..TRACKER_MAC_BYTES]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// The session and user a tracker token was issued for, if it is one of ours.
-    pub fn verify_tracker(&self, token: &str) -> Option<(SessionId, UserId)> {
+    /// Who a tracker token was issued for, if it is one of ours.
+    pub fn verify_tracker(&self, token: &str) -> Option<TrackerClaims> {
         let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-        if bytes.len() != 32 + TRACKER_MAC_BYTES {
-            return None;
-        }
-        let (ids, mac) = bytes.split_at(32);
+        let signed = bytes.len().checked_sub(TRACKER_MAC_BYTES).filter(|n| *n == 32 || *n == 36)?;
+        let (claims, mac) = bytes.split_at(signed);
         // Compared in constant time.
-        self.tracker_signature(ids).verify_truncated_left(mac).ok()?;
-        let session = Uuid::from_slice(&ids[..16]).ok()?;
-        let user = Uuid::from_slice(&ids[16..]).ok()?;
-        Some((SessionId(session), UserId(user)))
+        self.tracker_signature(claims).verify_truncated_left(mac).ok()?;
+        let generation = match claims.get(32..) {
+            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            _ => 0,
+        };
+        Some(TrackerClaims {
+            session_id: SessionId(Uuid::from_slice(&claims[..16]).ok()?),
+            user_id: UserId(Uuid::from_slice(&claims[16..32]).ok()?),
+            generation,
+        })
     }
 
     fn tracker_signature(&self, ids: &[u8]) -> Hmac<sha2::Sha256> {
@@ -182,9 +199,17 @@ mod tests {
     fn tracker_tokens_verify_and_forgeries_do_not() {
         let tokens = Tokens::new(b"secret", Clock::system());
         let (sid, uid) = (SessionId::new_random(), UserId(Uuid::new_v4()));
-        let token = tokens.tracker_token(sid, uid);
+        let token = tokens.tracker_token(sid, uid, 0);
         assert_eq!(token.len(), 64);
-        assert_eq!(tokens.verify_tracker(&token), Some((sid, uid)));
+        let claims = TrackerClaims { session_id: sid, user_id: uid, generation: 0 };
+        assert_eq!(tokens.verify_tracker(&token), Some(claims));
+        let replaced = tokens.tracker_token(sid, uid, 7);
+        assert_eq!(replaced.len(), 70);
+        assert_eq!(tokens.verify_tracker(&replaced), Some(TrackerClaims { generation: 7, ..claims }));
+        // A replacement's generation cannot be changed: its signature covers it.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&replaced).unwrap();
+        bytes[35] = 8;
+        assert_eq!(tokens.verify_tracker(&URL_SAFE_NO_PAD.encode(&bytes)), None);
         // Another secret, another user's ids under this signature, a cut or padded token,
         // and a JWT of the same secret are all refused.
         assert_eq!(Tokens::new(b"other", Clock::system()).verify_tracker(&token), None);

@@ -65,6 +65,9 @@ pub struct Participant {
     /// after that socket closes, and applied to what their tracker apps report.
     #[serde(skip)]
     pub share: ShareSettings,
+    /// Which of the participant's tracker URLs is current (replacing one moves it on).
+    #[serde(skip)]
+    pub tracker_generation: i64,
 }
 
 /// How a participant shares their position (`share_settings`): coarsened to about 1 km,

@@ -26,6 +26,7 @@ use crate::state::AppState;
         super::participants::list,
         super::participants::presence,
         super::participants::remove,
+        super::participants::replace_tracker_url,
         super::chat::session_history,
         super::chat::rooms_near,
         super::chat::room_for_position,

@@ -3,11 +3,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use super::extract::{ApiPath, Bearer};
+use super::chat::token_of_session;
+use super::extract::{ApiPath, Bearer, active};
 use crate::auth::Role;
 use crate::domain::{Participant, SessionId, UserId};
 use crate::error::ApiError;
@@ -20,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/sessions/{session_id}/participants", get(list))
         .route("/sessions/{session_id}/presence", get(presence))
         .route("/sessions/{session_id}/participants/{user_id}", delete(remove))
+        .route("/sessions/{session_id}/tracker_url", post(replace_tracker_url))
 }
 
 /// `PresenceList`'s shape, for the OpenAPI description.
@@ -130,4 +132,35 @@ async fn remove(
         tracing::info!(%session_id, %user_id, "participant left");
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct NewTrackerUrl {
+    /// The participant's new tracker URL: the apps must be set up with it again.
+    tracker_url: String,
+}
+
+/// A new tracker URL for the caller, for when the one they have leaked: their earlier
+/// tracker URLs stop working at once (`401 token_revoked`), on every instance.
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{session_id}/tracker_url",
+    tag = "trackers",
+    params(("session_id" = String, Path, description = "the session (UUID)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a new tracker URL; the earlier ones stop working", body = NewTrackerUrl),
+        crate::error::ApiErrors,
+    )
+)]
+async fn replace_tracker_url(
+    State(state): State<AppState>,
+    ApiPath(session_id): ApiPath<SessionId>,
+    Bearer(claims): Bearer,
+) -> Result<Json<NewTrackerUrl>, ApiError> {
+    token_of_session(&state, &claims, session_id).await?;
+    let (_, me) = active(&state, &claims).await?;
+    state.limits.allow_user_message(me.user_id).map_err(ApiError::rate_limited)?;
+    let tracker_url = state.replace_tracker_url(session_id, me.user_id).await?;
+    Ok(Json(NewTrackerUrl { tracker_url }))
 }

@@ -206,7 +206,7 @@ async fn join(
             user_id: participant.user_id,
             websocket_token,
             websocket_url: websocket_url(&state.public_url),
-            tracker_url: super::tracker::tracker_url(&state, session_id, participant.user_id),
+            tracker_url: state.tracker_url(session_id, participant.user_id, 0),
         }),
     ))
 }

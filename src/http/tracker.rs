@@ -27,13 +27,11 @@ use axum::routing::get;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::domain::{Participant, SessionId, UserId};
+use crate::auth::TrackerClaims;
+use crate::domain::{Participant, SessionId};
 use crate::error::ApiError;
-use crate::protocol::tracker::{self, App, Setup};
+use crate::protocol::tracker::{self, App, Setup, TRACKER_PATH};
 use crate::state::AppState;
-
-/// The path tracker URLs start with.
-pub const TRACKER_PATH: &str = "/t";
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -52,11 +50,6 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         }
         None => path.into(),
     }
-}
-
-/// A participant's tracker URL: `{PUBLIC_URL}/t/{token}`.
-pub fn tracker_url(state: &AppState, session_id: SessionId, user_id: UserId) -> String {
-    format!("{}{TRACKER_PATH}/{}", state.public_url, state.tokens.tracker_token(session_id, user_id))
 }
 
 #[utoipa::path(
@@ -117,6 +110,10 @@ async fn with_basic(
     respond(async { report(&state, &token, &headers, query.as_deref(), &body?).await }.await)
 }
 
+fn verify(state: &AppState, token: &str) -> Result<TrackerClaims, ApiError> {
+    state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))
+}
+
 fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -139,11 +136,11 @@ async fn report(
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let (session_id, user_id) =
-        state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
+    let claims = verify(state, token)?;
+    let (session_id, user_id) = (claims.session_id, claims.user_id);
     // Before any read: the signature is checked, so the limit is this participant's.
     let limited = state.limits.allow_user_message(user_id).err();
-    let (_, me) = state.tracker_member(session_id, user_id).await?;
+    let (_, me) = state.tracker_member(claims).await?;
     let (json, mut params) = (parse_json(headers, body), parse_params(query));
     if json.is_none() && is_form(headers) {
         params.extend(parse_params(std::str::from_utf8(body).ok()));
@@ -279,10 +276,8 @@ async fn setup(
 }
 
 async fn setup_of(state: &AppState, token: &str) -> Result<Setup, ApiError> {
-    let (session_id, user_id) =
-        state.tokens.verify_tracker(token).ok_or_else(|| ApiError::unauthorized("not a tracker token"))?;
-    let (_, me) = state.tracker_member(session_id, user_id).await?;
-    let participants = state.reads.participants(session_id).await?;
+    let (_, me) = state.tracker_member(verify(state, token)?).await?;
+    let participants = state.reads.participants(me.session_id).await?;
     let tid =
         with_tids(&participants).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
     let tracker_url = format!("{}{TRACKER_PATH}/{token}", state.public_url);

@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::domain::Location;
 
+/// The path tracker URLs start with: `{PUBLIC_URL}/t/{token}`.
+pub const TRACKER_PATH: &str = "/t";
+
 /// The accuracy given to a fix whose app did not report one (metres): a phone's GPS fix
 /// outdoors is usually better, a network fix worse.
 pub const UNKNOWN_ACCURACY_M: f64 = 100.0;

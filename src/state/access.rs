@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::auth::{Claims, Role};
+use crate::auth::{Claims, Role, TrackerClaims};
 use crate::domain::{Participant, Session, SessionId, UserId};
 use crate::error::ApiError;
+use crate::protocol::tracker::TRACKER_PATH;
 
 /// 401 `token_revoked`.
 fn revoked(message: &'static str) -> ApiError {
@@ -60,14 +61,38 @@ impl AppState {
     }
 
     /// The live session and active participant a tracker token stands for (read as
-    /// `active_member` does): a tracker URL is good as long as its participant is, whatever
-    /// their tokens' generation.
-    pub async fn tracker_member(
+    /// `active_member` does): a tracker URL is good as long as its participant is and it is
+    /// their current one, whatever their tokens' generation.
+    pub async fn tracker_member(&self, claims: TrackerClaims) -> Result<(Session, Participant), ApiError> {
+        let (session, participant) = self.member(claims.session_id, claims.user_id, None).await?;
+        if i64::from(claims.generation) != participant.tracker_generation {
+            return Err(revoked("this tracker address was replaced by a new one"));
+        }
+        Ok((session, participant))
+    }
+
+    /// A new tracker URL for an active participant; the ones before it stop working at once.
+    pub async fn replace_tracker_url(
         &self,
         session_id: SessionId,
         user_id: UserId,
-    ) -> Result<(Session, Participant), ApiError> {
-        self.member(session_id, user_id, None).await
+    ) -> Result<String, ApiError> {
+        let generation = self
+            .store
+            .replace_tracker(session_id, user_id)
+            .await?
+            .ok_or_else(|| revoked("this token's holder has left the session"))?;
+        Ok(self.tracker_url(session_id, user_id, generation))
+    }
+
+    /// A participant's tracker URL of `generation`: `{PUBLIC_URL}/t/{token}`.
+    pub fn tracker_url(&self, session_id: SessionId, user_id: UserId, generation: i64) -> String {
+        let generation = u32::try_from(generation).unwrap_or(u32::MAX);
+        format!(
+            "{}{TRACKER_PATH}/{}",
+            self.public_url,
+            self.tokens.tracker_token(session_id, user_id, generation)
+        )
     }
 
     /// Both reads through `SharedReads`, then `admitted`.

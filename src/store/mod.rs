@@ -77,6 +77,7 @@ impl NewParticipant {
             token_generation: 0,
             token_rotated_at: None,
             share: ShareSettings::default(),
+            tracker_generation: 0,
         }
     }
 }
@@ -247,6 +248,14 @@ pub trait Store: Send + Sync + 'static {
         user_id: UserId,
         share: ShareSettings,
     ) -> Result<(), StoreError>;
+
+    /// Moves an active participant's tracker URL on to a new generation (the older URLs
+    /// stop working): returns the new generation, or None if they are not active.
+    async fn replace_tracker(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// The installation's token signing secret: `fresh` is kept if none is kept yet, and
     /// the kept one is returned, so restarts and every instance on this data share it.

@@ -202,6 +202,7 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
             approximate: row.try_get("share_approximate")?,
             paused: row.try_get("share_paused")?,
         },
+        tracker_generation: row.try_get("tracker_generation")?,
     })
 }
 
@@ -236,7 +237,7 @@ fn room_columns(room: ChatRoom) -> (Option<String>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused, tracker_generation";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -602,6 +603,23 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn replace_tracker(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+    ) -> Result<Option<i64>, StoreError> {
+        let _writing = self.writing.lock().await;
+        Ok(sqlx::query_scalar(
+            "UPDATE participants SET tracker_generation = tracker_generation + 1
+             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1
+             RETURNING tracker_generation",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn signing_secret(&self, fresh: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -179,6 +179,17 @@ async fn share_settings_are_kept_per_participant(store: &dyn Store) {
     assert_eq!(shares, [(ann, approximate), (bob, paused)]);
 }
 
+async fn tracker_generations_move_per_replacement(store: &dyn Store) {
+    let id = new_session(store, chrono::Duration::hours(1)).await;
+    let user = joined(join(store, id, "Ann", 50, 10).await);
+    assert_eq!(store.participant(id, user).await.unwrap().unwrap().tracker_generation, 0);
+    assert_eq!(store.replace_tracker(id, user).await.unwrap(), Some(1));
+    assert_eq!(store.replace_tracker(id, user).await.unwrap(), Some(2));
+    assert_eq!(store.participant(id, user).await.unwrap().unwrap().tracker_generation, 2);
+    store.leave(id, user, now()).await.unwrap();
+    assert_eq!(store.replace_tracker(id, user).await.unwrap(), None, "not once they left");
+}
+
 async fn rooms_keep_their_newest_messages(store: &dyn Store) {
     let id = new_session(store, chrono::Duration::hours(1)).await;
     let user = joined(join(store, id, "Ann", 50, 10).await);
@@ -217,6 +228,7 @@ on_every_store!(
     departures_since_report_ends_and_leaves,
     token_generations_move_once_per_refresh,
     share_settings_are_kept_per_participant,
+    tracker_generations_move_per_replacement,
     rooms_keep_their_newest_messages,
     the_signing_secret_is_kept_once,
 );

@@ -304,7 +304,7 @@ async fn over_the_rate_limit_owntracks_gets_200_and_the_others_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tracker_on_one_instance_is_seen_on_the_other() {
     let (a, b) = spawn_pair(|_| {}).await;
-    let (_, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;
     // Ann's app reports to instance A (her tracker URL names A; any instance serves it).
     let response = post_json(&a, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
@@ -317,6 +317,17 @@ async fn a_tracker_on_one_instance_is_seen_on_the_other() {
         get(&b, &format!("{on_b}?{}", fixture("osmand_query.txt", 1).replace("48.85833", "47.0"))).await;
     assert_eq!(response.status(), 200);
     assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 47.0);
+
+    // Replaced on A: the old URL is refused on B at once (each request reads the participant).
+    let replaced = a
+        .client
+        .post(a.url(&format!("/api/sessions/{}/tracker_url", session.session_id)))
+        .bearer_auth(&ann.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    assert_eq!(post_json(&b, &on_b, &fixture("owntracks_location.json", 0)).await.status(), 401);
 }
 
 /// The app follows the participant's latest `share_settings`, kept after the socket that
@@ -487,4 +498,59 @@ async fn every_apps_setup_address_works_and_tids_stay_when_someone_leaves() {
         .map(|f| f["tid"].clone())
         .collect();
     assert_eq!(tids, [json!("AL")], "{friends}");
+}
+
+/// `POST /api/sessions/{id}/tracker_url` with Ann's token.
+async fn replace_tracker_url(app: &TestApp, session_id: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = app.client.post(app.url(&format!("/api/sessions/{session_id}/tracker_url")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// A leaked tracker URL is replaced: the old one stops at once (nothing it sends is stored),
+/// the new one works; only the participant's own token of this session can ask.
+#[tokio::test]
+async fn a_replaced_tracker_url_stops_working_and_the_new_one_works() {
+    let app = spawn_app().await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (other, [stranger]) = app.session_with(["Eve"]).await;
+    let sid = session.session_id.as_str();
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    assert_eq!(replace_tracker_url(&app, sid, None).await.status(), 401);
+    assert_eq!(replace_tracker_url(&app, sid, Some(&session.creator_token)).await.status(), 403);
+    assert_eq!(replace_tracker_url(&app, sid, Some(&stranger.token)).await.status(), 403);
+    assert_eq!(replace_tracker_url(&app, &other.session_id, Some(&ann.token)).await.status(), 403);
+
+    let response = replace_tracker_url(&app, sid, Some(&ann.token)).await;
+    assert_eq!(response.status(), 200);
+    let new_url = response.json::<Value>().await.unwrap()["tracker_url"].as_str().unwrap().to_owned();
+    assert_ne!(new_url, ann.tracker_url);
+    assert!(new_url.starts_with(ann.tracker_url.rsplit_once("/t/").unwrap().0));
+
+    for old in [
+        post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await,
+        get(&app, &format!("{}/setup", ann.tracker_url)).await,
+    ] {
+        assert_eq!(old.status(), 401);
+        assert_eq!(error_code(old).await, "token_revoked");
+    }
+    let seen = bob_ws.until_pong().await;
+    assert!(seen.iter().all(|m| m["type"] != "location_broadcast"), "the old URL moved Ann: {seen:?}");
+
+    assert_eq!(post_json(&app, &new_url, &fixture("owntracks_location.json", 1)).await.status(), 200);
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+    let setup: Value = get(&app, &format!("{new_url}/setup")).await.json().await.unwrap();
+    assert_eq!(setup["tracker_url"], new_url.as_str());
+    assert!(setup["traccar_url"].as_str().unwrap().starts_with(&new_url));
+
+    // Replaced again: the second one stops too. Once Ann leaves, she cannot ask.
+    let newer = replace_tracker_url(&app, sid, Some(&ann.token)).await.json::<Value>().await.unwrap();
+    assert_ne!(newer["tracker_url"], new_url.as_str());
+    assert_eq!(get(&app, &format!("{new_url}/setup")).await.status(), 401);
+    assert_eq!(app.remove(sid, &ann.user_id, &ann.token).await, 204);
+    let response = replace_tracker_url(&app, sid, Some(&ann.token)).await;
+    assert_eq!((response.status().as_u16(), error_code(response).await.as_str()), (401, "token_revoked"));
 }

@@ -245,6 +245,16 @@ test('"Share from an app" sets up OwnTracks, and a phone sharing only through an
     }
     await page.screenshot({ path: joinPath(artifacts, 'share-from-an-app.png'), fullPage: true });
 
+    // "Get a new address": the panel shows a new one, and the old one is refused.
+    await page.locator('#new-tracker').click();
+    await page.waitForFunction((old) => document.querySelector('#tracker-url').value !== old, trackerUrl);
+    const newUrl = await page.locator('#tracker-url').inputValue();
+    assert.match(newUrl, /\/t\/[A-Za-z0-9_-]{70}$/);
+    assert.ok((await page.locator('#osmand-url').inputValue()).startsWith(`${newUrl}?`));
+    const oldPath = new URL(trackerUrl).pathname;
+    assert.equal((await fetch(`${base}${oldPath}/setup`)).status, 401);
+    assert.equal((await fetch(`${base}${new URL(newUrl).pathname}/setup`)).status, 200);
+
     // Dan shares only through an app: OwnTracks, then Traccar Client. Ann sees him move.
     const dan = await fetch(`${base}/api/sessions/${created.session_id}/join`, {
       method: 'POST',

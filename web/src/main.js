@@ -163,6 +163,7 @@ function wireActions() {
       }
     });
   }
+  $('new-tracker').addEventListener('click', newTrackerAddress);
   $('end-session').addEventListener('click', endSession);
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -199,6 +200,22 @@ async function showAppSetup() {
     state.appsShown = true;
   } catch (error) {
     setStatus(`Could not load the app set-up: ${error.message}`, true);
+  }
+}
+
+/// Replaces a leaked tracker address: the old one stops working at once, and the panel
+/// shows the new one's set-up.
+async function newTrackerAddress() {
+  if (!confirm('Get a new tracker address? The old one stops at once: set your apps up again.')) return;
+  try {
+    const { tracker_url } = await api('POST', `/api/sessions/${state.sessionId}/tracker_url`, undefined, model.me.token);
+    model.me = { ...model.me, tracker_url };
+    state.store.save('me', model.me);
+    state.appsShown = false;
+    await showAppSetup();
+    setStatus('New tracker address: set your apps up with it.');
+  } catch (error) {
+    setStatus(`Could not get a new address: ${error.message}`, true);
   }
 }
 
