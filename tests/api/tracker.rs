@@ -306,17 +306,40 @@ async fn a_tracker_on_one_instance_is_seen_on_the_other() {
     let (a, b) = spawn_pair(|_| {}).await;
     let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;
-    // Ann's app reports to instance A (her tracker URL names A; any instance serves it).
-    let response = post_json(&a, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
-    // And to B, with a URL rewritten to it: the token is all that matters.
+    // Ann shares only through apps, each reporting to instance A (her tracker URL names A),
+    // at a latitude of its own: Bob, on B, sees each.
+    let kinds = [
+        ("OwnTracks", "application/json", fixture("owntracks_location.json", 20)),
+        ("OsmAnd", "application/x-www-form-urlencoded", fixture("osmand_query.txt", 15)),
+        ("Traccar Client 9", "application/json", fixture("traccar_client.json", 10)),
+        ("GPSLogger", "application/x-www-form-urlencoded", fixture("gpslogger_url.txt", 5)[1..].to_owned()),
+    ];
+    for (step, (app, content_type, body)) in kinds.into_iter().enumerate() {
+        let lat = 47.0 + step as f64 / 10.0;
+        let body = body.replace("48.85833", &lat.to_string());
+        let response = a
+            .client
+            .post(&ann.tracker_url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{app}");
+        let seen = bob_on_b.next_of_type("location_broadcast").await["data"].clone();
+        assert_eq!(
+            (seen["user_id"].as_str(), seen["lat"].as_f64()),
+            (Some(ann.user_id.as_str()), Some(lat)),
+            "{app}"
+        );
+    }
+    // B serves the same token (a URL rewritten to it): the token is all that matters.
     let on_b =
         format!("{}/t/{}", b.url("").trim_end_matches('/'), ann.tracker_url.rsplit('/').next().unwrap());
     let response =
-        get(&b, &format!("{on_b}?{}", fixture("osmand_query.txt", 1).replace("48.85833", "47.0"))).await;
+        get(&b, &format!("{on_b}?{}", fixture("osmand_query.txt", 1).replace("48.85833", "46.0"))).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 47.0);
+    assert_eq!(bob_on_b.next_of_type("location_broadcast").await["data"]["lat"], 46.0);
 
     // Replaced on A: the old URL is refused on B at once (each request reads the participant).
     let replaced = a

@@ -143,13 +143,14 @@ async fn the_web_page_works_in_chromium() {
 }
 
 /// Done-when of the tracker apps: a participant sharing only through each app, reporting to
-/// one instance, is seen moving by a browser on another (tests/browser/across.test.mjs).
+/// the page's instance and then to another, is seen moving by a browser
+/// (tests/browser/across.test.mjs).
 #[cfg_attr(
     not(all(convoy_browser_tests, convoy_scaled_tests)),
     ignore = "needs Chromium, PostgreSQL and Redis: set TEST_BROWSER=1, TEST_POSTGRES_URL and TEST_REDIS_URL"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_app_reporting_to_one_instance_moves_a_browser_on_the_other() {
+async fn each_app_moves_a_browser_on_its_instance_and_on_another() {
     let (a, b) = spawn_pair(|c| c.tile_url = format!("{UNREACHABLE_TILES}{{z}}/{{x}}/{{y}}.png")).await;
     let root = env!("CARGO_MANIFEST_DIR");
     let artifacts = format!("{root}/target/browser-artifacts");

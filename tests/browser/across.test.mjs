@@ -1,6 +1,6 @@
-// A participant who shares only through tracker apps, reporting to one convoy instance, seen
-// moving on the web page of a participant connected to another instance (two instances on
-// one PostgreSQL and one Redis). Every app's request is built from the recorded fixtures
+// A participant who shares only through tracker apps, each app in turn reporting to the
+// instance the page is connected to and then to another (two instances on one PostgreSQL
+// and one Redis), seen moving on the web page. Every app's request is built from the recorded fixtures
 // (tests/fixtures/tracker) or from the set-up answer's templates, filled in as the app
 // fills them. Run by tests/api/web.rs, which starts both instances and passes CONVOY_URL
 // (the page's instance), OTHER_URL (the apps' instance), TILE_PREFIX (the unreachable tile
@@ -42,7 +42,7 @@ async function seesAt(page, userId, lat, lng) {
   }, [userId, lat, lng], { timeout: 20000 });
 }
 
-test('a phone sharing only through each app, on another instance, is seen moving on the page', async () => {
+test('a phone sharing only through each app, on the same instance and on another, is seen moving on the page', async () => {
   const created = await fetch(`${base}/api/sessions`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
@@ -74,35 +74,41 @@ test('a phone sharing only through each app, on another instance, is seen moving
     }).then((r) => r.json());
     const trackerPath = new URL(dan.tracker_url).pathname;
     const setup = await fetch(`${other}${trackerPath}/setup`).then((r) => r.json());
-    const onOther = (url) => url.replace(/^https?:\/\/[^/]+/, other);
     const lng = 2.29513;
     // Fixes a second apart, each newer than the last, well within LOCATION_TTL_SECONDS.
     const start = Date.now() - 10_000;
     const at = (step) => new Date(start + step * 1000);
 
-    const steps = [
-      ['OwnTracks', 48.861, () => fetch(onOther(setup.tracker_url), {
-        method: 'POST', headers: { 'Content-Type': 'application/json' },
-        body: fixture('owntracks_location.json', at(1), 48.861),
-      })],
-      ['Traccar Client', 48.862, () => fetch(onOther(setup.tracker_url), {
-        method: 'POST', headers: { 'Content-Type': 'application/json' },
-        body: fixture('traccar_client.json', at(2), 48.862),
-      })],
-      ['OsmAnd', 48.863, () => fetch(onOther(fill(setup.osmand_url, {
-        '{0}': 48.863, '{1}': lng, '{2}': at(3).getTime(), '{3}': 10, '{4}': 36, '{5}': 1.2, '{6}': 180,
-      })))],
-      ['GPSLogger', 48.864, () => fetch(onOther(fill(setup.gpslogger_url, {
-        '%LAT': 48.864, '%LON': lng, '%TIMESTAMP': at(4).toISOString(), '%ACC': 6, '%ALT': 36,
-        '%SPD': 1.1, '%DIR': 90, '%BATT': 64, '%ISCHARGING': false,
-      })))],
-    ];
-    for (const [app, lat, send] of steps) {
-      const response = await send();
-      assert.equal(response.status, 200, `${app}: ${await response.text()}`);
-      await seesAt(page, dan.user_id, lat, lng).catch((error) => {
-        throw new Error(`${app}'s position never reached the page: ${error.message}`);
-      });
+    // Each app in turn, reporting first to the page's own instance, then to the other.
+    let step = 0;
+    for (const [where, server] of [['the same instance', base], ['the other instance', other]]) {
+      const to = (url) => url.replace(/^https?:\/\/[^/]+/, server);
+      const apps = {
+        OwnTracks: (lat, when) => fetch(to(setup.tracker_url), {
+          method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: fixture('owntracks_location.json', when, lat),
+        }),
+        'Traccar Client': (lat, when) => fetch(to(setup.tracker_url), {
+          method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: fixture('traccar_client.json', when, lat),
+        }),
+        OsmAnd: (lat, when) => fetch(to(fill(setup.osmand_url, {
+          '{0}': lat, '{1}': lng, '{2}': when.getTime(), '{3}': 10, '{4}': 36, '{5}': 1.2, '{6}': 180,
+        }))),
+        GPSLogger: (lat, when) => fetch(to(fill(setup.gpslogger_url, {
+          '%LAT': lat, '%LON': lng, '%TIMESTAMP': when.toISOString(), '%ACC': 6, '%ALT': 36,
+          '%SPD': 1.1, '%DIR': 90, '%BATT': 64, '%ISCHARGING': false,
+        }))),
+      };
+      for (const [app, send] of Object.entries(apps)) {
+        step += 1;
+        const lat = 48.86 + step / 1000;
+        const response = await send(lat, at(step));
+        assert.equal(response.status, 200, `${app} on ${where}: ${await response.text()}`);
+        await seesAt(page, dan.user_id, lat, lng).catch((error) => {
+          throw new Error(`${app}'s position, sent to ${where}, never reached the page: ${error.message}`);
+        });
+      }
     }
     await page.screenshot({ path: joinPath(artifacts, 'app-across-instances.png'), fullPage: true });
     assert.deepEqual(problems, []);
