@@ -119,6 +119,8 @@ pub struct Limits {
     join_per_ip: KeyedLimiter<IpAddr>,
     room_lookups_per_ip: KeyedLimiter<IpAddr>,
     chat_per_user: KeyedLimiter<UserId>,
+    /// Each tracker URL (a participant and a URL generation) has a bucket of its own.
+    per_tracker_url: KeyedLimiter<(UserId, u32)>,
     clock: Clock,
 }
 
@@ -152,6 +154,7 @@ impl Limits {
                 &clock,
             ),
             chat_per_user: keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)), &clock),
+            per_tracker_url: keyed(per_second(config.rate_limit_user_per_second), &clock),
             max_bytes: [
                 config.max_publish_bytes,
                 config.max_direct_message_bytes,
@@ -191,6 +194,17 @@ impl Limits {
         let wait = |not_until| self.wait(not_until);
         self.per_user.check_key(&user_id).map_err(wait)?;
         self.instance.check().map_err(wait)
+    }
+
+    /// Whether one more request to the tracker URL of `user_id` and `generation` may be
+    /// read: checked before anything is, so a replaced URL that keeps reporting spends its
+    /// own bucket, not its participant's (`allow_user_message` follows once the URL is
+    /// known to be current).
+    pub fn allow_tracker_url(&self, user_id: UserId, generation: u32) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.per_tracker_url.check_key(&(user_id, generation)).map_err(|not_until| self.wait(not_until))
     }
 
     /// Whether `user_id` may send a message of `kind` and `bytes` to `recipients` others:
@@ -251,6 +265,7 @@ impl Limits {
         self.join_per_ip.retain_recent();
         self.room_lookups_per_ip.retain_recent();
         self.chat_per_user.retain_recent();
+        self.per_tracker_url.retain_recent();
     }
 }
 

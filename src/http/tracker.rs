@@ -28,7 +28,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::auth::TrackerClaims;
-use crate::domain::{Participant, SessionId};
+use crate::domain::Participant;
 use crate::error::ApiError;
 use crate::protocol::tracker::{self, App, Setup, TRACKER_PATH};
 use crate::state::AppState;
@@ -138,9 +138,15 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let claims = verify(state, token)?;
     let (session_id, user_id) = (claims.session_id, claims.user_id);
-    // Before any read: the signature is checked, so the limit is this participant's.
-    let limited = state.limits.allow_user_message(user_id).err();
-    let (_, me) = state.tracker_member(claims).await?;
+    // The URL's own bucket before anything is read (a replaced URL that keeps reporting
+    // spends only that), then the participant's, shared with their sockets.
+    let admitted = match state.limits.allow_tracker_url(user_id, claims.generation) {
+        Err(wait) => Err(wait),
+        Ok(()) => {
+            let member = state.tracker_member(claims).await?;
+            state.limits.allow_user_message(user_id).map(|()| member)
+        }
+    };
     let (json, mut params) = (parse_json(headers, body), parse_params(query));
     if json.is_none() && is_form(headers) {
         params.extend(parse_params(std::str::from_utf8(body).ok()));
@@ -154,16 +160,19 @@ async fn report(
     } else {
         tracker::read(json.as_ref(), &params, state.clock.now())
     };
-    if let Some(wait) = limited {
-        metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "rate_limited")
-            .increment(1);
-        // OwnTracks gets 2xx whatever happens (its queue would jam), but nothing costly.
-        return if app == App::OwnTracks {
-            Ok(axum::Json(Vec::<Value>::new()).into_response())
-        } else {
-            Err(ApiError::rate_limited(wait))
-        };
-    }
+    let (me, everyone) = match admitted {
+        Ok(member) => member,
+        Err(wait) => {
+            metrics::counter!("convoy_tracker_requests_total", "app" => app.as_str(), "outcome" => "rate_limited")
+                .increment(1);
+            // OwnTracks gets 2xx whatever happens (its queue would jam), but nothing costly.
+            return if app == App::OwnTracks {
+                Ok(axum::Json(Vec::<Value>::new()).into_response())
+            } else {
+                Err(ApiError::rate_limited(wait))
+            };
+        }
+    };
     count(app, &report);
 
     if !report.fixes.is_empty() {
@@ -180,7 +189,7 @@ async fn report(
         }
     }
     match app {
-        App::OwnTracks => friends(state, session_id, &me).await,
+        App::OwnTracks => Ok(friends(state, &me, &everyone).await),
         // Only a request with no position in it at all is refused: Traccar Client keeps
         // retrying what gets anything but 2xx, so a fix it cannot fix is counted instead.
         _ if report.fixes.is_empty() && report.unreadable => Err(ApiError::new(
@@ -232,22 +241,19 @@ fn count(app: App, report: &tracker::Report) {
 }
 
 /// OwnTracks' answer: a `card` and the latest `location` of every other active participant.
-async fn friends(state: &AppState, session_id: SessionId, me: &Participant) -> Result<Response, ApiError> {
-    let (participants, locations) =
-        tokio::join!(state.reads.participants(session_id), state.bus.locations(session_id));
-    let (participants, locations) = (participants?, locations.unwrap_or_default());
-    let friends = with_tids(&participants).filter(|(p, _)| p.user_id != me.user_id).map(|(p, tid)| {
-        let location = locations.iter().find(|(user, _)| *user == p.user_id).map(|(_, at)| at);
-        (p, tid, location)
-    });
-    let friends: Vec<_> = friends.collect();
+async fn friends(state: &AppState, me: &Participant, everyone: &[Participant]) -> Response {
+    let locations = state.bus.locations(me.session_id).await.unwrap_or_default();
+    let friends: Vec<_> = with_tids(everyone)
+        .filter(|(p, _)| p.user_id != me.user_id)
+        .map(|(p, tid)| (p, tid, locations.iter().find(|(user, _)| *user == p.user_id).map(|(_, at)| at)))
+        .collect();
     let answer = tracker::owntracks_answer(friends.iter().map(|(p, tid, location)| tracker::Friend {
         user_id: p.user_id,
         name: &p.display_name,
         tid,
         location: *location,
     }));
-    Ok(axum::Json(answer).into_response())
+    axum::Json(answer).into_response()
 }
 
 /// The session's active participants with their OwnTracks `tid`s, given over everyone
@@ -276,11 +282,10 @@ async fn setup(
 }
 
 async fn setup_of(state: &AppState, token: &str) -> Result<Setup, ApiError> {
-    let (_, me) = state.tracker_member(verify(state, token)?).await?;
-    let participants = state.reads.participants(me.session_id).await?;
+    let (me, everyone) = state.tracker_member(verify(state, token)?).await?;
     let tid =
-        with_tids(&participants).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
-    let tracker_url = format!("{}{TRACKER_PATH}/{token}", state.public_url);
+        with_tids(&everyone).find(|(p, _)| p.user_id == me.user_id).map(|(_, id)| id).unwrap_or_default();
+    let tracker_url = state.tracker_url(me.session_id, me.user_id, me.tracker_generation);
     let every = tracker::report_every(state.config.location_ttl());
     Ok(Setup::new(tracker_url, tid, &me.display_name, every))
 }

@@ -1,6 +1,8 @@
 //! Who a token stands for: issuing, checking (one check for sockets and REST: a live
 //! session, an active participant, a token of a generation still good) and refreshing.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -63,12 +65,16 @@ impl AppState {
     /// The live session and active participant a tracker token stands for (read as
     /// `active_member` does): a tracker URL is good as long as its participant is and it is
     /// their current one, whatever their tokens' generation.
-    pub async fn tracker_member(&self, claims: TrackerClaims) -> Result<(Session, Participant), ApiError> {
-        let (session, participant) = self.member(claims.session_id, claims.user_id, None).await?;
+    /// Returns the participant and everyone listed in the session (the same read).
+    pub async fn tracker_member(
+        &self,
+        claims: TrackerClaims,
+    ) -> Result<(Participant, Arc<Vec<Participant>>), ApiError> {
+        let (_, participant, everyone) = self.member_of(claims.session_id, claims.user_id, None).await?;
         if i64::from(claims.generation) != participant.tracker_generation {
             return Err(revoked("this tracker address was replaced by a new one"));
         }
-        Ok((session, participant))
+        Ok((participant, everyone))
     }
 
     /// A new tracker URL for an active participant; the ones before it stop working at once.
@@ -102,10 +108,22 @@ impl AppState {
         user_id: UserId,
         claims: Option<&Claims>,
     ) -> Result<(Session, Participant), ApiError> {
+        let (session, participant, _) = self.member_of(session_id, user_id, claims).await?;
+        Ok((session, participant))
+    }
+
+    /// `member`, with the session's participants it read.
+    async fn member_of(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        claims: Option<&Claims>,
+    ) -> Result<(Session, Participant, Arc<Vec<Participant>>), ApiError> {
         let (session, participants) =
             tokio::try_join!(self.reads.session(session_id), self.reads.participants(session_id))?;
         let participant = participants.iter().find(|p| p.user_id == user_id).cloned();
-        self.admitted((*session).clone(), participant, claims)
+        let (session, participant) = self.admitted((*session).clone(), participant, claims)?;
+        Ok((session, participant, participants))
     }
 
     /// The one check behind them: a live session, an active participant, a token of a

@@ -155,6 +155,21 @@ impl AppState {
         self.publish(session_id, HubMessage::Event { frame });
     }
 
+    /// Keeps a participant's `share_settings` (the fields given) for their tracker apps,
+    /// which follow the latest from any socket, also once it has closed.
+    pub async fn keep_share_settings(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        approximate: Option<bool>,
+        paused: Option<bool>,
+    ) -> Result<(), crate::store::StoreError> {
+        if approximate.is_none() && paused.is_none() {
+            return Ok(());
+        }
+        self.store.set_share_settings(session_id, user_id, approximate, paused).await
+    }
+
     /// Positions that arrive late or in bulk (the HTTP push, tracker apps' offline queues):
     /// the newest of `fixes` younger than LOCATION_TTL_SECONDS goes live, as a socket's
     /// `location_update` does, if it is newer than the live one; fixes are ordered by their

@@ -241,12 +241,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<i64>, StoreError>;
 
     /// Keeps a participant's latest share settings (what their tracker apps' positions
-    /// follow, whichever socket set them).
+    /// follow, whichever socket set them): the fields given, the others as they were.
     async fn set_share_settings(
         &self,
         session_id: SessionId,
         user_id: UserId,
-        share: ShareSettings,
+        approximate: Option<bool>,
+        paused: Option<bool>,
     ) -> Result<(), StoreError>;
 
     /// Moves an active participant's tracker URL on to a new generation (the older URLs

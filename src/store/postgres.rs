@@ -471,16 +471,18 @@ impl Store for PostgresStore {
         &self,
         session_id: SessionId,
         user_id: UserId,
-        share: ShareSettings,
+        approximate: Option<bool>,
+        paused: Option<bool>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE participants SET share_approximate = $3, share_paused = $4
+            "UPDATE participants SET share_approximate = COALESCE($3, share_approximate),
+                                     share_paused = COALESCE($4, share_paused)
              WHERE session_id = $1 AND user_id = $2",
         )
         .bind(session_id.0)
         .bind(user_id.0)
-        .bind(share.approximate)
-        .bind(share.paused)
+        .bind(approximate)
+        .bind(paused)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -13,7 +13,7 @@ use crate::admission::ConnectionSlot;
 use crate::auth::Claims;
 use crate::chat::RoomMembership;
 use crate::domain::topic::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
-use crate::domain::{ChatContent, ChatRoom, Location, Participant, RoomId, Session, ShareSettings};
+use crate::domain::{ChatContent, ChatRoom, Location, Participant, RoomId, Session};
 use crate::hub::Outbox;
 use crate::limits::{MessageKind, Refused, ReplyThrottle};
 use crate::message::{Channel, CloseReason, Wire, close_code};
@@ -424,6 +424,17 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             outbox.push_event(ServerMessage::Pong {}.to_frame());
         }
         Ok(ClientMessage::ShareSettings { approximate, paused }) => {
+            // Kept for the participant's tracker apps (the fields sent, whichever socket sent
+            // them, also once it has closed), before any position is forgotten below, so
+            // that an app's report in between cannot put back what is being forgotten.
+            if let Err(err) = state.keep_share_settings(session.id, me.user_id, approximate, paused).await {
+                tracing::warn!(error = %err, "could not keep the share settings for tracker apps");
+                reply_error(
+                    outbox,
+                    "unavailable",
+                    "these settings apply to this connection but not yet to your tracker apps: send them again",
+                );
+            }
             if approximate == Some(true) && !conn.approximate {
                 // The exact position cached so far must not reach later snapshots.
                 if let Err(err) = state.bus.remove_location(session.id, me.user_id).await {
@@ -442,12 +453,6 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 if paused {
                     state.clear_location(session.id, me.user_id).await;
                 }
-            }
-            // The participant's tracker apps follow the latest settings, whichever socket
-            // sent them, also once it has closed.
-            let share = ShareSettings { approximate: conn.approximate, paused: conn.paused };
-            if let Err(err) = state.store.set_share_settings(session.id, me.user_id, share).await {
-                tracing::warn!(error = %err, "could not keep the share settings for tracker apps");
             }
             let precision = if conn.approximate { "approximate" } else { "exact" };
             outbox.push_event(ServerMessage::ShareSettings { precision, paused: conn.paused }.to_frame());

@@ -172,9 +172,12 @@ async fn share_settings_are_kept_per_participant(store: &dyn Store) {
         (joined(join(store, id, "Ann", 50, 10).await), joined(join(store, id, "Bob", 50, 10).await));
     assert_eq!(store.participant(id, ann).await.unwrap().unwrap().share, ShareSettings::default());
     let approximate = ShareSettings { approximate: true, paused: false };
-    store.set_share_settings(id, ann, approximate).await.unwrap();
+    store.set_share_settings(id, ann, Some(true), None).await.unwrap();
     let paused = ShareSettings { approximate: false, paused: true };
-    store.set_share_settings(id, bob, paused).await.unwrap();
+    store.set_share_settings(id, bob, Some(true), Some(true)).await.unwrap();
+    store.set_share_settings(id, bob, Some(false), None).await.unwrap();
+    // A field left out keeps its value.
+    store.set_share_settings(id, ann, None, Some(false)).await.unwrap();
     let shares: Vec<_> = store.participants(id).await.unwrap().iter().map(|p| (p.user_id, p.share)).collect();
     assert_eq!(shares, [(ann, approximate), (bob, paused)]);
 }

@@ -297,6 +297,32 @@ async fn over_the_rate_limit_owntracks_gets_200_and_the_others_429() {
     }
 }
 
+/// A replaced URL that keeps reporting (the attacker who had it) spends a bucket of its own,
+/// not the participant's: their new URL, and their sockets, keep working.
+#[tokio::test]
+async fn a_replaced_url_flooding_does_not_spend_the_participants_budget() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.rate_limit_enabled = true;
+        c.rate_limit_user_per_second = 1; // bursts of 2
+    })
+    .await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let response = replace_tracker_url(&app, &session.session_id, Some(&ann.token)).await;
+    let new_url = response.json::<Value>().await.unwrap()["tracker_url"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let old = get(&app, &format!("{}?{}", ann.tracker_url, fixture("osmand_query.txt", 2))).await;
+        statuses.push(old.status().as_u16());
+    }
+    // Read and refused while its own bucket (1/s, bursts of 2) lasts, then not even read.
+    assert_eq!(statuses[..2], [401, 401], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let response = get(&app, &format!("{new_url}?{}", fixture("osmand_query.txt", 1))).await;
+    assert_eq!(response.status(), 200, "Ann's budget is untouched");
+    assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
+}
+
 #[cfg_attr(
     not(convoy_scaled_tests),
     ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
@@ -365,7 +391,7 @@ async fn the_apps_positions_follow_the_share_settings_after_the_page_closed() {
     ann_ws.next_of_type("share_settings").await;
     drop(ann_ws);
 
-    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 3)).await;
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 4)).await;
     assert_eq!(response.status(), 200);
     let seen = bob_ws.until_pong().await;
     assert!(seen.iter().all(|m| m["type"] != "location_broadcast"), "paused, yet: {seen:?}");
@@ -379,7 +405,7 @@ async fn the_apps_positions_follow_the_share_settings_after_the_page_closed() {
         .await;
     ann_ws.next_of_type("share_settings").await;
     drop(ann_ws);
-    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 2)).await;
+    let response = post_json(&app, &ann.tracker_url, &fixture("owntracks_location.json", 3)).await;
     assert_eq!(response.status(), 200);
     let coarse = bob_ws.next_of_type("location_broadcast").await["data"].clone();
     let (lat, lng) = (coarse["lat"].as_f64().unwrap(), coarse["lng"].as_f64().unwrap());
@@ -392,6 +418,26 @@ async fn the_apps_positions_follow_the_share_settings_after_the_page_closed() {
     let (_, snapshot) = app.connect(&bob.token).await;
     let at = snapshot_location(&snapshot, &ann.user_id).expect("a position");
     assert_eq!((at["lat"].as_f64(), at["accuracy"].as_f64()), (Some(lat), coarse["accuracy"].as_f64()));
+
+    // A page coming back says only `paused: false` (as the web page does): the app stays
+    // approximate, since a field left out keeps its value.
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": false } })).await;
+    ann_ws.next_of_type("share_settings").await;
+    drop(ann_ws);
+    let response = post_json(
+        &app,
+        &ann.tracker_url,
+        &fixture("owntracks_location.json", 2).replace("48.85833", "48.85834"),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let still = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (still["lat"].as_f64(), still["accuracy"].as_f64()),
+        (Some(lat), coarse["accuracy"].as_f64()),
+        "{still}"
+    );
 
     // Exact again, from another socket: the app's next fix is exact.
     let (mut ann_ws, _) = app.connect(&ann.token).await;

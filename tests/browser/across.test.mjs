@@ -75,9 +75,9 @@ test('a phone sharing only through each app, on the same instance and on another
     const trackerPath = new URL(dan.tracker_url).pathname;
     const setup = await fetch(`${other}${trackerPath}/setup`).then((r) => r.json());
     const lng = 2.29513;
-    // Fixes a second apart, each newer than the last, well within LOCATION_TTL_SECONDS.
-    const start = Date.now() - 10_000;
-    const at = (step) => new Date(start + step * 1000);
+    // Each fix newer than the last and well within LOCATION_TTL_SECONDS (taken when sent:
+    // a slow step must not age the later ones out).
+    const at = (step) => new Date(Date.now() - 10_000 + step * 1000);
 
     // Each app in turn, reporting first to the page's own instance, then to the other.
     let step = 0;

@@ -17,7 +17,8 @@ export class PositionSharing {
   constructor({ send, userId, resendAfterMs, onSharing, onPosition, onProblem }) {
     Object.assign(this, { send, userId, resendAfterMs, onSharing, onPosition, onProblem });
     this.on = false;
-    this.paused = false; // the user stopped sharing: the server was told so
+    this.paused = false; // the user stopped sharing
+    this.told = false; // the server has heard the page's latest choice
     this.position = null; // our newest position while sharing
     this.problem = null; // what the page says about it, if something is wrong
     this.watchId = null;
@@ -32,7 +33,7 @@ export class PositionSharing {
       this.onProblem(this.problem);
       return;
     }
-    if (!this.on) this.send('share_settings', { paused: false });
+    if (!this.on) this.told = this.send('share_settings', { paused: false });
     this.on = true;
     this.paused = false;
     this.onSharing(true);
@@ -47,7 +48,7 @@ export class PositionSharing {
   /// The user stops sharing: everyone else forgets our position at once, presence says we
   /// paused, and the tracker apps' positions are dropped until we share again.
   stop() {
-    if (this.on) this.send('share_settings', { paused: true });
+    if (this.on) this.told = this.send('share_settings', { paused: true });
     this.paused = this.paused || this.on;
     this.halt();
   }
@@ -62,12 +63,15 @@ export class PositionSharing {
     this.onPosition(null);
   }
 
-  /// A new connection: the page's choice is said again (a sharing page's `start` may have
-  /// run before the socket was open: the participant's apps follow it too), and our
-  /// position goes out at once. A page that cannot share says nothing.
+  /// A new connection: a paused page says so again (a connection starts sharing), a
+  /// sharing page whose choice the server has not heard yet (`start` ran before the socket
+  /// was open) says that, since the participant's apps follow it too; and our position goes
+  /// out at once. A page that cannot share says nothing, and neither does one already
+  /// heard, so a tab coming back does not undo a pause made on another device.
   reconnected() {
     this.lastSentAt = 0;
-    if (this.on || this.paused) this.send('share_settings', { paused: this.paused });
+    if (this.paused) this.told = this.send('share_settings', { paused: true });
+    else if (this.on && !this.told) this.told = this.send('share_settings', { paused: false });
     this.sendPosition();
   }
 

@@ -53,5 +53,19 @@ test("the user's stop pauses, and a new connection is told so again", () => {
   assert.deepEqual(sent.map(([, data]) => data.paused), [false, true, true]);
   sharing.start();
   sharing.reconnected();
-  assert.deepEqual(sent.map(([, data]) => data.paused), [false, true, true, false, false]);
+  assert.deepEqual(sent.map(([, data]) => data.paused), [false, true, true, false], 'heard: not said again');
+});
+
+test('a choice made before the socket was open is said once it is', () => {
+  browser(null);
+  let open = false;
+  const { sharing, sent } = page();
+  const send = sharing.send;
+  sharing.send = (type, data) => open && send(type, data);
+  sharing.start();
+  assert.deepEqual(sent, [], 'not connected yet');
+  open = true;
+  sharing.reconnected();
+  sharing.reconnected();
+  assert.deepEqual(sent, [['share_settings', { paused: false }]]);
 });
