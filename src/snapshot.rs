@@ -38,6 +38,8 @@ impl Snapshot {
             user_id: self.user_id,
             participants: &self.participants,
             locations: self.locations.clone(),
+            meeting_point: self.session.meeting_point.as_deref(),
+            meeting_point_by: self.session.meeting_point_by,
             messages: &self.messages,
         }
     }

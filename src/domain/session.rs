@@ -60,6 +60,11 @@ pub struct Session {
     #[serde(skip)]
     pub ended: bool,
     pub participant_count: i64,
+    /// Who may set the meeting point.
+    pub meeting_point_by: super::MeetingPointBy,
+    /// Where the group is heading, if anyone said (shared: every socket's copy of the
+    /// session holds a pointer, not the point).
+    pub meeting_point: Option<std::sync::Arc<super::MeetingPoint>>,
 }
 
 impl Session {

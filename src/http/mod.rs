@@ -6,6 +6,7 @@ mod chat;
 pub mod cors;
 mod extract;
 mod health;
+mod meetup;
 mod meta;
 pub mod openapi;
 mod participants;
@@ -60,7 +61,8 @@ pub fn router(state: AppState, sockets: Router<AppState>) -> Router {
         .merge(participants::router())
         .merge(chat::router())
         .merge(sync::router())
-        .merge(tokens::router());
+        .merge(tokens::router())
+        .merge(meetup::router());
     let cors = cors::layer(&state.config);
     let admin = state.config.admin_listen.is_none().then(admin_routes);
     let router = Router::new()

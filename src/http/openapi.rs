@@ -35,6 +35,8 @@ use crate::state::AppState;
         super::sync::push,
         super::sync::pull,
         super::tokens::refresh,
+        super::meetup::set,
+        super::meetup::clear,
         super::tracker::with_token,
         super::tracker::with_basic,
         super::tracker::setup,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, Bearer, ClientIp};
 use crate::auth::Role;
-use crate::domain::{AvatarColor, DisplayName, ExpiresInMinutes, SessionId, SessionName, UserId};
+use crate::domain::{
+    AvatarColor, DisplayName, ExpiresInMinutes, MeetingPointBy, SessionId, SessionName, UserId,
+};
 use crate::error::ApiError;
 use crate::limits::RestAction;
 use crate::state::{AppState, EndReason};
@@ -28,6 +30,8 @@ pub fn router() -> Router<AppState> {
 struct CreateSession {
     name: Option<String>,
     expires_in_minutes: Option<i64>,
+    /// Who may set the meeting point: `creator` (the default) or `anyone` in the session.
+    meeting_point_by: Option<MeetingPointBy>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -61,6 +65,7 @@ async fn create(
         creator_id: uuid::Uuid::new_v4(),
         created_at: now,
         expires_at: lifetime.after(now),
+        meeting_point_by: body.meeting_point_by.unwrap_or_default(),
     };
     state.store.create_session(&new).await?;
     tracing::info!(session_id = %new.id, "session created");

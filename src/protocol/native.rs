@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{ChatMessage, Location, LocationInput, Participant, RoomId, UserId};
+use crate::domain::{
+    ChatMessage, Location, LocationInput, MeetingPoint, MeetingPointBy, MeetingPointInput, Participant,
+    RoomId, UserId,
+};
 use crate::message::Frame;
 use crate::presence::PresenceMap;
 
@@ -41,6 +44,13 @@ pub enum ServerMessage<'a> {
     },
     SessionEnded {
         reason: &'a str,
+    },
+    /// The session's meeting point was set or moved.
+    MeetingPointSet(&'a MeetingPoint),
+    /// The session's meeting point was cleared.
+    MeetingPointCleared {
+        cleared_by: UserId,
+        at: DateTime<Utc>,
     },
     /// A message another participant sent to this user.
     DirectMessage {
@@ -118,6 +128,11 @@ pub struct SessionState<'a> {
     #[schema(value_type = Vec<Participant>)]
     pub participants: &'a [Participant],
     pub locations: Vec<LocationBroadcast>,
+    /// Where the group is heading (null: nowhere set).
+    #[schema(value_type = Option<MeetingPoint>)]
+    pub meeting_point: Option<&'a MeetingPoint>,
+    /// Who may set it: `creator` or `anyone`.
+    pub meeting_point_by: MeetingPointBy,
     /// The session chat's latest messages, oldest first.
     #[schema(value_type = Vec<ChatMessage>)]
     pub messages: &'a [ChatMessage],
@@ -221,6 +236,9 @@ pub enum ClientMessage {
     RoomMessage {
         content: String,
     },
+    /// Sets or moves the session's meeting point (where this participant may).
+    SetMeetingPoint(MeetingPointInput),
+    ClearMeetingPoint,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +336,11 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             })
         }
         "ping" => Ok(ClientMessage::Ping),
+        "set_meeting_point" => {
+            let input = data(raw.data, "set_meeting_point", "{lat, lng, name, radius_m}")?;
+            Ok(ClientMessage::SetMeetingPoint(input))
+        }
+        "clear_meeting_point" => Ok(ClientMessage::ClearMeetingPoint),
         "share_settings" | "ShareSettings" => {
             let input: ShareInput =
                 data(raw.data, "share_settings", "{precision: exact|approximate, paused}")?;
@@ -398,7 +421,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             message: format!(
                 "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
                  subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat, message, \
-                 share_settings, view_settings or auth"
+                 share_settings, view_settings, set_meeting_point, clear_meeting_point or auth"
             ),
         }),
     }
@@ -510,6 +533,8 @@ mod tests {
             "LeaveLocalChat",
             "message",
             "Message",
+            "set_meeting_point",
+            "clear_meeting_point",
             "other",
         ];
 

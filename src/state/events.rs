@@ -29,7 +29,7 @@ impl EndReason {
 }
 
 impl AppState {
-    fn publish(&self, session_id: SessionId, message: HubMessage) {
+    pub(super) fn publish(&self, session_id: SessionId, message: HubMessage) {
         self.hub.publish(Envelope { channel: Channel::Session(session_id), message });
     }
 

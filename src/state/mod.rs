@@ -1,11 +1,13 @@
 //! `AppState`: the shared handles (store, bus, hub, tokens, activity, limits) every edge
 //! and background task works with, and the services on them, by concern: who a token
-//! stands for (`access`), what the session hears (`events`).
+//! stands for (`access`), what the session hears (`events`), meeting up (`meetup`).
 
 mod access;
 mod events;
+mod meetup;
 
 pub use events::EndReason;
+pub use meetup::Setter;
 
 use std::ops::Deref;
 use std::sync::Arc;

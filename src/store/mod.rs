@@ -10,7 +10,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId};
+use crate::domain::{
+    ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
+    UserId,
+};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -51,6 +54,7 @@ pub struct NewSession {
     pub creator_id: uuid::Uuid,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub meeting_point_by: MeetingPointBy,
 }
 
 /// A participant to add.
@@ -80,6 +84,19 @@ impl NewParticipant {
             tracker_generation: 0,
         }
     }
+}
+
+/// A meeting point as the stores keep it: JSON text.
+fn meeting_point_json(point: &MeetingPoint) -> Result<String, StoreError> {
+    serde_json::to_string(point).map_err(|e| StoreError::Other(format!("meeting point: {e}")))
+}
+
+/// The stored JSON text back.
+fn meeting_point_from(text: Option<String>) -> Result<Option<Arc<MeetingPoint>>, StoreError> {
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|e| StoreError::Other(format!("bad meeting_point: {e}")))
+    })
+    .transpose()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +256,13 @@ pub trait Store: Send + Sync + 'static {
         current: i64,
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
+
+    /// Sets (or, with None, clears) a live session's meeting point: whether it was live.
+    async fn set_meeting_point(
+        &self,
+        id: SessionId,
+        point: Option<&MeetingPoint>,
+    ) -> Result<bool, StoreError>;
 
     /// Keeps a participant's latest share settings (what their tracker apps' positions
     /// follow, whichever socket set them): the fields given, the others as they were.

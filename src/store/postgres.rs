@@ -14,7 +14,11 @@ use uuid::Uuid;
 use super::{
     ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
 };
-use crate::domain::{ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId};
+use super::{meeting_point_from, meeting_point_json};
+use crate::domain::{
+    ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
+    UserId,
+};
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -112,14 +116,15 @@ impl Store for PostgresStore {
 
     async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active)
-             VALUES ($1, $2, $3, $4, $5, $4, TRUE)",
+            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active, meeting_point_by)
+             VALUES ($1, $2, $3, $4, $5, $4, TRUE, $6)",
         )
         .bind(new.id.0)
         .bind(&new.name)
         .bind(new.creator_id)
         .bind(new.created_at)
         .bind(new.expires_at)
+        .bind(new.meeting_point_by.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -127,7 +132,7 @@ impl Store for PostgresStore {
 
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active,
+            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active, s.meeting_point_by, s.meeting_point,
                     (SELECT COUNT(*) FROM participants p WHERE p.session_id = s.id AND p.is_active) AS participant_count
              FROM sessions s WHERE s.id = $1",
         )
@@ -143,6 +148,8 @@ impl Store for PostgresStore {
                 last_activity: row.try_get("last_activity")?,
                 ended: !row.try_get::<bool, _>("is_active")?,
                 participant_count: row.try_get("participant_count")?,
+                meeting_point_by: MeetingPointBy::from_stored(row.try_get("meeting_point_by")?),
+                meeting_point: meeting_point_from(row.try_get("meeting_point")?)?,
             })
         })
         .transpose()
@@ -465,6 +472,21 @@ impl Store for PostgresStore {
         .bind(at)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn set_meeting_point(
+        &self,
+        id: SessionId,
+        point: Option<&MeetingPoint>,
+    ) -> Result<bool, StoreError> {
+        let json = point.map(meeting_point_json).transpose()?;
+        let changed = sqlx::query("UPDATE sessions SET meeting_point = $2 WHERE id = $1 AND is_active")
+            .bind(id.0)
+            .bind(json)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(changed == 1)
     }
 
     async fn set_share_settings(

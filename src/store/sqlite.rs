@@ -17,8 +17,10 @@ use sqlx::{Row, SqlitePool};
 use super::{
     ActivityBatch, Departures, JoinOutcome, NewChatMessage, NewParticipant, NewSession, Store, StoreError,
 };
+use super::{meeting_point_from, meeting_point_json};
 use crate::domain::{
-    ChatMessage, ChatRoom, Participant, Session, SessionId, ShareSettings, UserId, from_millis,
+    ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
+    UserId, from_millis,
 };
 
 pub struct SqliteStore {
@@ -260,14 +262,15 @@ impl Store for SqliteStore {
     async fn create_session(&self, new: &NewSession) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
         sqlx::query(
-            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?4, 1)",
+            "INSERT INTO sessions (id, name, creator_id, created_at, expires_at, last_activity, is_active, meeting_point_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?4, 1, ?6)",
         )
         .bind(new.id.to_string())
         .bind(&new.name)
         .bind(new.creator_id.to_string())
         .bind(ms(new.created_at))
         .bind(ms(new.expires_at))
+        .bind(new.meeting_point_by.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -275,7 +278,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active,
+            "SELECT s.name, s.created_at, s.expires_at, s.last_activity, s.is_active, s.meeting_point_by, s.meeting_point,
                     (SELECT COUNT(*) FROM participants p WHERE p.session_id = s.id AND p.is_active = 1) AS participant_count
              FROM sessions s WHERE s.id = ?1",
         )
@@ -291,6 +294,8 @@ impl Store for SqliteStore {
                 last_activity: from_millis(row.try_get("last_activity")?),
                 ended: !row.try_get::<bool, _>("is_active")?,
                 participant_count: row.try_get("participant_count")?,
+                meeting_point_by: MeetingPointBy::from_stored(row.try_get("meeting_point_by")?),
+                meeting_point: meeting_point_from(row.try_get("meeting_point")?)?,
             })
         })
         .transpose()
@@ -583,6 +588,22 @@ impl Store for SqliteStore {
         .bind(ms(at))
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn set_meeting_point(
+        &self,
+        id: SessionId,
+        point: Option<&MeetingPoint>,
+    ) -> Result<bool, StoreError> {
+        let json = point.map(meeting_point_json).transpose()?;
+        let _writing = self.writing.lock().await;
+        let changed = sqlx::query("UPDATE sessions SET meeting_point = ?2 WHERE id = ?1 AND is_active = 1")
+            .bind(id.to_string())
+            .bind(json)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(changed == 1)
     }
 
     async fn set_share_settings(

@@ -20,7 +20,7 @@ use crate::message::{Channel, CloseReason, Wire, close_code};
 use crate::presence::PresenceMeta;
 use crate::protocol::native::{ClientMessage, ServerMessage, parse_client};
 use crate::snapshot::{self, Loaded};
-use crate::state::{AppState, EndReason};
+use crate::state::{AppState, EndReason, Setter};
 
 /// The longest frame checked for being a `ping` when over the rate limit.
 const MAX_PING_BYTES: usize = 256;
@@ -466,6 +466,18 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
             outbox.push_event(
                 ServerMessage::ViewSettings { min_interval_ms, min_distance_m: distance }.to_frame(),
             );
+        }
+        Ok(ClientMessage::SetMeetingPoint(input)) => {
+            // Everyone in the session, this socket included, gets `meeting_point_set`.
+            if let Err(err) = state.set_meeting_point(session, Setter::Participant(me.user_id), &input).await
+            {
+                reply_error(outbox, err.code, &err.message);
+            }
+        }
+        Ok(ClientMessage::ClearMeetingPoint) => {
+            if let Err(err) = state.clear_meeting_point(session, Setter::Participant(me.user_id)).await {
+                reply_error(outbox, err.code, &err.message);
+            }
         }
         Ok(ClientMessage::Auth { .. }) => {
             reply_error(outbox, "already_authenticated", "this socket is already authenticated");

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::connection::{self, Protocol};
 use super::socket::WebSocket;
 use crate::admission::ConnectionSlot;
-use crate::domain::{Location, LocationInput, Participant, Session};
+use crate::domain::{Location, LocationInput, MeetingPointInput, Participant, Session};
 use crate::error::ApiError;
 use crate::http::ClientIp;
 use crate::hub::Outbox;
@@ -30,7 +30,7 @@ use crate::presence::PresenceMeta;
 use crate::protocol::native::ServerMessage;
 use crate::protocol::phoenix::{Incoming, channel_closed, decode, encode, fastlane, topic_of};
 use crate::snapshot::{self, Loaded};
-use crate::state::{AppState, EndReason};
+use crate::state::{AppState, EndReason, Setter};
 
 #[derive(Deserialize)]
 pub(super) struct PhoenixQuery {
@@ -248,9 +248,31 @@ impl PhoenixSocket<'_> {
                 metrics.pings_in.increment(1);
                 self.reply(&incoming, "ok", json!({ "pong": true }));
             }
+            (_, "set_meeting_point") => {
+                let setter = Setter::Participant(self.me.user_id);
+                let set = match serde_json::from_str::<MeetingPointInput>(incoming.payload.get()) {
+                    Ok(input) => self.state.set_meeting_point(self.session, setter, &input).await,
+                    Err(err) => {
+                        Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", err.to_string()))
+                    }
+                };
+                match set {
+                    Ok(point) => self.reply(&incoming, "ok", json!({ "meeting_point": point })),
+                    Err(err) => self.refuse(&incoming, &format!("{}: {}", err.code, err.message)),
+                }
+            }
+            (_, "clear_meeting_point") => {
+                match self.state.clear_meeting_point(self.session, Setter::Participant(self.me.user_id)).await
+                {
+                    Ok(()) => self.reply(&incoming, "ok", json!({})),
+                    Err(err) => self.refuse(&incoming, &format!("{}: {}", err.code, err.message)),
+                }
+            }
             (_, event) => {
                 metrics.invalid_in.increment(1);
-                let reason = format!("unknown event {event:?}: expected location_update or ping");
+                let reason = format!(
+                    "unknown event {event:?}: expected location_update, ping, set_meeting_point or clear_meeting_point"
+                );
                 self.refuse(&incoming, &reason);
             }
         }

@@ -27,6 +27,7 @@ mod health;
 mod heartbeat;
 mod lifetimes;
 mod limits;
+mod meetup;
 mod observability;
 mod openapi;
 mod participants;

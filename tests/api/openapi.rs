@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::helpers::*;
 
 /// REST route files, and the prefix their router is nested under.
-const ROUTE_FILES: [(&str, &str); 8] = [
+const ROUTE_FILES: [(&str, &str); 9] = [
     ("src/http/sessions.rs", "/api"),
     ("src/http/participants.rs", "/api"),
     ("src/http/chat.rs", "/api"),
@@ -18,6 +18,7 @@ const ROUTE_FILES: [(&str, &str); 8] = [
     ("src/http/tokens.rs", "/api"),
     ("src/http/health.rs", ""),
     ("src/http/meta.rs", ""),
+    ("src/http/meetup.rs", "/api"),
     ("src/http/tracker.rs", ""),
 ];
 

@@ -294,12 +294,80 @@ async fn a_tracker_apps_positions_reach_the_channel(backend: Backend) {
     assert_eq!((payload["speed"].as_f64(), payload["battery"].as_u64()), (Some(10.0), Some(40)));
 }
 
+/// The channel sets and clears the meeting point (in a session that lets anyone), with a
+/// reply; every channel and native socket hears `meeting_point_set` / `_cleared`. In a
+/// session that does not, the reply is an error naming why.
+async fn the_channel_sets_and_clears_the_meeting_point(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let open = app.create_session(json!({ "meeting_point_by": "anyone" })).await;
+    let (ann, bob) = (app.join(&open.session_id, "Ann").await, app.join(&open.session_id, "Bob").await);
+    let topic = format!("location:{}", open.session_id);
+    let mut socket = Raw::connect(&app, &ann.token, Some("2.0.0")).await;
+    socket.send(Some("1"), "1", &topic, "phx_join", json!({})).await;
+    assert_eq!(socket.next_event("phx_reply").await.4["status"], "ok");
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    socket
+        .send(
+            Some("1"),
+            "2",
+            &topic,
+            "set_meeting_point",
+            json!({ "lat": 48.85, "lng": 2.35, "name": "Gate" }),
+        )
+        .await;
+    // The reply and the broadcast, in whichever order they come (the broadcast goes
+    // through the bus).
+    let (mut reply, mut broadcast) = (None, None);
+    while reply.is_none() || broadcast.is_none() {
+        let (_, msg_ref, t, event, payload) = socket.next().await;
+        match event.as_str() {
+            "phx_reply" => reply = Some((msg_ref, payload)),
+            "meeting_point_set" => broadcast = Some((t, payload)),
+            _ => {}
+        }
+    }
+    let ((reply_ref, reply), (t, payload)) = (reply.unwrap(), broadcast.unwrap());
+    assert_eq!((reply_ref, reply["status"].as_str()), (json!("2"), Some("ok")), "{reply}");
+    assert_eq!(reply["response"]["meeting_point"]["name"], "Gate");
+    assert_eq!((t, payload["set_by"].as_str()), (topic.clone(), Some(ann.user_id.as_str())));
+    assert_eq!(bob_ws.next_of_type("meeting_point_set").await["data"]["lat"], 48.85);
+
+    socket
+        .send(
+            Some("1"),
+            "3",
+            &topic,
+            "set_meeting_point",
+            json!({ "lat": 48.85, "lng": 2.35, "radius_m": 2000 }),
+        )
+        .await;
+    let (_, _, _, _, reply) = socket.next_event("phx_reply").await;
+    assert_eq!(reply["status"], "error");
+    assert!(reply["response"]["reason"].as_str().unwrap().starts_with("invalid_input: radius_m"), "{reply}");
+
+    socket.send(Some("1"), "4", &topic, "clear_meeting_point", json!({})).await;
+    assert_eq!(socket.next_event("phx_reply").await.4["status"], "ok");
+    assert_eq!(bob_ws.next_of_type("meeting_point_cleared").await["data"]["cleared_by"], ann.user_id);
+
+    // Where only the creator may, the channel is told so.
+    let (session, [carl]) = app.session_with(["Carl"]).await;
+    let topic = format!("location:{}", session.session_id);
+    let mut socket = Raw::connect(&app, &carl.token, Some("2.0.0")).await;
+    socket.send(Some("1"), "1", &topic, "phx_join", json!({})).await;
+    assert_eq!(socket.next_event("phx_reply").await.4["status"], "ok");
+    socket.send(Some("1"), "2", &topic, "clear_meeting_point", json!({})).await;
+    let (_, _, _, _, reply) = socket.next_event("phx_reply").await;
+    assert!(reply["response"]["reason"].as_str().unwrap().starts_with("forbidden"), "{reply}");
+}
+
 on_every_backend!(
     speaks_both_serializers,
     bad_input_gets_phoenix_errors,
     session_end_closes_the_channel,
     a_removed_participant_is_closed_joined_or_not,
     a_tracker_apps_positions_reach_the_channel,
+    the_channel_sets_and_clears_the_meeting_point,
 );
 
 /// Runs tests/phoenix (the official client, from Node) against `url`, with the native

@@ -63,6 +63,7 @@ async fn new_session(store: &dyn Store, lives: chrono::Duration) -> SessionId {
         creator_id: uuid::Uuid::new_v4(),
         created_at: at,
         expires_at: at + lives,
+        meeting_point_by: convoy::domain::MeetingPointBy::Creator,
     };
     store.create_session(&new).await.unwrap();
     id

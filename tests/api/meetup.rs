@@ -1,0 +1,190 @@
+//! Meeting up: the session's meeting point, set, moved and cleared through REST (the
+//! creator token, or a participant's where the session allows it), the native socket and
+//! the Phoenix channel (tests/api/phoenix.rs), announced to everyone on every instance and
+//! part of every snapshot.
+
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+const GATE: (f64, f64) = (48.8584, 2.2945);
+
+async fn put_point(app: &TestApp, session_id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+    let mut request =
+        app.client.put(app.url(&format!("/api/sessions/{session_id}/meeting_point"))).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn delete_point(app: &TestApp, session_id: &str, token: &str) -> reqwest::Response {
+    app.delete(&format!("/api/sessions/{session_id}/meeting_point"), Some(token)).await
+}
+
+async fn the_creator_sets_moves_and_clears_the_point(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
+    let sid = session.session_id.as_str();
+    let (mut ann_ws, snapshot) = app.connect(&ann.token).await;
+    assert_eq!(snapshot["data"]["meeting_point"], Value::Null, "none set yet: {snapshot}");
+    assert_eq!(snapshot["data"]["meeting_point_by"], "creator");
+
+    let body = json!({ "lat": GATE.0, "lng": GATE.1, "name": "  North gate ", "radius_m": 80 });
+    let response = put_point(&app, sid, Some(&session.creator_token), body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let point = &answer["meeting_point"];
+    assert_eq!((point["name"].as_str(), point["radius_m"].as_f64()), (Some("North gate"), Some(80.0)));
+    let set = ann_ws.next_of_type("meeting_point_set").await;
+    assert_eq!(&set["data"], point);
+
+    // A late joiner's snapshot has it; moving it replaces it (default radius 50).
+    let (_, snapshot) = app.connect(&ann.token).await;
+    assert_eq!(&snapshot["data"]["meeting_point"], point);
+    let moved =
+        put_point(&app, sid, Some(&session.creator_token), json!({ "lat": 48.86, "lng": 2.35 })).await;
+    assert_eq!(moved.status(), 200);
+    let set = ann_ws.next_of_type("meeting_point_set").await;
+    assert_eq!(
+        (set["data"]["lat"].as_f64(), set["data"]["radius_m"].as_f64(), &set["data"]["name"]),
+        (Some(48.86), Some(50.0), &Value::Null)
+    );
+
+    assert_eq!(delete_point(&app, sid, &session.creator_token).await.status(), 204);
+    let cleared = ann_ws.next_of_type("meeting_point_cleared").await;
+    assert!(cleared["data"]["cleared_by"].is_string() && cleared["data"]["at"].is_string(), "{cleared}");
+    let (_, snapshot) = app.connect(&ann.token).await;
+    assert_eq!(snapshot["data"]["meeting_point"], Value::Null);
+}
+
+on_every_backend!(the_creator_sets_moves_and_clears_the_point);
+
+/// By default only the creator may: a participant is refused over REST and on the socket,
+/// and nothing is announced. Bad points are refused naming the field, on both.
+#[tokio::test]
+async fn only_the_creator_unless_the_session_lets_anyone() {
+    let app = spawn_app().await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let sid = session.session_id.as_str();
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let point = json!({ "lat": GATE.0, "lng": GATE.1 });
+
+    let refused = put_point(&app, sid, Some(&ann.token), point.clone()).await;
+    assert_eq!((refused.status().as_u16(), error_code(refused).await.as_str()), (403, "forbidden"));
+    assert_eq!(put_point(&app, sid, None, point.clone()).await.status(), 401);
+    let (other, [stranger]) = app.session_with(["Eve"]).await;
+    assert_eq!(put_point(&app, sid, Some(&stranger.token), point.clone()).await.status(), 403);
+    assert_eq!(put_point(&app, sid, Some(&other.creator_token), point.clone()).await.status(), 403);
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    ann_ws.send_json(json!({ "type": "set_meeting_point", "data": point })).await;
+    assert_eq!(ann_ws.next_of_type("error").await["data"]["code"], "forbidden");
+    ann_ws.send_json(json!({ "type": "clear_meeting_point" })).await;
+    assert_eq!(ann_ws.next_of_type("error").await["data"]["code"], "forbidden");
+    let seen = bob_ws.until_pong().await;
+    assert!(seen.iter().all(|m| m["type"] != "meeting_point_set"), "{seen:?}");
+
+    for (bad, field) in [
+        (json!({ "lat": 91, "lng": 2 }), "lat"),
+        (json!({ "lat": 48, "lng": 2, "radius_m": 5 }), "radius_m"),
+        (json!({ "lat": 48, "lng": 2, "name": "x".repeat(101) }), "name"),
+    ] {
+        let response = put_point(&app, sid, Some(&session.creator_token), bad).await;
+        assert_eq!(response.status(), 422);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().starts_with(field), "{body}");
+    }
+    let unknown =
+        put_point(&app, sid, Some(&session.creator_token), json!({ "lat": 1, "lng": 2, "colour": "red" }))
+            .await;
+    assert_eq!(unknown.status(), 422);
+
+    // A session created with meeting_point_by: anyone.
+    let open = app.create_session(json!({ "meeting_point_by": "anyone" })).await;
+    let carl = app.join(&open.session_id, "Carl").await;
+    let dan = app.join(&open.session_id, "Dan").await;
+    let (mut carl_ws, snapshot) = app.connect(&carl.token).await;
+    assert_eq!(snapshot["data"]["meeting_point_by"], "anyone", "the page knows it may");
+    let (mut dan_ws, _) = app.connect(&dan.token).await;
+    carl_ws
+        .send_json(
+            json!({ "type": "set_meeting_point", "data": { "lat": GATE.0, "lng": GATE.1, "radius_m": 0 } }),
+        )
+        .await;
+    let error = carl_ws.next_of_type("error").await;
+    assert_eq!(error["data"]["code"], "invalid_input", "{error}");
+    carl_ws
+        .send_json(
+            json!({ "type": "set_meeting_point", "data": { "lat": GATE.0, "lng": GATE.1, "name": "Café" } }),
+        )
+        .await;
+    let seen = dan_ws.next_of_type("meeting_point_set").await;
+    assert_eq!(
+        (seen["data"]["set_by"].as_str(), seen["data"]["name"].as_str()),
+        (Some(carl.user_id.as_str()), Some("Café"))
+    );
+    assert_eq!(carl_ws.next_of_type("meeting_point_set").await, seen, "the setter hears it too");
+    assert_eq!(
+        put_point(&app, &open.session_id, Some(&dan.token), json!({ "lat": 1, "lng": 2 })).await.status(),
+        200
+    );
+    assert_eq!(delete_point(&app, &open.session_id, &dan.token).await.status(), 204);
+    assert_eq!(carl_ws.next_of_type("meeting_point_cleared").await["data"]["cleared_by"], dan.user_id);
+
+    let bad = app.post("/api/sessions", json!({ "meeting_point_by": "everyone" })).await;
+    assert_eq!(bad.status(), 422);
+}
+
+/// Once the session ended, nothing can be set (410).
+#[tokio::test]
+async fn an_ended_session_takes_no_point() {
+    let app = spawn_app().await;
+    let (session, _) = app.session_with(["Ann"]).await;
+    let sid = session.session_id.as_str();
+    assert_eq!(app.delete(&format!("/api/sessions/{sid}"), Some(&session.creator_token)).await.status(), 204);
+    let response = put_point(&app, sid, Some(&session.creator_token), json!({ "lat": 1, "lng": 2 })).await;
+    assert_eq!(response.status(), 410);
+}
+
+/// Set on one instance, heard on the other, and in its snapshots.
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_set_on_one_instance_reaches_the_other() {
+    let (a, b) = spawn_pair(|_| {}).await;
+    let (session, [ann]) = a.session_with(["Ann"]).await;
+    let (mut ann_on_b, _) = b.connect(&ann.token).await;
+    let response = put_point(
+        &a,
+        &session.session_id,
+        Some(&session.creator_token),
+        json!({ "lat": GATE.0, "lng": GATE.1 }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(ann_on_b.next_of_type("meeting_point_set").await["data"]["lat"], GATE.0);
+    let (_, snapshot) = b.connect(&ann.token).await;
+    assert_eq!(snapshot["data"]["meeting_point"]["lng"], GATE.1);
+}
+
+/// Changes over REST spend the sender's message budget: a loop moving the point is refused.
+#[tokio::test]
+async fn moving_the_point_in_a_loop_is_rate_limited() {
+    let app = spawn_app_on(Backend::Embedded, |c| {
+        c.rate_limit_enabled = true;
+        c.rate_limit_user_per_second = 1; // bursts of 2
+    })
+    .await;
+    let (session, _) = app.session_with(["Ann"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let body = json!({ "lat": 48.0 + f64::from(i) / 100.0, "lng": 2.0 });
+        statuses.push(
+            put_point(&app, &session.session_id, Some(&session.creator_token), body).await.status().as_u16(),
+        );
+    }
+    assert_eq!(statuses[..2], [200, 200]);
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
