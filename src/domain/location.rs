@@ -17,6 +17,21 @@ pub struct LocationInput {
     /// RFC 3339; when absent the server's receipt time is used.
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Optional readings of the device, each broadcast when given: metres per second,
+    /// 0 to 1,000.
+    #[serde(default)]
+    pub speed: Option<f64>,
+    /// Degrees clockwise from true north, 0 to 360.
+    #[serde(default)]
+    pub heading: Option<f64>,
+    /// Metres above sea level, -1,000 to 100,000.
+    #[serde(default)]
+    pub altitude: Option<f64>,
+    /// Battery level in percent, 0 to 100.
+    #[serde(default)]
+    pub battery: Option<f64>,
+    #[serde(default)]
+    pub charging: Option<bool>,
 }
 
 /// A validated location. `accuracy` is in metres (the wire name is the seeds').
@@ -124,7 +139,19 @@ impl Location {
                 .map_err(|_| ValidationError::new("timestamp", "must be an RFC 3339 date-time"))?
                 .with_timezone(&Utc),
         };
-        Self::checked(input.lat, input.lng, input.accuracy, timestamp, now)
+        let location = Self::checked(input.lat, input.lng, input.accuracy, timestamp, now)?;
+        // A client's readings are checked, not filtered as tracker apps' placeholders are.
+        for (field, value, low, high) in [
+            ("speed", input.speed, 0.0, 1_000.0),
+            ("heading", input.heading, 0.0, 360.0),
+            ("altitude", input.altitude, -1_000.0, 100_000.0),
+            ("battery", input.battery, 0.0, 100.0),
+        ] {
+            if value.is_some_and(|v| !(v.is_finite() && (low..=high).contains(&v))) {
+                return Err(ValidationError::new(field, format!("must be between {low} and {high}")));
+            }
+        }
+        Ok(location.with_readings(input.speed, input.heading, input.altitude, input.battery, input.charging))
     }
 
     /// A position with none of the optional readings, if its parts are valid: coordinates
@@ -188,6 +215,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_clients_readings_are_kept_or_refused_naming_them() {
+        let now = Utc::now();
+        let with = |speed, battery| LocationInput {
+            speed,
+            battery,
+            charging: Some(true),
+            ..input(1.0, 2.0, 5.0, None)
+        };
+        let kept = Location::parse(&with(Some(1.5), Some(17.4)), now).unwrap();
+        assert_eq!((kept.speed, kept.battery, kept.charging), (Some(1.5), Some(17), Some(true)));
+        assert_eq!(Location::parse(&with(Some(-1.0), None), now).unwrap_err().field, "speed");
+        assert_eq!(Location::parse(&with(None, Some(101.0)), now).unwrap_err().field, "battery");
+        assert_eq!(Location::parse(&with(None, Some(f64::NAN)), now).unwrap_err().field, "battery");
+    }
+
+    #[test]
     fn a_batch_window_is_rounded_down_to_one_served() {
         let window = |ms| batch_window(ms).map(|w| w.map(|d| d.as_millis()));
         assert_eq!(window(0), Ok(None));
@@ -218,7 +261,17 @@ mod tests {
     }
 
     fn input(lat: f64, lng: f64, accuracy: f64, timestamp: Option<&str>) -> LocationInput {
-        LocationInput { lat, lng, accuracy, timestamp: timestamp.map(str::to_owned) }
+        LocationInput {
+            lat,
+            lng,
+            accuracy,
+            timestamp: timestamp.map(str::to_owned),
+            speed: None,
+            heading: None,
+            altitude: None,
+            battery: None,
+            charging: None,
+        }
     }
 
     #[test]

@@ -188,3 +188,37 @@ async fn moving_the_point_in_a_loop_is_rate_limited() {
     assert_eq!(statuses[..2], [200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+/// `location_update` carries the device's battery, charging, speed and heading when the
+/// client knows them: broadcast and in snapshots; out of range, refused naming the field.
+#[tokio::test]
+async fn a_location_update_carries_battery_and_speed() {
+    let app = spawn_app().await;
+    let (_, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let fix = json!({ "lat": GATE.0, "lng": GATE.1, "accuracy": 8, "battery": 15, "charging": false, "speed": 1.4, "heading": 90 });
+    ann_ws.send_json(json!({ "type": "location_update", "data": fix })).await;
+    let seen = bob_ws.next_of_type("location_broadcast").await["data"].clone();
+    assert_eq!(
+        (
+            seen["battery"].as_u64(),
+            seen["charging"].as_bool(),
+            seen["speed"].as_f64(),
+            seen["heading"].as_f64()
+        ),
+        (Some(15), Some(false), Some(1.4), Some(90.0))
+    );
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert_eq!(snapshot_location(&snapshot, &ann.user_id).unwrap()["battery"], 15);
+
+    for (field, value) in [("battery", json!(150)), ("speed", json!(-2)), ("heading", json!(400))] {
+        let mut bad = json!({ "lat": GATE.0, "lng": GATE.1, "accuracy": 8 });
+        bad[field] = value;
+        ann_ws.send_json(json!({ "type": "location_update", "data": bad })).await;
+        let error = ann_ws.next_of_type("error").await;
+        assert_eq!(error["data"]["code"], "invalid_location");
+        assert!(error["data"]["message"].as_str().unwrap().contains(field), "{error}");
+    }
+    bob_ws.assert_quiet().await;
+}
