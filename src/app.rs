@@ -120,6 +120,7 @@ impl App {
 
         let sweeper = tokio::spawn(sweeper::run(state.clone()));
         let revocation = tokio::spawn(revocation::run(state.clone()));
+        let meetups = tokio::spawn(crate::state::meetup::run(state.clone()));
         let flusher = {
             let state = state.clone();
             let interval = Duration::from_secs(state.config.activity_flush_interval_seconds);
@@ -170,7 +171,7 @@ impl App {
         if tokio::time::timeout(grace, state.sockets.wait()).await.is_err() {
             tracing::warn!(open = state.sockets.len(), "sockets still open after the grace period");
         }
-        let _ = tokio::join!(sweeper, flusher, revocation);
+        let _ = tokio::join!(sweeper, flusher, revocation, meetups);
         // Last: what the closing sockets recorded, and their goodbyes to other instances.
         if let Err(err) = state.activity.flush(state.store.as_ref()).await {
             tracing::warn!(error = %err, "final activity flush failed");

@@ -40,6 +40,12 @@ impl Snapshot {
             locations: self.locations.clone(),
             meeting_point: self.session.meeting_point.as_deref(),
             meeting_point_by: self.session.meeting_point_by,
+            arrived: match self.session.meeting_point {
+                Some(_) => {
+                    self.participants.iter().filter(|p| p.is_active && p.arrived).map(|p| p.user_id).collect()
+                }
+                None => Vec::new(),
+            },
             messages: &self.messages,
         }
     }

@@ -2,3 +2,6 @@
 -- lat, lng, name, radius_m, set_by, set_at), stored and deleted with the session.
 ALTER TABLE sessions ADD COLUMN meeting_point_by TEXT NOT NULL DEFAULT 'creator';
 ALTER TABLE sessions ADD COLUMN meeting_point TEXT;
+-- Whether a participant has arrived at it (the instance that got the fix that changed it
+-- sets it with a compare-and-set, so each change is announced once).
+ALTER TABLE participants ADD COLUMN arrived BOOLEAN NOT NULL DEFAULT FALSE;

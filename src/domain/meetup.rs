@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{UserId, ValidationError};
+use super::{Location, UserId, ValidationError};
 
 /// Who may set, move or clear a session's meeting point (chosen when it is created).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -87,12 +87,162 @@ impl MeetingPoint {
     }
 }
 
+/// Where a fix lies for arrivals, its accuracy taken into account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Within the radius, and precise enough to say so: arrived.
+    Inside,
+    /// Even the nearest point its accuracy allows is beyond 1.5 x the radius: left.
+    Outside,
+    /// In the ring between, or too vague to tell: changes nothing (no flapping at the edge).
+    Between,
+}
+
+/// A fix counts as inside only if its accuracy is at most this, or the radius if larger.
+pub const ARRIVAL_ACCURACY_M: f64 = 30.0;
+
+impl MeetingPoint {
+    /// Metres from the point to `at`, as the crow flies.
+    pub fn distance_m(&self, at: &Location) -> f64 {
+        super::distance_m(self.lat, self.lng, at.lat, at.lng)
+    }
+
+    pub fn placement(&self, at: &Location) -> Placement {
+        let distance = self.distance_m(at);
+        if distance <= self.radius_m && at.accuracy <= self.radius_m.max(ARRIVAL_ACCURACY_M) {
+            Placement::Inside
+        } else if distance - at.accuracy > 1.5 * self.radius_m {
+            Placement::Outside
+        } else {
+            Placement::Between
+        }
+    }
+}
+
+/// Fixes less precise than this do not feed the speed an ETA is made from.
+pub const PACE_ACCURACY_M: f64 = 50.0;
+/// Slower than this (metres per second) is standing still: no ETA.
+pub const STILL_MPS: f64 = 0.5;
+/// How much a new speed moves the smoothed one.
+const SMOOTHING: f64 = 0.5;
+
+/// A participant's recent pace: their speed, smoothed over fixes precise enough to trust.
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    last: Option<(f64, f64, DateTime<Utc>)>,
+    speed_mps: Option<f64>,
+}
+
+impl Pace {
+    /// Takes a fix in: its own speed reading if it has one, else the distance from the last
+    /// good fix over the time between them (at least a second apart).
+    pub fn observe(&mut self, fix: &Location) {
+        if fix.accuracy > PACE_ACCURACY_M {
+            return;
+        }
+        let measured = fix.speed.map(f64::from).or_else(|| {
+            let (lat, lng, at) = self.last?;
+            let seconds = (fix.timestamp - at).num_milliseconds() as f64 / 1000.0;
+            (seconds >= 1.0).then(|| super::distance_m(lat, lng, fix.lat, fix.lng) / seconds)
+        });
+        if self.last.is_none_or(|(_, _, at)| fix.timestamp > at) {
+            self.last = Some((fix.lat, fix.lng, fix.timestamp));
+        }
+        if let Some(speed) = measured.filter(|s| s.is_finite() && *s >= 0.0) {
+            self.speed_mps = Some(self.speed_mps.map_or(speed, |old| old + SMOOTHING * (speed - old)));
+        }
+    }
+
+    /// Seconds to cover `distance_m` at this pace: None when still or unknown.
+    pub fn eta_s(&self, distance_m: f64) -> Option<u64> {
+        let speed = self.speed_mps.filter(|s| *s >= STILL_MPS)?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, >= 0
+        Some((distance_m / speed).round() as u64)
+    }
+}
+
+/// An estimate of a participant's way to the meeting point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    /// Metres left to the edge of the point's circle, as the crow flies.
+    pub distance_m: f64,
+    /// Seconds at their recent pace; None when still or unknown.
+    pub eta_s: Option<u64>,
+}
+
+impl Estimate {
+    /// Whether `self` is worth telling after `told`: the first one, an ETA that appeared
+    /// or went, or one that moved by more than a minute or by more than 10 %.
+    pub fn worth_telling(&self, told: Option<&Estimate>) -> bool {
+        let Some(told) = told else { return true };
+        match (told.eta_s, self.eta_s) {
+            (Some(before), Some(now)) => {
+                let change = before.abs_diff(now);
+                change > 60 || change as f64 > 0.1 * before as f64
+            }
+            (None, None) => false,
+            _ => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn input(lat: f64, lng: f64, name: Option<&str>, radius_m: Option<f64>) -> MeetingPointInput {
         MeetingPointInput { lat, lng, name: name.map(str::to_owned), radius_m }
+    }
+
+    fn fix(lat: f64, lng: f64, accuracy: f64, seconds: i64) -> Location {
+        Location::at(lat, lng, accuracy, DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap())
+    }
+
+    /// 0.001 degree of latitude is 111.2 m.
+    fn point(radius_m: f64) -> MeetingPoint {
+        let input = MeetingPointInput { lat: 48.0, lng: 2.0, name: None, radius_m: Some(radius_m) };
+        MeetingPoint::parse(&input, UserId(uuid::Uuid::nil()), Utc::now()).unwrap()
+    }
+
+    #[test]
+    fn arrival_has_hysteresis_and_takes_accuracy_into_account() {
+        let gate = point(50.0);
+        assert_eq!(gate.placement(&fix(48.0004, 2.0, 10.0, 0)), Placement::Inside); // 44 m
+        assert_eq!(gate.placement(&fix(48.0004, 2.0, 80.0, 0)), Placement::Between, "too vague");
+        assert_eq!(gate.placement(&fix(48.0006, 2.0, 5.0, 0)), Placement::Between, "67 m: the ring");
+        assert_eq!(gate.placement(&fix(48.0007, 2.0, 5.0, 0)), Placement::Between, "78 m - 5 m < 75 m");
+        assert_eq!(gate.placement(&fix(48.0008, 2.0, 5.0, 0)), Placement::Outside); // 89 m - 5
+        assert_eq!(gate.placement(&fix(48.0008, 2.0, 20.0, 0)), Placement::Between, "could be 69 m");
+        // A small radius still lets a phone's usual 20-30 m fix arrive.
+        assert_eq!(point(10.0).placement(&fix(48.00005, 2.0, 25.0, 0)), Placement::Inside);
+    }
+
+    #[test]
+    fn the_pace_is_smoothed_from_good_fixes_and_still_means_no_eta() {
+        let mut pace = Pace::default();
+        assert_eq!(pace.eta_s(1000.0), None, "unknown");
+        pace.observe(&fix(48.0, 2.0, 10.0, 0));
+        pace.observe(&fix(48.001, 2.0, 10.0, 100)); // 111 m in 100 s
+        assert_eq!(pace.eta_s(1112.0), Some(1000));
+        pace.observe(&fix(49.0, 2.0, 500.0, 110)); // a poor fix: ignored
+        assert_eq!(pace.eta_s(1112.0), Some(1000));
+        pace.observe(&Location { speed: Some(3.336), ..fix(48.002, 2.0, 10.0, 200) }); // its own speed
+        assert_eq!(pace.eta_s(1112.0), Some(500), "smoothed: (1.112 + 3.336) / 2");
+        for t in [300, 400, 500, 600] {
+            pace.observe(&fix(48.002, 2.0, 10.0, t));
+        }
+        assert_eq!(pace.eta_s(1112.0), None, "standing still");
+    }
+
+    #[test]
+    fn an_estimate_is_told_when_it_moves_by_a_minute_or_a_tenth() {
+        let at = |eta_s| Estimate { distance_m: 1000.0, eta_s };
+        assert!(at(Some(600)).worth_telling(None));
+        assert!(!at(Some(650)).worth_telling(Some(&at(Some(600)))));
+        assert!(at(Some(661)).worth_telling(Some(&at(Some(600)))));
+        assert!(at(Some(80)).worth_telling(Some(&at(Some(100)))), "a tenth of a short one");
+        assert!(at(None).worth_telling(Some(&at(Some(100)))));
+        assert!(!at(None).worth_telling(Some(&at(None))));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Participant {
     /// Which of the participant's tracker URLs is current (replacing one moves it on).
     #[serde(skip)]
     pub tracker_generation: i64,
+    /// Whether they have arrived at the session's meeting point.
+    #[serde(skip)]
+    pub arrived: bool,
 }
 
 /// How a participant shares their position (`share_settings`): coarsened to about 1 km,

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::domain::{
-    ChatMessage, Location, LocationInput, MeetingPoint, MeetingPointBy, MeetingPointInput, Participant,
-    RoomId, UserId,
+    ChatMessage, Estimate, Location, LocationInput, MeetingPoint, MeetingPointBy, MeetingPointInput,
+    Participant, RoomId, UserId,
 };
 use crate::message::Frame;
 use crate::presence::PresenceMap;
@@ -50,6 +50,23 @@ pub enum ServerMessage<'a> {
     /// The session's meeting point was cleared.
     MeetingPointCleared {
         cleared_by: UserId,
+        at: DateTime<Utc>,
+    },
+    /// A participant's fix put them within the meeting point's radius.
+    ParticipantArrived {
+        user_id: UserId,
+        at: DateTime<Utc>,
+    },
+    /// A participant who had arrived is now beyond 1.5 x the radius.
+    ParticipantDeparted {
+        user_id: UserId,
+        at: DateTime<Utc>,
+    },
+    /// A participant's way to the meeting point, as the crow flies.
+    EtaUpdate {
+        user_id: UserId,
+        #[serde(flatten)]
+        estimate: &'a Estimate,
         at: DateTime<Utc>,
     },
     /// A message another participant sent to this user.
@@ -133,6 +150,8 @@ pub struct SessionState<'a> {
     pub meeting_point: Option<&'a MeetingPoint>,
     /// Who may set it: `creator` or `anyone`.
     pub meeting_point_by: MeetingPointBy,
+    /// The participants who have arrived at it.
+    pub arrived: Vec<UserId>,
     /// The session chat's latest messages, oldest first.
     #[schema(value_type = Vec<ChatMessage>)]
     pub messages: &'a [ChatMessage],

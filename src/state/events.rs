@@ -222,5 +222,6 @@ impl AppState {
         let frame = ServerMessage::LocationBroadcast(LocationBroadcast { user_id, location }).to_frame();
         self.publish(session_id, HubMessage::Location { from: user_id, location, frame });
         self.activity.touch(session_id, user_id, self.clock.now());
+        self.meetups.observe(session_id, user_id, &location);
     }
 }

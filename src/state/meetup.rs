@@ -1,11 +1,67 @@
 //! Meeting up: a session's meeting point, set, moved or cleared through REST or a socket,
-//! kept with the session and announced to everyone in it, on every instance.
+//! kept with the session and announced to everyone in it, on every instance; and, from the
+//! positions each instance receives, arrivals and ETAs.
+//!
+//! Arrivals and ETAs are decided by the instance that receives a participant's positions:
+//! the hot path only notes the newest fix in memory (`Meetups::observe`), and once a second
+//! `AppState::meetup_tick` reads the meeting points of the sessions that moved (one query),
+//! decides, and announces. An arrival is kept with the participant and changed with a
+//! compare-and-set, so a change is announced once even if two instances decide it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use super::AppState;
-use crate::domain::{MeetingPoint, MeetingPointBy, MeetingPointInput, Session, UserId};
+use crate::domain::{
+    Estimate, Location, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement, Session, SessionId,
+    UserId,
+};
 use crate::error::ApiError;
 use crate::message::HubMessage;
 use crate::protocol::native::ServerMessage;
+
+/// How often the positions noted are looked at.
+pub const TICK: Duration = Duration::from_secs(1);
+/// An ETA is recomputed at most this often per participant.
+const ESTIMATE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+/// What is known of a participant not heard from for this long is forgotten.
+const FORGET_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The newest fixes noted since the last tick, and what the ticks know of each participant.
+#[derive(Default)]
+pub struct Meetups {
+    noted: Mutex<HashMap<(SessionId, UserId), Location>>,
+    known: tokio::sync::Mutex<HashMap<(SessionId, UserId), Progress>>,
+}
+
+/// A participant's way to their session's meeting point, as this instance saw it.
+struct Progress {
+    /// The point it is about (its `set_at`): a new point starts afresh.
+    point_set_at: DateTime<Utc>,
+    arrived: Option<bool>,
+    pace: Pace,
+    told: Option<Estimate>,
+    estimated_at: Option<DateTime<Utc>>,
+    seen: DateTime<Utc>,
+}
+
+impl Meetups {
+    /// The hot path's part: notes a participant's newest fix (by its own time). Memory only.
+    pub fn observe(&self, session_id: SessionId, user_id: UserId, location: &Location) {
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        noted
+            .entry((session_id, user_id))
+            .and_modify(|older| {
+                if location.timestamp >= older.timestamp {
+                    *older = *location;
+                }
+            })
+            .or_insert(*location);
+    }
+}
 
 /// Who asks to change a meeting point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,5 +118,132 @@ impl AppState {
             ServerMessage::MeetingPointCleared { cleared_by: setter.id(), at: self.clock.now() }.to_frame();
         self.publish(session.id, HubMessage::Event { frame });
         Ok(())
+    }
+}
+
+impl AppState {
+    /// Looks at the fixes noted since the last tick: arrivals and departures decided and
+    /// announced (`participant_arrived`, `participant_departed`), ETAs recomputed and told
+    /// when they moved enough (`eta_update`). Tests call it to step the work.
+    pub async fn meetup_tick(&self) {
+        // One tick at a time, and the fixes taken under its lock: once a tick returns, every
+        // fix noted before it began has been looked at (by it or the one before).
+        let mut known = self.meetups.known.lock().await;
+        let noted = std::mem::take(&mut *self.meetups.noted.lock().unwrap_or_else(|e| e.into_inner()));
+        let now = self.clock.now();
+        known.retain(|_, progress| now - progress.seen < FORGET_AFTER);
+        if noted.is_empty() {
+            return;
+        }
+        let mut sessions: Vec<SessionId> = noted.keys().map(|(session_id, _)| *session_id).collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        let points: HashMap<SessionId, Arc<MeetingPoint>> = match self.store.meeting_points(&sessions).await {
+            Ok(points) => points.into_iter().collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read meeting points: arrivals wait for the next fixes");
+                return;
+            }
+        };
+        for ((session_id, user_id), fix) in noted {
+            let Some(point) = points.get(&session_id) else {
+                known.remove(&(session_id, user_id));
+                continue;
+            };
+            let progress = known.entry((session_id, user_id)).or_insert_with(|| Progress::new(point, now));
+            if progress.point_set_at != point.set_at {
+                *progress = Progress::new(point, now);
+            }
+            progress.seen = now;
+            progress.pace.observe(&fix);
+            self.decide_arrival(session_id, user_id, point, &fix, progress).await;
+            self.estimate(session_id, user_id, point, &fix, progress, now);
+        }
+    }
+
+    async fn decide_arrival(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        point: &MeetingPoint,
+        fix: &Location,
+        progress: &mut Progress,
+    ) {
+        let arrived = match point.placement(fix) {
+            Placement::Inside => true,
+            Placement::Outside => false,
+            Placement::Between => return,
+        };
+        if progress.arrived == Some(arrived) {
+            return;
+        }
+        match self.store.set_arrived(session_id, user_id, arrived).await {
+            Ok(changed) => {
+                progress.arrived = Some(arrived);
+                if changed {
+                    let at = fix.timestamp;
+                    let frame = if arrived {
+                        ServerMessage::ParticipantArrived { user_id, at }
+                    } else {
+                        ServerMessage::ParticipantDeparted { user_id, at }
+                    }
+                    .to_frame();
+                    self.publish(session_id, HubMessage::Event { frame });
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not keep an arrival: decided again with the next fix");
+            }
+        }
+    }
+
+    /// At most every ESTIMATE_EVERY per participant; told when it moved enough. None for
+    /// those who arrived.
+    fn estimate(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        point: &MeetingPoint,
+        fix: &Location,
+        progress: &mut Progress,
+        now: DateTime<Utc>,
+    ) {
+        if progress.arrived == Some(true) || progress.estimated_at.is_some_and(|at| now - at < ESTIMATE_EVERY)
+        {
+            return;
+        }
+        progress.estimated_at = Some(now);
+        let distance_m = (point.distance_m(fix) - point.radius_m).max(0.0).round();
+        let estimate = Estimate { distance_m, eta_s: progress.pace.eta_s(distance_m) };
+        if estimate.worth_telling(progress.told.as_ref()) {
+            progress.told = Some(estimate);
+            let frame = ServerMessage::EtaUpdate { user_id, estimate: &estimate, at: now }.to_frame();
+            self.publish(session_id, HubMessage::Event { frame });
+        }
+    }
+}
+
+impl Progress {
+    fn new(point: &MeetingPoint, now: DateTime<Utc>) -> Self {
+        Self {
+            point_set_at: point.set_at,
+            arrived: None,
+            pace: Pace::default(),
+            told: None,
+            estimated_at: None,
+            seen: now,
+        }
+    }
+}
+
+/// Ticks every TICK until the server shuts down.
+pub async fn run(state: AppState) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => break,
+            _ = ticker.tick() => state.meetup_tick().await,
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 mod access;
 mod events;
-mod meetup;
+pub mod meetup;
 
 pub use events::EndReason;
 pub use meetup::Setter;
@@ -66,6 +66,8 @@ pub struct Inner {
     draining: AtomicBool,
     /// The socket caps: per instance, per address, per participant.
     pub admission: Arc<Admission>,
+    /// Positions noted for arrivals and ETAs (`meetup`).
+    pub meetups: meetup::Meetups,
 }
 
 impl Deref for AppState {
@@ -121,6 +123,7 @@ impl AppState {
             pending_auth,
             draining: AtomicBool::new(false),
             admission,
+            meetups: meetup::Meetups::default(),
         }))
     }
 

@@ -82,6 +82,7 @@ impl NewParticipant {
             token_rotated_at: None,
             share: ShareSettings::default(),
             tracker_generation: 0,
+            arrived: false,
         }
     }
 }
@@ -257,11 +258,27 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Sets (or, with None, clears) a live session's meeting point: whether it was live.
+    /// Sets (or, with None, clears) a live session's meeting point, and marks every
+    /// participant as not arrived: whether the session was live.
     async fn set_meeting_point(
         &self,
         id: SessionId,
         point: Option<&MeetingPoint>,
+    ) -> Result<bool, StoreError>;
+
+    /// The meeting points of these sessions (those that have one and are live).
+    async fn meeting_points(
+        &self,
+        ids: &[SessionId],
+    ) -> Result<Vec<(SessionId, Arc<MeetingPoint>)>, StoreError>;
+
+    /// Marks an active participant as arrived or not, if they were not already: whether
+    /// this call changed it (so one caller, on one instance, announces each change).
+    async fn set_arrived(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        arrived: bool,
     ) -> Result<bool, StoreError>;
 
     /// Keeps a participant's latest share settings (what their tracker apps' positions

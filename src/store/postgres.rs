@@ -3,6 +3,7 @@
 //! hands each expired session to exactly one instance.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -60,6 +61,7 @@ fn participant_from_row(row: &PgRow) -> Result<Participant, StoreError> {
             paused: row.try_get("share_paused")?,
         },
         tracker_generation: row.try_get("tracker_generation")?,
+        arrived: row.try_get("arrived")?,
     })
 }
 
@@ -94,7 +96,7 @@ fn room_columns(room: ChatRoom) -> (Option<Uuid>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused, tracker_generation";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused, tracker_generation, arrived";
 
 #[async_trait]
 impl Store for PostgresStore {
@@ -480,12 +482,57 @@ impl Store for PostgresStore {
         point: Option<&MeetingPoint>,
     ) -> Result<bool, StoreError> {
         let json = point.map(meeting_point_json).transpose()?;
+        let mut tx = self.pool.begin().await?;
         let changed = sqlx::query("UPDATE sessions SET meeting_point = $2 WHERE id = $1 AND is_active")
             .bind(id.0)
             .bind(json)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("UPDATE participants SET arrived = FALSE WHERE session_id = $1 AND arrived")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn meeting_points(
+        &self,
+        ids: &[SessionId],
+    ) -> Result<Vec<(SessionId, Arc<MeetingPoint>)>, StoreError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let rows = sqlx::query(
+            "SELECT id, meeting_point FROM sessions WHERE id = ANY($1) AND is_active AND meeting_point IS NOT NULL",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut points = Vec::new();
+        for row in rows {
+            if let Some(point) = meeting_point_from(row.try_get("meeting_point")?)? {
+                points.push((SessionId(row.try_get("id")?), point));
+            }
+        }
+        Ok(points)
+    }
+
+    async fn set_arrived(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        arrived: bool,
+    ) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE participants SET arrived = $3
+             WHERE session_id = $1 AND user_id = $2 AND is_active AND arrived <> $3",
+        )
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .bind(arrived)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(changed == 1)
     }
 

@@ -205,6 +205,7 @@ fn participant_from_row(row: &SqliteRow) -> Result<Participant, StoreError> {
             paused: row.try_get("share_paused")?,
         },
         tracker_generation: row.try_get("tracker_generation")?,
+        arrived: row.try_get("arrived")?,
     })
 }
 
@@ -239,7 +240,7 @@ fn room_columns(room: ChatRoom) -> (Option<String>, Option<String>) {
 const MESSAGE_COLUMNS: &str =
     "id, session_id, room_id, user_id, display_name, avatar_color, content, created_at";
 
-const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused, tracker_generation";
+const PARTICIPANT_COLUMNS: &str = "session_id, user_id, display_name, avatar_color, joined_at, last_seen, is_active, token_generation, token_rotated_at, share_approximate, share_paused, tracker_generation, arrived";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -597,12 +598,63 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let json = point.map(meeting_point_json).transpose()?;
         let _writing = self.writing.lock().await;
+        let mut tx = self.pool.begin().await?;
         let changed = sqlx::query("UPDATE sessions SET meeting_point = ?2 WHERE id = ?1 AND is_active = 1")
             .bind(id.to_string())
             .bind(json)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("UPDATE participants SET arrived = 0 WHERE session_id = ?1 AND arrived = 1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    async fn meeting_points(
+        &self,
+        ids: &[SessionId],
+    ) -> Result<Vec<(SessionId, Arc<MeetingPoint>)>, StoreError> {
+        let mut points = Vec::new();
+        // Well below SQLite's limit of bound variables.
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT id, meeting_point FROM sessions WHERE id IN ({marks}) AND is_active = 1 AND meeting_point IS NOT NULL"
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let id = SessionId(parse_uuid(&row, "id")?);
+                if let Some(point) = meeting_point_from(row.try_get("meeting_point")?)? {
+                    points.push((id, point));
+                }
+            }
+        }
+        Ok(points)
+    }
+
+    async fn set_arrived(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        arrived: bool,
+    ) -> Result<bool, StoreError> {
+        let _writing = self.writing.lock().await;
+        let changed = sqlx::query(
+            "UPDATE participants SET arrived = ?3
+             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND arrived <> ?3",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(arrived)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(changed == 1)
     }
 

@@ -58,7 +58,6 @@ async fn the_creator_sets_moves_and_clears_the_point(backend: Backend) {
     assert_eq!(snapshot["data"]["meeting_point"], Value::Null);
 }
 
-on_every_backend!(the_creator_sets_moves_and_clears_the_point);
 
 /// By default only the creator may: a participant is refused over REST and on the socket,
 /// and nothing is announced. Bad points are refused naming the field, on both.
@@ -221,4 +220,116 @@ async fn a_location_update_carries_battery_and_speed() {
         assert!(error["data"]["message"].as_str().unwrap().contains(field), "{error}");
     }
     bob_ws.assert_quiet().await;
+}
+
+/// A fix `north_m` metres north of GATE (0.001 degree of latitude is 111.2 m), `accuracy`
+/// metres, taken `seconds_ago`.
+fn near_gate(north_m: f64, accuracy: f64, seconds_ago: i64) -> Value {
+    let at = chrono::Utc::now() - chrono::Duration::seconds(seconds_ago);
+    json!({
+        "type": "location_update",
+        "data": { "lat": GATE.0 + north_m / 111_195.0, "lng": GATE.1, "accuracy": accuracy, "timestamp": at.to_rfc3339() },
+    })
+}
+
+/// Sends a fix and steps the meet-up work once it is noted (the pong says the socket's
+/// reader got past it).
+async fn move_to(app: &TestApp, ws: &mut WsClient, fix: Value) {
+    ws.send_json(fix).await;
+    ws.until_pong().await;
+    app.state.meetup_tick().await;
+}
+
+/// Arrived within the radius; the ring up to 1.5 x the radius changes nothing, in either
+/// direction; beyond it, departed. Each change once, to everyone, and in snapshots.
+async fn arrivals_have_hysteresis_at_the_edge(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let body = json!({ "lat": GATE.0, "lng": GATE.1, "radius_m": 50 });
+    assert_eq!(put_point(&app, &session.session_id, Some(&session.creator_token), body).await.status(), 200);
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    let changes = |seen: &[Value]| -> Vec<String> {
+        seen.iter()
+            .filter(|m| m["type"] == "participant_arrived" || m["type"] == "participant_departed")
+            .map(|m| m["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    move_to(&app, &mut ann_ws, near_gate(300.0, 10.0, 9)).await;
+    move_to(&app, &mut ann_ws, near_gate(67.0, 5.0, 8)).await; // the ring, coming in
+    assert_eq!(changes(&bob_ws.until_pong().await), Vec::<String>::new());
+    move_to(&app, &mut ann_ws, near_gate(40.0, 90.0, 7)).await; // inside, but too vague
+    assert_eq!(changes(&bob_ws.until_pong().await), Vec::<String>::new());
+
+    move_to(&app, &mut ann_ws, near_gate(40.0, 8.0, 6)).await;
+    let arrived = bob_ws.next_of_type("participant_arrived").await;
+    assert_eq!(arrived["data"]["user_id"], ann.user_id);
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["arrived"], json!([ann.user_id]));
+
+    // Wandering at the edge: no flapping. Inside again: no second arrival.
+    for (north, seconds_ago) in [(60.0, 5), (72.0, 4), (30.0, 3)] {
+        move_to(&app, &mut ann_ws, near_gate(north, 4.0, seconds_ago)).await;
+    }
+    assert_eq!(changes(&bob_ws.until_pong().await), Vec::<String>::new());
+    move_to(&app, &mut ann_ws, near_gate(120.0, 10.0, 2)).await;
+    assert_eq!(bob_ws.next_of_type("participant_departed").await["data"]["user_id"], ann.user_id);
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["arrived"], json!([]));
+}
+
+on_every_backend!(the_creator_sets_moves_and_clears_the_point, arrivals_have_hysteresis_at_the_edge);
+
+/// The ETA: none while the pace is unknown, then the distance left over the smoothed speed,
+/// recomputed at most every 10 s and told only when it moved by a minute or a tenth.
+#[tokio::test]
+async fn etas_follow_the_pace_and_are_told_when_they_move_enough() {
+    let app = spawn_app().await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let body = json!({ "lat": GATE.0, "lng": GATE.1, "radius_m": 50 });
+    assert_eq!(put_point(&app, &session.session_id, Some(&session.creator_token), body).await.status(), 200);
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+
+    // 1,050 m to the edge, pace unknown.
+    move_to(&app, &mut ann_ws, near_gate(1100.0, 10.0, 200)).await;
+    let first = bob_ws.next_of_type("eta_update").await["data"].clone();
+    assert_eq!(
+        (first["user_id"].as_str(), first["distance_m"].as_f64()),
+        (Some(ann.user_id.as_str()), Some(1050.0))
+    );
+    assert_eq!(first["eta_s"], Value::Null, "no pace yet: {first}");
+
+    // 100 m in 100 s: 1 m/s. Within 10 s of the last estimate nothing is recomputed; 11 s
+    // later it is, with the next fix (at the same pace, 940 m left).
+    move_to(&app, &mut ann_ws, near_gate(1000.0, 10.0, 100)).await;
+    assert!(bob_ws.until_pong().await.iter().all(|m| m["type"] != "eta_update"));
+    app.advance(std::time::Duration::from_secs(11));
+    move_to(&app, &mut ann_ws, near_gate(990.0, 10.0, 90)).await;
+    let moving = bob_ws.next_of_type("eta_update").await["data"].clone();
+    let eta = moving["eta_s"].as_u64().expect("an ETA");
+    assert!((900..=980).contains(&eta), "940 m at 1 m/s: {moving}");
+
+    // At the same pace a little later: less than a minute and a tenth off, not told.
+    app.advance(std::time::Duration::from_secs(11));
+    move_to(&app, &mut ann_ws, near_gate(970.0, 10.0, 69)).await;
+    assert!(bob_ws.until_pong().await.iter().all(|m| m["type"] != "eta_update"));
+}
+
+/// An arrival decided on one instance is heard on the other.
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrival_on_one_instance_is_seen_on_the_other() {
+    let (a, b) = spawn_pair(|_| {}).await;
+    let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
+    let body = json!({ "lat": GATE.0, "lng": GATE.1 });
+    assert_eq!(put_point(&a, &session.session_id, Some(&session.creator_token), body).await.status(), 200);
+    let (mut ann_on_a, _) = a.connect(&ann.token).await;
+    let (mut bob_on_b, _) = b.connect(&bob.token).await;
+    move_to(&a, &mut ann_on_a, near_gate(10.0, 5.0, 1)).await;
+    assert_eq!(bob_on_b.next_of_type("participant_arrived").await["data"]["user_id"], ann.user_id);
 }
