@@ -58,7 +58,6 @@ async fn the_creator_sets_moves_and_clears_the_point(backend: Backend) {
     assert_eq!(snapshot["data"]["meeting_point"], Value::Null);
 }
 
-
 /// By default only the creator may: a participant is refused over REST and on the socket,
 /// and nothing is announced. Bad points are refused naming the field, on both.
 #[tokio::test]

@@ -139,7 +139,7 @@ async fn the_web_page_works_in_chromium() {
     let report =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser tests failed (screenshots in {artifacts}):\n{report}");
-    assert!(report.contains("# pass 3") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
 }
 
 /// Done-when of the tracker apps: a participant sharing only through each app, reporting to

@@ -278,3 +278,60 @@ test('"Share from an app" sets up OwnTracks, and a phone sharing only through an
     await browser.close();
   }
 });
+
+test('the creator sets a meeting point at their position; an app moving in is seen arriving, with a notice', async () => {
+  const created = await fetch(`${base}/api/sessions`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'Meet-up', expires_in_minutes: 60 }),
+  }).then((r) => r.json());
+  const browser = await launch();
+  const problems = [];
+  try {
+    const { context, page } = await phone(browser, 'Ann', PARIS, problems);
+    await context.grantPermissions(['geolocation', 'notifications']);
+    // The browser's notifications, recorded (headless Chromium shows none).
+    await page.addInitScript(() => {
+      window.notified = [];
+      window.Notification = class {
+        static permission = 'granted';
+        static requestPermission() { return Promise.resolve('granted'); }
+        constructor(title, options) { window.notified.push(options.body); }
+      };
+    });
+    await page.goto(`${base}/join/${created.session_id}#creator=${created.creator_token}`);
+    await page.locator('#display-name').fill('Ann');
+    await page.locator('#join-button').click();
+    await page.waitForFunction(() => window.convoyDebug.userId());
+    const annId = await page.evaluate(() => window.convoyDebug.userId());
+    await seesAt(page, annId, PARIS);
+
+    await page.locator('#meet-notify').click();
+    await page.locator('#meet-here').click();
+    await page.locator('#meet-text').filter({ hasText: 'Meeting at the pin (within 50 m)' }).waitFor();
+    await seesAt(page, 'meeting-point', PARIS);
+
+    // Dan shares through an app: 1 km north, then at the point (fixes younger than this
+    // server's LOCATION_TTL_SECONDS of 3 s).
+    const dan = await fetch(`${base}/api/sessions/${created.session_id}/join`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ display_name: 'Dan' }),
+    }).then((r) => r.json());
+    const report = (lat, secondsAgo) => fetch(dan.tracker_url.replace(/^https?:\/\/[^/]+/, base), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ _type: 'location', lat, lon: PARIS.longitude, acc: 8, tst: Math.floor(Date.now() / 1000) - secondsAgo }),
+    });
+    assert.equal((await report(PARIS.latitude + 0.009, 1)).status, 200);
+    const danRow = page.locator(`#people li[data-user-id="${dan.user_id}"] .meetup`);
+    await danRow.filter({ hasText: 'away as the crow flies' }).waitFor({ timeout: 20000 });
+    assert.equal((await report(PARIS.latitude + 0.0001, 0)).status, 200);
+    await danRow.filter({ hasText: '✓ arrived' }).waitFor({ timeout: 20000 });
+    await page.waitForFunction(() => window.notified.some((body) => body.startsWith('Dan has arrived')));
+    await page.screenshot({ path: joinPath(artifacts, 'meeting-point.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
+});

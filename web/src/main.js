@@ -11,9 +11,9 @@
 import { api } from './api.js';
 import { createMapView } from './map.js';
 import {
-  addMessage, applySnapshot, batchArrived, createModel, endedText, locationArrived, locationCleared, mapMarks,
-  participantJoined, participantLeft, peopleRows, presenceDiff, presenceState, refreshDelay,
-  setOwnPosition, timeLeft,
+  addMessage, applySnapshot, arrivalChanged, batchArrived, createModel, endedText, etaUpdated, locationArrived,
+  locationCleared, mapMarks, meetingMark, meetingPointSet, meetingText, participantJoined, participantLeft,
+  peopleRows, presenceDiff, presenceState, refreshDelay, setOwnPosition, timeLeft,
 } from './model.js';
 import {
   $, COLOURS, appendMessage, drawColours, drawMessages, drawPeople, noteMap, pickedColour, setStatus,
@@ -43,6 +43,7 @@ const state = {
   view: null, // the map (map.js), once live
   refreshTimer: null,
   appsShown: false, // the "Share from an app" panel was filled
+  notify: false, // the user asked to be notified of arrivals, and the browser allows it
 };
 
 // ---- the start page: create a trip ---------------------------------------------------
@@ -164,6 +165,21 @@ function wireActions() {
     });
   }
   $('new-tracker').addEventListener('click', newTrackerAddress);
+  $('meet-here').addEventListener('click', () => {
+    const own = state.sharing?.position;
+    if (!own) return setStatus('Your position is not known yet: share it, or drop a pin.', true);
+    setMeetingPoint({ lat: own.lat, lng: own.lng });
+  });
+  $('meet-pick').addEventListener('click', () => {
+    setStatus('Tap the map where you will meet.');
+    state.view.pick(({ lat, lng }) => setMeetingPoint({ lat, lng }));
+  });
+  $('meet-clear').addEventListener('click', () => setMeetingPoint(null));
+  $('meet-notify').addEventListener('click', async () => {
+    if (!('Notification' in window)) return setStatus('This browser cannot notify.', true);
+    state.notify = (await Notification.requestPermission()) === 'granted';
+    setStatus(state.notify ? 'You will be notified when someone arrives.' : 'Notifications were not allowed.');
+  });
   $('end-session').addEventListener('click', endSession);
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -316,6 +332,21 @@ function handle({ type, data }) {
       renderPeople();
       renderMap();
       break;
+    case 'meeting_point_set':
+    case 'meeting_point_cleared':
+      meetingPointSet(model, type === 'meeting_point_set' ? data : null);
+      renderAll();
+      break;
+    case 'participant_arrived':
+    case 'participant_departed':
+      arrivalChanged(model, data.user_id, type === 'participant_arrived');
+      renderPeople();
+      if (type === 'participant_arrived') announceArrival(data.user_id);
+      break;
+    case 'eta_update':
+      etaUpdated(model, data);
+      renderPeople();
+      break;
     case 'new_message':
       if (addMessage(model, data)) appendMessage(data);
       break;
@@ -445,6 +476,7 @@ function renderAll() {
   drawMessages([...model.messages.values()]);
   renderPeople();
   renderMap();
+  renderMeeting();
 }
 
 function renderPeople() {
@@ -452,7 +484,44 @@ function renderPeople() {
 }
 
 function renderMap() {
-  if (state.view) state.view.render(mapMarks(model, Date.now()));
+  const meeting = meetingMark(model);
+  if (state.view) state.view.render(meeting ? [meeting, ...mapMarks(model, Date.now())] : mapMarks(model, Date.now()));
+}
+
+/// The meeting point's text and the buttons this page may use: the creator, or anyone
+/// where the session lets them.
+function renderMeeting() {
+  $('meet-text').textContent = meetingText(model) || 'No meeting point yet.';
+  const may = Boolean(state.creatorToken) || model.meetingPointBy === 'anyone';
+  $('meet-here').hidden = !may;
+  $('meet-pick').hidden = !may || !state.view?.pick;
+  $('meet-clear').hidden = !may || !model.meetingPoint;
+}
+
+/// Sets (a point) or clears (null) the meeting point: with the creator token over REST, else
+/// on the socket (a session that lets anyone).
+async function setMeetingPoint(point) {
+  try {
+    if (state.creatorToken) {
+      const path = `/api/sessions/${state.sessionId}/meeting_point`;
+      if (point) await api('PUT', path, point, state.creatorToken);
+      else await api('DELETE', path, undefined, state.creatorToken);
+    } else if (!state.connection.send(point ? 'set_meeting_point' : 'clear_meeting_point', point || {})) {
+      setStatus('Not connected: the meeting point was not changed.', true);
+    }
+  } catch (error) {
+    setStatus(`Could not change the meeting point: ${error.message}`, true);
+  }
+}
+
+/// Someone arrived: said on the page, and by the browser if the user asked for that.
+function announceArrival(userId) {
+  const name = model.participants.get(userId)?.display_name || 'Someone';
+  const text = `${name} has arrived at the meeting point.`;
+  setStatus(text);
+  if (state.notify && 'Notification' in window && Notification.permission === 'granted') {
+    new Notification('convoy', { body: text, tag: `arrived-${userId}` });
+  }
 }
 
 // What the end-to-end tests read: where each marker is drawn, and who this page is.

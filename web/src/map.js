@@ -82,6 +82,11 @@ class LeafletView {
     if (this.follow && marks.length) this.fit(marks);
   }
 
+  /// The next tap on the map, as `{lat, lng}`, to `then` (dropping a pin).
+  pick(then) {
+    this.map.once('click', (event) => then({ lat: event.latlng.lat, lng: event.latlng.lng }));
+  }
+
   fit(marks) {
     const bounds = window.L.latLngBounds(marks.map((m) => [m.lat, m.lng]));
     this.fitting = true;

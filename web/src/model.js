@@ -13,6 +13,10 @@ export function createModel(ttlSeconds) {
     locations: new Map(), // user_id -> location, with `seen` (see arrived)
     presence: {}, // user_id -> {metas: [{phx_ref, paused, ...}]}, as the server sends it
     messages: new Map(), // message id -> chat message, in the order they arrived
+    meetingPoint: null, // {lat, lng, name, radius_m, set_by, set_at}, where the group heads
+    meetingPointBy: 'creator', // who may set it: 'creator' or 'anyone'
+    arrivedAt: new Set(), // user ids who have arrived at it
+    etas: new Map(), // user_id -> {distance_m, eta_s}, their way to it
   };
 }
 
@@ -28,6 +32,61 @@ export function applySnapshot(model, data, now, ownPosition) {
   if (ownPosition) model.locations.set(model.me.user_id, ownPosition);
   model.messages = new Map();
   data.messages.forEach((message) => addMessage(model, message));
+  model.meetingPointBy = data.meeting_point_by || 'creator';
+  meetingPointSet(model, data.meeting_point || null);
+  model.arrivedAt = new Set(data.arrived || []);
+}
+
+// ---- meeting up ------------------------------------------------------------------------
+
+/// `meeting_point_set` (null: cleared): a new point starts everyone afresh.
+export function meetingPointSet(model, point) {
+  if (point?.set_at !== model.meetingPoint?.set_at) {
+    model.arrivedAt = new Set();
+    model.etas = new Map();
+  }
+  model.meetingPoint = point;
+}
+
+/// `participant_arrived` / `participant_departed`.
+export function arrivalChanged(model, userId, arrivedNow) {
+  if (arrivedNow) {
+    model.arrivedAt.add(userId);
+    model.etas.delete(userId);
+  } else {
+    model.arrivedAt.delete(userId);
+  }
+}
+
+/// `eta_update`.
+export function etaUpdated(model, { user_id, distance_m, eta_s }) {
+  model.etas.set(user_id, { distance_m, eta_s });
+}
+
+/// What the page says of the meeting point (null: none set).
+export function meetingText(model) {
+  const point = model.meetingPoint;
+  if (!point) return null;
+  return `Meeting at ${point.name || 'the pin'} (within ${Math.round(point.radius_m)} m)`;
+}
+
+/// The meeting point as a map mark: a black dot with its radius as the circle.
+export function meetingMark(model) {
+  const point = model.meetingPoint;
+  if (!point) return null;
+  const name = `⚑ ${point.name || 'Meeting point'}`;
+  return { id: 'meeting-point', lat: point.lat, lng: point.lng, accuracy: point.radius_m, colour: '#1d2327', name, opacity: 1, title: name };
+}
+
+export function distanceText(metres) {
+  return metres < 1000 ? `${Math.round(metres)} m` : `${(metres / 1000).toFixed(1)} km`;
+}
+
+export function durationText(seconds) {
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 1) return 'under a minute';
+  if (minutes < 60) return `${minutes} min`;
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }
 
 /// A position with the time it reached this page (`seen`), which is what fading and "seen N
@@ -122,22 +181,43 @@ export function setOwnPosition(model, position) {
 // ---- what the page draws ---------------------------------------------------------------
 
 /// The people list: everyone in the trip, in the order they came, with whether they are
-/// online (any connection) and what we know of their position.
+/// online (any connection), what we know of their position and a low battery; with a
+/// meeting point, those who arrived first, then by ETA ("as the crow flies").
 export function peopleRows(model, now) {
-  return [...model.participants.values()].map((person) => {
+  const rows = [...model.participants.values()].map((person, order) => {
     const metas = model.presence[person.user_id]?.metas || [];
     const online = metas.length > 0;
     const paused = online && metas.every((meta) => meta.paused);
     const location = model.locations.get(person.user_id);
     const where = paused ? 'not sharing' : location ? `seen ${ago(now - location.seen)}` : 'no position yet';
+    const battery = location && Number.isFinite(location.battery) && location.battery < 20 && !location.charging
+      ? ` · battery ${location.battery} %` : '';
+    const arrivedThere = model.meetingPoint !== null && model.arrivedAt.has(person.user_id);
+    const eta = model.meetingPoint && !arrivedThere ? model.etas.get(person.user_id) : undefined;
+    let meetup = '';
+    if (arrivedThere) meetup = '✓ arrived';
+    else if (eta) {
+      const away = `${distanceText(eta.distance_m)} away as the crow flies`;
+      meetup = eta.eta_s === null ? away : `about ${durationText(eta.eta_s)}, ${away}`;
+    }
     return {
       userId: person.user_id,
       colour: person.avatar_color,
       name: person.display_name + (person.user_id === model.me?.user_id ? ' (you)' : ''),
       online,
-      seen: `${online ? 'online' : 'offline'} · ${where}`,
+      seen: `${online ? 'online' : 'offline'} · ${where}${battery}`,
+      arrived: arrivedThere,
+      meetup,
+      rank: [arrivedThere ? 0 : 1, eta?.eta_s ?? Infinity, order],
     };
   });
+  if (model.meetingPoint) {
+    rows.sort((a, b) => {
+      const i = a.rank.findIndex((v, k) => v !== b.rank[k]);
+      return i < 0 ? 0 : a.rank[i] - b.rank[i];
+    });
+  }
+  return rows.map(({ rank, ...row }) => row);
 }
 
 /// The map's markers: one per known position of someone we can name (ourselves included

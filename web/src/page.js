@@ -78,6 +78,12 @@ export function drawPeople(rows) {
     seen.className = 'seen';
     seen.textContent = row.seen;
     item.append(dot, name, seen);
+    if (row.meetup) {
+      const meetup = document.createElement('span');
+      meetup.className = `meetup${row.arrived ? ' arrived' : ''}`;
+      meetup.textContent = row.meetup;
+      item.append(meetup);
+    }
     return item;
   });
   $('people').replaceChildren(...items);

@@ -3,9 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  addMessage, ago, applySnapshot, arrived, batchArrived, createModel, endedText, freshness, locationArrived,
-  locationCleared, mapMarks, ownPosition, participantJoined, participantLeft, peopleRows, presenceDiff,
-  presenceState, refreshDelay, setOwnPosition, timeLeft,
+  addMessage, ago, applySnapshot, arrivalChanged, arrived, batchArrived, createModel, endedText, etaUpdated,
+  freshness, locationArrived, locationCleared, mapMarks, meetingMark, meetingPointSet, meetingText, ownPosition,
+  participantJoined, participantLeft, peopleRows, presenceDiff, presenceState, refreshDelay, setOwnPosition,
+  timeLeft,
 } from '../src/model.js';
 
 const NOW = Date.parse('2025-06-01T12:00:00Z');
@@ -133,10 +134,10 @@ test('the people list says who is online, who we are, and when each was last see
   applySnapshot(m, { participants: [ANN, BOB, CAT], locations: [at('bob', 1, 1, NOW - 90000)], messages: [] }, NOW, null);
   presenceState(m, { me: online('a1'), bob: online('b1') });
   assert.deepEqual(peopleRows(m, NOW), [
-    { userId: 'me', colour: '#d7263d', name: 'Ann (you)', online: true, seen: 'online · no position yet' },
+    { userId: 'me', colour: '#d7263d', name: 'Ann (you)', online: true, seen: 'online · no position yet', arrived: false, meetup: '' },
     // The snapshot's 90 s old position counts as the TTL old (30 s): the server kept it.
-    { userId: 'bob', colour: '#1b998b', name: 'Bob', online: true, seen: 'online · seen 30 s ago' },
-    { userId: 'cat', colour: '#2e86de', name: 'Cat', online: false, seen: 'offline · no position yet' },
+    { userId: 'bob', colour: '#1b998b', name: 'Bob', online: true, seen: 'online · seen 30 s ago', arrived: false, meetup: '' },
+    { userId: 'cat', colour: '#2e86de', name: 'Cat', online: false, seen: 'offline · no position yet', arrived: false, meetup: '' },
   ]);
   // Paused only when every connection is.
   presenceDiff(m, { joins: { bob: { metas: [{ phx_ref: 'b2', paused: true }] } } });
@@ -196,4 +197,53 @@ test('a location batch moves each sender in it, as single broadcasts would', () 
   assert.deepEqual([m.locations.get('bob').lat, m.locations.get('cat').lat], [1, 3]);
   assert.equal(m.locations.get('me'), undefined, 'our own position is not taken from the batch');
   assert.deepEqual([m.locations.get('bob').seen, m.locations.get('cat').seen], [NOW + 1000, NOW + 1000]);
+});
+
+// ---- meeting up ------------------------------------------------------------------------
+
+const POINT = { lat: 48.85, lng: 2.35, name: 'Gate', radius_m: 50, set_by: 'me', set_at: iso(NOW) };
+
+test('a snapshot brings the meeting point and who arrived; a new point starts afresh', () => {
+  const m = model();
+  participantJoined(m, CAT);
+  applySnapshot(m, snapshot({ meeting_point: POINT, meeting_point_by: 'anyone', arrived: ['bob'] }), NOW, null);
+  assert.equal(meetingText(m), 'Meeting at Gate (within 50 m)');
+  assert.equal(m.meetingPointBy, 'anyone');
+  assert.deepEqual([...m.arrivedAt], ['bob']);
+  assert.deepEqual(meetingMark(m), { id: 'meeting-point', lat: 48.85, lng: 2.35, accuracy: 50, colour: '#1d2327', name: '⚑ Gate', opacity: 1, title: '⚑ Gate' });
+  etaUpdated(m, { user_id: 'me', distance_m: 900, eta_s: 600 });
+  meetingPointSet(m, POINT); // the same point again: nothing lost
+  assert.equal(m.etas.size, 1);
+  meetingPointSet(m, { ...POINT, set_at: iso(NOW + 1000) });
+  assert.deepEqual([m.arrivedAt.size, m.etas.size], [0, 0]);
+  meetingPointSet(m, null);
+  assert.equal(meetingText(m), null);
+  assert.equal(meetingMark(m), null);
+});
+
+test('with a meeting point, the list has who arrived first, then the nearest by ETA', () => {
+  const m = model();
+  applySnapshot(m, snapshot({ participants: [ANN, BOB, CAT], meeting_point: POINT }), NOW, null);
+  etaUpdated(m, { user_id: 'me', distance_m: 1500, eta_s: 1200 });
+  etaUpdated(m, { user_id: 'cat', distance_m: 400, eta_s: 300 });
+  arrivalChanged(m, 'bob', true);
+  const rows = peopleRows(m, NOW);
+  assert.deepEqual(rows.map((r) => r.userId), ['bob', 'cat', 'me']);
+  assert.deepEqual(rows.map((r) => r.meetup), [
+    '✓ arrived', 'about 5 min, 400 m away as the crow flies', 'about 20 min, 1.5 km away as the crow flies',
+  ]);
+  etaUpdated(m, { user_id: 'cat', distance_m: 400, eta_s: null });
+  arrivalChanged(m, 'bob', false);
+  assert.deepEqual(peopleRows(m, NOW).map((r) => r.userId), ['me', 'bob', 'cat'], 'unknown ETAs last');
+  assert.equal(peopleRows(m, NOW)[2].meetup, '400 m away as the crow flies');
+});
+
+test('a low battery shows, unless charging', () => {
+  const m = model();
+  applySnapshot(m, snapshot({ locations: [{ ...at('bob', 48.86, 2.33), battery: 12 }] }), NOW, null);
+  assert.match(peopleRows(m, NOW)[1].seen, /battery 12 %$/);
+  locationArrived(m, { ...at('bob', 48.86, 2.33), battery: 12, charging: true }, NOW);
+  assert.doesNotMatch(peopleRows(m, NOW)[1].seen, /battery/);
+  locationArrived(m, { ...at('bob', 48.86, 2.33), battery: 40 }, NOW);
+  assert.doesNotMatch(peopleRows(m, NOW)[1].seen, /battery/);
 });
