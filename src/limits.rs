@@ -119,6 +119,8 @@ pub struct Limits {
     join_per_ip: KeyedLimiter<IpAddr>,
     room_lookups_per_ip: KeyedLimiter<IpAddr>,
     chat_per_user: KeyedLimiter<UserId>,
+    /// Meeting point changes: as many a minute as chat messages, a bucket of their own.
+    meeting_point_per_user: KeyedLimiter<UserId>,
     /// Each tracker URL (a participant and a URL generation) has a bucket of its own.
     per_tracker_url: KeyedLimiter<(UserId, u32)>,
     clock: Clock,
@@ -155,6 +157,10 @@ impl Limits {
             ),
             chat_per_user: keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)), &clock),
             per_tracker_url: keyed(per_second(config.rate_limit_user_per_second), &clock),
+            meeting_point_per_user: keyed(
+                Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)),
+                &clock,
+            ),
             max_bytes: [
                 config.max_publish_bytes,
                 config.max_direct_message_bytes,
@@ -194,6 +200,15 @@ impl Limits {
         let wait = |not_until| self.wait(not_until);
         self.per_user.check_key(&user_id).map_err(wait)?;
         self.instance.check().map_err(wait)
+    }
+
+    /// Whether `user_id` may change a meeting point once more: each change is a database
+    /// write, an event everyone must get, and a fresh start of everyone's arrival.
+    pub fn allow_meeting_point(&self, user_id: UserId) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.meeting_point_per_user.check_key(&user_id).map_err(|not_until| self.wait(not_until))
     }
 
     /// Whether one more request to the tracker URL of `user_id` and `generation` may be
@@ -266,6 +281,7 @@ impl Limits {
         self.room_lookups_per_ip.retain_recent();
         self.chat_per_user.retain_recent();
         self.per_tracker_url.retain_recent();
+        self.meeting_point_per_user.retain_recent();
     }
 }
 

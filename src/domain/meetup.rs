@@ -51,9 +51,8 @@ pub struct MeetingPoint {
     pub lng: f64,
     pub name: Option<String>,
     pub radius_m: f64,
-    /// Who set it: a participant's user id, or the creator's id (the `sub` of the creator
-    /// token).
-    pub set_by: UserId,
+    /// The participant who set it; null when the creator did (with the creator token).
+    pub set_by: Option<UserId>,
     pub set_at: DateTime<Utc>,
 }
 
@@ -65,7 +64,7 @@ impl MeetingPoint {
 
     pub fn parse(
         input: &MeetingPointInput,
-        set_by: UserId,
+        set_by: Option<UserId>,
         set_at: DateTime<Utc>,
     ) -> Result<Self, ValidationError> {
         if !(input.lat.is_finite() && (-90.0..=90.0).contains(&input.lat)) {
@@ -83,6 +82,8 @@ impl MeetingPoint {
             Some(raw) if raw.trim().is_empty() => None,
             Some(raw) => Some(super::name_text("name", raw, Self::MAX_NAME_CHARS)?),
         };
+        // Milliseconds: what every store keeps, so the point compares equal to itself read back.
+        let set_at = chrono::SubsecRound::trunc_subsecs(set_at, 3);
         Ok(Self { lat: input.lat, lng: input.lng, name, radius_m, set_by, set_at })
     }
 }
@@ -121,6 +122,8 @@ impl MeetingPoint {
 
 /// Fixes less precise than this do not feed the speed an ETA is made from.
 pub const PACE_ACCURACY_M: f64 = 50.0;
+/// Speeds are measured over at least this many seconds (GPS jitter averages out).
+pub const PACE_BASELINE_S: f64 = 5.0;
 /// Slower than this (metres per second) is standing still: no ETA.
 pub const STILL_MPS: f64 = 0.5;
 /// How much a new speed moves the smoothed one.
@@ -129,24 +132,32 @@ const SMOOTHING: f64 = 0.5;
 /// A participant's recent pace: their speed, smoothed over fixes precise enough to trust.
 #[derive(Debug, Clone, Default)]
 pub struct Pace {
-    last: Option<(f64, f64, DateTime<Utc>)>,
+    /// The fix speeds are measured from: lat, lng, accuracy, time.
+    last: Option<(f64, f64, f64, DateTime<Utc>)>,
     speed_mps: Option<f64>,
 }
 
 impl Pace {
-    /// Takes a fix in: its own speed reading if it has one, else the distance from the last
-    /// good fix over the time between them (at least a second apart).
+    /// Takes a fix in: its own speed reading if it has one, else the distance from the
+    /// last good fix at least PACE_BASELINE_S before it over the time between them; a move
+    /// within the two fixes' accuracies is GPS jitter, not a move (speed 0).
     pub fn observe(&mut self, fix: &Location) {
         if fix.accuracy > PACE_ACCURACY_M {
             return;
         }
+        let mut baseline_done = false;
         let measured = fix.speed.map(f64::from).or_else(|| {
-            let (lat, lng, at) = self.last?;
+            let (lat, lng, accuracy, at) = self.last?;
             let seconds = (fix.timestamp - at).num_milliseconds() as f64 / 1000.0;
-            (seconds >= 1.0).then(|| super::distance_m(lat, lng, fix.lat, fix.lng) / seconds)
+            if seconds < PACE_BASELINE_S {
+                return None;
+            }
+            baseline_done = true;
+            let moved = super::distance_m(lat, lng, fix.lat, fix.lng);
+            Some(if moved < (accuracy + fix.accuracy) / 2.0 { 0.0 } else { moved / seconds })
         });
-        if self.last.is_none_or(|(_, _, at)| fix.timestamp > at) {
-            self.last = Some((fix.lat, fix.lng, fix.timestamp));
+        if self.last.is_none() || baseline_done || fix.speed.is_some() {
+            self.last = Some((fix.lat, fix.lng, fix.accuracy, fix.timestamp));
         }
         if let Some(speed) = measured.filter(|s| s.is_finite() && *s >= 0.0) {
             self.speed_mps = Some(self.speed_mps.map_or(speed, |old| old + SMOOTHING * (speed - old)));
@@ -180,7 +191,8 @@ impl Estimate {
                 let change = before.abs_diff(now);
                 change > 60 || change as f64 > 0.1 * before as f64
             }
-            (None, None) => false,
+            // No pace: told again when the distance moved by more than 10 %.
+            (None, None) => (self.distance_m - told.distance_m).abs() > 0.1 * told.distance_m,
             _ => true,
         }
     }
@@ -201,7 +213,7 @@ mod tests {
     /// 0.001 degree of latitude is 111.2 m.
     fn point(radius_m: f64) -> MeetingPoint {
         let input = MeetingPointInput { lat: 48.0, lng: 2.0, name: None, radius_m: Some(radius_m) };
-        MeetingPoint::parse(&input, UserId(uuid::Uuid::nil()), Utc::now()).unwrap()
+        MeetingPoint::parse(&input, None, Utc::now()).unwrap()
     }
 
     #[test]
@@ -234,6 +246,18 @@ mod tests {
         assert_eq!(pace.eta_s(1112.0), None, "standing still");
     }
 
+    /// A phone lying still reports fixes a few metres apart every second: that is not a
+    /// walk to the meeting point.
+    #[test]
+    fn gps_jitter_is_not_a_pace() {
+        let mut pace = Pace::default();
+        for t in 0..60 {
+            let north = if t % 2 == 0 { 0.0 } else { 0.00007 }; // 8 m back and forth
+            pace.observe(&fix(48.0 + north, 2.0, 12.0, t));
+        }
+        assert_eq!(pace.eta_s(1000.0), None);
+    }
+
     #[test]
     fn an_estimate_is_told_when_it_moves_by_a_minute_or_a_tenth() {
         let at = |eta_s| Estimate { distance_m: 1000.0, eta_s };
@@ -243,11 +267,13 @@ mod tests {
         assert!(at(Some(80)).worth_telling(Some(&at(Some(100)))), "a tenth of a short one");
         assert!(at(None).worth_telling(Some(&at(Some(100)))));
         assert!(!at(None).worth_telling(Some(&at(None))));
+        let far = Estimate { distance_m: 1200.0, eta_s: None };
+        assert!(far.worth_telling(Some(&at(None))), "no pace, but 20 % further");
     }
 
     #[test]
     fn a_point_is_checked_and_gets_the_default_radius() {
-        let (by, at) = (UserId(uuid::Uuid::nil()), Utc::now());
+        let (by, at) = (Some(UserId(uuid::Uuid::nil())), Utc::now());
         let point = MeetingPoint::parse(&input(48.85, 2.35, Some("  North gate "), None), by, at).unwrap();
         assert_eq!((point.name.as_deref(), point.radius_m), (Some("North gate"), 50.0));
         assert_eq!(

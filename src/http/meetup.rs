@@ -30,25 +30,18 @@ async fn setter(
     session_id: SessionId,
 ) -> Result<(Session, Setter), ApiError> {
     token_of_session(state, claims, session_id).await?;
-    let (session, setter) = match claims.role {
+    Ok(match claims.role {
         Role::Creator => {
             if state.store.session_creator(session_id).await? != Some(claims.sub) {
                 return Err(ApiError::forbidden("not this session's creator token"));
             }
-            let session =
-                state.store.session(session_id).await?.ok_or_else(|| ApiError::not_found("session"))?;
-            if !session.is_live(state.clock.now()) {
-                return Err(ApiError::session_ended());
-            }
-            (session, Setter::Creator(UserId(claims.sub)))
+            (state.live_session(session_id).await?, Setter::Creator(UserId(claims.sub)))
         }
         Role::Participant => {
             let (session, me) = active(state, claims).await?;
             (session, Setter::Participant(me.user_id))
         }
-    };
-    state.limits.allow_user_message(UserId(claims.sub)).map_err(ApiError::rate_limited)?;
-    Ok((session, setter))
+    })
 }
 
 /// Sets or moves the meeting point; everyone connected gets `meeting_point_set`.

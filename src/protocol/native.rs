@@ -49,7 +49,8 @@ pub enum ServerMessage<'a> {
     MeetingPointSet(&'a MeetingPoint),
     /// The session's meeting point was cleared.
     MeetingPointCleared {
-        cleared_by: UserId,
+        /// The participant who cleared it; null for the creator.
+        cleared_by: Option<UserId>,
         at: DateTime<Utc>,
     },
     /// A participant's fix put them within the meeting point's radius.

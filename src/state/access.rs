@@ -145,7 +145,7 @@ impl AppState {
     }
 
     /// The session, if it exists and is live; 410 otherwise.
-    async fn live_session(&self, session_id: SessionId) -> Result<Session, ApiError> {
+    pub async fn live_session(&self, session_id: SessionId) -> Result<Session, ApiError> {
         let session = self.store.session(session_id).await?.ok_or_else(ApiError::session_ended)?;
         if !session.is_live(self.clock.now()) {
             return Err(ApiError::session_ended());

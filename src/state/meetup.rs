@@ -29,12 +29,20 @@ pub const TICK: Duration = Duration::from_secs(1);
 const ESTIMATE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// What is known of a participant not heard from for this long is forgotten.
 const FORGET_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// An arrival this instance believes is written again (a no-op unless another instance
+/// changed it) at most this often: another instance may have seen the participant leave.
+const RECHECK_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// A session found without a meeting point is not asked about again for this long (a
+/// point set on this instance is seen at once, one set on another within this).
+const NO_POINT_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// The newest fixes noted since the last tick, and what the ticks know of each participant.
 #[derive(Default)]
 pub struct Meetups {
     noted: Mutex<HashMap<(SessionId, UserId), Location>>,
     known: tokio::sync::Mutex<HashMap<(SessionId, UserId), Progress>>,
+    /// Sessions found without a meeting point, until when that is trusted.
+    no_point: Mutex<HashMap<SessionId, DateTime<Utc>>>,
 }
 
 /// A participant's way to their session's meeting point, as this instance saw it.
@@ -42,6 +50,8 @@ struct Progress {
     /// The point it is about (its `set_at`): a new point starts afresh.
     point_set_at: DateTime<Utc>,
     arrived: Option<bool>,
+    /// When `arrived` was last written (or found) in the store.
+    checked_at: Option<DateTime<Utc>>,
     pace: Pace,
     told: Option<Estimate>,
     estimated_at: Option<DateTime<Utc>>,
@@ -78,10 +88,20 @@ impl Setter {
             Self::Creator(id) | Self::Participant(id) => id,
         }
     }
+
+    /// What participants are told: the participant, or nobody for the creator (whose id
+    /// is not shown to anyone).
+    fn participant(self) -> Option<UserId> {
+        match self {
+            Self::Creator(_) => None,
+            Self::Participant(id) => Some(id),
+        }
+    }
 }
 
 /// Whether `setter` may change `session`'s meeting point.
-fn allowed(session: &Session, setter: Setter) -> Result<(), ApiError> {
+fn allowed(state: &AppState, session: &Session, setter: Setter) -> Result<(), ApiError> {
+    state.limits.allow_meeting_point(setter.id()).map_err(ApiError::rate_limited)?;
     match (setter, session.meeting_point_by) {
         (Setter::Creator(_), _) | (Setter::Participant(_), MeetingPointBy::Anyone) => Ok(()),
         (Setter::Participant(_), MeetingPointBy::Creator) => Err(ApiError::forbidden(
@@ -98,11 +118,12 @@ impl AppState {
         setter: Setter,
         input: &MeetingPointInput,
     ) -> Result<MeetingPoint, ApiError> {
-        allowed(session, setter)?;
-        let point = MeetingPoint::parse(input, setter.id(), self.clock.now())?;
+        allowed(self, session, setter)?;
+        let point = MeetingPoint::parse(input, setter.participant(), self.clock.now())?;
         if !self.store.set_meeting_point(session.id, Some(&point)).await? {
             return Err(ApiError::session_ended());
         }
+        self.meetups.no_point.lock().unwrap_or_else(|e| e.into_inner()).remove(&session.id);
         let frame = ServerMessage::MeetingPointSet(&point).to_frame();
         self.publish(session.id, HubMessage::Event { frame });
         Ok(point)
@@ -110,12 +131,13 @@ impl AppState {
 
     /// Clears `session`'s meeting point and tells everyone (`meeting_point_cleared`).
     pub async fn clear_meeting_point(&self, session: &Session, setter: Setter) -> Result<(), ApiError> {
-        allowed(session, setter)?;
+        allowed(self, session, setter)?;
         if !self.store.set_meeting_point(session.id, None).await? {
             return Err(ApiError::session_ended());
         }
         let frame =
-            ServerMessage::MeetingPointCleared { cleared_by: setter.id(), at: self.clock.now() }.to_frame();
+            ServerMessage::MeetingPointCleared { cleared_by: setter.participant(), at: self.clock.now() }
+                .to_frame();
         self.publish(session.id, HubMessage::Event { frame });
         Ok(())
     }
@@ -135,9 +157,16 @@ impl AppState {
         if noted.is_empty() {
             return;
         }
-        let mut sessions: Vec<SessionId> = noted.keys().map(|(session_id, _)| *session_id).collect();
+        let mut sessions: Vec<SessionId> = {
+            let mut no_point = self.meetups.no_point.lock().unwrap_or_else(|e| e.into_inner());
+            no_point.retain(|_, until| *until > now);
+            noted.keys().map(|(session_id, _)| *session_id).filter(|id| !no_point.contains_key(id)).collect()
+        };
         sessions.sort_unstable();
         sessions.dedup();
+        if sessions.is_empty() {
+            return;
+        }
         let points: HashMap<SessionId, Arc<MeetingPoint>> = match self.store.meeting_points(&sessions).await {
             Ok(points) => points.into_iter().collect(),
             Err(err) => {
@@ -145,6 +174,12 @@ impl AppState {
                 return;
             }
         };
+        {
+            let mut no_point = self.meetups.no_point.lock().unwrap_or_else(|e| e.into_inner());
+            for id in sessions.iter().filter(|id| !points.contains_key(id)) {
+                no_point.insert(*id, now + NO_POINT_FOR);
+            }
+        }
         for ((session_id, user_id), fix) in noted {
             let Some(point) = points.get(&session_id) else {
                 known.remove(&(session_id, user_id));
@@ -156,7 +191,7 @@ impl AppState {
             }
             progress.seen = now;
             progress.pace.observe(&fix);
-            self.decide_arrival(session_id, user_id, point, &fix, progress).await;
+            self.decide_arrival(session_id, user_id, point, &fix, progress, now).await;
             self.estimate(session_id, user_id, point, &fix, progress, now);
         }
     }
@@ -168,18 +203,21 @@ impl AppState {
         point: &MeetingPoint,
         fix: &Location,
         progress: &mut Progress,
+        now: DateTime<Utc>,
     ) {
         let arrived = match point.placement(fix) {
             Placement::Inside => true,
             Placement::Outside => false,
             Placement::Between => return,
         };
-        if progress.arrived == Some(arrived) {
+        if progress.arrived == Some(arrived) && progress.checked_at.is_some_and(|at| now - at < RECHECK_EVERY)
+        {
             return;
         }
-        match self.store.set_arrived(session_id, user_id, arrived).await {
+        match self.store.set_arrived(session_id, user_id, arrived, point.set_at).await {
             Ok(changed) => {
                 progress.arrived = Some(arrived);
+                progress.checked_at = Some(now);
                 if changed {
                     let at = fix.timestamp;
                     let frame = if arrived {
@@ -228,6 +266,7 @@ impl Progress {
         Self {
             point_set_at: point.set_at,
             arrived: None,
+            checked_at: None,
             pace: Pace::default(),
             told: None,
             estimated_at: None,

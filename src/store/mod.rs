@@ -272,13 +272,15 @@ pub trait Store: Send + Sync + 'static {
         ids: &[SessionId],
     ) -> Result<Vec<(SessionId, Arc<MeetingPoint>)>, StoreError>;
 
-    /// Marks an active participant as arrived or not, if they were not already: whether
-    /// this call changed it (so one caller, on one instance, announces each change).
+    /// Marks an active participant as arrived or not at the point set at `point_set_at`, if
+    /// they were not already and that point is still the session's: whether this call
+    /// changed it (so one caller, on one instance, announces each change).
     async fn set_arrived(
         &self,
         session_id: SessionId,
         user_id: UserId,
         arrived: bool,
+        point_set_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
     /// Keeps a participant's latest share settings (what their tracker apps' positions

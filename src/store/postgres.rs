@@ -483,12 +483,15 @@ impl Store for PostgresStore {
     ) -> Result<bool, StoreError> {
         let json = point.map(meeting_point_json).transpose()?;
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query("UPDATE sessions SET meeting_point = $2 WHERE id = $1 AND is_active")
-            .bind(id.0)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let changed = sqlx::query(
+            "UPDATE sessions SET meeting_point = $2, meeting_point_set_at = $3 WHERE id = $1 AND is_active",
+        )
+        .bind(id.0)
+        .bind(json)
+        .bind(point.map(|p| p.set_at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         sqlx::query("UPDATE participants SET arrived = FALSE WHERE session_id = $1 AND arrived")
             .bind(id.0)
             .execute(&mut *tx)
@@ -522,14 +525,17 @@ impl Store for PostgresStore {
         session_id: SessionId,
         user_id: UserId,
         arrived: bool,
+        point_set_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let changed = sqlx::query(
             "UPDATE participants SET arrived = $3
-             WHERE session_id = $1 AND user_id = $2 AND is_active AND arrived <> $3",
+             WHERE session_id = $1 AND user_id = $2 AND is_active AND arrived <> $3
+               AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = $1 AND s.meeting_point_set_at = $4)",
         )
         .bind(session_id.0)
         .bind(user_id.0)
         .bind(arrived)
+        .bind(point_set_at)
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -599,9 +599,12 @@ impl Store for SqliteStore {
         let json = point.map(meeting_point_json).transpose()?;
         let _writing = self.writing.lock().await;
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query("UPDATE sessions SET meeting_point = ?2 WHERE id = ?1 AND is_active = 1")
-            .bind(id.to_string())
-            .bind(json)
+        let changed = sqlx::query(
+            "UPDATE sessions SET meeting_point = ?2, meeting_point_set_at = ?3 WHERE id = ?1 AND is_active = 1",
+        )
+        .bind(id.to_string())
+        .bind(json)
+        .bind(point.map(|p| ms(p.set_at)))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -643,15 +646,18 @@ impl Store for SqliteStore {
         session_id: SessionId,
         user_id: UserId,
         arrived: bool,
+        point_set_at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let _writing = self.writing.lock().await;
         let changed = sqlx::query(
             "UPDATE participants SET arrived = ?3
-             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND arrived <> ?3",
+             WHERE session_id = ?1 AND user_id = ?2 AND is_active = 1 AND arrived <> ?3
+               AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = ?1 AND s.meeting_point_set_at = ?4)",
         )
         .bind(session_id.to_string())
         .bind(user_id.to_string())
         .bind(arrived)
+        .bind(ms(point_set_at))
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -53,7 +53,9 @@ async fn the_creator_sets_moves_and_clears_the_point(backend: Backend) {
 
     assert_eq!(delete_point(&app, sid, &session.creator_token).await.status(), 204);
     let cleared = ann_ws.next_of_type("meeting_point_cleared").await;
-    assert!(cleared["data"]["cleared_by"].is_string() && cleared["data"]["at"].is_string(), "{cleared}");
+    // The creator's id is nobody's business: null.
+    assert!(cleared["data"]["cleared_by"].is_null() && cleared["data"]["at"].is_string(), "{cleared}");
+    assert!(point["set_by"].is_null(), "{point}");
     let (_, snapshot) = app.connect(&ann.token).await;
     assert_eq!(snapshot["data"]["meeting_point"], Value::Null);
 }
@@ -167,12 +169,13 @@ async fn a_point_set_on_one_instance_reaches_the_other() {
     assert_eq!(snapshot["data"]["meeting_point"]["lng"], GATE.1);
 }
 
-/// Changes over REST spend the sender's message budget: a loop moving the point is refused.
+/// A loop moving the point (each move a write, an event for everyone and a fresh start of
+/// everyone's arrival) is refused past a budget of its own: RATE_LIMIT_CHAT_PER_MINUTE.
 #[tokio::test]
 async fn moving_the_point_in_a_loop_is_rate_limited() {
     let app = spawn_app_on(Backend::Embedded, |c| {
         c.rate_limit_enabled = true;
-        c.rate_limit_user_per_second = 1; // bursts of 2
+        c.rate_limit_chat_per_minute = 2; // meeting point changes have a budget of their own
     })
     .await;
     let (session, _) = app.session_with(["Ann"]).await;
@@ -185,6 +188,19 @@ async fn moving_the_point_in_a_loop_is_rate_limited() {
     }
     assert_eq!(statuses[..2], [200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
+
+    // On a socket too, in a session that lets anyone: each participant has a budget.
+    let open = app.create_session(json!({ "meeting_point_by": "anyone" })).await;
+    let carl = app.join(&open.session_id, "Carl").await;
+    let (mut carl_ws, _) = app.connect(&carl.token).await;
+    for i in 0..3 {
+        let data = json!({ "lat": 48.0 + f64::from(i) / 100.0, "lng": 2.0 });
+        carl_ws.send_json(json!({ "type": "set_meeting_point", "data": data })).await;
+    }
+    let seen = carl_ws.until_pong().await;
+    let kinds: Vec<_> = seen.iter().map(|m| m["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "meeting_point_set").count(), 2, "{seen:?}");
+    assert!(seen.iter().any(|m| m["data"]["code"] == "rate_limited"), "{seen:?}");
 }
 
 /// `location_update` carries the device's battery, charging, speed and heading when the
@@ -276,6 +292,14 @@ async fn arrivals_have_hysteresis_at_the_edge(backend: Backend) {
     assert_eq!(bob_ws.next_of_type("participant_departed").await["data"]["user_id"], ann.user_id);
     let (_, snapshot) = app.connect(&bob.token).await;
     assert_eq!(snapshot["data"]["arrived"], json!([]));
+
+    // Arrived again, then the point moves: everyone starts afresh.
+    move_to(&app, &mut ann_ws, near_gate(0.0, 5.0, 1)).await;
+    bob_ws.next_of_type("participant_arrived").await;
+    let moved = json!({ "lat": GATE.0 + 0.01, "lng": GATE.1 });
+    assert_eq!(put_point(&app, &session.session_id, Some(&session.creator_token), moved).await.status(), 200);
+    let (_, snapshot) = app.connect(&bob.token).await;
+    assert_eq!(snapshot["data"]["arrived"], json!([]), "a new point, nobody there yet");
 }
 
 on_every_backend!(the_creator_sets_moves_and_clears_the_point, arrivals_have_hysteresis_at_the_edge);
@@ -292,7 +316,7 @@ async fn etas_follow_the_pace_and_are_told_when_they_move_enough() {
     let (mut bob_ws, _) = app.connect(&bob.token).await;
 
     // 1,050 m to the edge, pace unknown.
-    move_to(&app, &mut ann_ws, near_gate(1100.0, 10.0, 200)).await;
+    move_to(&app, &mut ann_ws, near_gate(1100.0, 5.0, 200)).await;
     let first = bob_ws.next_of_type("eta_update").await["data"].clone();
     assert_eq!(
         (first["user_id"].as_str(), first["distance_m"].as_f64()),
@@ -302,17 +326,17 @@ async fn etas_follow_the_pace_and_are_told_when_they_move_enough() {
 
     // 100 m in 100 s: 1 m/s. Within 10 s of the last estimate nothing is recomputed; 11 s
     // later it is, with the next fix (at the same pace, 940 m left).
-    move_to(&app, &mut ann_ws, near_gate(1000.0, 10.0, 100)).await;
+    move_to(&app, &mut ann_ws, near_gate(1000.0, 5.0, 100)).await;
     assert!(bob_ws.until_pong().await.iter().all(|m| m["type"] != "eta_update"));
     app.advance(std::time::Duration::from_secs(11));
-    move_to(&app, &mut ann_ws, near_gate(990.0, 10.0, 90)).await;
+    move_to(&app, &mut ann_ws, near_gate(990.0, 5.0, 90)).await;
     let moving = bob_ws.next_of_type("eta_update").await["data"].clone();
     let eta = moving["eta_s"].as_u64().expect("an ETA");
     assert!((900..=980).contains(&eta), "940 m at 1 m/s: {moving}");
 
     // At the same pace a little later: less than a minute and a tenth off, not told.
     app.advance(std::time::Duration::from_secs(11));
-    move_to(&app, &mut ann_ws, near_gate(970.0, 10.0, 69)).await;
+    move_to(&app, &mut ann_ws, near_gate(970.0, 5.0, 69)).await;
     assert!(bob_ws.until_pong().await.iter().all(|m| m["type"] != "eta_update"));
 }
 

@@ -194,6 +194,34 @@ async fn tracker_generations_move_per_replacement(store: &dyn Store) {
     assert_eq!(store.replace_tracker(id, user).await.unwrap(), None, "not once they left");
 }
 
+async fn arrivals_belong_to_the_meeting_point_they_were_decided_for(store: &dyn Store) {
+    use convoy::domain::{MeetingPoint, MeetingPointInput};
+    let id = new_session(store, chrono::Duration::hours(1)).await;
+    let other = new_session(store, chrono::Duration::hours(1)).await;
+    let user = joined(join(store, id, "Ann", 50, 10).await);
+    let input = MeetingPointInput { lat: 48.0, lng: 2.0, name: Some("Gate".into()), radius_m: None };
+    let first = MeetingPoint::parse(&input, None, now()).unwrap();
+    assert!(store.set_meeting_point(id, Some(&first)).await.unwrap());
+    let points = store.meeting_points(&[id, other]).await.unwrap();
+    assert_eq!(points.len(), 1);
+    assert_eq!((points[0].0, &*points[0].1), (id, &first), "read back equal, to the millisecond");
+
+    assert!(store.set_arrived(id, user, true, first.set_at).await.unwrap());
+    assert!(!store.set_arrived(id, user, true, first.set_at).await.unwrap(), "once");
+    assert!(store.participant(id, user).await.unwrap().unwrap().arrived);
+    // A new point resets everyone, and an arrival decided for the old one is not stored.
+    let second = MeetingPoint::parse(&input, None, now() + chrono::Duration::seconds(1)).unwrap();
+    assert!(store.set_meeting_point(id, Some(&second)).await.unwrap());
+    assert!(!store.participant(id, user).await.unwrap().unwrap().arrived);
+    assert!(!store.set_arrived(id, user, true, first.set_at).await.unwrap(), "the old point's");
+    assert!(store.set_arrived(id, user, true, second.set_at).await.unwrap());
+    assert!(store.set_meeting_point(id, None).await.unwrap());
+    assert!(store.meeting_points(&[id]).await.unwrap().is_empty());
+    // Many sessions at once.
+    let many: Vec<SessionId> = std::iter::repeat_with(SessionId::new_random).take(1200).chain([id]).collect();
+    assert!(store.meeting_points(&many).await.unwrap().is_empty());
+}
+
 async fn rooms_keep_their_newest_messages(store: &dyn Store) {
     let id = new_session(store, chrono::Duration::hours(1)).await;
     let user = joined(join(store, id, "Ann", 50, 10).await);
@@ -233,6 +261,7 @@ on_every_store!(
     token_generations_move_once_per_refresh,
     share_settings_are_kept_per_participant,
     tracker_generations_move_per_replacement,
+    arrivals_belong_to_the_meeting_point_they_were_decided_for,
     rooms_keep_their_newest_messages,
     the_signing_secret_is_kept_once,
 );
