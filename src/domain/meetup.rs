@@ -198,6 +198,45 @@ impl Estimate {
     }
 }
 
+/// One point of a participant's trail.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TrailPoint {
+    pub lat: f64,
+    pub lng: f64,
+    pub at: DateTime<Utc>,
+}
+
+/// A participant's trail, as the API gives it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Trail {
+    pub user_id: UserId,
+    pub display_name: String,
+    /// Oldest first.
+    pub points: Vec<TrailPoint>,
+}
+
+/// Trails keep a fix when it moved at least this far from the last one kept...
+pub const TRAIL_MIN_MOVE_M: f64 = 10.0;
+/// ...or this long passed since.
+pub const TRAIL_MIN_GAP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+/// Past this many points a participant's trail loses every other point older than
+/// TRAIL_KEEP_DETAIL (the oldest half of its detail).
+pub const MAX_TRAIL_POINTS: u32 = 2_000;
+pub const TRAIL_KEEP_DETAIL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+impl TrailPoint {
+    pub fn of(fix: &Location) -> Self {
+        Self { lat: fix.lat, lng: fix.lng, at: fix.timestamp }
+    }
+
+    /// Whether `fix` goes on a trail whose last point is `self`: newer, and moved or later.
+    pub fn is_followed_by(&self, fix: &Location) -> bool {
+        fix.timestamp > self.at
+            && (super::distance_m(self.lat, self.lng, fix.lat, fix.lng) >= TRAIL_MIN_MOVE_M
+                || fix.timestamp - self.at >= TRAIL_MIN_GAP)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +308,15 @@ mod tests {
         assert!(!at(None).worth_telling(Some(&at(None))));
         let far = Estimate { distance_m: 1200.0, eta_s: None };
         assert!(far.worth_telling(Some(&at(None))), "no pace, but 20 % further");
+    }
+
+    #[test]
+    fn a_trail_keeps_a_fix_that_moved_10_m_or_came_30_s_later() {
+        let last = TrailPoint::of(&fix(48.0, 2.0, 5.0, 0));
+        assert!(!last.is_followed_by(&fix(48.00005, 2.0, 5.0, 10)), "6 m, 10 s");
+        assert!(last.is_followed_by(&fix(48.0001, 2.0, 5.0, 10)), "11 m");
+        assert!(last.is_followed_by(&fix(48.0, 2.0, 5.0, 30)), "30 s");
+        assert!(!last.is_followed_by(&fix(48.01, 2.0, 5.0, -5)), "older");
     }
 
     #[test]

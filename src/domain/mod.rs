@@ -16,7 +16,10 @@ pub use location::{
     APPROXIMATE_ACCURACY_M, BATCH_WINDOWS_MS, Location, LocationInput, MAX_BATCH_MS, MAX_CLOCK_SKEW_SECS,
     MIN_BATCH_MS, batch_window, distance_m,
 };
-pub use meetup::{Estimate, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement};
+pub use meetup::{
+    Estimate, MAX_TRAIL_POINTS, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement,
+    TRAIL_KEEP_DETAIL, Trail, TrailPoint,
+};
 pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant, ShareSettings};
 pub use room::RoomId;
 pub use session::{ExpiresInMinutes, Session, SessionName};

@@ -37,6 +37,8 @@ use crate::state::AppState;
         super::tokens::refresh,
         super::meetup::set,
         super::meetup::clear,
+        super::meetup::trails,
+        super::meetup::trails_gpx,
         super::tracker::with_token,
         super::tracker::with_basic,
         super::tracker::setup,

@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::{
     ChatMessage, Estimate, Location, LocationInput, MeetingPoint, MeetingPointBy, MeetingPointInput,
-    Participant, RoomId, UserId,
+    Participant, RoomId, Trail, UserId,
 };
 use crate::message::Frame;
 use crate::presence::PresenceMap;
@@ -62,6 +62,10 @@ pub enum ServerMessage<'a> {
     ParticipantDeparted {
         user_id: UserId,
         at: DateTime<Utc>,
+    },
+    /// The answer to `get_trails`.
+    Trails {
+        trails: &'a [Trail],
     },
     /// A participant's way to the meeting point, as the crow flies.
     EtaUpdate {
@@ -259,6 +263,10 @@ pub enum ClientMessage {
     /// Sets or moves the session's meeting point (where this participant may).
     SetMeetingPoint(MeetingPointInput),
     ClearMeetingPoint,
+    /// Everyone's trail, from `since` on (all of it when absent).
+    GetTrails {
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -361,6 +369,19 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             Ok(ClientMessage::SetMeetingPoint(input))
         }
         "clear_meeting_point" => Ok(ClientMessage::ClearMeetingPoint),
+        "get_trails" => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct TrailsInput {
+                #[serde(default)]
+                since: Option<DateTime<Utc>>,
+            }
+            let input: TrailsInput = match raw.data {
+                None => TrailsInput { since: None },
+                data => self::data(data, "get_trails", "{since} (RFC 3339, optional)")?,
+            };
+            Ok(ClientMessage::GetTrails { since: input.since })
+        }
         "share_settings" | "ShareSettings" => {
             let input: ShareInput =
                 data(raw.data, "share_settings", "{precision: exact|approximate, paused}")?;
@@ -441,7 +462,7 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
             message: format!(
                 "unknown message type {other:?}; expected location_update, ping, refresh_token, direct_message, \
                  subscribe, unsubscribe, publish, chat_message, join_local_chat, leave_local_chat, message, \
-                 share_settings, view_settings, set_meeting_point, clear_meeting_point or auth"
+                 share_settings, view_settings, set_meeting_point, clear_meeting_point, get_trails or auth"
             ),
         }),
     }
@@ -555,6 +576,7 @@ mod tests {
             "Message",
             "set_meeting_point",
             "clear_meeting_point",
+            "get_trails",
             "other",
         ];
 

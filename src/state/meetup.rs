@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 
 use super::AppState;
 use crate::domain::{
-    Estimate, Location, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement, Session, SessionId,
-    UserId,
+    Estimate, Location, MAX_TRAIL_POINTS, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement,
+    Session, SessionId, TRAIL_KEEP_DETAIL, Trail, TrailPoint, UserId,
 };
 use crate::error::ApiError;
 use crate::message::HubMessage;
@@ -43,6 +43,16 @@ pub struct Meetups {
     known: tokio::sync::Mutex<HashMap<(SessionId, UserId), Progress>>,
     /// Sessions found without a meeting point, until when that is trusted.
     no_point: Mutex<HashMap<SessionId, DateTime<Utc>>>,
+    /// The end of each trail this instance is recording.
+    trails: tokio::sync::Mutex<HashMap<(SessionId, UserId), TrailEnd>>,
+}
+
+/// The last point kept of a participant's trail, and how many the trail holds (None: not
+/// counted yet on this instance).
+struct TrailEnd {
+    last: TrailPoint,
+    len: Option<u32>,
+    seen: DateTime<Utc>,
 }
 
 /// A participant's way to their session's meeting point, as this instance saw it.
@@ -111,6 +121,30 @@ fn allowed(state: &AppState, session: &Session, setter: Setter) -> Result<(), Ap
 }
 
 impl AppState {
+    /// The session's trails from `since` on, one per participant who has one (those who
+    /// left included, while the session lists them).
+    pub async fn trails(
+        &self,
+        session_id: SessionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Trail>, ApiError> {
+        let (points, participants) =
+            tokio::try_join!(self.store.trails(session_id, since), self.reads.participants(session_id))?;
+        let mut trails: Vec<Trail> = Vec::new();
+        for (user_id, point) in points {
+            match trails.last_mut() {
+                Some(trail) if trail.user_id == user_id => trail.points.push(point),
+                _ => {
+                    let name = participants.iter().find(|p| p.user_id == user_id);
+                    let display_name =
+                        name.map_or_else(|| "someone who left".to_owned(), |p| p.display_name.clone());
+                    trails.push(Trail { user_id, display_name, points: vec![point] });
+                }
+            }
+        }
+        Ok(trails)
+    }
+
     /// Sets or moves `session`'s meeting point and tells everyone (`meeting_point_set`).
     pub async fn set_meeting_point(
         &self,
@@ -157,6 +191,7 @@ impl AppState {
         if noted.is_empty() {
             return;
         }
+        self.record_trails(&noted, now).await;
         let mut sessions: Vec<SessionId> = {
             let mut no_point = self.meetups.no_point.lock().unwrap_or_else(|e| e.into_inner());
             no_point.retain(|_, until| *until > now);
@@ -193,6 +228,50 @@ impl AppState {
             progress.pace.observe(&fix);
             self.decide_arrival(session_id, user_id, point, &fix, progress, now).await;
             self.estimate(session_id, user_id, point, &fix, progress, now);
+        }
+    }
+
+    /// Trails: a fix goes on its participant's trail if it moved TRAIL_MIN_MOVE_M or came
+    /// TRAIL_MIN_GAP after the last point kept (all of a tick's in one write); a trail past
+    /// MAX_TRAIL_POINTS loses every other point older than TRAIL_KEEP_DETAIL. Paused
+    /// positions are never shared, so never noted; approximate ones are noted coarse.
+    async fn record_trails(&self, noted: &HashMap<(SessionId, UserId), Location>, now: DateTime<Utc>) {
+        let mut trails = self.meetups.trails.lock().await;
+        trails.retain(|_, end| now - end.seen < FORGET_AFTER);
+        let mut kept = Vec::new();
+        for (&(session_id, user_id), fix) in noted {
+            let point = TrailPoint::of(fix);
+            match trails.get_mut(&(session_id, user_id)) {
+                Some(end) if !end.last.is_followed_by(fix) => end.seen = now,
+                Some(end) => {
+                    *end = TrailEnd { last: point, len: end.len.map(|n| n + 1), seen: now };
+                    kept.push((session_id, user_id, point));
+                }
+                None => {
+                    trails.insert((session_id, user_id), TrailEnd { last: point, len: None, seen: now });
+                    kept.push((session_id, user_id, point));
+                }
+            }
+        }
+        if let Err(err) = self.store.add_trail_points(&kept).await {
+            tracing::warn!(error = %err, points = kept.len(), "trail points not stored");
+            return;
+        }
+        for (session_id, user_id, _) in kept {
+            let Some(end) = trails.get_mut(&(session_id, user_id)) else { continue };
+            let len = match end.len {
+                Some(len) => len,
+                None => match self.store.trail_len(session_id, user_id).await {
+                    Ok(len) => len,
+                    Err(_) => continue,
+                },
+            };
+            end.len = Some(len);
+            if len > MAX_TRAIL_POINTS
+                && let Ok(gone) = self.store.thin_trail(session_id, user_id, now - TRAIL_KEEP_DETAIL).await
+            {
+                end.len = Some(len.saturating_sub(gone));
+            }
         }
     }
 

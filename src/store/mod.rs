@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
-    UserId,
+    TrailPoint, UserId,
 };
 
 pub use postgres::PostgresStore;
@@ -282,6 +282,28 @@ pub trait Store: Send + Sync + 'static {
         arrived: bool,
         point_set_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+
+    /// Adds points to participants' trails (of live sessions).
+    async fn add_trail_points(&self, points: &[(SessionId, UserId, TrailPoint)]) -> Result<(), StoreError>;
+
+    /// How many points a participant's trail holds.
+    async fn trail_len(&self, session_id: SessionId, user_id: UserId) -> Result<u32, StoreError>;
+
+    /// Drops every other point of a participant's trail older than `before` (the oldest
+    /// half of its detail): how many went.
+    async fn thin_trail(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        before: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
+
+    /// A session's trails from `since` on, by participant, oldest point first.
+    async fn trails(
+        &self,
+        session_id: SessionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(UserId, TrailPoint)>, StoreError>;
 
     /// Keeps a participant's latest share settings (what their tracker apps' positions
     /// follow, whichever socket set them): the fields given, the others as they were.

@@ -18,7 +18,7 @@ use super::{
 use super::{meeting_point_from, meeting_point_json};
 use crate::domain::{
     ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
-    UserId,
+    TrailPoint, UserId,
 };
 
 pub struct PostgresStore {
@@ -270,6 +270,8 @@ impl Store for PostgresStore {
                  UPDATE sessions SET is_active = FALSE, ended_at = $2 WHERE id = $1 AND is_active RETURNING id
              ), gone AS (
                  UPDATE participants SET is_active = FALSE WHERE session_id IN (SELECT id FROM ended) AND is_active
+             ), trails AS (
+                 DELETE FROM trail_points WHERE session_id IN (SELECT id FROM ended)
              )
              SELECT id FROM ended",
         )
@@ -342,6 +344,8 @@ impl Store for PostgresStore {
                  RETURNING id
              ), gone AS (
                  UPDATE participants SET is_active = FALSE WHERE session_id IN (SELECT id FROM ended) AND is_active
+             ), trails AS (
+                 DELETE FROM trail_points WHERE session_id IN (SELECT id FROM ended)
              )
              SELECT id FROM ended",
         )
@@ -540,6 +544,89 @@ impl Store for PostgresStore {
         .await?
         .rows_affected();
         Ok(changed == 1)
+    }
+
+    async fn add_trail_points(&self, points: &[(SessionId, UserId, TrailPoint)]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let (mut sessions, mut users, mut lats, mut lngs, mut ats) = (vec![], vec![], vec![], vec![], vec![]);
+        for (session_id, user_id, point) in points {
+            sessions.push(session_id.0);
+            users.push(user_id.0);
+            lats.push(point.lat);
+            lngs.push(point.lng);
+            ats.push(point.at);
+        }
+        sqlx::query(
+            "INSERT INTO trail_points (session_id, user_id, lat, lng, at)
+             SELECT p.* FROM UNNEST($1::uuid[], $2::uuid[], $3::float8[], $4::float8[], $5::timestamptz[])
+                 AS p(session_id, user_id, lat, lng, at)
+             WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.id = p.session_id AND s.is_active)",
+        )
+        .bind(&sessions)
+        .bind(&users)
+        .bind(&lats)
+        .bind(&lngs)
+        .bind(&ats)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn trail_len(&self, session_id: SessionId, user_id: UserId) -> Result<u32, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM trail_points WHERE session_id = $1 AND user_id = $2")
+                .bind(session_id.0)
+                .bind(user_id.0)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn thin_trail(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        before: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let gone = sqlx::query(
+            "DELETE FROM trail_points WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (ORDER BY at, id) AS n FROM trail_points
+                     WHERE session_id = $1 AND user_id = $2 AND at < $3
+                 ) numbered WHERE n % 2 = 0
+             )",
+        )
+        .bind(session_id.0)
+        .bind(user_id.0)
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(u32::try_from(gone).unwrap_or(u32::MAX))
+    }
+
+    async fn trails(
+        &self,
+        session_id: SessionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(UserId, TrailPoint)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, lat, lng, at FROM trail_points WHERE session_id = $1 AND ($2::timestamptz IS NULL OR at >= $2)
+             ORDER BY user_id, at, id",
+        )
+        .bind(session_id.0)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let point =
+                    TrailPoint { lat: row.try_get("lat")?, lng: row.try_get("lng")?, at: row.try_get("at")? };
+                Ok((UserId(row.try_get("user_id")?), point))
+            })
+            .collect()
     }
 
     async fn set_share_settings(

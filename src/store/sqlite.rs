@@ -20,7 +20,7 @@ use super::{
 use super::{meeting_point_from, meeting_point_json};
 use crate::domain::{
     ChatMessage, ChatRoom, MeetingPoint, MeetingPointBy, Participant, Session, SessionId, ShareSettings,
-    UserId, from_millis,
+    TrailPoint, UserId, from_millis,
 };
 
 pub struct SqliteStore {
@@ -404,6 +404,11 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // Trails go with the session's end (nothing reads them after it).
+        sqlx::query("DELETE FROM trail_points WHERE session_id = ?1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(ended == 1)
     }
@@ -466,6 +471,13 @@ impl Store for SqliteStore {
                 "UPDATE participants SET is_active = 0
                  WHERE is_active = 1
                    AND session_id IN (SELECT id FROM sessions WHERE is_active = 0 AND ended_at = ?1)",
+            )
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM trail_points
+                 WHERE session_id IN (SELECT id FROM sessions WHERE is_active = 0 AND ended_at = ?1)",
             )
             .bind(ms(now))
             .execute(&mut *tx)
@@ -662,6 +674,88 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         Ok(changed == 1)
+    }
+
+    async fn add_trail_points(&self, points: &[(SessionId, UserId, TrailPoint)]) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let _writing = self.writing.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for (session_id, user_id, point) in points {
+            sqlx::query(
+                "INSERT INTO trail_points (session_id, user_id, lat, lng, at)
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM sessions WHERE id = ?1 AND is_active = 1)",
+            )
+            .bind(session_id.to_string())
+            .bind(user_id.to_string())
+            .bind(point.lat)
+            .bind(point.lng)
+            .bind(ms(point.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn trail_len(&self, session_id: SessionId, user_id: UserId) -> Result<u32, StoreError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM trail_points WHERE session_id = ?1 AND user_id = ?2")
+                .bind(session_id.to_string())
+                .bind(user_id.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn thin_trail(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        before: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        let _writing = self.writing.lock().await;
+        let gone = sqlx::query(
+            "DELETE FROM trail_points WHERE id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (ORDER BY at, id) AS n FROM trail_points
+                     WHERE session_id = ?1 AND user_id = ?2 AND at < ?3
+                 ) WHERE n % 2 = 0
+             )",
+        )
+        .bind(session_id.to_string())
+        .bind(user_id.to_string())
+        .bind(ms(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(u32::try_from(gone).unwrap_or(u32::MAX))
+    }
+
+    async fn trails(
+        &self,
+        session_id: SessionId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<(UserId, TrailPoint)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, lat, lng, at FROM trail_points WHERE session_id = ?1 AND at >= ?2
+             ORDER BY user_id, at, id",
+        )
+        .bind(session_id.to_string())
+        .bind(since.map_or(i64::MIN, ms))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let point = TrailPoint {
+                    lat: row.try_get("lat")?,
+                    lng: row.try_get("lng")?,
+                    at: from_millis(row.try_get("at")?),
+                };
+                Ok((UserId(parse_uuid(row, "user_id")?), point))
+            })
+            .collect()
     }
 
     async fn set_share_settings(

@@ -479,6 +479,10 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 reply_error(outbox, err.code, &err.message);
             }
         }
+        Ok(ClientMessage::GetTrails { since }) => match state.trails(session.id, since).await {
+            Ok(trails) => outbox.push_event(ServerMessage::Trails { trails: &trails }.to_frame()),
+            Err(err) => reply_error(outbox, err.code, &err.message),
+        },
         Ok(ClientMessage::Auth { .. }) => {
             reply_error(outbox, "already_authenticated", "this socket is already authenticated");
         }

@@ -302,8 +302,6 @@ async fn arrivals_have_hysteresis_at_the_edge(backend: Backend) {
     assert_eq!(snapshot["data"]["arrived"], json!([]), "a new point, nobody there yet");
 }
 
-on_every_backend!(the_creator_sets_moves_and_clears_the_point, arrivals_have_hysteresis_at_the_edge);
-
 /// The ETA: none while the pace is unknown, then the distance left over the smoothed speed,
 /// recomputed at most every 10 s and told only when it moved by a minute or a tenth.
 #[tokio::test]
@@ -356,3 +354,85 @@ async fn an_arrival_on_one_instance_is_seen_on_the_other() {
     move_to(&a, &mut ann_on_a, near_gate(10.0, 5.0, 1)).await;
     assert_eq!(bob_on_b.next_of_type("participant_arrived").await["data"]["user_id"], ann.user_id);
 }
+
+/// Trails: thinned on arrival (a fix 5 m on is dropped), nothing while paused, given to a
+/// late joiner over REST and the socket (`since` too), exported as GPX that reads back with
+/// every point, and gone once the session ends.
+async fn trails_are_thinned_given_to_late_joiners_and_exported(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let sid = session.session_id.as_str();
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    move_to(&app, &mut ann_ws, near_gate(0.0, 5.0, 60)).await;
+    move_to(&app, &mut ann_ws, near_gate(5.0, 5.0, 55)).await; // 5 m, 5 s on: thinned out
+    move_to(&app, &mut ann_ws, near_gate(20.0, 5.0, 50)).await;
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": true } })).await;
+    ann_ws.next_of_type("share_settings").await;
+    move_to(&app, &mut ann_ws, near_gate(100.0, 5.0, 40)).await; // paused: not shared, not kept
+    ann_ws.send_json(json!({ "type": "share_settings", "data": { "paused": false } })).await;
+    ann_ws.next_of_type("share_settings").await;
+    move_to(&app, &mut ann_ws, near_gate(200.0, 5.0, 20)).await;
+
+    let get = |path: String, token: &str| app.client.get(app.url(&path)).bearer_auth(token).send();
+    let body: Value =
+        get(format!("/api/sessions/{sid}/trails"), &bob.token).await.unwrap().json().await.unwrap();
+    let trails = body["trails"].as_array().unwrap();
+    assert_eq!(trails.len(), 1, "{body}");
+    assert_eq!(
+        (trails[0]["user_id"].as_str(), trails[0]["display_name"].as_str()),
+        (Some(ann.user_id.as_str()), Some("Ann"))
+    );
+    let north: Vec<i64> = trails[0]["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ((p["lat"].as_f64().unwrap() - GATE.0) * 111_195.0).round() as i64)
+        .collect();
+    assert_eq!(north, [0, 20, 200], "{body}");
+
+    // A late joiner on the socket, and `since`.
+    let (mut bob_ws, _) = app.connect(&bob.token).await;
+    bob_ws.send_json(json!({ "type": "get_trails" })).await;
+    let on_socket = bob_ws.next_of_type("trails").await;
+    assert_eq!(on_socket["data"]["trails"], body["trails"]);
+    let since = (chrono::Utc::now() - chrono::Duration::seconds(45))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    bob_ws.send_json(json!({ "type": "get_trails", "data": { "since": since } })).await;
+    let recent = bob_ws.next_of_type("trails").await;
+    assert_eq!(recent["data"]["trails"][0]["points"].as_array().unwrap().len(), 1, "{recent}");
+    let response = get(format!("/api/sessions/{sid}/trails?since={}", since.replace('+', "%2B")), &bob.token)
+        .await
+        .unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["trails"][0]["points"].as_array().unwrap().len(), 1);
+
+    // GPX, with the creator token: parsed back by the same crate.
+    let response = get(format!("/api/sessions/{sid}/trails.gpx"), &session.creator_token).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/gpx+xml");
+    let document = gpx::read(response.bytes().await.unwrap().as_ref()).expect("valid GPX");
+    assert_eq!(document.version, gpx::GpxVersion::Gpx11);
+    assert_eq!(document.tracks.len(), 1);
+    assert_eq!(document.tracks[0].name.as_deref(), Some("Ann"));
+    assert_eq!(document.tracks[0].segments[0].points.len(), 3);
+
+    // Strangers get nothing; after the end, nothing is kept.
+    let (_, [eve]) = app.session_with(["Eve"]).await;
+    assert_eq!(get(format!("/api/sessions/{sid}/trails"), &eve.token).await.unwrap().status(), 403);
+    assert_eq!(
+        app.client.get(app.url(&format!("/api/sessions/{sid}/trails.gpx"))).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(app.delete(&format!("/api/sessions/{sid}"), Some(&session.creator_token)).await.status(), 204);
+    assert_eq!(
+        get(format!("/api/sessions/{sid}/trails"), &session.creator_token).await.unwrap().status(),
+        410
+    );
+    let session_id: convoy::domain::SessionId = sid.parse().unwrap();
+    assert!(app.state.store.trails(session_id, None).await.unwrap().is_empty(), "deleted with the end");
+}
+
+on_every_backend!(
+    the_creator_sets_moves_and_clears_the_point,
+    arrivals_have_hysteresis_at_the_edge,
+    trails_are_thinned_given_to_late_joiners_and_exported,
+);

@@ -222,6 +222,35 @@ async fn arrivals_belong_to_the_meeting_point_they_were_decided_for(store: &dyn 
     assert!(store.meeting_points(&many).await.unwrap().is_empty());
 }
 
+async fn a_full_trail_loses_every_other_old_point(store: &dyn Store) {
+    use convoy::domain::TrailPoint;
+    let id = new_session(store, chrono::Duration::hours(3)).await;
+    let user = joined(join(store, id, "Ann", 50, 10).await);
+    let start = now() - chrono::Duration::hours(2);
+    // Ten points two hours ago, four in the last hour.
+    let points: Vec<_> = (0..10)
+        .map(|i| start + chrono::Duration::minutes(i))
+        .chain((0..4).map(|i| now() - chrono::Duration::minutes(30 - i)))
+        .map(|at| (id, user, TrailPoint { lat: 48.0, lng: 2.0, at }))
+        .collect();
+    store.add_trail_points(&points).await.unwrap();
+    assert_eq!(store.trail_len(id, user).await.unwrap(), 14);
+    let gone = store.thin_trail(id, user, now() - chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(gone, 5, "every other of the ten old ones");
+    let kept: Vec<_> = store.trails(id, None).await.unwrap().into_iter().map(|(_, p)| p.at).collect();
+    assert_eq!(kept.len(), 9);
+    assert_eq!(kept[0], points[0].2.at, "the first point stays");
+    assert_eq!(
+        &kept[5..],
+        &points[10..].iter().map(|p| p.2.at).collect::<Vec<_>>()[..],
+        "the last hour whole"
+    );
+    // An ended session takes no more points, and keeps none.
+    store.end_session(id, now()).await.unwrap();
+    store.add_trail_points(&points[..1]).await.unwrap();
+    assert_eq!(store.trail_len(id, user).await.unwrap(), 0);
+}
+
 async fn rooms_keep_their_newest_messages(store: &dyn Store) {
     let id = new_session(store, chrono::Duration::hours(1)).await;
     let user = joined(join(store, id, "Ann", 50, 10).await);
@@ -262,6 +291,7 @@ on_every_store!(
     share_settings_are_kept_per_participant,
     tracker_generations_move_per_replacement,
     arrivals_belong_to_the_meeting_point_they_were_decided_for,
+    a_full_trail_loses_every_other_old_point,
     rooms_keep_their_newest_messages,
     the_signing_secret_is_kept_once,
 );
