@@ -5,7 +5,7 @@
 // TILE_PREFIX (the unreachable tile server the server was given) and ARTIFACTS_DIR.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join as joinPath } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -279,7 +279,7 @@ test('"Share from an app" sets up OwnTracks, and a phone sharing only through an
   }
 });
 
-test('the creator sets a meeting point at their position; an app moving in is seen arriving, with a notice', async () => {
+test('the creator sets a meeting point at their position; an app moving in is seen arriving, with a notice, its trail and GPX', async () => {
   const created = await fetch(`${base}/api/sessions`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
@@ -329,6 +329,13 @@ test('the creator sets a meeting point at their position; an app moving in is se
     assert.equal((await report(PARIS.latitude + 0.0001, 0)).status, 200);
     await danRow.filter({ hasText: '✓ arrived' }).waitFor({ timeout: 20000 });
     await page.waitForFunction(() => window.notified.some((body) => body.startsWith('Dan has arrived')));
+    // His way in is drawn as a trail, and the trails download as GPX with his track.
+    await page.waitForFunction((id) => (window.convoyDebug.trails()[id] || []).length >= 2, dan.user_id);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#download-gpx').click()]);
+    assert.match(download.suggestedFilename(), /^convoy-.*\.gpx$/);
+    const gpx = readFileSync(await download.path(), 'utf8');
+    assert.match(gpx, /<gpx[^>]*version="1.1"/);
+    assert.match(gpx, /<name>Dan<\/name>/);
     await page.screenshot({ path: joinPath(artifacts, 'meeting-point.png'), fullPage: true });
     assert.deepEqual(problems, []);
   } finally {

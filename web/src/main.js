@@ -13,7 +13,7 @@ import { createMapView } from './map.js';
 import {
   addMessage, applySnapshot, arrivalChanged, batchArrived, createModel, endedText, etaUpdated, locationArrived,
   locationCleared, mapMarks, meetingMark, meetingPointSet, meetingText, participantJoined, participantLeft,
-  peopleRows, presenceDiff, presenceState, refreshDelay, setOwnPosition, timeLeft,
+  peopleRows, presenceDiff, presenceState, refreshDelay, setOwnPosition, timeLeft, trailLines, trailsArrived,
 } from './model.js';
 import {
   $, COLOURS, appendMessage, drawColours, drawMessages, drawPeople, noteMap, pickedColour, setStatus,
@@ -175,6 +175,7 @@ function wireActions() {
     state.view.pick(({ lat, lng }) => setMeetingPoint({ lat, lng }));
   });
   $('meet-clear').addEventListener('click', () => setMeetingPoint(null));
+  $('download-gpx').addEventListener('click', downloadGpx);
   $('meet-notify').addEventListener('click', async () => {
     if (!('Notification' in window)) return setStatus('This browser cannot notify.', true);
     state.notify = (await Notification.requestPermission()) === 'granted';
@@ -297,6 +298,8 @@ function handle({ type, data }) {
       applySnapshot(model, data, now, state.sharing.on ? state.sharing.position : null);
       // Rules belong to a connection: a new one starts sharing unless told otherwise.
       state.sharing.reconnected();
+      // Where everyone came from (not in the snapshot, which stays small).
+      state.connection.send('get_trails', {});
       renderAll();
       break;
     }
@@ -342,6 +345,10 @@ function handle({ type, data }) {
       arrivalChanged(model, data.user_id, type === 'participant_arrived');
       renderPeople();
       if (type === 'participant_arrived') announceArrival(data.user_id);
+      break;
+    case 'trails':
+      trailsArrived(model, data.trails);
+      renderMap();
       break;
     case 'eta_update':
       etaUpdated(model, data);
@@ -484,6 +491,7 @@ function renderPeople() {
 }
 
 function renderMap() {
+  state.view?.renderTrails(trailLines(model));
   const meeting = meetingMark(model);
   if (state.view) state.view.render(meeting ? [meeting, ...mapMarks(model, Date.now())] : mapMarks(model, Date.now()));
 }
@@ -514,6 +522,23 @@ async function setMeetingPoint(point) {
   }
 }
 
+/// Everyone's trails as a GPX file (the token goes in a header, so not a plain link).
+async function downloadGpx() {
+  try {
+    const response = await fetch(`/api/sessions/${state.sessionId}/trails.gpx`, {
+      headers: { Authorization: `Bearer ${model.me.token}` },
+    });
+    if (!response.ok) throw new Error(`the server answered ${response.status}`);
+    const link = document.createElement('a');
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `convoy-${state.sessionId}.gpx`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (error) {
+    setStatus(`Could not download the trails: ${error.message}`, true);
+  }
+}
+
 /// Someone arrived: said on the page, and by the browser if the user asked for that.
 function announceArrival(userId) {
   const name = model.participants.get(userId)?.display_name || 'Someone';
@@ -529,6 +554,7 @@ window.convoyDebug = {
   positions: () => (state.view ? state.view.positions() : {}),
   userId: () => model.me?.user_id,
   mapKind: () => (state.view ? state.view.kind : null),
+  trails: () => Object.fromEntries(model.trails),
 };
 
 // ---- entry ---------------------------------------------------------------------------

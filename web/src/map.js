@@ -82,6 +82,28 @@ class LeafletView {
     if (this.follow && marks.length) this.fit(marks);
   }
 
+  /// Each person's trail, faint, in their colour.
+  renderTrails(lines) {
+    const L = window.L;
+    this.trails = this.trails || new Map();
+    const seen = new Set();
+    for (const line of lines) {
+      seen.add(line.id);
+      let drawn = this.trails.get(line.id);
+      if (!drawn) {
+        drawn = L.polyline(line.points, { weight: 3, opacity: 0.35, interactive: false }).addTo(this.map);
+        this.trails.set(line.id, drawn);
+      }
+      drawn.setLatLngs(line.points);
+      drawn.setStyle({ color: line.colour });
+    }
+    for (const [id, drawn] of this.trails) {
+      if (seen.has(id)) continue;
+      this.map.removeLayer(drawn);
+      this.trails.delete(id);
+    }
+  }
+
   /// The next tap on the map, as `{lat, lng}`, to `then` (dropping a pin).
   pick(then) {
     this.map.once('click', (event) => then({ lat: event.latlng.lat, lng: event.latlng.lng }));
@@ -155,6 +177,9 @@ class GridView {
   positions() {
     return Object.fromEntries(this.marks.map((m) => [m.id, [m.lat, m.lng, m.opacity]]));
   }
+
+  /// The grid draws no trails (Leaflet does).
+  renderTrails() {}
 }
 
 /// An SVG element with its attributes and, if given, its text (always as text).

@@ -17,6 +17,7 @@ export function createModel(ttlSeconds) {
     meetingPointBy: 'creator', // who may set it: 'creator' or 'anyone'
     arrivedAt: new Set(), // user ids who have arrived at it
     etas: new Map(), // user_id -> {distance_m, eta_s}, their way to it
+    trails: new Map(), // user_id -> [[lat, lng], ...], oldest first
   };
 }
 
@@ -63,6 +64,44 @@ export function etaUpdated(model, { user_id, distance_m, eta_s }) {
   model.etas.set(user_id, { distance_m, eta_s });
 }
 
+/// Points a trail drawn on the page keeps at most per person (the server keeps 2,000).
+export const MAX_TRAIL_POINTS = 2000;
+/// A new position extends a trail when it is at least this far from its last point.
+const TRAIL_STEP_M = 10;
+
+/// `trails` (the answer to `get_trails`): everyone's path so far, replacing what we drew.
+export function trailsArrived(model, trails) {
+  model.trails = new Map(trails.map((t) => [t.user_id, t.points.map((p) => [p.lat, p.lng])]));
+}
+
+/// A live position extends its person's trail when it moved far enough.
+export function extendTrail(model, { user_id, lat, lng }) {
+  const trail = model.trails.get(user_id) || [];
+  const last = trail[trail.length - 1];
+  if (last && metres(last[0], last[1], lat, lng) < TRAIL_STEP_M) return;
+  trail.push([lat, lng]);
+  if (trail.length > MAX_TRAIL_POINTS) trail.splice(0, trail.length - MAX_TRAIL_POINTS);
+  model.trails.set(user_id, trail);
+}
+
+/// The trails to draw: each person's, in their colour.
+export function trailLines(model) {
+  const lines = [];
+  for (const [id, points] of model.trails) {
+    const person = model.participants.get(id);
+    if (person && points.length > 1) lines.push({ id, colour: person.avatar_color, points });
+  }
+  return lines;
+}
+
+/// Metres between two points (haversine), for trail steps.
+function metres(lat1, lng1, lat2, lng2) {
+  const rad = Math.PI / 180;
+  const a = Math.sin(((lat2 - lat1) * rad) / 2) ** 2 +
+    Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(((lng2 - lng1) * rad) / 2) ** 2;
+  return 2 * 6371008.8 * Math.asin(Math.min(1, Math.sqrt(a)));
+}
+
 /// What the page says of the meeting point (null: none set).
 export function meetingText(model) {
   const point = model.meetingPoint;
@@ -100,6 +139,7 @@ export function arrived(location, now, ttlMs, fromSnapshot = false) {
 /// `location_broadcast`: someone moved (or stood still and said so again).
 export function locationArrived(model, location, now) {
   model.locations.set(location.user_id, arrived(location, now, model.ttlMs));
+  extendTrail(model, location);
 }
 
 /// `location_batch` (batched delivery, `batch_ms`): each position as if it came alone.

@@ -6,7 +6,7 @@ import {
   addMessage, ago, applySnapshot, arrivalChanged, arrived, batchArrived, createModel, endedText, etaUpdated,
   freshness, locationArrived, locationCleared, mapMarks, meetingMark, meetingPointSet, meetingText, ownPosition,
   participantJoined, participantLeft, peopleRows, presenceDiff, presenceState, refreshDelay, setOwnPosition,
-  timeLeft,
+  timeLeft, trailLines, trailsArrived,
 } from '../src/model.js';
 
 const NOW = Date.parse('2025-06-01T12:00:00Z');
@@ -246,4 +246,15 @@ test('a low battery shows, unless charging', () => {
   assert.doesNotMatch(peopleRows(m, NOW)[1].seen, /battery/);
   locationArrived(m, { ...at('bob', 48.86, 2.33), battery: 40 }, NOW);
   assert.doesNotMatch(peopleRows(m, NOW)[1].seen, /battery/);
+});
+
+test('trails come from get_trails and grow with live positions that moved 10 m', () => {
+  const m = model();
+  applySnapshot(m, snapshot(), NOW, null);
+  trailsArrived(m, [{ user_id: 'bob', points: [{ lat: 48.0, lng: 2.0 }, { lat: 48.001, lng: 2.0 }] }]);
+  locationArrived(m, at('bob', 48.00105, 2.0), NOW); // 6 m on: no new point
+  locationArrived(m, at('bob', 48.002, 2.0), NOW);
+  assert.deepEqual(m.trails.get('bob'), [[48.0, 2.0], [48.001, 2.0], [48.002, 2.0]]);
+  locationArrived(m, at('cat', 1, 1), NOW); // not in the list: no line
+  assert.deepEqual(trailLines(m).map((l) => [l.id, l.colour, l.points.length]), [['bob', '#1b998b', 3]]);
 });
