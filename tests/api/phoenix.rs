@@ -361,6 +361,40 @@ async fn the_channel_sets_and_clears_the_meeting_point(backend: Backend) {
     assert!(reply["response"]["reason"].as_str().unwrap().starts_with("forbidden"), "{reply}");
 }
 
+/// A Phoenix client in the group sees the others' ETAs and arrivals like everyone.
+async fn the_channel_hears_etas_and_arrivals(backend: Backend) {
+    let app = spawn_app_on(backend, |_| {}).await;
+    let (session, [ann, bob]) = app.session_with(["Ann", "Bob"]).await;
+    let point = json!({ "lat": 48.85, "lng": 2.35 });
+    let response = app
+        .client
+        .put(app.url(&format!("/api/sessions/{}/meeting_point", session.session_id)))
+        .bearer_auth(&session.creator_token)
+        .json(&point)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let topic = format!("location:{}", session.session_id);
+    let mut socket = Raw::connect(&app, &bob.token, Some("2.0.0")).await;
+    socket.send(Some("1"), "1", &topic, "phx_join", json!({})).await;
+    assert_eq!(socket.next_event("phx_reply").await.4["status"], "ok");
+
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    for (lat, seconds_ago) in [(48.86, 20), (48.85001, 1)] {
+        let at = (chrono::Utc::now() - chrono::Duration::seconds(seconds_ago)).to_rfc3339();
+        let fix = json!({ "lat": lat, "lng": 2.35, "accuracy": 5, "timestamp": at });
+        ann_ws.send_json(json!({ "type": "location_update", "data": fix })).await;
+        ann_ws.until_pong().await;
+        app.state.meetup_tick().await;
+    }
+    let (_, _, _, _, eta) = socket.next_event("eta_update").await;
+    assert_eq!(eta["user_id"], ann.user_id);
+    assert!(eta["distance_m"].as_f64().unwrap() > 1000.0, "{eta}");
+    let (_, _, t, _, arrived) = socket.next_event("participant_arrived").await;
+    assert_eq!((t, arrived["user_id"].as_str()), (topic, Some(ann.user_id.as_str())));
+}
+
 on_every_backend!(
     speaks_both_serializers,
     bad_input_gets_phoenix_errors,
@@ -368,6 +402,7 @@ on_every_backend!(
     a_removed_participant_is_closed_joined_or_not,
     a_tracker_apps_positions_reach_the_channel,
     the_channel_sets_and_clears_the_meeting_point,
+    the_channel_hears_etas_and_arrivals,
 );
 
 /// Runs tests/phoenix (the official client, from Node) against `url`, with the native
