@@ -121,6 +121,8 @@ pub struct Limits {
     chat_per_user: KeyedLimiter<UserId>,
     /// Meeting point changes: as many a minute as chat messages, a bucket of their own.
     meeting_point_per_user: KeyedLimiter<UserId>,
+    /// Trail reads (each reads a whole session's trails): as many, another bucket.
+    trails_per_user: KeyedLimiter<UserId>,
     /// Each tracker URL (a participant and a URL generation) has a bucket of its own.
     per_tracker_url: KeyedLimiter<(UserId, u32)>,
     clock: Clock,
@@ -161,6 +163,7 @@ impl Limits {
                 Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)),
                 &clock,
             ),
+            trails_per_user: keyed(Quota::per_minute(nonzero(config.rate_limit_chat_per_minute)), &clock),
             max_bytes: [
                 config.max_publish_bytes,
                 config.max_direct_message_bytes,
@@ -209,6 +212,14 @@ impl Limits {
             return Ok(());
         }
         self.meeting_point_per_user.check_key(&user_id).map_err(|not_until| self.wait(not_until))
+    }
+
+    /// Whether `user_id` may read the session's trails once more (REST, GPX or socket).
+    pub fn allow_trails(&self, user_id: UserId) -> Result<(), Duration> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.trails_per_user.check_key(&user_id).map_err(|not_until| self.wait(not_until))
     }
 
     /// Whether one more request to the tracker URL of `user_id` and `generation` may be
@@ -282,6 +293,7 @@ impl Limits {
         self.chat_per_user.retain_recent();
         self.per_tracker_url.retain_recent();
         self.meeting_point_per_user.retain_recent();
+        self.trails_per_user.retain_recent();
     }
 }
 

@@ -223,6 +223,26 @@ pub const TRAIL_MIN_GAP: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 /// TRAIL_KEEP_DETAIL (the oldest half of its detail).
 pub const MAX_TRAIL_POINTS: u32 = 2_000;
 pub const TRAIL_KEEP_DETAIL: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// A trail that cannot be thinned (all of it in the last hour) stops growing here.
+pub const TRAIL_HARD_LIMIT: u32 = 2 * MAX_TRAIL_POINTS;
+/// Points per trail in an answer (`/trails`, `get_trails`): more are evenly left out, the
+/// first and the last kept. The GPX file has them all.
+pub const TRAIL_ANSWER_POINTS: usize = 200;
+
+impl Trail {
+    /// At most `limit` of its points, evenly spread, the first and the last kept.
+    pub fn sampled(mut self, limit: usize) -> Self {
+        let n = self.points.len();
+        if n > limit && limit >= 2 {
+            let step = (n - 1) as f64 / (limit - 1) as f64;
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // in 0..n
+            let picked =
+                (0..limit).map(|i| self.points[((i as f64 * step).round() as usize).min(n - 1)]).collect();
+            self.points = picked;
+        }
+        self
+    }
+}
 
 impl TrailPoint {
     pub fn of(fix: &Location) -> Self {
@@ -308,6 +328,18 @@ mod tests {
         assert!(!at(None).worth_telling(Some(&at(None))));
         let far = Estimate { distance_m: 1200.0, eta_s: None };
         assert!(far.worth_telling(Some(&at(None))), "no pace, but 20 % further");
+    }
+
+    #[test]
+    fn an_answer_samples_a_long_trail_keeping_its_ends() {
+        let points: Vec<_> =
+            (0..1000).map(|i| TrailPoint::of(&fix(48.0 + f64::from(i) / 1e4, 2.0, 5.0, i.into()))).collect();
+        let trail =
+            Trail { user_id: UserId(uuid::Uuid::nil()), display_name: "Ann".into(), points: points.clone() };
+        let sampled = trail.sampled(200);
+        assert_eq!(sampled.points.len(), 200);
+        assert_eq!((sampled.points[0], sampled.points[199]), (points[0], points[999]));
+        assert!(sampled.points.windows(2).all(|w| w[0].at < w[1].at));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use location::{
 };
 pub use meetup::{
     Estimate, MAX_TRAIL_POINTS, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement,
-    TRAIL_KEEP_DETAIL, Trail, TrailPoint,
+    TRAIL_ANSWER_POINTS, TRAIL_HARD_LIMIT, TRAIL_KEEP_DETAIL, Trail, TrailPoint,
 };
 pub use participant::{AvatarColor, DEFAULT_AVATAR_COLOR, DisplayName, Participant, ShareSettings};
 pub use room::RoomId;

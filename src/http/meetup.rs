@@ -15,7 +15,9 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Bearer, active};
 use crate::auth::{Claims, Role};
 use chrono::{DateTime, Utc};
 
-use crate::domain::{MeetingPoint, MeetingPointInput, Session, SessionId, Trail, TrailPoint, UserId};
+use crate::domain::{
+    MeetingPoint, MeetingPointInput, Session, SessionId, TRAIL_ANSWER_POINTS, Trail, TrailPoint, UserId,
+};
 use crate::error::ApiError;
 use crate::state::{AppState, Setter};
 
@@ -122,8 +124,9 @@ async fn trails(
     ApiQuery(Since { since }): ApiQuery<Since>,
     Bearer(claims): Bearer,
 ) -> Result<Json<Trails>, ApiError> {
-    setter(&state, &claims, session_id).await?;
-    Ok(Json(Trails { trails: state.trails(session_id, since).await? }))
+    let (_, asker) = setter(&state, &claims, session_id).await?;
+    let trails = state.trails(session_id, asker.id(), since, Some(TRAIL_ANSWER_POINTS)).await?;
+    Ok(Json(Trails { trails }))
 }
 
 /// The trails as a GPX 1.1 file: one track per participant.
@@ -143,9 +146,10 @@ async fn trails_gpx(
     ApiPath(session_id): ApiPath<SessionId>,
     Bearer(claims): Bearer,
 ) -> Result<Response, ApiError> {
-    let (session, _) = setter(&state, &claims, session_id).await?;
+    let (session, asker) = setter(&state, &claims, session_id).await?;
+    let trails = state.trails(session_id, asker.id(), None, None).await?;
     let tracks: Vec<(String, Vec<TrailPoint>)> =
-        state.trails(session_id, None).await?.into_iter().map(|t| (t.display_name, t.points)).collect();
+        trails.into_iter().map(|t| (t.display_name, t.points)).collect();
     let document = crate::protocol::gpx::trails_gpx(session.name.as_deref(), &tracks).map_err(|err| {
         tracing::warn!(error = %err, "could not write GPX");
         ApiError::internal()

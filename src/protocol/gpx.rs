@@ -11,7 +11,7 @@ pub fn trails_gpx(
     let mut document = gpx::Gpx {
         version: gpx::GpxVersion::Gpx11,
         creator: Some("convoy".into()),
-        metadata: Some(gpx::Metadata { name: name.map(str::to_owned), ..gpx::Metadata::default() }),
+        metadata: Some(gpx::Metadata { name: name.map(xml_text), ..gpx::Metadata::default() }),
         ..gpx::Gpx::default()
     };
     for (name, points) in tracks {
@@ -29,13 +29,20 @@ pub fn trails_gpx(
             })
             .collect();
         let mut track = gpx::Track::new();
-        track.name = Some(name.clone());
+        track.name = Some(xml_text(name));
         track.segments.push(segment);
         document.tracks.push(track);
     }
     let mut out = Vec::new();
     gpx::write(&document, &mut out)?;
     Ok(out)
+}
+
+/// `text` without the characters XML 1.0 cannot hold (a name may carry U+FFFE).
+fn xml_text(text: &str) -> String {
+    text.chars()
+        .filter(|&c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && !matches!(c, '\u{FFFE}' | '\u{FFFF}')))
+        .collect()
 }
 
 #[cfg(test)]
@@ -50,7 +57,7 @@ mod tests {
             TrailPoint { lat: 48.1, lng: 2.1, at: at(0) },
             TrailPoint { lat: 48.2, lng: 2.2, at: at(30) },
         ];
-        let tracks = vec![("Ann & <Bob>".to_owned(), ann), ("Cat".to_owned(), vec![])];
+        let tracks = vec![("Ann & <Bob>\u{FFFE}".to_owned(), ann), ("Cat".to_owned(), vec![])];
         let bytes = trails_gpx(Some("Trip"), &tracks).unwrap();
         let read = gpx::read(bytes.as_slice()).unwrap();
         assert_eq!(read.version, gpx::GpxVersion::Gpx11);

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::AppState;
 use crate::domain::{
     Estimate, Location, MAX_TRAIL_POINTS, MeetingPoint, MeetingPointBy, MeetingPointInput, Pace, Placement,
-    Session, SessionId, TRAIL_KEEP_DETAIL, Trail, TrailPoint, UserId,
+    Session, SessionId, TRAIL_HARD_LIMIT, TRAIL_KEEP_DETAIL, Trail, TrailPoint, UserId,
 };
 use crate::error::ApiError;
 use crate::message::HubMessage;
@@ -52,6 +52,8 @@ pub struct Meetups {
 struct TrailEnd {
     last: TrailPoint,
     len: Option<u32>,
+    /// The length at which thinning is tried next (it may find nothing old to drop).
+    thin_at: u32,
     seen: DateTime<Utc>,
 }
 
@@ -93,7 +95,8 @@ pub enum Setter {
 }
 
 impl Setter {
-    fn id(self) -> UserId {
+    /// Whose budgets it spends: the participant's, or the creator token's `sub`.
+    pub fn id(self) -> UserId {
         match self {
             Self::Creator(id) | Self::Participant(id) => id,
         }
@@ -121,13 +124,19 @@ fn allowed(state: &AppState, session: &Session, setter: Setter) -> Result<(), Ap
 }
 
 impl AppState {
-    /// The session's trails from `since` on, one per participant who has one (those who
-    /// left included, while the session lists them).
+    /// The session's trails from `since` on, one per participant who has one, each sampled
+    /// to `sample` points if given; read by `asker`, whose budget it spends.
     pub async fn trails(
         &self,
         session_id: SessionId,
+        asker: UserId,
         since: Option<DateTime<Utc>>,
+        sample: Option<usize>,
     ) -> Result<Vec<Trail>, ApiError> {
+        self.limits.allow_trails(asker).map_err(ApiError::rate_limited)?;
+        // Any date parses; the stores take those from 1970 to tomorrow.
+        let latest = self.clock.now() + chrono::TimeDelta::days(1);
+        let since = since.map(|t| t.clamp(DateTime::UNIX_EPOCH, latest));
         let (points, participants) =
             tokio::try_join!(self.store.trails(session_id, since), self.reads.participants(session_id))?;
         let mut trails: Vec<Trail> = Vec::new();
@@ -142,7 +151,10 @@ impl AppState {
                 }
             }
         }
-        Ok(trails)
+        Ok(match sample {
+            Some(limit) => trails.into_iter().map(|t| t.sampled(limit)).collect(),
+            None => trails,
+        })
     }
 
     /// Sets or moves `session`'s meeting point and tells everyone (`meeting_point_set`).
@@ -242,19 +254,28 @@ impl AppState {
         for (&(session_id, user_id), fix) in noted {
             let point = TrailPoint::of(fix);
             match trails.get_mut(&(session_id, user_id)) {
-                Some(end) if !end.last.is_followed_by(fix) => end.seen = now,
+                Some(end)
+                    if !end.last.is_followed_by(fix) || end.len.is_some_and(|n| n >= TRAIL_HARD_LIMIT) =>
+                {
+                    end.seen = now;
+                }
                 Some(end) => {
-                    *end = TrailEnd { last: point, len: end.len.map(|n| n + 1), seen: now };
+                    *end = TrailEnd { last: point, len: end.len.map(|n| n + 1), seen: now, ..*end };
                     kept.push((session_id, user_id, point));
                 }
                 None => {
-                    trails.insert((session_id, user_id), TrailEnd { last: point, len: None, seen: now });
+                    let end = TrailEnd { last: point, len: None, thin_at: MAX_TRAIL_POINTS, seen: now };
+                    trails.insert((session_id, user_id), end);
                     kept.push((session_id, user_id, point));
                 }
             }
         }
         if let Err(err) = self.store.add_trail_points(&kept).await {
             tracing::warn!(error = %err, points = kept.len(), "trail points not stored");
+            // Started afresh with the next fixes (recounted from the store).
+            for (session_id, user_id, _) in &kept {
+                trails.remove(&(*session_id, *user_id));
+            }
             return;
         }
         for (session_id, user_id, _) in kept {
@@ -267,10 +288,13 @@ impl AppState {
                 },
             };
             end.len = Some(len);
-            if len > MAX_TRAIL_POINTS
+            if len > end.thin_at.max(MAX_TRAIL_POINTS)
                 && let Ok(gone) = self.store.thin_trail(session_id, user_id, now - TRAIL_KEEP_DETAIL).await
             {
-                end.len = Some(len.saturating_sub(gone));
+                let left = len.saturating_sub(gone);
+                end.len = Some(left);
+                // Nothing old enough to drop: tried again 100 points on, not every second.
+                end.thin_at = left + 100;
             }
         }
     }

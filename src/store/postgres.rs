@@ -261,6 +261,12 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        // Leaving takes the trail along (and keeps the session's rows bounded by who is in it).
+        sqlx::query("DELETE FROM trail_points WHERE session_id = $1 AND user_id = $2")
+            .bind(session_id.0)
+            .bind(user_id.0)
+            .execute(&self.pool)
+            .await?;
         Ok(changed == 1)
     }
 

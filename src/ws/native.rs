@@ -13,7 +13,7 @@ use crate::admission::ConnectionSlot;
 use crate::auth::Claims;
 use crate::chat::RoomMembership;
 use crate::domain::topic::{MAX_TOPICS_PER_CONNECTION, Scope, Topic, TopicError};
-use crate::domain::{ChatContent, ChatRoom, Location, Participant, RoomId, Session};
+use crate::domain::{ChatContent, ChatRoom, Location, Participant, RoomId, Session, TRAIL_ANSWER_POINTS};
 use crate::hub::Outbox;
 use crate::limits::{MessageKind, Refused, ReplyThrottle};
 use crate::message::{Channel, CloseReason, Wire, close_code};
@@ -479,10 +479,12 @@ async fn handle_text(text: &str, conn: &mut Conn<'_>) {
                 reply_error(outbox, err.code, &err.message);
             }
         }
-        Ok(ClientMessage::GetTrails { since }) => match state.trails(session.id, since).await {
-            Ok(trails) => outbox.push_event(ServerMessage::Trails { trails: &trails }.to_frame()),
-            Err(err) => reply_error(outbox, err.code, &err.message),
-        },
+        Ok(ClientMessage::GetTrails { since }) => {
+            match state.trails(session.id, me.user_id, since, Some(TRAIL_ANSWER_POINTS)).await {
+                Ok(trails) => outbox.push_event(ServerMessage::Trails { trails: &trails }.to_frame()),
+                Err(err) => reply_error(outbox, err.code, &err.message),
+            }
+        }
         Ok(ClientMessage::Auth { .. }) => {
             reply_error(outbox, "already_authenticated", "this socket is already authenticated");
         }

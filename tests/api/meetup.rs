@@ -189,6 +189,16 @@ async fn moving_the_point_in_a_loop_is_rate_limited() {
     assert_eq!(statuses[..2], [200, 200]);
     assert!(statuses.contains(&429), "{statuses:?}");
 
+    // Reading every trail of the session is a whole-session read: a budget of its own too.
+    let (_, [dan]) = app.session_with(["Dan"]).await;
+    let (mut dan_ws, _) = app.connect(&dan.token).await;
+    for _ in 0..3 {
+        dan_ws.send_json(json!({ "type": "get_trails" })).await;
+    }
+    let seen = dan_ws.until_pong().await;
+    assert_eq!(seen.iter().filter(|m| m["type"] == "trails").count(), 2, "{seen:?}");
+    assert!(seen.iter().any(|m| m["data"]["code"] == "rate_limited"), "{seen:?}");
+
     // On a socket too, in a session that lets anyone: each participant has a budget.
     let open = app.create_session(json!({ "meeting_point_by": "anyone" })).await;
     let carl = app.join(&open.session_id, "Carl").await;
@@ -400,6 +410,10 @@ async fn trails_are_thinned_given_to_late_joiners_and_exported(backend: Backend)
     bob_ws.send_json(json!({ "type": "get_trails", "data": { "since": since } })).await;
     let recent = bob_ws.next_of_type("trails").await;
     assert_eq!(recent["data"]["trails"][0]["points"].as_array().unwrap().len(), 1, "{recent}");
+    // A date no store holds is taken as the earliest one.
+    let ancient =
+        get(format!("/api/sessions/{sid}/trails?since=-5000-01-01T00:00:00Z"), &bob.token).await.unwrap();
+    assert_eq!(ancient.status(), 200);
     let response = get(format!("/api/sessions/{sid}/trails?since={}", since.replace('+', "%2B")), &bob.token)
         .await
         .unwrap();
@@ -414,6 +428,28 @@ async fn trails_are_thinned_given_to_late_joiners_and_exported(backend: Backend)
     assert_eq!(document.tracks.len(), 1);
     assert_eq!(document.tracks[0].name.as_deref(), Some("Ann"));
     assert_eq!(document.tracks[0].segments[0].points.len(), 3);
+
+    // Leaving takes one's trail along.
+    let carl = app.join(sid, "Carl").await;
+    let (mut carl_ws, _) = app.connect(&carl.token).await;
+    move_to(&app, &mut carl_ws, near_gate(5.0, 5.0, 1)).await;
+    let names = |body: Value| -> Vec<String> {
+        let mut names: Vec<String> = body["trails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["display_name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let body: Value =
+        get(format!("/api/sessions/{sid}/trails"), &bob.token).await.unwrap().json().await.unwrap();
+    assert_eq!(names(body), ["Ann", "Carl"]);
+    assert_eq!(app.remove(sid, &carl.user_id, &carl.token).await, 204);
+    let body: Value =
+        get(format!("/api/sessions/{sid}/trails"), &bob.token).await.unwrap().json().await.unwrap();
+    assert_eq!(names(body), ["Ann"]);
 
     // Strangers get nothing; after the end, nothing is kept.
     let (_, [eve]) = app.session_with(["Eve"]).await;

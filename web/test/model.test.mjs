@@ -255,6 +255,7 @@ test('trails come from get_trails and grow with live positions that moved 10 m',
   locationArrived(m, at('bob', 48.00105, 2.0), NOW); // 6 m on: no new point
   locationArrived(m, at('bob', 48.002, 2.0), NOW);
   assert.deepEqual(m.trails.get('bob'), [[48.0, 2.0], [48.001, 2.0], [48.002, 2.0]]);
-  locationArrived(m, at('cat', 1, 1), NOW); // not in the list: no line
+  locationArrived(m, at('cat', 1, 1), NOW);
+  locationArrived(m, at('cat', 1.01, 1), NOW); // a trail, but not in the list: no line
   assert.deepEqual(trailLines(m).map((l) => [l.id, l.colour, l.points.length]), [['bob', '#1b998b', 3]]);
 });
