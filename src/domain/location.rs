@@ -97,6 +97,13 @@ pub fn distance_m(lat1: f64, lng1: f64, lat2: f64, lng2: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
 }
 
+/// The plausible range of each optional reading of a device: a client's out of it is
+/// refused, a tracker app's left out (apps send placeholders such as -1 for "unknown").
+const SPEED_MPS: (f64, f64) = (0.0, 1_000.0);
+const HEADING_DEG: (f64, f64) = (0.0, 360.0);
+const ALTITUDE_M: (f64, f64) = (-1_000.0, 100_000.0);
+const BATTERY_PERCENT: (f64, f64) = (0.0, 100.0);
+
 /// The accuracy an approximate position claims: it covers its whole cell (the half
 /// diagonal of a geohash-6 cell is at most ~0.7 km).
 pub const APPROXIMATE_ACCURACY_M: f64 = 700.0;
@@ -141,12 +148,13 @@ impl Location {
         };
         let location = Self::checked(input.lat, input.lng, input.accuracy, timestamp, now)?;
         // A client's readings are checked, not filtered as tracker apps' placeholders are.
-        for (field, value, low, high) in [
-            ("speed", input.speed, 0.0, 1_000.0),
-            ("heading", input.heading, 0.0, 360.0),
-            ("altitude", input.altitude, -1_000.0, 100_000.0),
-            ("battery", input.battery, 0.0, 100.0),
+        for (field, value, range) in [
+            ("speed", input.speed, SPEED_MPS),
+            ("heading", input.heading, HEADING_DEG),
+            ("altitude", input.altitude, ALTITUDE_M),
+            ("battery", input.battery, BATTERY_PERCENT),
         ] {
+            let (low, high) = range;
             if value.is_some_and(|v| !(v.is_finite() && (low..=high).contains(&v))) {
                 return Err(ValidationError::new(field, format!("must be between {low} and {high}")));
             }
@@ -194,16 +202,16 @@ impl Location {
         battery: Option<f64>,
         charging: Option<bool>,
     ) -> Self {
-        let within = |value: Option<f64>, low: f64, high: f64| {
+        let within = |value: Option<f64>, (low, high): (f64, f64)| {
             #[allow(clippy::cast_possible_truncation)] // in range: an f32 holds it
             value.filter(|v| v.is_finite() && (low..=high).contains(v)).map(|v| v as f32)
         };
-        self.speed = within(speed, 0.0, 1_000.0);
-        self.heading = within(heading, 0.0, 360.0);
-        self.altitude = within(altitude, -1_000.0, 100_000.0);
+        self.speed = within(speed, SPEED_MPS);
+        self.heading = within(heading, HEADING_DEG);
+        self.altitude = within(altitude, ALTITUDE_M);
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // 0..=100
         {
-            self.battery = within(battery, 0.0, 100.0).map(|b| b.round() as u8);
+            self.battery = within(battery, BATTERY_PERCENT).map(|b| b.round() as u8);
         }
         self.charging = charging;
         self

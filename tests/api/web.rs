@@ -121,16 +121,27 @@ async fn the_web_page_works_in_chromium() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let control_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, control).await });
+    let proxy_url = format!("http://{}", proxy.addr);
+    let map = if cfg!(convoy_web_map) { "leaflet" } else { "grid" };
+    let env = [
+        ("CONVOY_URL", app.base.as_str()),
+        ("PROXY_URL", &proxy_url),
+        ("CONTROL_URL", &control_url),
+        ("EXPECT_MAP", map),
+    ];
+    run_browser_tests("web.test.mjs", &env, 4).await;
+}
+
+/// Runs one file of tests/browser with `env` (plus TILE_PREFIX and ARTIFACTS_DIR) and
+/// checks that its `passes` tests passed and none failed.
+async fn run_browser_tests(file: &str, env: &[(&str, &str)], passes: usize) {
     let root = env!("CARGO_MANIFEST_DIR");
     let artifacts = format!("{root}/target/browser-artifacts");
     let output = tokio::process::Command::new("node")
         .arg("--test")
-        .arg("web.test.mjs")
+        .arg(file)
         .current_dir(format!("{root}/tests/browser"))
-        .env("CONVOY_URL", &app.base)
-        .env("PROXY_URL", format!("http://{}", proxy.addr))
-        .env("CONTROL_URL", &control_url)
-        .env("EXPECT_MAP", if cfg!(convoy_web_map) { "leaflet" } else { "grid" })
+        .envs(env.iter().copied())
         .env("TILE_PREFIX", UNREACHABLE_TILES)
         .env("ARTIFACTS_DIR", &artifacts)
         .output()
@@ -139,7 +150,7 @@ async fn the_web_page_works_in_chromium() {
     let report =
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the browser tests failed (screenshots in {artifacts}):\n{report}");
-    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains(&format!("# pass {passes}")) && report.contains("# fail 0"), "{report}");
 }
 
 /// Done-when of the tracker apps: a participant sharing only through each app, reporting to
@@ -152,21 +163,5 @@ async fn the_web_page_works_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_app_moves_a_browser_on_its_instance_and_on_another() {
     let (a, b) = spawn_pair(|c| c.tile_url = format!("{UNREACHABLE_TILES}{{z}}/{{x}}/{{y}}.png")).await;
-    let root = env!("CARGO_MANIFEST_DIR");
-    let artifacts = format!("{root}/target/browser-artifacts");
-    let output = tokio::process::Command::new("node")
-        .arg("--test")
-        .arg("across.test.mjs")
-        .current_dir(format!("{root}/tests/browser"))
-        .env("CONVOY_URL", &a.base)
-        .env("OTHER_URL", &b.base)
-        .env("TILE_PREFIX", UNREACHABLE_TILES)
-        .env("ARTIFACTS_DIR", &artifacts)
-        .output()
-        .await
-        .expect("node runs (install Node.js and run `npm ci` in tests/browser)");
-    let report =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the browser test failed (screenshots in {artifacts}):\n{report}");
-    assert!(report.contains("# pass 1") && report.contains("# fail 0"), "{report}");
+    run_browser_tests("across.test.mjs", &[("CONVOY_URL", &a.base), ("OTHER_URL", &b.base)], 1).await;
 }
