@@ -1,8 +1,9 @@
 //! Marks whether the tests that need outside things can run: they are compiled as ignored
 //! (with the reason shown by `cargo test`) unless TEST_POSTGRES_URL and TEST_REDIS_URL are
-//! set (PostgreSQL and Redis), TEST_NODE is set (Node with `npm ci` done in tests/phoenix,
-//! for the Phoenix client tests) or TEST_BROWSER is set (Chromium and `npm ci` done in
-//! tests/browser, for the web page's end-to-end tests).
+//! set (PostgreSQL and Redis), TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (a Redis
+//! Cluster's seed nodes, from `.ci/redis-cluster start`), TEST_NODE (Node with `npm ci`
+//! done in tests/phoenix, for the Phoenix client tests) or TEST_BROWSER (Chromium and
+//! `npm ci` done in tests/browser, for the web page's end-to-end tests).
 //!
 //! Also marks whether the web page's map library was built (`web/dist`, by `npm ci
 //! --prefix web && npm run build --prefix web`): then it is embedded in the binary;
@@ -34,6 +35,11 @@ fn main() {
     let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
     if set("TEST_POSTGRES_URL") && set("TEST_REDIS_URL") {
         println!("cargo::rustc-cfg=convoy_scaled_tests");
+    }
+    println!("cargo::rerun-if-env-changed=TEST_REDIS_CLUSTER_URLS");
+    println!("cargo::rustc-check-cfg=cfg(convoy_cluster_tests)");
+    if set("TEST_POSTGRES_URL") && set("TEST_REDIS_CLUSTER_URLS") {
+        println!("cargo::rustc-cfg=convoy_cluster_tests");
     }
     if set("TEST_NODE") {
         println!("cargo::rustc-cfg=convoy_node_tests");

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::bus::{self, BusSettings};
+use crate::bus::{self, BusSettings, RedisTarget};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::serve::{ServeLimits, serve};
@@ -56,7 +56,7 @@ impl App {
         let instance_id = uuid::Uuid::new_v4();
         let shutdown = CancellationToken::new();
         let settings = BusSettings {
-            redis_url: config.redis_url.clone(),
+            redis: redis_target(&config),
             instance_id,
             session_key_ttl_secs: config.session_idle_timeout_seconds,
             batch_delay: Duration::from_millis(config.redis_batch_delay_ms),
@@ -180,5 +180,16 @@ impl App {
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The Redis the bus uses, if any (`Config::validate` refused both at once).
+fn redis_target(config: &Config) -> Option<RedisTarget> {
+    match &config.redis_url {
+        Some(url) => Some(RedisTarget::Single(url.clone())),
+        None => {
+            let seeds = config.redis_cluster_seeds();
+            (!seeds.is_empty()).then_some(RedisTarget::Cluster(seeds))
+        }
     }
 }

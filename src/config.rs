@@ -70,6 +70,12 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// A Redis Cluster's seed nodes, comma-separated redis://host:port (any few of its
+    /// nodes; the rest are discovered): used instead of REDIS_URL. Sessions spread over the
+    /// shards, each on the one that owns its hash tag, with sharded pub/sub (Redis 7).
+    #[arg(long, env = "REDIS_CLUSTER_URLS", value_delimiter = ',')]
+    pub redis_cluster_urls: Vec<String>,
+
     /// Milliseconds the Redis writer waits after a position before sending its pipeline
     /// (anything else goes at once), so more positions share one round trip and one
     /// PUBLISH per session (a third of the Redis
@@ -351,7 +357,22 @@ impl Config {
             return Err("PUBLIC_URL must start with http:// or https://".into());
         }
         self.cors_origins()?;
+        if self.redis_url.is_some() && !self.redis_cluster_seeds().is_empty() {
+            return Err("set REDIS_URL (one Redis) or REDIS_CLUSTER_URLS (a Redis Cluster), not both".into());
+        }
+        if let Some(bad) = self
+            .redis_cluster_seeds()
+            .iter()
+            .find(|u| !u.starts_with("redis://") && !u.starts_with("rediss://"))
+        {
+            return Err(format!("REDIS_CLUSTER_URLS: {bad} is not a redis:// URL"));
+        }
         Ok(())
+    }
+
+    /// REDIS_CLUSTER_URLS, trimmed, without empty entries.
+    pub fn redis_cluster_seeds(&self) -> Vec<String> {
+        self.redis_cluster_urls.iter().map(|u| u.trim()).filter(|u| !u.is_empty()).map(String::from).collect()
     }
 
     /// CORS_ALLOWED_ORIGINS, checked: `Any` for `*`, else the origins, lower-cased.
@@ -474,6 +495,19 @@ mod tests {
             assert!(origins(bad, "development").is_err(), "{bad}");
         }
         assert_eq!(parse(&[]).cors_origins(), Ok(CorsOrigins::List(vec![])));
+    }
+
+    #[test]
+    fn one_redis_or_a_cluster_not_both() {
+        let seeds = "redis://10.0.0.1:7000, redis://10.0.0.2:7000,";
+        let cluster = parse(&["--redis-cluster-urls", seeds]);
+        assert!(cluster.validate().is_ok());
+        assert_eq!(cluster.redis_cluster_seeds(), ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        let both = parse(&["--redis-url", "redis://cache:6379", "--redis-cluster-urls", seeds]);
+        assert!(both.validate().unwrap_err().contains("not both"));
+        let bad = parse(&["--redis-cluster-urls", "10.0.0.1:7000"]);
+        assert!(bad.validate().unwrap_err().contains("10.0.0.1:7000 is not a redis:// URL"));
+        assert!(parse(&[]).redis_cluster_seeds().is_empty());
     }
 
     #[test]

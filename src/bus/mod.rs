@@ -2,8 +2,8 @@
 //! `Messaging` carries hub messages between instances (the hub holds only this role);
 //! `LocationCache` keeps each participant's latest location for LOCATION_TTL_SECONDS;
 //! `PresenceRegistry` knows who is connected on every instance. `Bus` is all three plus a
-//! health check. The in-process implementation serves a single instance, Redis several;
-//! the rest of convoy does not know which one it talks to, and both pass the same
+//! health check. The in-process implementation serves a single instance, Redis (one server,
+//! or a Redis Cluster with sharded pub/sub) several; the rest of convoy does not know which one it talks to, and both pass the same
 //! conformance suite (tests/api/bus_conformance.rs).
 
 mod local;
@@ -43,8 +43,8 @@ pub type Inbound = mpsc::UnboundedReceiver<BusEvent>;
 /// How a bus is set up. The in-process bus reads only the clock.
 #[derive(Debug, Clone)]
 pub struct BusSettings {
-    /// REDIS_URL: Redis when set, the in-process bus otherwise.
-    pub redis_url: Option<String>,
+    /// REDIS_URL or REDIS_CLUSTER_URLS: Redis when set, the in-process bus otherwise.
+    pub redis: Option<RedisTarget>,
     pub instance_id: Uuid,
     /// The expiry of the per-session keys, so an abandoned session's keys go away by themselves.
     pub session_key_ttl_secs: u64,
@@ -61,16 +61,25 @@ pub struct BusSettings {
     pub clock: Clock,
 }
 
-/// The in-process bus, or Redis when `redis_url` is set. The receiver carries messages from
+/// Where the Redis bus connects.
+#[derive(Debug, Clone)]
+pub enum RedisTarget {
+    /// REDIS_URL: one Redis server.
+    Single(String),
+    /// REDIS_CLUSTER_URLS: a Redis Cluster's seed nodes.
+    Cluster(Vec<String>),
+}
+
+/// The in-process bus, or Redis when `redis` is set. The receiver carries messages from
 /// other instances (none for the in-process bus).
 pub async fn connect(
     settings: BusSettings,
     shutdown: CancellationToken,
 ) -> Result<(Arc<dyn Bus>, Option<Inbound>), BusError> {
-    match &settings.redis_url {
+    match &settings.redis {
         None => Ok((Arc::new(LocalBus::new(settings.clock)), None)),
-        Some(url) => {
-            let (bus, inbound) = RedisBus::connect(url, &settings, shutdown).await?;
+        Some(target) => {
+            let (bus, inbound) = RedisBus::connect(target, &settings, shutdown).await?;
             Ok((Arc::new(bus), Some(inbound)))
         }
     }

@@ -5,8 +5,8 @@
 //! one pipeline sends to a channel into one PUBLISH):
 //! version (1 byte) | origin instance id (16) | then per message: length of the rest of the
 //! record (4, big-endian) | kind (1) | user id (16) | close code (2, big-endian) | frame
-//! (UTF-8, the rest of the record). The session or room is the pub/sub channel's
-//! (`channel:session:{id}`, `channel:room:{id}`).
+//! (UTF-8, the rest of the record). The session or room is the pub/sub channel's (its
+//! name is the Redis bus's business: `keys.rs`).
 //! A topic message (kind 6) uses the close-code field for the topic's length and puts the
 //! topic's name (UTF-8) before the frame. A location (kind 0) is carried by its frame
 //! alone: the receiving instance reads the position back from it once.
@@ -25,7 +25,6 @@ const VERSION: u8 = 2;
 const PREFIX: usize = 1 + 16;
 /// A record's length, kind, user and code.
 const RECORD_HEADER: usize = 4 + 1 + 16 + 2;
-const CHANNEL_PREFIX: &str = "channel:";
 
 /// One message as a publish of its own; `append` adds more of the same channel to it.
 pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
@@ -79,12 +78,9 @@ pub fn origin(bytes: &[u8]) -> Option<Uuid> {
 /// cost the others theirs).
 pub type Decoded = Vec<Result<Envelope, String>>;
 
-/// The origin instance and the messages, or why the bytes are not a bus message at all.
-pub fn decode(channel: &str, bytes: &[u8]) -> Result<(Uuid, Decoded), String> {
-    let channel = channel
-        .strip_prefix(CHANNEL_PREFIX)
-        .and_then(Channel::parse)
-        .ok_or_else(|| format!("not a convoy channel: {channel}"))?;
+/// The origin instance and the messages published to `channel`, or why the bytes are not a
+/// bus message at all.
+pub fn decode(channel: Channel, bytes: &[u8]) -> Result<(Uuid, Decoded), String> {
     let origin = origin(bytes).ok_or("unknown bus message version or truncated header")?;
     let mut rest = &bytes[PREFIX..];
     let mut envelopes = Vec::with_capacity(1);
@@ -168,9 +164,9 @@ mod tests {
             HubMessage::Topic { topic: "alerts.é".into(), frame: Utf8Bytes::from("{\"a\":1}") },
             HubMessage::Presence { frame: Utf8Bytes::from("{}") },
         ];
-        let channel = format!("channel:session:{session_id}");
+        let channel = Channel::Session(session_id);
         for message in &messages {
-            let (got_origin, envelopes) = decode(&channel, &encode(origin, message)).unwrap();
+            let (got_origin, envelopes) = decode(channel, &encode(origin, message)).unwrap();
             assert_eq!(got_origin, origin);
             assert_eq!(envelopes.len(), 1);
             let envelope = envelopes[0].as_ref().unwrap();
@@ -182,7 +178,7 @@ mod tests {
         for message in &messages[1..] {
             append(&mut bundle, &encode(origin, message));
         }
-        let (got_origin, envelopes) = decode(&channel, &bundle).unwrap();
+        let (got_origin, envelopes) = decode(channel, &bundle).unwrap();
         assert_eq!(got_origin, origin);
         let got: Vec<String> =
             envelopes.iter().map(|e| format!("{:?}", e.as_ref().unwrap().message)).collect();
@@ -191,38 +187,29 @@ mod tests {
     }
 
     #[test]
-    fn room_channels_decode_too() {
-        let bytes = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
-        let (_, envelopes) = decode("channel:room:u4pruy", &bytes).unwrap();
-        assert_eq!(envelopes[0].as_ref().unwrap().channel, Channel::Room("u4pruy".parse().unwrap()));
-        assert!(decode("channel:room:nope", &bytes).is_err());
-    }
-
-    #[test]
     fn garbage_is_refused_not_panicked_on() {
-        let channel = format!("channel:session:{}", SessionId::new_random());
-        assert!(decode(&channel, b"").is_err());
-        assert!(decode(&channel, &[9; 40]).is_err());
-        assert!(decode("elsewhere", &encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() })).is_err());
+        let channel = Channel::Session(SessionId::new_random());
+        assert!(decode(channel, b"").is_err());
+        assert!(decode(channel, &[9; 40]).is_err());
         let event = encode(Uuid::nil(), &HubMessage::Event { frame: "x".into() });
         let mut bad_utf8 = event.clone();
         *bad_utf8.last_mut().unwrap() = 0xff;
-        let only_bad = |bytes: &[u8]| decode(&channel, bytes).unwrap().1.remove(0).unwrap_err();
+        let only_bad = |bytes: &[u8]| decode(channel, bytes).unwrap().1.remove(0).unwrap_err();
         assert!(only_bad(&bad_utf8).contains("utf-8"));
         // A bad record costs only itself: the bundle's other messages arrive.
         let mut mixed = bad_utf8.clone();
         append(&mut mixed, &event);
-        let (_, decoded) = decode(&channel, &mixed).unwrap();
+        let (_, decoded) = decode(channel, &mixed).unwrap();
         assert!(decoded[0].is_err() && decoded[1].is_ok());
         // A record longer than what follows, a bundle cut inside a record, a bare prefix.
         let mut too_long = event.clone();
         too_long[PREFIX + 3] += 1;
-        assert!(decode(&channel, &too_long).unwrap_err().contains("truncated"));
+        assert!(decode(channel, &too_long).unwrap_err().contains("truncated"));
         let mut cut = event.clone();
         append(&mut cut, &event);
         cut.pop();
-        assert!(decode(&channel, &cut).unwrap_err().contains("truncated"));
-        assert!(decode(&channel, &event[..PREFIX]).unwrap_err().contains("without records"));
+        assert!(decode(channel, &cut).unwrap_err().contains("truncated"));
+        assert!(decode(channel, &event[..PREFIX]).unwrap_err().contains("without records"));
         // A location whose frame carries no position is not a location.
         let mut no_position = encode(Uuid::nil(), &HubMessage::Event { frame: "{\"data\":{}}".into() });
         no_position[PREFIX + 4] = 0;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use convoy::bus::{BusEvent, BusSettings, Messaging, RedisBus};
+use convoy::bus::{BusEvent, BusSettings, Messaging, RedisBus, RedisTarget};
 use convoy::clock::Clock;
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};
@@ -15,8 +15,9 @@ use super::helpers::*;
 
 async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convoy::bus::Inbound) {
     let (_, redis_url) = scaled_urls();
+    let target = RedisTarget::Single(redis_url);
     let settings = BusSettings {
-        redis_url: Some(redis_url.clone()),
+        redis: Some(target.clone()),
         instance_id: uuid::Uuid::new_v4(),
         session_key_ttl_secs: 3600,
         batch_delay: Duration::ZERO,
@@ -24,7 +25,7 @@ async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convo
         instance_timeout: Duration::from_secs(15),
         clock: Clock::system(),
     };
-    RedisBus::connect(&redis_url, &settings, shutdown.clone()).await.expect("redis")
+    RedisBus::connect(&target, &settings, shutdown.clone()).await.expect("redis")
 }
 
 #[cfg_attr(

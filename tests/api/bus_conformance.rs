@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy::bus::{self, Bus, BusSettings};
+use convoy::bus::{self, Bus, BusSettings, RedisTarget};
 use convoy::clock::Clock;
 use convoy::domain::{Location, RoomId, SessionId, UserId, now};
 use convoy::message::Channel;
@@ -22,13 +22,17 @@ async fn local() -> (Arc<dyn Bus>, CancellationToken) {
 }
 
 async fn redis() -> (Arc<dyn Bus>, CancellationToken) {
-    bus_on(Some(scaled_urls().1)).await
+    bus_on(Some(RedisTarget::Single(scaled_urls().1))).await
 }
 
-async fn bus_on(redis_url: Option<String>) -> (Arc<dyn Bus>, CancellationToken) {
+async fn redis_cluster() -> (Arc<dyn Bus>, CancellationToken) {
+    bus_on(Some(RedisTarget::Cluster(cluster_urls()))).await
+}
+
+async fn bus_on(redis: Option<RedisTarget>) -> (Arc<dyn Bus>, CancellationToken) {
     let shutdown = CancellationToken::new();
     let settings = BusSettings {
-        redis_url,
+        redis,
         instance_id: uuid::Uuid::new_v4(),
         session_key_ttl_secs: 3600,
         batch_delay: Duration::ZERO,
@@ -41,7 +45,8 @@ async fn bus_on(redis_url: Option<String>) -> (Arc<dyn Bus>, CancellationToken) 
 }
 
 /// Runs each `async fn check(bus: &dyn Bus)` on every bus: `local::check` always,
-/// `redis::check` when TEST_REDIS_URL was set at build time.
+/// `redis::check` when TEST_REDIS_URL was set at build time, `redis_cluster::check` when
+/// TEST_REDIS_CLUSTER_URLS was.
 macro_rules! on_every_bus {
     ($($check:ident),+ $(,)?) => {
         mod local {
@@ -60,6 +65,17 @@ macro_rules! on_every_bus {
                 #[tokio::test]
                 async fn $check() {
                     let (bus, shutdown) = super::redis().await;
+                    super::$check(bus.as_ref()).await;
+                    shutdown.cancel();
+                }
+            )+
+        }
+        mod redis_cluster {
+            $(
+                #[cfg_attr(not(convoy_cluster_tests), ignore = "needs PostgreSQL and a Redis Cluster: set TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (.ci/redis-cluster start)")]
+                #[tokio::test]
+                async fn $check() {
+                    let (bus, shutdown) = super::redis_cluster().await;
                     super::$check(bus.as_ref()).await;
                     shutdown.cancel();
                 }

@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
+on_both_redis!(chat_and_rooms_span_instances);
+
 /// Places for one test. Local rooms are global (any session, any test on the same Redis),
 /// so each test meets in its own random cell.
 struct Places {
@@ -379,13 +381,8 @@ on_every_backend!(
     room_posts_over_rest_are_rate_limited,
 );
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_and_rooms_span_instances() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn chat_and_rooms_span_instances(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let Places { here, nearby, room, .. } = places();
     let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;

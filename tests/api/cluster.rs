@@ -9,13 +9,17 @@ use serde_json::json;
 
 use super::helpers::*;
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_on_two_instances_see_each_other_and_each_message_once() {
-    let (a, b) = spawn_pair(|_| {}).await;
+on_both_redis!(
+    clients_on_two_instances_see_each_other_and_each_message_once,
+    capacity_holds_across_instances,
+    two_sweepers_announce_each_expired_session_exactly_once,
+    activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper,
+    delivery_rules_apply_across_instances,
+    a_redis_batch_delay_delays_but_loses_and_reorders_nothing,
+);
+
+async fn clients_on_two_instances_see_each_other_and_each_message_once(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut ann_ws, _) = a.connect(&ann.token).await;
     let (mut bob_on_a, _) = a.connect(&bob.token).await;
@@ -79,13 +83,8 @@ async fn clients_on_two_instances_see_each_other_and_each_message_once() {
     assert_eq!(cat_on_b.next_of_type("session_ended").await["data"]["reason"], "ended_by_creator");
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capacity_holds_across_instances() {
-    let (a, b) = spawn_pair(|c| c.max_participants_per_session = 3).await;
+async fn capacity_holds_across_instances(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |c| c.max_participants_per_session = 3).await;
     let session = a.create_session(json!({})).await;
     let path = format!("/api/sessions/{}/join", session.session_id);
     let joins = (0..12).map(|i| {
@@ -97,14 +96,9 @@ async fn capacity_holds_across_instances() {
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 9, "{statuses:?}");
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_sweepers_announce_each_expired_session_exactly_once() {
+async fn two_sweepers_announce_each_expired_session_exactly_once(redis: Redis) {
     // Long sweep interval: the test steps both sweepers itself, at the same moment.
-    let (a, b) = spawn_pair(|c| c.session_idle_timeout_seconds = 1).await;
+    let (a, b) = spawn_pair_on(redis, |c| c.session_idle_timeout_seconds = 1).await;
     let mut sessions = Vec::new();
     let mut sockets = Vec::new();
     for i in 0..6 {
@@ -132,16 +126,11 @@ async fn two_sweepers_announce_each_expired_session_exactly_once() {
     }
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper() {
+async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper(redis: Redis) {
     // B never flushes its activity to PostgreSQL during the test; A's sweeper must still
     // see it, through Redis, and leave the session alone.
     let idle = Duration::from_secs(600);
-    let (a, b) = spawn_pair(|c| {
+    let (a, b) = spawn_pair_on(redis, |c| {
         c.session_idle_timeout_seconds = idle.as_secs();
         c.activity_flush_interval_seconds = 3600;
     })
@@ -165,13 +154,8 @@ async fn activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper(
     assert_eq!(sweep_once(&a.state).await.unwrap().ended.len(), 1, "idle once Ann stops");
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_rules_apply_across_instances() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn delivery_rules_apply_across_instances(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let (session, [ann]) = a.session_with(["Ann"]).await;
     let bob = b.join(&session.session_id, "Bob").await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;
@@ -201,13 +185,8 @@ async fn delivery_rules_apply_across_instances() {
     assert_eq!(snapshot["data"]["locations"], json!([]), "{snapshot}");
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing() {
-    let (a, b) = spawn_pair(|c| c.redis_batch_delay_ms = 50).await;
+async fn a_redis_batch_delay_delays_but_loses_and_reorders_nothing(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |c| c.redis_batch_delay_ms = 50).await;
     let (session, [ann]) = a.session_with(["Ann"]).await;
     let bob = b.join(&session.session_id, "Bob").await;
     let (mut ann_on_a, _) = a.connect(&ann.token).await;

@@ -29,6 +29,7 @@ async fn health_endpoints_report_each_dependency(backend: Backend) {
         Backend::Scaled => ("postgres", "redis"),
         Backend::PostgresLocal => ("postgres", "in-process"),
         Backend::SqliteRedis => ("sqlite", "redis"),
+        Backend::Clustered => ("postgres", "redis-cluster"),
     };
     assert_eq!(detailed["status"], "healthy");
     assert_eq!(detailed["checks"]["database"]["kind"], database);

@@ -65,23 +65,103 @@ pub enum Backend {
     PostgresLocal,
     /// SQLite + Redis: the Redis bus on its own.
     SqliteRedis,
+    /// PostgreSQL + a Redis Cluster (sharded pub/sub), from TEST_REDIS_CLUSTER_URLS.
+    Clustered,
 }
 
 impl Backend {
     pub fn uses_postgres(self) -> bool {
-        matches!(self, Self::Scaled | Self::PostgresLocal)
+        matches!(self, Self::Scaled | Self::PostgresLocal | Self::Clustered)
     }
 
     pub fn uses_redis(self) -> bool {
-        matches!(self, Self::Scaled | Self::SqliteRedis)
+        matches!(self, Self::Scaled | Self::SqliteRedis | Self::Clustered)
+    }
+
+    /// The Redis this backend's instances share, if any.
+    pub fn redis(self) -> Option<Redis> {
+        match self {
+            Self::Scaled | Self::SqliteRedis => Some(Redis::Single),
+            Self::Clustered => Some(Redis::Cluster),
+            Self::Embedded | Self::PostgresLocal => None,
+        }
     }
 }
 
+/// The two kinds of Redis that instances share: one server (TEST_REDIS_URL) or a Redis
+/// Cluster (TEST_REDIS_CLUSTER_URLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redis {
+    Single,
+    Cluster,
+}
+
+impl Redis {
+    /// Points the configuration at this Redis.
+    pub fn configure(self, config: &mut Config) {
+        match self {
+            Redis::Single => {
+                config.redis_url = Some(scaled_urls().1);
+                config.redis_cluster_urls.clear();
+            }
+            Redis::Cluster => {
+                config.redis_url = None;
+                config.redis_cluster_urls = cluster_urls();
+            }
+        }
+    }
+
+    /// The backend of instances on PostgreSQL and this Redis.
+    pub fn backend(self) -> Backend {
+        match self {
+            Redis::Single => Backend::Scaled,
+            Redis::Cluster => Backend::Clustered,
+        }
+    }
+}
+
+/// The seed nodes of the test Redis Cluster (`.ci/redis-cluster start` prints them).
+pub fn cluster_urls() -> Vec<String> {
+    std::env::var("TEST_REDIS_CLUSTER_URLS")
+        .expect("TEST_REDIS_CLUSTER_URLS must be set for the Redis Cluster tests")
+        .split(',')
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
+/// Runs each listed `async fn name(redis: Redis)` on two or more instances sharing one
+/// PostgreSQL and either kind of Redis: `single_redis::name` and `redis_cluster::name`.
+/// Compiled as ignored, with the reason, when the services were not set at build time.
+macro_rules! on_both_redis {
+    ($($test:ident),+ $(,)?) => {
+        mod single_redis {
+            $(
+                #[cfg_attr(not(convoy_scaled_tests), ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Redis::Single).await;
+                }
+            )+
+        }
+        mod redis_cluster {
+            $(
+                #[cfg_attr(not(convoy_cluster_tests), ignore = "needs PostgreSQL and a Redis Cluster: set TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (.ci/redis-cluster start)")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Redis::Cluster).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_redis;
+
 /// Runs each listed `async fn name(backend: Backend)` once per combination of store and
 /// bus: `embedded::name` (SQLite + in-process), `scaled::name` (PostgreSQL + Redis),
-/// `postgres_local::name` and `sqlite_redis::name`. All but the first are compiled as
-/// ignored, with the reason, when TEST_POSTGRES_URL / TEST_REDIS_URL were not set at build
-/// time.
+/// `postgres_local::name`, `sqlite_redis::name` and `clustered::name` (PostgreSQL + Redis
+/// Cluster). All but the first are compiled as ignored, with the reason, when
+/// TEST_POSTGRES_URL / TEST_REDIS_URL (TEST_REDIS_CLUSTER_URLS) were not set at build time.
 macro_rules! on_every_backend {
     ($($test:ident),+ $(,)?) => {
         mod embedded {
@@ -95,6 +175,15 @@ macro_rules! on_every_backend {
         on_every_backend!(@needs_services scaled, Scaled, $($test),+);
         on_every_backend!(@needs_services postgres_local, PostgresLocal, $($test),+);
         on_every_backend!(@needs_services sqlite_redis, SqliteRedis, $($test),+);
+        mod clustered {
+            $(
+                #[cfg_attr(not(convoy_cluster_tests), ignore = "needs PostgreSQL and a Redis Cluster: set TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (.ci/redis-cluster start)")]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::helpers::Backend::Clustered).await;
+                }
+            )+
+        }
     };
     (@needs_services $module:ident, $backend:ident, $($test:ident),+) => {
         mod $module {
@@ -139,8 +228,8 @@ pub async fn spawn_app_on(backend: Backend, configure: impl FnOnce(&mut Config))
     if backend.uses_postgres() {
         config.database_url = fresh_postgres_schema().await;
     }
-    if backend.uses_redis() {
-        config.redis_url = Some(scaled_urls().1);
+    if let Some(redis) = backend.redis() {
+        redis.configure(&mut config);
     }
     configure(&mut config);
     start(backend, config, dir).await
@@ -154,10 +243,27 @@ pub async fn spawn_config(config: Config) -> TestApp {
 
 /// Two instances on one PostgreSQL schema and one Redis: a cluster of two.
 pub async fn spawn_pair(configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
+    spawn_pair_on(Redis::Single, configure).await
+}
+
+/// Two instances on one PostgreSQL schema and one Redis of the given kind.
+pub async fn spawn_pair_on(redis: Redis, configure: impl Fn(&mut Config)) -> (TestApp, TestApp) {
+    let mut apps = spawn_group(redis, 2, configure).await.into_iter();
+    (apps.next().unwrap(), apps.next().unwrap())
+}
+
+/// `count` instances on one PostgreSQL schema and one Redis of the given kind.
+pub async fn spawn_group(redis: Redis, count: usize, configure: impl Fn(&mut Config)) -> Vec<TestApp> {
     let database_url = fresh_postgres_schema().await;
-    let a = spawn_with_database(Backend::Scaled, Some(database_url.clone()), &configure).await;
-    let b = spawn_with_database(Backend::Scaled, Some(database_url), &configure).await;
-    (a, b)
+    let mut apps = Vec::with_capacity(count);
+    for _ in 0..count {
+        let configure = |config: &mut Config| {
+            redis.configure(config);
+            configure(config);
+        };
+        apps.push(spawn_with_database(redis.backend(), Some(database_url.clone()), configure).await);
+    }
+    apps
 }
 
 /// A scaled instance on the given PostgreSQL and Redis URLs (e.g. through a `Proxy`).

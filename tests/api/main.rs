@@ -38,6 +38,7 @@ mod refresh;
 mod revocation;
 mod secret;
 mod sessions;
+mod shards;
 mod shutdown;
 mod slow_consumer;
 mod store_conformance;

@@ -7,6 +7,11 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
+on_both_redis!(
+    a_point_set_on_one_instance_reaches_the_other,
+    an_arrival_on_one_instance_is_seen_on_the_other,
+);
+
 const GATE: (f64, f64) = (48.8584, 2.2945);
 
 async fn put_point(app: &TestApp, session_id: &str, token: Option<&str>, body: Value) -> reqwest::Response {
@@ -147,13 +152,8 @@ async fn an_ended_session_takes_no_point() {
 }
 
 /// Set on one instance, heard on the other, and in its snapshots.
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_point_set_on_one_instance_reaches_the_other() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn a_point_set_on_one_instance_reaches_the_other(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let (session, [ann]) = a.session_with(["Ann"]).await;
     let (mut ann_on_b, _) = b.connect(&ann.token).await;
     let response = put_point(
@@ -349,13 +349,8 @@ async fn etas_follow_the_pace_and_are_told_when_they_move_enough() {
 }
 
 /// An arrival decided on one instance is heard on the other.
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_arrival_on_one_instance_is_seen_on_the_other() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn an_arrival_on_one_instance_is_seen_on_the_other(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let body = json!({ "lat": GATE.0, "lng": GATE.1 });
     assert_eq!(put_point(&a, &session.session_id, Some(&session.creator_token), body).await.status(), 200);

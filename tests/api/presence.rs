@@ -7,6 +7,8 @@ use convoy::sweeper::sweep_once;
 use serde_json::{Value, json};
 
 use super::helpers::*;
+
+on_both_redis!(presence_spans_instances);
 use super::proxy::{Proxy, through, upstream};
 
 /// Connects with presence messages visible; returns the socket and its `presence_state`.
@@ -104,13 +106,8 @@ async fn presence_of_an_unknown_session_is_404(backend: Backend) {
 
 on_every_backend!(presence_follows_connections_not_users, presence_of_an_unknown_session_is_404);
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_spans_instances() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn presence_spans_instances(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let session = a.create_session(json!({})).await;
     let sid = &session.session_id;
     let ann = a.join(sid, "Ann").await;

@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
+on_both_redis!(topics_reach_subscribers_on_every_instance);
+
 fn subscribe(topics: &[&str]) -> Value {
     json!({ "type": "subscribe", "data": { "topics": topics } })
 }
@@ -173,13 +175,8 @@ on_every_backend!(
     refused_topics_get_an_error_naming_them_and_keep_the_connection,
 );
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_reach_subscribers_on_every_instance() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn topics_reach_subscribers_on_every_instance(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let session = a.create_session(json!({})).await;
     let sid = &session.session_id;
     let ann = a.join(sid, "Ann").await;

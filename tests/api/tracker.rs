@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
+on_both_redis!(a_tracker_on_one_instance_is_seen_on_the_other);
+
 /// A fixture with its time placeholders filled with `seconds_ago` before now.
 fn fixture(name: &str, seconds_ago: i64) -> String {
     let path = format!("{}/tests/fixtures/tracker/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -323,13 +325,8 @@ async fn a_replaced_url_flooding_does_not_spend_the_participants_budget() {
     assert_eq!(bob_ws.next_of_type("location_broadcast").await["data"]["user_id"], ann.user_id);
 }
 
-#[cfg_attr(
-    not(convoy_scaled_tests),
-    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
-)]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tracker_on_one_instance_is_seen_on_the_other() {
-    let (a, b) = spawn_pair(|_| {}).await;
+async fn a_tracker_on_one_instance_is_seen_on_the_other(redis: Redis) {
+    let (a, b) = spawn_pair_on(redis, |_| {}).await;
     let (session, [ann, bob]) = a.session_with(["Ann", "Bob"]).await;
     let (mut bob_on_b, _) = b.connect(&bob.token).await;
     // Ann shares only through apps, each reporting to instance A (her tracker URL names A),

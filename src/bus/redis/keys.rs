@@ -2,31 +2,75 @@
 
 use std::sync::LazyLock;
 
+use redis::cluster_routing::Slot;
 use uuid::Uuid;
 
 use crate::domain::{RoomId, SessionId};
 use crate::message::Channel;
 
-/// `channel:session:{id}` or `channel:room:{id}`.
-pub(super) fn pubsub_channel(channel: Channel) -> String {
-    format!("channel:{}", channel.name())
+/// How this deployment names its keys and channels. On a single Redis, as convoy always
+/// has (instances of older versions on the same Redis keep understanding each other); on a
+/// Redis Cluster, every name of a session or room carries its id as a hash tag (`{id}`, the
+/// name's first braces), so its channel, cached locations, activity and presence live on
+/// the one shard that owns the session, and a pipeline of them never crosses slots.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keys {
+    pub(super) tagged: bool,
 }
 
-/// A hash: user id -> `[expires at (Unix ms), location]`, written by `spaced`.
-pub(super) fn locations_key(session_id: SessionId) -> String {
-    format!("locations:{session_id}")
-}
+impl Keys {
+    /// `id` as it appears in names: `{id}` on a cluster.
+    fn tag(self, id: impl std::fmt::Display) -> String {
+        if self.tagged { format!("{{{id}}}") } else { id.to_string() }
+    }
 
-pub(super) fn activity_key(session_id: SessionId) -> String {
-    format!("session_activity:{session_id}")
-}
+    /// `channel:session:{id}` or `channel:room:{id}`.
+    pub(super) fn channel(self, channel: Channel) -> String {
+        match channel {
+            Channel::Session(id) => format!("channel:session:{}", self.tag(id)),
+            Channel::Room(id) => format!("channel:room:{}", self.tag(id)),
+        }
+    }
 
-pub(super) fn presence_key(channel: Channel) -> String {
-    format!("presence:{}", channel.name())
-}
+    /// The convoy channel a pub/sub channel's name stands for.
+    pub(super) fn parse_channel(self, name: &str) -> Option<Channel> {
+        let name = name.strip_prefix("channel:")?;
+        if !self.tagged {
+            return Channel::parse(name);
+        }
+        let (kind, id) = name.split_once(':')?;
+        let id = id.strip_prefix('{')?.strip_suffix('}')?;
+        Channel::parse(&format!("{kind}:{id}"))
+    }
 
-pub(super) fn presence_channels_key(instance_id: &str) -> String {
-    format!("presence_channels:{instance_id}")
+    /// A hash: user id -> `[expires at (Unix ms), location]`, written by `spaced`.
+    pub(super) fn locations(self, session_id: SessionId) -> String {
+        format!("locations:{}", self.tag(session_id))
+    }
+
+    pub(super) fn activity(self, session_id: SessionId) -> String {
+        format!("session_activity:{}", self.tag(session_id))
+    }
+
+    pub(super) fn presence(self, channel: Channel) -> String {
+        match channel {
+            Channel::Session(id) => format!("presence:session:{}", self.tag(id)),
+            Channel::Room(id) => format!("presence:room:{}", self.tag(id)),
+        }
+    }
+
+    pub(super) fn presence_channels(self, instance_id: &str) -> String {
+        format!("presence_channels:{}", self.tag(instance_id))
+    }
+
+    pub(super) fn room_members(self, room: RoomId) -> String {
+        format!("room_users:{}", self.tag(room))
+    }
+
+    /// The cluster slot every name of the channel hashes to.
+    pub(super) fn slot(self, channel: Channel) -> Slot {
+        Slot::for_key(self.channel(channel))
+    }
 }
 
 pub(super) fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
@@ -49,10 +93,6 @@ pub(super) static ROOM_MEMBER: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
-pub(super) fn room_members_key(room: RoomId) -> String {
-    format!("room_users:{room}")
-}
-
 /// ZADD of this instance's heartbeat at Redis's time: 1 if it was not in the set.
 pub(super) static HEARTBEAT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&format!("{LUA_NOW_MS} return redis.call('ZADD', KEYS[1], now, ARGV[1])"))
@@ -74,19 +114,43 @@ pub(super) static BEATS: LazyLock<redis::Script> = LazyLock::new(|| {
     ))
 });
 
-/// Replaces one instance's entries in a session's presence hash (after an outage, or after
-/// other instances took this one for gone): KEYS = hash, the instance's session set;
-/// ARGV = field prefix, key TTL, session id, then field/value pairs.
+/// Replaces one instance's entries in a channel's presence hash (after an outage, or after
+/// other instances took this one for gone): KEYS = the hash; ARGV = field prefix, key TTL,
+/// then field/value pairs. One key, so it runs on a cluster too; the instance's channel set
+/// is written beside it.
 pub(super) const REPLACE_PRESENCE_SCRIPT: &str = r"
 for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(field, 1, #ARGV[1]) == ARGV[1] then redis.call('HDEL', KEYS[1], field) end
 end
-if #ARGV > 3 then
-  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 2 then
+  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
   redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('SADD', KEYS[2], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-else
-  redis.call('SREM', KEYS[2], ARGV[3])
 end
 return 0";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_puts_every_name_of_a_session_in_one_slot_and_a_single_redis_keeps_its_names() {
+        let session = SessionId::new_random();
+        let channel = Channel::Session(session);
+        let single = Keys { tagged: false };
+        assert_eq!(single.channel(channel), format!("channel:session:{session}"));
+        assert_eq!(single.locations(session), format!("locations:{session}"));
+        assert_eq!(single.parse_channel(&single.channel(channel)), Some(channel));
+
+        let cluster = Keys { tagged: true };
+        assert_eq!(cluster.channel(channel), format!("channel:session:{{{session}}}"));
+        let slot = cluster.slot(channel);
+        for name in [cluster.locations(session), cluster.activity(session), cluster.presence(channel)] {
+            assert_eq!(Slot::for_key(&name), slot, "{name}");
+        }
+        assert_eq!(cluster.parse_channel(&cluster.channel(channel)), Some(channel));
+        let room = Channel::Room("u4pruy".parse::<RoomId>().unwrap());
+        assert_eq!(cluster.parse_channel(&cluster.channel(room)), Some(room));
+        assert_eq!(cluster.parse_channel(&single.channel(channel)), None);
+        assert_eq!(single.parse_channel("elsewhere"), None);
+    }
+}

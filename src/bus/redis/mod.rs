@@ -31,8 +31,10 @@
 //! entries of instances that stopped. `room_users:{room_id}` counts each user's sockets in
 //! a room.
 
+mod conn;
 mod keys;
 mod prober;
+mod sharded;
 mod spaced;
 mod subscriber;
 mod writer;
@@ -52,12 +54,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::wire;
-use super::{Bus, BusError, BusSettings, Inbound, LocationCache, Messaging, PresenceRegistry};
+use super::{Bus, BusError, BusSettings, Inbound, LocationCache, Messaging, PresenceRegistry, RedisTarget};
 use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
 use crate::message::{Channel, Envelope, HubMessage};
 use crate::presence::{LocalPresence, PresenceMeta};
 
+use conn::Conn;
 use keys::*;
 use prober::*;
 use subscriber::*;
@@ -86,7 +89,8 @@ const INSTANCES_KEY: &str = "presence_instances";
 pub struct RedisBus {
     instance_id: Uuid,
     presence: Arc<LocalPresence>,
-    conn: ConnectionManager,
+    conn: Conn,
+    keys: Keys,
     queue: Queue,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     breaker: Arc<Breaker>,
@@ -102,27 +106,34 @@ impl RedisBus {
     /// other instances arrive on the returned receiver, in order. The writer holds a
     /// pipeline of positions only `batch_delay` after its first command, to gather more.
     pub async fn connect(
-        url: &str,
+        target: &RedisTarget,
         settings: &BusSettings,
         shutdown: CancellationToken,
     ) -> Result<(Self, Inbound), BusError> {
         let BusSettings { instance_id, session_key_ttl_secs, batch_delay, queue_max_bytes, .. } = *settings;
-        let client = redis::Client::open(url).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = tokio::time::timeout(
-            Duration::from_secs(5),
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| BusError("connecting to redis timed out".into()))?
-        .map_err(|e| BusError(format!("connecting to redis: {e}")))?;
+        let (mut conn, pubsub) = match target {
+            RedisTarget::Single(url) => {
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| BusError(format!("bad REDIS_URL: {e}")))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CALL_TIMEOUT))
+                    .set_response_timeout(Some(CALL_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    ConnectionManager::new_with_config(client.clone(), config),
+                )
+                .await
+                .map_err(|_| BusError("connecting to redis timed out".into()))?
+                .map_err(|e| BusError(format!("connecting to redis: {e}")))?;
+                (Conn::Single(conn), PubSub::Single(client))
+            }
+            RedisTarget::Cluster(urls) => (Conn::cluster(urls).await?, PubSub::Sharded(urls.clone())),
+        };
+        let keys = Keys { tagged: conn.is_cluster() };
 
         // The first presence heartbeat, before any connection can be present.
-        let mut conn = conn;
         call(HEARTBEAT.key(INSTANCES_KEY).arg(instance_id.to_string()).invoke_async::<i64>(&mut conn))
             .await?;
 
@@ -134,20 +145,28 @@ impl RedisBus {
         let presence = Arc::new(LocalPresence::default());
         let writer = Writer {
             instance_id,
+            keys,
             presence: presence.clone(),
             key_ttl_secs: session_key_ttl_secs,
             batch_delay,
             clock: settings.clock.clone(),
         };
         tokio::spawn(run_writer(conn.clone(), commands, queue.clone(), breaker.clone(), writer));
-        tokio::spawn(run_subscriber(
-            client,
-            subscription_rx,
-            inbound_tx.clone(),
-            instance_id,
-            breaker.clone(),
-            shutdown.clone(),
-        ));
+        let subscriber =
+            Subscriber { keys, instance_id, inbound: inbound_tx.clone(), breaker: breaker.clone() };
+        match pubsub {
+            PubSub::Single(client) => {
+                tokio::spawn(run_subscriber(client, subscription_rx, subscriber, shutdown.clone()));
+            }
+            PubSub::Sharded(urls) => {
+                tokio::spawn(sharded::run_sharded_subscriber(
+                    urls,
+                    subscription_rx,
+                    subscriber,
+                    shutdown.clone(),
+                ));
+            }
+        }
         tokio::spawn(run_prober(
             conn.clone(),
             breaker.clone(),
@@ -163,6 +182,7 @@ impl RedisBus {
             instance_id,
             presence,
             conn,
+            keys,
             queue,
             subscriptions,
             breaker,
@@ -193,7 +213,7 @@ impl RedisBus {
         }
     }
 
-    fn check(&self) -> Result<ConnectionManager, BusError> {
+    fn check(&self) -> Result<Conn, BusError> {
         if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
     }
 
@@ -201,7 +221,7 @@ impl RedisBus {
     async fn remote_presence(&self, channel: Channel) -> Result<Vec<PresenceMeta>, BusError> {
         let mut conn = self.check()?;
         let entries: HashMap<String, String> =
-            call(redis::cmd("HGETALL").arg(presence_key(channel)).query_async(&mut conn)).await?;
+            call(redis::cmd("HGETALL").arg(self.keys.presence(channel)).query_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
         let mut instances: Vec<&str> = entries
             .keys()
@@ -238,15 +258,15 @@ impl RedisBus {
     /// it goes (so an error part-way loses none of them).
     async fn reap_instance(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         instance: &str,
         reaped: &mut Vec<(Channel, PresenceMeta)>,
     ) -> Result<(), BusError> {
         let channels: Vec<String> =
-            call(redis::cmd("SMEMBERS").arg(presence_channels_key(instance)).query_async(conn)).await?;
+            call(redis::cmd("SMEMBERS").arg(self.keys.presence_channels(instance)).query_async(conn)).await?;
         let prefix = format!("{instance}:");
         for channel in channels.iter().filter_map(|c| Channel::parse(c)) {
-            let key = presence_key(channel);
+            let key = self.keys.presence(channel);
             let entries: HashMap<String, String> =
                 call(redis::cmd("HGETALL").arg(&key).query_async(conn)).await?;
             let theirs: Vec<(String, String)> =
@@ -268,10 +288,18 @@ impl RedisBus {
                     .filter_map(|((_, json), _)| Some((channel, serde_json::from_str(&json).ok()?))),
             );
         }
-        let mut pipe = redis::pipe();
-        pipe.del(presence_channels_key(instance)).ignore().zrem(INSTANCES_KEY, instance).ignore();
-        call(pipe.query_async::<()>(conn)).await
+        // Two keys of two slots on a cluster: two calls.
+        call(redis::cmd("DEL").arg(self.keys.presence_channels(instance)).query_async::<()>(&mut *conn))
+            .await?;
+        call(redis::cmd("ZREM").arg(INSTANCES_KEY).arg(instance).query_async::<()>(conn)).await
     }
+}
+
+/// Where the subscriber listens: a single Redis's pub/sub connection, or the cluster's
+/// shards (sharded pub/sub).
+enum PubSub {
+    Single(redis::Client),
+    Sharded(Vec<String>),
 }
 
 async fn call<T>(future: impl Future<Output = redis::RedisResult<T>>) -> Result<T, BusError> {
@@ -344,7 +372,7 @@ impl LocationCache for RedisBus {
     async fn locations(&self, session_id: SessionId) -> Result<Vec<(UserId, Location)>, BusError> {
         let mut conn = self.check()?;
         let fields: Vec<(String, String)> =
-            call(redis::cmd("HGETALL").arg(locations_key(session_id)).query_async(&mut conn)).await?;
+            call(redis::cmd("HGETALL").arg(self.keys.locations(session_id)).query_async(&mut conn)).await?;
         let now_ms = self.clock.now().timestamp_millis();
         Ok(fields
             .iter()
@@ -379,7 +407,8 @@ impl LocationCache for RedisBus {
             return Ok(Vec::new());
         }
         let mut conn = self.check()?;
-        let keys: Vec<String> = sessions.iter().map(|s| activity_key(*s)).collect();
+        // One MGET; the cluster client splits it by slot.
+        let keys: Vec<String> = sessions.iter().map(|s| self.keys.activity(*s)).collect();
         let values: Vec<Option<i64>> = call(redis::cmd("MGET").arg(&keys).query_async(&mut conn)).await?;
         Ok(sessions.iter().zip(values).filter_map(|(s, ms)| Some((*s, from_millis(ms?)))).collect())
     }
@@ -415,7 +444,7 @@ impl PresenceRegistry for RedisBus {
 
     async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
         let mut conn = self.check()?;
-        let mut script = ROOM_MEMBER.key(room_members_key(room));
+        let mut script = ROOM_MEMBER.key(self.keys.room_members(room));
         script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
         call(script.invoke_async(&mut conn)).await
     }
@@ -444,15 +473,14 @@ impl PresenceRegistry for RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     fn kind(&self) -> &'static str {
-        "redis"
+        if self.keys.tagged { "redis-cluster" } else { "redis" }
     }
 
     async fn ping(&self) -> Result<(), BusError> {
-        let mut conn = self.check()?;
+        let conn = self.check()?;
         if self.breaker.subscriber_down.load(Ordering::Relaxed) {
             return Err(BusError("the pub/sub connection is down; reconnecting".into()));
         }
-        let _: String = call(redis::cmd("PING").query_async(&mut conn)).await?;
-        Ok(())
+        call(conn.ping()).await
     }
 }

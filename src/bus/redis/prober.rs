@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::conn::Conn;
 use super::keys::HEARTBEAT;
 use super::writer::{Command, Queue};
 use super::{INSTANCES_KEY, MAX_BACKOFF, PRESENCE_REFRESH, PROBE_INTERVAL, RESYNC_SPACING, call};
@@ -26,6 +26,9 @@ pub(super) struct Breaker {
     pub(super) dropped: AtomicU64,
     /// Channels whose messages were dropped; they get a `Resync` once publishing works.
     pub(super) dropped_channels: Mutex<HashSet<Channel>>,
+    /// A cluster slot that was failing answers again: the Resyncs its sessions are owed go
+    /// now, not when RESYNC_SPACING allows.
+    pub(super) slot_recovered: AtomicBool,
     pub(super) last_error: Mutex<Option<String>>,
 }
 
@@ -55,7 +58,7 @@ impl Breaker {
 }
 
 pub(super) async fn run_prober(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     breaker: Arc<Breaker>,
     queue: Queue,
     instance_id: Uuid,
@@ -71,7 +74,7 @@ pub(super) async fn run_prober(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        match call(redis::cmd("PING").query_async::<String>(&mut conn)).await {
+        match call(conn.ping()).await {
             Ok(_) => {
                 breaker.reset();
                 backoff = PROBE_INTERVAL;
@@ -103,6 +106,9 @@ pub(super) async fn run_prober(
                 // most once per RESYNC_SPACING per session (a Redis that keeps failing some
                 // commands must not make every socket resnapshot every second).
                 let now = Instant::now();
+                if breaker.slot_recovered.swap(false, Ordering::Relaxed) {
+                    last_resync.clear();
+                }
                 last_resync.retain(|_, at| now.duration_since(*at) < RESYNC_SPACING);
                 let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
                 let due: Vec<Channel> =

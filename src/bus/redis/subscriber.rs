@@ -1,5 +1,6 @@
-//! The subscriber: the instance's one pub/sub connection, subscribed to a channel only
-//! while this instance has a local socket there; reconnects and resubscribes by itself.
+//! The subscriber on a single Redis: the instance's one pub/sub connection, subscribed to a
+//! channel only while this instance has a local socket there; reconnects and resubscribes
+//! by itself. (On a cluster, `sharded`.)
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::keys::pubsub_channel;
+use super::keys::Keys;
 use super::prober::Breaker;
 use super::{CALL_TIMEOUT, MAX_BACKOFF, PUBSUB_KEEPALIVE, call};
 use crate::bus::{BusEvent, wire};
@@ -22,14 +23,51 @@ pub(super) enum Subscription {
     Unsubscribe(Channel),
 }
 
+/// What either subscriber hands messages on with.
+pub(super) struct Subscriber {
+    pub(super) keys: Keys,
+    pub(super) instance_id: Uuid,
+    pub(super) inbound: mpsc::UnboundedSender<BusEvent>,
+    pub(super) breaker: Arc<Breaker>,
+}
+
+impl Subscriber {
+    /// Hands a published message to the hub unless it is this instance's own echo; false
+    /// once the hub is gone.
+    pub(super) fn deliver(&self, channel_name: &str, payload: &[u8]) -> bool {
+        if wire::origin(payload) == Some(self.instance_id) {
+            return true; // our own echo
+        }
+        let Some(channel) = self.keys.parse_channel(channel_name) else {
+            tracing::warn!(channel = channel_name, "dropping a message of a channel that is not convoy's");
+            return true;
+        };
+        match wire::decode(channel, payload) {
+            Ok((_, decoded)) => {
+                for envelope in decoded {
+                    match envelope {
+                        Ok(envelope) => {
+                            if self.inbound.send(BusEvent::Deliver(envelope)).is_err() {
+                                return false;
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
+        }
+        true
+    }
+}
+
 pub(super) async fn run_subscriber(
     client: redis::Client,
     mut requests: mpsc::UnboundedReceiver<Subscription>,
-    inbound: mpsc::UnboundedSender<BusEvent>,
-    instance_id: Uuid,
-    breaker: Arc<Breaker>,
+    subscriber: Subscriber,
     shutdown: CancellationToken,
 ) {
+    let Subscriber { keys, ref inbound, ref breaker, .. } = subscriber;
     let mut wanted: HashSet<Channel> = HashSet::new();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -65,7 +103,7 @@ pub(super) async fn run_subscriber(
         };
         let (mut sink, mut stream) = pubsub.split();
         if !wanted.is_empty() {
-            let channels: Vec<String> = wanted.iter().map(|c| pubsub_channel(*c)).collect();
+            let channels: Vec<String> = wanted.iter().map(|c| keys.channel(*c)).collect();
             if let Err(err) = call(sink.subscribe(&channels)).await {
                 tracing::warn!(error = %err, "resubscribing failed; reconnecting");
                 breaker.subscriber_down.store(true, Ordering::Relaxed);
@@ -102,10 +140,10 @@ pub(super) async fn run_subscriber(
                     let Some(request) = request else { return };
                     let result = match &request {
                         Subscription::Subscribe(channel, _) if !wanted.contains(channel) => {
-                            call(sink.subscribe(pubsub_channel(*channel))).await
+                            call(sink.subscribe(keys.channel(*channel))).await
                         }
                         Subscription::Unsubscribe(channel) if wanted.contains(channel) => {
-                            call(sink.unsubscribe(pubsub_channel(*channel))).await
+                            call(sink.unsubscribe(keys.channel(*channel))).await
                         }
                         _ => Ok(()),
                     };
@@ -120,24 +158,8 @@ pub(super) async fn run_subscriber(
                         tracing::warn!("pub/sub connection lost; reconnecting");
                         break;
                     };
-                    let payload = message.get_payload_bytes();
-                    if wire::origin(payload) == Some(instance_id) {
-                        continue; // our own echo
-                    }
-                    match wire::decode(message.get_channel_name(), payload) {
-                        Ok((_, decoded)) => {
-                            for envelope in decoded {
-                                match envelope {
-                                    Ok(envelope) => {
-                                        if inbound.send(BusEvent::Deliver(envelope)).is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
-                                }
-                            }
-                        }
-                        Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
+                    if !subscriber.deliver(message.get_channel_name(), message.get_payload_bytes()) {
+                        return;
                     }
                 }
             }

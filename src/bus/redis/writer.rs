@@ -1,24 +1,22 @@
 //! The writer: one task draining a queue bounded in commands and bytes, sending each
-//! batch as one pipeline; the hot path never waits on Redis. What a batch publishes to one
-//! channel goes as one PUBLISH (a bundle, `wire`), after the batch's writes; the location
-//! cache is written spaced (`spaced`).
+//! batch as one pipeline (one per slot on a cluster, `conn::Pipes`); the hot path never
+//! waits on Redis. What a batch publishes to one channel goes as one PUBLISH (SPUBLISH on a
+//! cluster; a bundle, `wire`), after the batch's writes; the location cache is written
+//! spaced (`spaced`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::keys::{
-    REPLACE_PRESENCE_SCRIPT, activity_key, locations_key, presence_channels_key, presence_field,
-    presence_key, pubsub_channel, room_members_key,
-};
+use super::conn::{Conn, Pipes};
+use super::keys::{Keys, REPLACE_PRESENCE_SCRIPT, presence_field};
 use super::prober::Breaker;
 use super::spaced::SpacedWrites;
-use super::{ACTIVITY_SPACING, BATCH, PRESENCE_TTL_SECS, call};
+use super::{ACTIVITY_SPACING, BATCH, PRESENCE_TTL_SECS};
 use crate::bus::wire;
 use crate::clock::Clock;
 use crate::domain::{SessionId, UserId};
@@ -135,6 +133,7 @@ impl Queue {
 /// What the writer needs besides its connection.
 pub(super) struct Writer {
     pub(super) instance_id: Uuid,
+    pub(super) keys: Keys,
     pub(super) presence: Arc<LocalPresence>,
     pub(super) key_ttl_secs: u64,
     pub(super) batch_delay: Duration,
@@ -143,7 +142,7 @@ pub(super) struct Writer {
 }
 
 pub(super) async fn run_writer(
-    mut conn: ConnectionManager,
+    conn: Conn,
     mut commands: mpsc::Receiver<Command>,
     queue: Queue,
     breaker: Arc<Breaker>,
@@ -153,7 +152,9 @@ pub(super) async fn run_writer(
     let key_ttl_secs = writer.key_ttl_secs;
     let key_ttl = i64::try_from(key_ttl_secs).unwrap_or(i64::MAX);
     let instance = writer.instance_id.to_string();
-    let channels_key = presence_channels_key(&instance);
+    let keys = writer.keys;
+    let channels_key = keys.presence_channels(&instance);
+    let mut pipes = Pipes::new(conn.is_cluster());
     let mut must_arrive = HashSet::new();
     let mut activity = Activity::default();
     let mut spaced = SpacedWrites::default();
@@ -194,7 +195,6 @@ pub(super) async fn run_writer(
             }
         }
         queue.taken(&batch);
-        let mut pipe = redis::pipe();
         must_arrive.clear();
         let now = writer.clock.instant();
         if now.duration_since(pruned_at) >= PRUNE_EVERY {
@@ -217,88 +217,115 @@ pub(super) async fn run_writer(
                     // the session's activity only when it is due.
                     spaced.put(session_id, user_id, fix_ms, value, now);
                     if activity.due(session_id, now) {
-                        pipe.set_ex(activity_key(session_id), at_ms, key_ttl_secs).ignore();
+                        let key = keys.activity(session_id);
+                        pipes.on(&key).set_ex(key, at_ms, key_ttl_secs).ignore();
                     }
                 }
                 Command::RemoveLocation { session_id, user_id } => {
                     spaced.forget_user(session_id, user_id);
-                    pipe.hdel(locations_key(session_id), user_id.to_string()).ignore();
+                    let key = keys.locations(session_id);
+                    pipes.on(&key).hdel(key, user_id.to_string()).ignore();
                 }
                 Command::ClearSession { session_id } => {
                     spaced.forget_session(session_id);
                     activity.forget(session_id);
-                    let keys = [
-                        locations_key(session_id),
-                        activity_key(session_id),
-                        presence_key(Channel::Session(session_id)),
+                    // One slot on a cluster: the names share the session's hash tag.
+                    let names = [
+                        keys.locations(session_id),
+                        keys.activity(session_id),
+                        keys.presence(Channel::Session(session_id)),
                     ];
-                    pipe.del(&keys).ignore();
+                    pipes.on(&names[0]).del(&names).ignore();
                 }
                 Command::PresenceJoin { channel, field, json } => {
-                    let key = presence_key(channel);
-                    pipe.hset(&key, field, json)
-                        .ignore()
-                        .expire(&key, PRESENCE_TTL_SECS)
-                        .ignore()
+                    let key = keys.presence(channel);
+                    pipes.on(&key).hset(&key, field, json).ignore().expire(&key, PRESENCE_TTL_SECS).ignore();
+                    pipes
+                        .on(&channels_key)
                         .sadd(&channels_key, channel.name())
                         .ignore()
                         .expire(&channels_key, PRESENCE_TTL_SECS)
                         .ignore();
                 }
                 Command::PresenceLeave { channel, field, last } => {
-                    pipe.hdel(presence_key(channel), field).ignore();
+                    let key = keys.presence(channel);
+                    pipes.on(&key).hdel(key, field).ignore();
                     if last {
-                        pipe.srem(&channels_key, channel.name()).ignore();
+                        pipes.on(&channels_key).srem(&channels_key, channel.name()).ignore();
                     }
                 }
                 Command::PresenceRefresh => {
                     for channel in writer.presence.channels() {
-                        pipe.expire(presence_key(channel), PRESENCE_TTL_SECS).ignore();
+                        let key = keys.presence(channel);
+                        pipes.on(&key).expire(key, PRESENCE_TTL_SECS).ignore();
                         if let Channel::Room(room) = channel {
-                            pipe.expire(room_members_key(room), PRESENCE_TTL_SECS).ignore();
+                            let key = keys.room_members(room);
+                            pipes.on(&key).expire(key, PRESENCE_TTL_SECS).ignore();
                         }
                     }
-                    pipe.expire(&channels_key, PRESENCE_TTL_SECS).ignore();
+                    pipes.on(&channels_key).expire(&channels_key, PRESENCE_TTL_SECS).ignore();
                 }
                 Command::PresenceReplace { channel } => {
-                    let script = pipe
+                    let key = keys.presence(channel);
+                    let metas = writer.presence.list(channel);
+                    let script = pipes
+                        .on(&key)
                         .cmd("EVAL")
                         .arg(REPLACE_PRESENCE_SCRIPT)
-                        .arg(2)
-                        .arg(presence_key(channel))
-                        .arg(&channels_key)
+                        .arg(1)
+                        .arg(&key)
                         .arg(format!("{instance}:"))
-                        .arg(PRESENCE_TTL_SECS)
-                        .arg(channel.name());
-                    for meta in writer.presence.list(channel) {
-                        let json = serde_json::to_string(&meta).unwrap_or_default();
+                        .arg(PRESENCE_TTL_SECS);
+                    for meta in &metas {
+                        let json = serde_json::to_string(meta).unwrap_or_default();
                         script.arg(presence_field(writer.instance_id, &meta.phx_ref)).arg(json);
                     }
                     script.ignore();
+                    let index = pipes.on(&channels_key);
+                    if metas.is_empty() {
+                        index.srem(&channels_key, channel.name()).ignore();
+                    } else {
+                        index.sadd(&channels_key, channel.name()).ignore();
+                        index.expire(&channels_key, PRESENCE_TTL_SECS).ignore();
+                    }
                 }
                 Command::Flush(done) => flushed.push(done),
             }
         }
         for (session_id, fields) in spaced.take_due(now, flushing) {
-            let key = locations_key(session_id);
+            let key = keys.locations(session_id);
             let fields: Vec<(String, String)> = fields.into_iter().map(|(u, v)| (u.to_string(), v)).collect();
-            pipe.hset_multiple(&key, &fields).ignore().expire(&key, key_ttl).ignore();
+            pipes.on(&key).hset_multiple(&key, &fields).ignore().expire(&key, key_ttl).ignore();
         }
-        // Publishes last: a message is read after what the same batch wrote.
+        // Publishes last: a message is read after what the same batch wrote (on a
+        // cluster, what it wrote to the same session: the same slot's pipeline).
         bundle_of.clear();
         for (channel, payload) in bundles.drain(..) {
-            pipe.publish(pubsub_channel(channel), payload).ignore();
+            let name = keys.channel(channel);
+            let pipe = pipes.on(&name);
+            if keys.tagged {
+                pipe.cmd("SPUBLISH").arg(&name).arg(payload).ignore();
+            } else {
+                pipe.publish(&name, payload).ignore();
+            }
         }
         // A batch of only flushes has nothing to send (the redis client refuses an empty
         // pipeline, which would trip the breaker for nothing).
-        if !pipe.is_empty()
-            && let Err(err) = call(pipe.query_async::<()>(&mut conn)).await
-        {
-            breaker.trip(err);
+        if let Some(failed) = pipes.send(&conn, now, &breaker.slot_recovered).await {
             activity.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
-            // The batch may not have reached Redis: its sessions get a Resync on recovery.
-            breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(must_arrive.drain());
+            // What failed may not have reached Redis: its sessions get a Resync on recovery.
+            let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
+            match failed.slots {
+                // A single Redis: the bus is down.
+                None => {
+                    dropped.extend(must_arrive.drain());
+                    drop(dropped);
+                    breaker.trip(failed.error);
+                }
+                // A cluster: only the sessions of the shards that failed.
+                Some(slots) => dropped.extend(must_arrive.drain().filter(|c| slots.contains(&keys.slot(*c)))),
+            }
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
