@@ -2,8 +2,9 @@
 //! (with the reason shown by `cargo test`) unless TEST_POSTGRES_URL and TEST_REDIS_URL are
 //! set (PostgreSQL and Redis), TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (a Redis
 //! Cluster's seed nodes, from `.ci/redis-cluster start`), TEST_NODE (Node with `npm ci`
-//! done in tests/phoenix, for the Phoenix client tests) or TEST_BROWSER (Chromium and
-//! `npm ci` done in tests/browser, for the web page's end-to-end tests).
+//! done in tests/phoenix, for the Phoenix client tests), TEST_BROWSER (Chromium and
+//! `npm ci` done in tests/browser, for the web page's end-to-end tests) or TEST_NGINX
+//! (nginx on the PATH, for deploy/nginx.conf's routing, with PostgreSQL and Redis).
 //!
 //! Also marks whether the web page's map library was built (`web/dist`, by `npm ci
 //! --prefix web && npm run build --prefix web`): then it is embedded in the binary;
@@ -43,6 +44,11 @@ fn main() {
     }
     if set("TEST_NODE") {
         println!("cargo::rustc-cfg=convoy_node_tests");
+    }
+    println!("cargo::rerun-if-env-changed=TEST_NGINX");
+    println!("cargo::rustc-check-cfg=cfg(convoy_nginx_tests)");
+    if set("TEST_NGINX") && set("TEST_POSTGRES_URL") && set("TEST_REDIS_URL") {
+        println!("cargo::rustc-cfg=convoy_nginx_tests");
     }
     if set("TEST_BROWSER") {
         println!("cargo::rustc-cfg=convoy_browser_tests");

@@ -16,7 +16,7 @@ mod tokens;
 mod tracker;
 pub mod web;
 
-pub use extract::{ApiJson, ClientIp};
+pub use extract::{ApiJson, ApiPath, ClientIp};
 
 use std::any::Any;
 use std::time::{Duration, Instant};

@@ -210,29 +210,38 @@ async fn join(
         Json(Joined {
             user_id: participant.user_id,
             websocket_token,
-            websocket_url: websocket_url(&state.public_url),
+            websocket_url: websocket_url(&state.public_url, session_id),
             tracker_url: state.tracker_url(session_id, participant.user_id, 0),
         }),
     ))
 }
 
-/// `PUBLIC_URL` with its scheme swapped for ws/wss, plus `/ws`.
-fn websocket_url(public_url: &str) -> String {
+/// `PUBLIC_URL` with its scheme swapped for ws/wss, plus `/ws/{session_id}`: the session in
+/// the path lets a load balancer send a session's sockets to one instance, and a client
+/// that appends `?token=` (seed 000) keeps working.
+fn websocket_url(public_url: &str, session_id: SessionId) -> String {
     let rest = public_url
         .strip_prefix("https://")
         .map(|r| ("wss://", r))
         .or_else(|| public_url.strip_prefix("http://").map(|r| ("ws://", r)));
     match rest {
-        Some((scheme, host)) => format!("{scheme}{host}/ws"),
-        None => format!("{public_url}/ws"),
+        Some((scheme, host)) => format!("{scheme}{host}/ws/{session_id}"),
+        None => format!("{public_url}/ws/{session_id}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn websocket_url_follows_the_public_scheme() {
-        assert_eq!(super::websocket_url("http://localhost:8080"), "ws://localhost:8080/ws");
-        assert_eq!(super::websocket_url("https://convoy.example/app"), "wss://convoy.example/app/ws");
+    fn websocket_url_follows_the_public_scheme_and_names_the_session() {
+        let session = crate::domain::SessionId::new_random();
+        assert_eq!(
+            super::websocket_url("http://localhost:8080", session),
+            format!("ws://localhost:8080/ws/{session}")
+        );
+        assert_eq!(
+            super::websocket_url("https://convoy.example/app", session),
+            format!("wss://convoy.example/app/ws/{session}")
+        );
     }
 }

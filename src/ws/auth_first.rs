@@ -11,6 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::socket::{Incoming, WebSocket};
 use crate::admission::ConnectionSlot;
+use crate::domain::SessionId;
 use crate::message::close_code;
 use crate::protocol::native::{ClientMessage, ServerMessage, parse_client};
 use crate::state::AppState;
@@ -28,6 +29,7 @@ pub(super) async fn run(
     mut slot: ConnectionSlot,
     pending: OwnedSemaphorePermit,
     batch: Option<Duration>,
+    named: Option<SessionId>,
 ) {
     let Some(mut socket) = upgrading.socket().await else { return };
     let deadline = tokio::time::sleep(Duration::from_secs(state.config.auth_timeout_seconds));
@@ -61,7 +63,7 @@ pub(super) async fn run(
             Ok(Incoming::Close) | Err(_) => return,
         };
         match parse_client(&text) {
-            Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token).await {
+            Ok(ClientMessage::Auth { token }) => match super::admit_token(&state, &token, named).await {
                 Ok((session, me, claims)) => {
                     drop(pending);
                     if slot.bind(me.user_id).is_err() {

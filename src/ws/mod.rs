@@ -1,6 +1,11 @@
 //! The sockets: `GET /ws` (convoy's native protocol) and `GET /socket/websocket` (Phoenix
 //! Channels). Token checks happen before the upgrade, so a refused client gets a plain HTTP
 //! status; both protocols run on the same connection loop and hub.
+//!
+//! A socket URL may name its session, for a load balancer to route a session's sockets to
+//! one instance (session affinity): in the path, `/ws/{session_id}` (what the join
+//! response's `websocket_url` gives, so a client that appends `?token=` to it keeps
+//! working), or as `?session=` on either socket. The named session must be the token's.
 
 mod auth_first;
 mod connection;
@@ -20,9 +25,9 @@ use serde::Deserialize;
 
 use crate::admission::{ConnectionSlot, Refusal};
 use crate::auth::{Claims, Role, TokenError};
-use crate::domain::{Participant, Session};
+use crate::domain::{Participant, Session, SessionId};
 use crate::error::ApiError;
-use crate::http::ClientIp;
+use crate::http::{ApiPath, ClientIp};
 use crate::state::AppState;
 use upgrade::WebSocketUpgrade;
 
@@ -30,12 +35,17 @@ use upgrade::WebSocketUpgrade;
 const TOKEN_PROTOCOL_PREFIX: &str = "access_token.";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/ws", get(upgrade)).route("/socket/websocket", get(phoenix::upgrade))
+    Router::new()
+        .route("/ws", get(upgrade))
+        .route("/ws/{session_id}", get(upgrade_in))
+        .route("/socket/websocket", get(phoenix::upgrade))
 }
 
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
+    /// The session the socket is for (a routing hint, checked against the token).
+    session: Option<SessionId>,
     /// Opt-in batched delivery: others' positions gathered for this many milliseconds and
     /// sent as one `location_batch` (0, the default: each as its own `location_broadcast`).
     #[serde(default)]
@@ -64,8 +74,32 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, ApiError>,
 ) -> Result<Response, ApiError> {
+    upgrade_native(state, ip, query, headers, ws, None).await
+}
+
+/// `/ws/{session_id}`: `/ws` for one session's sockets.
+async fn upgrade_in(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiPath(session_id): ApiPath<SessionId>,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, ApiError>,
+) -> Result<Response, ApiError> {
+    upgrade_native(state, ip, query, headers, ws, Some(session_id)).await
+}
+
+async fn upgrade_native(
+    state: AppState,
+    ip: IpAddr,
+    query: Result<Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, ApiError>,
+    in_path: Option<SessionId>,
+) -> Result<Response, ApiError> {
     let ws = upgrade_requested(&state, &headers, ws)?;
     let Query(query) = query?;
+    let named = named_session(in_path, query.session)?;
     let batch = crate::domain::batch_window(query.batch_ms)?;
     let sockets = state.sockets.clone();
     let Some((token, protocol)) = find_token(query.token, &headers) else {
@@ -76,10 +110,10 @@ async fn upgrade(
             ApiError::unavailable("too many sockets are waiting to authenticate; retry, or pass the token")
         })?;
         let (response, upgrading) = ws.accept();
-        sockets.spawn(auth_first::run(upgrading, state, slot, pending, batch));
+        sockets.spawn(auth_first::run(upgrading, state, slot, pending, batch, named));
         return Ok(response);
     };
-    let (admitted, slot) = admit(&state, &token, ip).await?;
+    let (admitted, slot) = admit(&state, &token, named, ip).await?;
     let mut ws = ws;
     if let Some(protocol) = protocol {
         ws = ws.protocol(&protocol);
@@ -87,6 +121,21 @@ async fn upgrade(
     let (response, upgrading) = ws.accept();
     sockets.spawn(native::run(upgrading, state, admitted, batch, slot));
     Ok(response)
+}
+
+/// The session a socket URL names, in its path or its query (the two must agree).
+fn named_session(
+    in_path: Option<SessionId>,
+    in_query: Option<SessionId>,
+) -> Result<Option<SessionId>, ApiError> {
+    match (in_path, in_query) {
+        (Some(path), Some(query)) if path != query => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "the path and ?session= name different sessions",
+        )),
+        (path, query) => Ok(path.or(query)),
+    }
 }
 
 /// The upgrade, with the message size limits set; 503 while draining, 426 without one.
@@ -105,9 +154,14 @@ fn upgrade_requested(
 /// Checks a socket's token before the upgrade: a participant's, of a live session, who has
 /// not left; and takes its places under the socket caps (the address's first, so a client
 /// over its cap costs no database read).
-async fn admit(state: &AppState, token: &str, ip: IpAddr) -> Result<(Admitted, ConnectionSlot), ApiError> {
+async fn admit(
+    state: &AppState,
+    token: &str,
+    named: Option<SessionId>,
+    ip: IpAddr,
+) -> Result<(Admitted, ConnectionSlot), ApiError> {
     let mut slot = reserve_slot(state, ip)?;
-    let (session, participant, claims) = admit_token(state, token).await?;
+    let (session, participant, claims) = admit_token(state, token, named).await?;
     slot.bind(participant.user_id).map_err(|refusal| refused(state, refusal))?;
     Ok((Admitted { session, me: participant, claims }, slot))
 }
@@ -160,11 +214,22 @@ fn refused_participant_message(max: u32) -> String {
 }
 
 /// The token checks: a participant's, of a live session, who has not left.
-async fn admit_token(state: &AppState, token: &str) -> Result<(Session, Participant, Claims), ApiError> {
+async fn admit_token(
+    state: &AppState,
+    token: &str,
+    named: Option<SessionId>,
+) -> Result<(Session, Participant, Claims), ApiError> {
     let claims = state.tokens.verify(token).map_err(|err| match err {
         TokenError::Expired => ApiError::unauthorized("token expired"),
         TokenError::Invalid => ApiError::unauthorized("invalid token"),
     })?;
+    if named.is_some_and(|named| named != claims.session_id()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "session_mismatch",
+            "the socket URL names another session than the token's: use the join response's websocket_url",
+        ));
+    }
     if claims.role != Role::Participant {
         return Err(ApiError::forbidden(
             "a creator token cannot open a socket: join the session for a participant token",

@@ -36,6 +36,8 @@ use crate::state::{AppState, EndReason, Setter};
 pub(super) struct PhoenixQuery {
     token: Option<String>,
     vsn: Option<String>,
+    /// The session the socket is for (a routing hint, checked against the token).
+    session: Option<crate::domain::SessionId>,
 }
 
 pub(super) async fn upgrade(
@@ -58,7 +60,7 @@ pub(super) async fn upgrade(
     let token = query.token.filter(|t| !t.is_empty()).ok_or_else(|| {
         ApiError::unauthorized("missing token: connect to /socket/websocket?token=<websocket_token>")
     })?;
-    let (admitted, slot) = super::admit(&state, &token, ip).await?;
+    let (admitted, slot) = super::admit(&state, &token, query.session, ip).await?;
     let (response, upgrading) = ws.accept();
     state.sockets.clone().spawn(run(upgrading, state, admitted, wire, slot));
     Ok(response)

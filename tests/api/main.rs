@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod affinity;
 mod architecture;
 mod auth_first;
 mod bus_bounds;

@@ -17,7 +17,10 @@ async fn joining_returns_a_token_and_the_socket_url(backend: Backend) {
     assert_eq!(response.status(), 201);
     let joined: Value = response.json().await.unwrap();
     assert!(joined["user_id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
-    assert_eq!(joined["websocket_url"], format!("ws://localhost:{}/ws", app.addr.port()));
+    assert_eq!(
+        joined["websocket_url"],
+        format!("ws://localhost:{}/ws/{}", app.addr.port(), session.session_id)
+    );
     assert_eq!(joined["websocket_token"].as_str().unwrap().split('.').count(), 3);
 
     let listed: Value =

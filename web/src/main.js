@@ -250,8 +250,10 @@ function startLive() {
   state.connection = new Connection({
     address: () => {
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+      // The session in the path: a load balancer keeps a session's sockets on one instance.
       // Batched delivery: everyone's moves of a quarter second in one message (README).
-      return `${scheme}://${location.host}/ws?token=${encodeURIComponent(model.me.token)}&batch_ms=${BATCH_MS}`;
+      const path = `/ws/${encodeURIComponent(state.sessionId)}`;
+      return `${scheme}://${location.host}${path}?token=${encodeURIComponent(model.me.token)}&batch_ms=${BATCH_MS}`;
     },
     onMessage: handle,
     onRetrying: (delay) => setStatus(`Connection lost: reconnecting in ${Math.ceil(delay / 1000)} s…`),
