@@ -105,11 +105,23 @@ impl Drop for OwnCluster {
     }
 }
 
-/// The next `location_broadcast` from `from`, skipping others'.
+/// The next `location_broadcast` from `from`, skipping everything else.
 async fn location_from(ws: &mut WsClient, from: &str) -> Value {
     loop {
         let message = ws.next_of_type("location_broadcast").await;
         if message["data"]["user_id"] == from {
+            return message;
+        }
+    }
+}
+
+/// The next `location_broadcast` from `from`, for a socket that must not be told to
+/// resynchronise (its session lost nothing).
+async fn undisturbed_location_from(ws: &mut WsClient, from: &str) -> Value {
+    loop {
+        let message = ws.next_json().await;
+        assert_ne!(message["type"], "session_state", "a session on a healthy shard was resynchronised");
+        if message["type"] == "location_broadcast" && message["data"]["user_id"] == from {
             return message;
         }
     }
@@ -156,7 +168,7 @@ async fn a_lost_shard_pauses_only_its_own_sessions_between_instances_and_they_re
     assert_eq!(location_from(&mut bob_ws, &ann.user_id).await["data"]["lat"], 1.0);
     assert_eq!(location_from(&mut eve_ws, &ann.user_id).await["data"]["lat"], 1.0);
     cat_ws.send_location(1.0, 1.0).await;
-    assert_eq!(location_from(&mut dan_ws, &cat.user_id).await["data"]["lat"], 1.0);
+    assert_eq!(undisturbed_location_from(&mut dan_ws, &cat.user_id).await["data"]["lat"], 1.0);
 
     cluster.kill(lost);
 
@@ -167,8 +179,12 @@ async fn a_lost_shard_pauses_only_its_own_sessions_between_instances_and_they_re
     // the writer may hold a batch while the lost shard's pipeline times out).
     for lat in [3.0, 4.0, 5.0] {
         cat_ws.send_location(lat, 3.0).await;
-        assert_eq!(location_from(&mut dan_ws, &cat.user_id).await["data"]["lat"], lat);
+        assert_eq!(undisturbed_location_from(&mut dan_ws, &cat.user_id).await["data"]["lat"], lat);
     }
+    // A socket that joins the lost shard's session meanwhile cannot subscribe yet; it is
+    // retried, and hears the session once the shard is back.
+    let fay = a.join(&doomed.session_id, "Fay").await;
+    let (mut fay_ws, _) = b.connect(&fay.token).await;
     // And the instances stay ready: the cluster answers, only one shard does not.
     assert_eq!(a.get("/health/ready").await.status(), 200);
     assert_eq!(b.get("/health/ready").await.status(), 200);
@@ -197,20 +213,23 @@ async fn a_lost_shard_pauses_only_its_own_sessions_between_instances_and_they_re
     }
     bob_ws.send_location(-4.0, -4.0).await;
     assert_eq!(location_from(&mut ann_ws, &bob.user_id).await["data"]["lat"], -4.0);
+    ann_ws.send_location(11.0, 11.0).await;
+    while location_from(&mut fay_ws, &ann.user_id).await["data"]["lat"] != 11.0 {}
 
     // The shard came back empty; what it holds again is current. Presence is rewritten by
-    // the instances that hold the sockets (the REST view lists all three connections), and
+    // the instances that hold the sockets (the REST view lists all four connections, Fay's
+    // made while the shard was down), and
     // a new socket's snapshot has Ann where she is now, not where she was.
     let mut presence = Value::Null;
     for _ in 0..100 {
         presence =
             b.get(&format!("/api/sessions/{}/presence", doomed.session_id)).await.json().await.unwrap();
-        if presence["connections"] == 3 {
+        if presence["connections"] == 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(presence["connections"], 3, "presence was restored on the returned shard: {presence}");
+    assert_eq!(presence["connections"], 4, "presence was restored on the returned shard: {presence}");
     let snapshot = loop {
         let (_fresh, state) = b.connect(&eve.token).await;
         let ann_at = state["data"]["locations"]
@@ -224,4 +243,10 @@ async fn a_lost_shard_pauses_only_its_own_sessions_between_instances_and_they_re
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(snapshot["lat"].as_f64().unwrap() >= 10.0, "a stale position was served: {snapshot}");
+
+    // The healthy shard's session was never told to resynchronise, on either instance.
+    for ws in [&mut cat_ws, &mut dan_ws] {
+        let heard = ws.until_pong().await;
+        assert!(heard.iter().all(|m| m["type"] != "session_state"), "{heard:?}");
+    }
 }

@@ -8,13 +8,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{BusError, CALL_TIMEOUT, MAX_BACKOFF, call};
+use crate::message::Channel;
 
 #[derive(Clone)]
 pub(super) enum Conn {
@@ -59,8 +61,15 @@ impl Conn {
 }
 
 /// The cluster client's settings shared by the command and the pub/sub connection.
+/// TCP keepalive finds a shard connection that died silently (no RST) within about 11 s:
+/// the client then reconnects and resubscribes.
 pub(super) fn cluster_builder(urls: &[String]) -> redis::cluster::ClusterClientBuilder {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2))
+        .with_retries(3);
     redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+        .tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true).set_keepalive(keepalive))
         .connection_timeout(CALL_TIMEOUT)
         .response_timeout(CALL_TIMEOUT)
         .retries(1)
@@ -96,24 +105,34 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// What one batch sends: one pipeline on a single Redis; on a cluster one per slot, in the
-/// order the slots came up. On a cluster it also remembers which slots just failed: their
-/// pipelines are dropped, not sent, until a backoff has passed (then the next one tries),
-/// so a shard that is down does not hold every batch for CALL_TIMEOUT.
+/// What one batch sends: one pipeline on a single Redis, sent and awaited in the writer; on
+/// a cluster one per slot, each sent by a task of its own so that no shard waits for
+/// another. A slot's next pipeline waits for its last one (a session's commands stay in
+/// order) and is dropped if that one failed; a slot that failed is skipped, not sent, until
+/// a backoff has passed (then the next pipeline tries), so a shard that is down costs only
+/// its own sessions.
 pub(super) struct Pipes {
     cluster: bool,
     pipes: Vec<(Slot, Pipeline)>,
     at: HashMap<Slot, usize>,
     /// Slot -> until when it is skipped, and the next backoff.
     down: HashMap<Slot, (Instant, Duration)>,
+    /// Each slot's last pipeline in flight; it answers whether it reached Redis.
+    in_flight: HashMap<Slot, JoinHandle<bool>>,
+    sent: mpsc::UnboundedSender<Sent>,
+    settled: mpsc::UnboundedReceiver<Sent>,
 }
 
-/// What a batch could not send.
+/// A cluster pipeline's outcome, and the channels that lose messages if it failed.
+type Sent = (Slot, Vec<Channel>, Result<(), BusError>);
+
+/// What could not be sent.
 pub(super) struct Failed {
-    /// The slots whose pipelines failed or were skipped; `None` on a single Redis, where
-    /// the whole batch failed.
-    pub(super) slots: Option<HashSet<Slot>>,
+    /// The sessions and rooms whose messages may be lost: they are owed a Resync.
+    pub(super) channels: Vec<Channel>,
     pub(super) error: BusError,
+    /// A single Redis: the whole batch failed, the bus is down.
+    pub(super) whole: bool,
 }
 
 /// The first time a failed slot is skipped; doubled on each failure up to MAX_BACKOFF.
@@ -121,12 +140,27 @@ const SLOT_BACKOFF: Duration = Duration::from_millis(500);
 
 impl Pipes {
     pub(super) fn new(cluster: bool) -> Self {
-        Self { cluster, pipes: Vec::new(), at: HashMap::new(), down: HashMap::new() }
+        let (sent, settled) = mpsc::unbounded_channel();
+        Self {
+            cluster,
+            pipes: Vec::new(),
+            at: HashMap::new(),
+            down: HashMap::new(),
+            in_flight: HashMap::new(),
+            sent,
+            settled,
+        }
     }
 
     /// The pipeline for commands on `key` (every command's keys share one slot).
     pub(super) fn on(&mut self, key: &str) -> &mut Pipeline {
-        let slot = if self.cluster { Slot::for_key(key) } else { SINGLE };
+        if !self.cluster {
+            if self.pipes.is_empty() {
+                self.pipes.push((SINGLE, redis::pipe()));
+            }
+            return &mut self.pipes[0].1;
+        }
+        let slot = Slot::for_key(key);
         let at = *self.at.entry(slot).or_insert_with(|| {
             self.pipes.push((slot, redis::pipe()));
             self.pipes.len() - 1
@@ -134,53 +168,96 @@ impl Pipes {
         &mut self.pipes[at].1
     }
 
-    /// Sends every pipeline (side by side on a cluster) and says what failed, if anything;
-    /// `recovered` is set when a slot that was failing answers again.
-    pub(super) async fn send(&mut self, conn: &Conn, now: Instant, recovered: &AtomicBool) -> Option<Failed> {
+    /// Sends what the batch put in the pipelines. `must_arrive` are the channels whose
+    /// messages the batch carries, `slot_of` where each lives. Says what failed: on a single
+    /// Redis this batch; on a cluster what this batch skipped and what earlier pipelines
+    /// came back with. `recovered` is set when a failing slot answers again.
+    pub(super) async fn send(
+        &mut self,
+        conn: &Conn,
+        now: Instant,
+        recovered: &AtomicBool,
+        must_arrive: &HashSet<Channel>,
+        slot_of: impl Fn(Channel) -> Slot,
+    ) -> Option<Failed> {
         let pipes = std::mem::take(&mut self.pipes);
+        if !self.cluster {
+            let (_, pipe) = pipes.into_iter().next().filter(|(_, pipe)| !pipe.is_empty())?;
+            let mut conn = conn.clone();
+            let error = call(pipe.query_async::<()>(&mut conn)).await.err()?;
+            return Some(Failed { channels: must_arrive.iter().copied().collect(), error, whole: true });
+        }
         self.at.clear();
-        let mut skipped = HashSet::new();
-        let mut sends = Vec::with_capacity(pipes.len());
+        let mut owed: HashMap<Slot, Vec<Channel>> = HashMap::new();
+        for channel in must_arrive {
+            owed.entry(slot_of(*channel)).or_default().push(*channel);
+        }
+        let mut failed = Failed {
+            channels: Vec::new(),
+            error: BusError("a redis cluster shard is down".into()),
+            whole: false,
+        };
+        let mut any = false;
+        while let Ok((slot, channels, result)) = self.settled.try_recv() {
+            if let Err(err) = result {
+                self.fail(slot, &err, now);
+                failed.channels.extend(channels);
+                failed.error = err;
+                any = true;
+            } else if self.down.remove(&slot).is_some() {
+                tracing::info!(?slot, "redis cluster slot reachable again");
+                recovered.store(true, Ordering::Relaxed);
+            }
+        }
         for (slot, pipe) in pipes {
             if pipe.is_empty() {
                 continue;
             }
+            let channels = owed.remove(&slot).unwrap_or_default();
             if self.down.get(&slot).is_some_and(|(until, _)| now < *until) {
-                skipped.insert(slot);
+                failed.channels.extend(channels);
+                any = true;
                 continue;
             }
+            let before = self.in_flight.remove(&slot);
+            let sent = self.sent.clone();
             let mut conn = conn.clone();
-            sends.push(async move { (slot, call(pipe.query_async::<()>(&mut conn)).await) });
+            let task = tokio::spawn(async move {
+                let before_failed = match before {
+                    Some(before) => !before.await.unwrap_or(false),
+                    None => false,
+                };
+                let result = if before_failed {
+                    Err(BusError("an earlier pipeline of this slot failed".into()))
+                } else {
+                    call(pipe.query_async::<()>(&mut conn)).await
+                };
+                let reached = result.is_ok();
+                let _ = sent.send((slot, channels, result));
+                reached
+            });
+            self.in_flight.insert(slot, task);
         }
-        let mut error = None;
-        for (slot, result) in join_all(sends).await {
-            match result {
-                Ok(()) => {
-                    if self.down.remove(&slot).is_some() {
-                        tracing::info!(?slot, "redis cluster slot reachable again");
-                        recovered.store(true, Ordering::Relaxed);
-                    }
-                }
-                Err(err) => {
-                    let backoff = self.down.get(&slot).map_or(SLOT_BACKOFF, |(_, next)| *next);
-                    if self.cluster {
-                        if !self.down.contains_key(&slot) {
-                            tracing::warn!(?slot, error = %err, "redis cluster slot unreachable: its sessions' commands are dropped a while");
-                        }
-                        self.down.insert(slot, (now + backoff, (backoff * 2).min(MAX_BACKOFF)));
-                    }
-                    skipped.insert(slot);
-                    error = Some(err);
-                }
-            }
+        self.in_flight.retain(|_, task| !task.is_finished());
+        any.then_some(failed)
+    }
+
+    /// Waits until every pipeline in flight was sent or failed (a flush).
+    pub(super) async fn drain(&mut self) {
+        for (_, task) in self.in_flight.drain() {
+            let _ = task.await;
         }
-        if skipped.is_empty() {
-            return None;
+    }
+
+    fn fail(&mut self, slot: Slot, err: &BusError, now: Instant) {
+        let backoff = self.down.get(&slot).map_or(SLOT_BACKOFF, |(_, next)| *next);
+        if !self.down.contains_key(&slot) {
+            tracing::warn!(?slot, error = %err, "redis cluster slot unreachable: its sessions' commands are dropped a while");
         }
-        let error = error.unwrap_or_else(|| BusError("a redis cluster shard is down".into()));
-        Some(Failed { slots: self.cluster.then_some(skipped), error })
+        self.down.insert(slot, (now + backoff, (backoff * 2).min(MAX_BACKOFF)));
     }
 }
+
 /// Where a single Redis's one pipeline is kept (slots mean nothing there).
 const SINGLE: Slot = match Slot::new(0) {
     Some(slot) => slot,

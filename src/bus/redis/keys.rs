@@ -20,8 +20,8 @@ pub(super) struct Keys {
 
 impl Keys {
     /// `id` as it appears in names: `{id}` on a cluster.
-    fn tag(self, id: impl std::fmt::Display) -> String {
-        if self.tagged { format!("{{{id}}}") } else { id.to_string() }
+    fn tag<T: std::fmt::Display>(self, id: T) -> Tag<T> {
+        Tag { id, tagged: self.tagged }
     }
 
     /// `channel:session:{id}` or `channel:room:{id}`.
@@ -73,6 +73,18 @@ impl Keys {
     }
 }
 
+/// An id written into a name, in braces on a cluster (no String of its own).
+struct Tag<T> {
+    id: T,
+    tagged: bool,
+}
+
+impl<T: std::fmt::Display> std::fmt::Display for Tag<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tagged { write!(f, "{{{}}}", self.id) } else { self.id.fmt(f) }
+    }
+}
+
 pub(super) fn presence_field(instance_id: Uuid, phx_ref: &str) -> String {
     format!("{instance_id}:{phx_ref}")
 }
@@ -84,35 +96,40 @@ pub(super) const LUA_NOW_MS: &str =
 
 /// Adds ARGV[2] to user ARGV[1]'s socket count in a room, dropping it at zero; renews the
 /// key's expiry (ARGV[3] s); returns the new count.
-pub(super) static ROOM_MEMBER: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-         if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-         redis.call('EXPIRE', KEYS[1], ARGV[3])
-         return n",
+pub(super) const ROOM_MEMBER: &str = "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+     if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+     redis.call('EXPIRE', KEYS[1], ARGV[3])
+     return n";
+
+/// ZADD of this instance's heartbeat at Redis's time: 1 if it was not in the set.
+pub(super) static HEARTBEAT: LazyLock<String> =
+    LazyLock::new(|| format!("{LUA_NOW_MS} return redis.call('ZADD', KEYS[1], now, ARGV[1])"));
+
+/// The instances whose heartbeat is older than ARGV[1] ms.
+pub(super) static GONE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{LUA_NOW_MS} return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))"
     )
 });
 
-/// ZADD of this instance's heartbeat at Redis's time: 1 if it was not in the set.
-pub(super) static HEARTBEAT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!("{LUA_NOW_MS} return redis.call('ZADD', KEYS[1], now, ARGV[1])"))
-});
-
-/// The instances whose heartbeat is older than ARGV[1] ms.
-pub(super) static GONE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!(
-        "{LUA_NOW_MS} return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[1])))"
-    ))
-});
-
 /// Redis's time, then the heartbeats of the given instances ('' for none), in Unix ms.
-pub(super) static BEATS: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!(
+pub(super) static BEATS: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "{LUA_NOW_MS} local beats = {{tostring(now)}}
          for i, id in ipairs(ARGV) do beats[i + 1] = redis.call('ZSCORE', KEYS[1], id) or '' end
          return beats"
-    ))
+    )
 });
+
+/// A script on one key, as a plain EVAL (not EVALSHA): a node that restarted with an empty
+/// script cache runs it at once, and a cluster with a node down does not need SCRIPT LOAD
+/// on every node first. Redis keeps the compiled script by its hash; these run a few
+/// times a second at most, never per message.
+pub(super) fn eval(script: &str, key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    cmd
+}
 
 /// Replaces one instance's entries in a channel's presence hash (after an outage, or after
 /// other instances took this one for gone): KEYS = the hash; ARGV = field prefix, key TTL,

@@ -134,7 +134,7 @@ impl RedisBus {
         let keys = Keys { tagged: conn.is_cluster() };
 
         // The first presence heartbeat, before any connection can be present.
-        call(HEARTBEAT.key(INSTANCES_KEY).arg(instance_id.to_string()).invoke_async::<i64>(&mut conn))
+        call(eval(&HEARTBEAT, INSTANCES_KEY).arg(instance_id.to_string()).query_async::<i64>(&mut conn))
             .await?;
 
         let breaker = Arc::new(Breaker::default());
@@ -233,11 +233,11 @@ impl RedisBus {
         if instances.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = BEATS.key(INSTANCES_KEY);
+        let mut invocation = eval(&BEATS, INSTANCES_KEY);
         for instance in &instances {
             invocation.arg(*instance);
         }
-        let beats: Vec<String> = call(invocation.invoke_async(&mut conn)).await?;
+        let beats: Vec<String> = call(invocation.query_async(&mut conn)).await?;
         let number = |s: &String| s.parse::<f64>().ok();
         let alive_since =
             beats.first().and_then(number).unwrap_or(0.0) - self.instance_timeout.as_millis() as f64;
@@ -444,15 +444,16 @@ impl PresenceRegistry for RedisBus {
 
     async fn room_member(&self, room: RoomId, user_id: UserId, delta: i64) -> Result<i64, BusError> {
         let mut conn = self.check()?;
-        let mut script = ROOM_MEMBER.key(self.keys.room_members(room));
+        let mut script = eval(ROOM_MEMBER, &self.keys.room_members(room));
         script.arg(user_id.to_string()).arg(delta).arg(PRESENCE_TTL_SECS);
-        call(script.invoke_async(&mut conn)).await
+        call(script.query_async(&mut conn)).await
     }
 
     async fn reap_presence(&self) -> Result<Vec<(Channel, PresenceMeta)>, BusError> {
         let mut conn = self.check()?;
         let timeout_ms = i64::try_from(self.instance_timeout.as_millis()).unwrap_or(i64::MAX);
-        let gone: Vec<String> = call(GONE.key(INSTANCES_KEY).arg(timeout_ms).invoke_async(&mut conn)).await?;
+        let gone: Vec<String> =
+            call(eval(&GONE, INSTANCES_KEY).arg(timeout_ms).query_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
         let mut reaped = Vec::new();
         for instance in gone.iter().filter(|i| **i != own) {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::conn::Conn;
-use super::keys::HEARTBEAT;
+use super::keys::{HEARTBEAT, eval};
 use super::writer::{Command, Queue};
 use super::{INSTANCES_KEY, MAX_BACKOFF, PRESENCE_REFRESH, PROBE_INTERVAL, RESYNC_SPACING, call};
 use crate::bus::{BusError, BusEvent, wire};
@@ -82,9 +82,9 @@ pub(super) async fn run_prober(
                 // means the others took this instance for gone, removed its entries and
                 // announced its sockets as leaves: rewrite them, have those channels'
                 // sockets everywhere resynchronise, and this instance's own too.
-                let mut beat = HEARTBEAT.key(INSTANCES_KEY);
+                let mut beat = eval(&HEARTBEAT, INSTANCES_KEY);
                 beat.arg(instance_id.to_string());
-                match call(beat.invoke_async(&mut conn)).await {
+                match call(beat.query_async(&mut conn)).await {
                     Ok(1) if !presence.channels().is_empty() => {
                         tracing::warn!("this instance was taken for gone: restoring its presence");
                         breaker

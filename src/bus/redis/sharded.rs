@@ -3,25 +3,31 @@
 //! shard, sends each `SSUBSCRIBE` to the owner of the channel's slot, and resubscribes by
 //! itself when a node reconnects or the slots move (MOVED and ASK are its business too).
 //!
-//! What the client cannot say is what was lost meanwhile. A channel confirmed more often
-//! than this task asked was resubscribed behind its back: messages published in between
-//! may be lost, and its shard may have restarted empty. So that channel's local sockets
-//! resynchronise, and it counts as dropped: the prober rewrites this instance's presence
-//! there and has every other instance's sockets in it resynchronise too. A channel the
-//! server unsubscribed (its slot moved away) or that could not be subscribed (its shard was
-//! down) is retried every second until it is, then treated the same way.
+//! What the client cannot say is what was lost meanwhile. A channel may have lost messages
+//! when a node's connection dropped (the client says which node only to itself, so every
+//! channel counts), when the server unsubscribed it (its slot moved away) or when it could
+//! not be subscribed (its shard was down). Such a channel, once confirmed again,
+//! resynchronises: its local sockets at once (at most once per RESYNC_SPACING), and, since
+//! its shard may have restarted empty, it counts as dropped, so the prober rewrites this
+//! instance's presence there and has the other instances' sockets resynchronise too.
+//! Confirmations of channels that lost nothing (the client resubscribes everything when it
+//! reloads the slot map) change nothing.
+//!
+//! Subscribing never holds the messages of healthy shards: each `SSUBSCRIBE` runs as a
+//! task of its own, and a channel that could not be subscribed is retried every second.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::cluster_builder;
 use super::subscriber::{Subscriber, Subscription, note};
-use super::{CALL_TIMEOUT, MAX_BACKOFF, call};
+use super::{CALL_TIMEOUT, MAX_BACKOFF, RESYNC_SPACING, call};
 use crate::bus::BusEvent;
 use crate::message::{Channel, Envelope, HubMessage};
 
@@ -34,22 +40,96 @@ pub(super) async fn run_sharded_subscriber(
     subscriber: Subscriber,
     shutdown: CancellationToken,
 ) {
-    let keys = subscriber.keys;
-    let breaker = &subscriber.breaker;
     let mut wanted: HashSet<Channel> = HashSet::new();
     let (push_sender, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+    let Some(conn) = connect(&urls, push_sender, &mut requests, &mut wanted, &subscriber, &shutdown).await
+    else {
+        return;
+    };
+    let mut state = Sharded {
+        conn,
+        subscriber: &subscriber,
+        // Those wanted before the connection was made may have missed messages.
+        lost: wanted.clone(),
+        retry: wanted.clone(),
+        unsubscribing: HashMap::new(),
+        resynced: HashMap::new(),
+        wanted,
+    };
+    let (done_sender, mut done) = mpsc::unbounded_channel::<(Channel, bool)>();
+    let mut ticks = tokio::time::interval(RETRY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick(), if !state.retry.is_empty() => {
+                for channel in std::mem::take(&mut state.retry) {
+                    if state.wanted.contains(&channel) {
+                        state.subscribe(channel, None, &done_sender);
+                    }
+                }
+            }
+            Some((channel, subscribed)) = done.recv() => {
+                if !subscribed && state.wanted.contains(&channel) {
+                    state.lost.insert(channel);
+                    state.retry.insert(channel);
+                }
+            }
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                match request {
+                    Subscription::Subscribe(channel, ack) if !state.wanted.contains(&channel) => {
+                        state.wanted.insert(channel);
+                        state.subscribe(channel, Some(ack), &done_sender);
+                    }
+                    Subscription::Unsubscribe(channel) if state.wanted.contains(&channel) => {
+                        state.wanted.remove(&channel);
+                        state.forget(channel);
+                        *state.unsubscribing.entry(channel).or_default() += 1;
+                        let mut conn = state.conn.clone();
+                        let name = subscriber.keys.channel(channel);
+                        tokio::spawn(async move {
+                            // The shard drops it anyway when the connection goes.
+                            let _ = call(conn.sunsubscribe(name)).await;
+                        });
+                    }
+                    request => note(&mut state.wanted, request),
+                }
+            }
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                if !state.pushed(push) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The first connection to the cluster, retried until it is made (the client reconnects to
+/// each node by itself after that). Notes what is wanted meanwhile.
+async fn connect(
+    urls: &[String],
+    push_sender: mpsc::UnboundedSender<PushInfo>,
+    requests: &mut mpsc::UnboundedReceiver<Subscription>,
+    wanted: &mut HashSet<Channel>,
+    subscriber: &Subscriber,
+    shutdown: &CancellationToken,
+) -> Option<ClusterConnection> {
+    let breaker = &subscriber.breaker;
     let mut backoff = Duration::from_millis(100);
-    // The cluster client reconnects to each node by itself once it has a connection: this
-    // loop only runs until the first one is made.
-    let mut conn = loop {
-        let client = cluster_builder(&urls)
+    loop {
+        let client = cluster_builder(urls)
             .use_protocol(redis::ProtocolVersion::RESP3)
             .push_sender(push_sender.clone())
             .build();
         let error = match client {
             Err(err) => err.to_string(),
             Ok(client) => match tokio::time::timeout(CALL_TIMEOUT * 2, client.get_async_connection()).await {
-                Ok(Ok(conn)) => break conn,
+                Ok(Ok(conn)) => {
+                    breaker.subscriber_down.store(false, Ordering::Relaxed);
+                    return Some(conn);
+                }
                 Ok(Err(err)) => err.to_string(),
                 Err(_) => "timed out".into(),
             },
@@ -60,130 +140,123 @@ pub(super) async fn run_sharded_subscriber(
         tokio::pin!(wait);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return None,
                 _ = &mut wait => break,
-                request = requests.recv() => match request {
-                    None => return,
-                    Some(request) => note(&mut wanted, request),
-                },
+                request = requests.recv() => note(wanted, request?),
             }
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-    };
-    breaker.subscriber_down.store(false, Ordering::Relaxed);
+    }
+}
 
-    // Confirmations asked for and received, per channel: more received than asked is a
-    // resubscription by the client.
-    let mut asked: HashMap<Channel, u64> = HashMap::new();
-    let mut confirmed: HashMap<Channel, u64> = HashMap::new();
-    // Wanted but not subscribed: retried every RETRY. Those wanted before the connection
-    // was made start here (their sockets may have missed messages: they resynchronise).
-    let mut retry: HashSet<Channel> = wanted.clone();
-    let mut ticks = tokio::time::interval(RETRY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick(), if !retry.is_empty() => {
-                for channel in std::mem::take(&mut retry) {
-                    if !wanted.contains(&channel) {
-                        continue;
-                    }
-                    match call(conn.ssubscribe(keys.channel(channel))).await {
-                        Ok(()) => {
-                            *asked.entry(channel).or_default() += 1;
-                            if !resync(&subscriber, channel) {
-                                return;
-                            }
-                        }
-                        Err(_) => {
-                            retry.insert(channel);
-                        }
-                    }
+struct Sharded<'a> {
+    conn: ClusterConnection,
+    subscriber: &'a Subscriber,
+    wanted: HashSet<Channel>,
+    /// Wanted channels that may have lost messages: resynchronised when confirmed.
+    lost: HashSet<Channel>,
+    /// Wanted channels not subscribed: tried again every RETRY.
+    retry: HashSet<Channel>,
+    /// Unsubscriptions sent whose confirmation has not come back yet.
+    unsubscribing: HashMap<Channel, u32>,
+    /// When each channel's local sockets last resynchronised.
+    resynced: HashMap<Channel, Instant>,
+}
+
+impl Sharded<'_> {
+    /// Sends one SSUBSCRIBE as a task of its own; `done` hears whether it worked, `ack`
+    /// (the socket waiting to snapshot) as soon as it was tried.
+    fn subscribe(
+        &self,
+        channel: Channel,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+        done: &mpsc::UnboundedSender<(Channel, bool)>,
+    ) {
+        let mut conn = self.conn.clone();
+        let name = self.subscriber.keys.channel(channel);
+        let done = done.clone();
+        tokio::spawn(async move {
+            let result = call(conn.ssubscribe(name)).await;
+            if let Err(err) = &result {
+                tracing::warn!(error = %err, "sharded subscribe failed; retrying every second");
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(());
+            }
+            let _ = done.send((channel, result.is_ok()));
+        });
+    }
+
+    fn forget(&mut self, channel: Channel) {
+        self.lost.remove(&channel);
+        self.retry.remove(&channel);
+        self.resynced.remove(&channel);
+    }
+
+    /// Acts on what a node pushed; false once the hub is gone.
+    fn pushed(&mut self, push: PushInfo) -> bool {
+        match push.kind {
+            PushKind::SMessage => {
+                if let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice() {
+                    return self.subscriber.deliver(&String::from_utf8_lossy(channel), payload);
                 }
             }
-            request = requests.recv() => {
-                let Some(request) = request else { return };
-                match &request {
-                    Subscription::Subscribe(channel, _) if !wanted.contains(channel) => {
-                        match call(conn.ssubscribe(keys.channel(*channel))).await {
-                            Ok(()) => *asked.entry(*channel).or_default() += 1,
-                            Err(err) => {
-                                tracing::warn!(error = %err, "sharded subscribe failed; retrying every second");
-                                retry.insert(*channel);
-                            }
-                        }
-                    }
-                    Subscription::Unsubscribe(channel) if wanted.contains(channel) => {
-                        asked.remove(channel);
-                        confirmed.remove(channel);
-                        retry.remove(channel);
-                        if let Err(err) = call(conn.sunsubscribe(keys.channel(*channel))).await {
-                            tracing::debug!(error = %err, "sharded unsubscribe failed (the shard drops it when the connection goes)");
-                        }
-                    }
-                    _ => {}
-                }
-                note(&mut wanted, request);
-            }
-            push = pushes.recv() => {
-                let Some(push) = push else { return };
-                match push.kind {
-                    PushKind::SMessage => {
-                        if let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice()
-                            && !subscriber.deliver(&String::from_utf8_lossy(channel), payload)
-                        {
-                            return;
-                        }
-                    }
-                    PushKind::SSubscribe => {
-                        let Some(channel) = pushed_channel(&subscriber, &push) else { continue };
-                        if !wanted.contains(&channel) {
-                            continue;
-                        }
-                        let seen = confirmed.entry(channel).or_default();
-                        *seen += 1;
-                        let asked = asked.entry(channel).or_default();
-                        if *seen > *asked {
-                            *asked = *seen;
-                            tracing::info!(channel = %channel.name(), "resubscribed by the cluster client: resynchronising");
-                            if !resync(&subscriber, channel) {
-                                return;
-                            }
-                        }
-                    }
-                    PushKind::SUnsubscribe => {
-                        // Not asked for (this task forgets a channel before it unsubscribes):
-                        // the slot moved away. Subscribe again where it lives now.
-                        if let Some(channel) = pushed_channel(&subscriber, &push)
-                            && wanted.contains(&channel)
-                        {
-                            tracing::info!(channel = %channel.name(), "unsubscribed by the cluster; subscribing again");
-                            retry.insert(channel);
-                        }
-                    }
-                    PushKind::Disconnection => {
-                        tracing::warn!("a cluster node's connection was lost; the client reconnects and resubscribes");
-                    }
-                    _ => {}
+            PushKind::SSubscribe => {
+                if let Some(channel) = self.channel_of(&push)
+                    && self.wanted.contains(&channel)
+                    && self.lost.remove(&channel)
+                {
+                    return self.resync(channel);
                 }
             }
+            PushKind::SUnsubscribe => {
+                let Some(channel) = self.channel_of(&push) else { return true };
+                if let Some(pending) = self.unsubscribing.get_mut(&channel) {
+                    *pending -= 1;
+                    if *pending == 0 {
+                        self.unsubscribing.remove(&channel);
+                    }
+                } else if self.wanted.contains(&channel) {
+                    // Not asked for: the slot moved away. Subscribe again where it lives now.
+                    tracing::info!(channel = %channel.name(), "unsubscribed by the cluster; subscribing again");
+                    self.lost.insert(channel);
+                    self.retry.insert(channel);
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!(
+                    "a cluster node's connection was lost; the client reconnects and resubscribes"
+                );
+                self.lost.extend(self.wanted.iter().copied());
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The convoy channel a subscribe confirmation or unsubscription names.
+    fn channel_of(&self, push: &PushInfo) -> Option<Channel> {
+        match push.data.first() {
+            Some(Value::BulkString(name)) => {
+                self.subscriber.keys.parse_channel(&String::from_utf8_lossy(name))
+            }
+            _ => None,
         }
     }
-}
 
-/// The convoy channel a subscribe confirmation or unsubscription names.
-fn pushed_channel(subscriber: &Subscriber, push: &PushInfo) -> Option<Channel> {
-    match push.data.first() {
-        Some(Value::BulkString(name)) => subscriber.keys.parse_channel(&String::from_utf8_lossy(name)),
-        _ => None,
+    /// The channel's messages may have been lost: its local sockets resynchronise now
+    /// (unless they did within RESYNC_SPACING), every other instance's once the prober sends
+    /// the channel's Resync. False once the hub is gone.
+    fn resync(&mut self, channel: Channel) -> bool {
+        let breaker = &self.subscriber.breaker;
+        breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
+        let now = Instant::now();
+        if self.resynced.get(&channel).is_some_and(|at| now.duration_since(*at) < RESYNC_SPACING) {
+            return true;
+        }
+        self.resynced.insert(channel, now);
+        tracing::info!(channel = %channel.name(), "resubscribed after a loss: resynchronising");
+        let resync = Envelope { channel, message: HubMessage::Resync };
+        self.subscriber.inbound.send(BusEvent::Deliver(resync)).is_ok()
     }
-}
-
-/// The channel's messages may have been lost: its local sockets resynchronise now, every
-/// other instance's once the prober sends the channel's Resync. False once the hub is gone.
-fn resync(subscriber: &Subscriber, channel: Channel) -> bool {
-    subscriber.breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
-    let resync = Envelope { channel, message: HubMessage::Resync };
-    subscriber.inbound.send(BusEvent::Deliver(resync)).is_ok()
 }

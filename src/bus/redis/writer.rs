@@ -311,21 +311,18 @@ pub(super) async fn run_writer(
         }
         // A batch of only flushes has nothing to send (the redis client refuses an empty
         // pipeline, which would trip the breaker for nothing).
-        if let Some(failed) = pipes.send(&conn, now, &breaker.slot_recovered).await {
+        let slot_of = |channel| keys.slot(channel);
+        if let Some(failed) = pipes.send(&conn, now, &breaker.slot_recovered, &must_arrive, slot_of).await {
             activity.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // What failed may not have reached Redis: its sessions get a Resync on recovery.
-            let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
-            match failed.slots {
-                // A single Redis: the bus is down.
-                None => {
-                    dropped.extend(must_arrive.drain());
-                    drop(dropped);
-                    breaker.trip(failed.error);
-                }
-                // A cluster: only the sessions of the shards that failed.
-                Some(slots) => dropped.extend(must_arrive.drain().filter(|c| slots.contains(&keys.slot(*c)))),
+            breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(failed.channels);
+            if failed.whole {
+                breaker.trip(failed.error);
             }
+        }
+        if !flushed.is_empty() {
+            pipes.drain().await;
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
