@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::convoy::Cluster;
 use crate::measure::{Report, Watched, measure};
-use crate::proc_stats::{Backends, Spawned};
+use crate::proc_stats::{Backends, RedisWatch, Spawned};
 
 /// Participants per session in the presets (convoy's default session limit).
 const SESSION_SIZE: usize = 50;
@@ -61,6 +61,15 @@ enum Preset {
     Smoke,
 }
 
+/// Where a session's sockets go when there are several instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Placement {
+    Mixed,
+    Random,
+    Affine,
+}
+
 #[derive(Parser, Debug)]
 #[command(
     about = "Drive a running convoy like phones do and measure delivery, latency, server CPU and memory"
@@ -86,8 +95,23 @@ struct Args {
     #[arg(long)]
     database_url: Option<String>,
     /// The Redis spawned instances share; its CPU per publish is reported.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "redis_cluster_urls")]
     redis_url: Option<String>,
+    /// A Redis Cluster's seed nodes (comma-separated redis://host:port) that spawned
+    /// instances share instead: the CPU per publish is summed over all its nodes, and how
+    /// the sessions spread over its shards is reported.
+    #[arg(long, value_delimiter = ',')]
+    redis_cluster_urls: Vec<String>,
+    /// Where each session's sockets go with several instances: `mixed` (a quarter of the
+    /// sessions on the first instance, a quarter on the last, the rest spread participant
+    /// by participant: routing is checked both ways), `random` (each socket on any instance,
+    /// as a load balancer without affinity does) or `affine` (a session's sockets on one
+    /// instance, as deploy/nginx.conf routes them).
+    #[arg(long, value_enum, default_value = "mixed")]
+    placement: Placement,
+    /// Shorthand for --placement affine.
+    #[arg(long)]
+    affinity: bool,
     /// Server instances (multi-instance: 2).
     #[arg(long)]
     instances: Option<usize>,
@@ -144,6 +168,7 @@ pub struct Plan {
     duration_s: u64,
     source_addresses: u8,
     instances: usize,
+    placement: Placement,
     /// Every this-many-th participant of a session does not read (slow-consumer).
     slow_every: Option<usize>,
     /// convoy's batched delivery window (0: one message per position).
@@ -191,6 +216,7 @@ impl Plan {
             duration_s: args.duration.unwrap_or(duration),
             source_addresses: args.source_addresses.max(1),
             instances,
+            placement: if args.affinity { Placement::Affine } else { args.placement },
             slow_every: (args.preset == Preset::SlowConsumer).then_some(10),
             batch_ms: args.batch_ms,
             idle_steps,
@@ -217,19 +243,31 @@ impl Plan {
         (readers - usize::from(!self.is_slow(index))) as u64
     }
 
-    /// The instance connection `index` connects to. With several: a quarter of the
-    /// sessions entirely on the first, a quarter entirely on the last, the rest spread
-    /// participant by participant (so routing by session can be checked both ways).
+    /// The instance connection `index` connects to (`Placement`). The same for every run
+    /// of the same plan.
     pub fn instance_of(&self, index: usize) -> usize {
         if self.instances <= 1 {
             return 0;
         }
-        match (index / self.participants) % 4 {
-            0 => 0,
-            1 => self.instances - 1,
-            _ => index % self.participants % self.instances,
+        let session = index / self.participants;
+        match self.placement {
+            Placement::Mixed => match session % 4 {
+                0 => 0,
+                1 => self.instances - 1,
+                _ => index % self.participants % self.instances,
+            },
+            Placement::Random => scatter(index) % self.instances,
+            Placement::Affine => scatter(session) % self.instances,
         }
     }
+}
+
+/// A fixed, well-mixed number for `n` (a load balancer's choice, reproducible).
+fn scatter(n: usize) -> usize {
+    let mut x = (n as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 31)) as usize
 }
 
 /// Sockets this process can open: its file-descriptor limit, less some to spare. The
@@ -275,12 +313,19 @@ async fn main() -> Result<()> {
     if args.mqtt.is_some() && !matches!(plan.preset, Preset::Fanout | Preset::FanoutLarge | Preset::Smoke) {
         bail!("--mqtt runs the fan-out pattern: use it with fanout, fanout-large or smoke");
     }
-    let backends = Backends { database_url: args.database_url.clone(), redis_url: args.redis_url.clone() };
+    let backends = Backends {
+        database_url: args.database_url.clone(),
+        redis_url: args.redis_url.clone(),
+        redis_cluster_urls: args.redis_cluster_urls.clone(),
+    };
     if args.spawn.is_some()
         && plan.instances > 1
-        && (backends.redis_url.is_none() || backends.database_url.is_none())
+        && ((backends.redis_url.is_none() && backends.redis_cluster_urls.is_empty())
+            || backends.database_url.is_none())
     {
-        bail!("several instances share PostgreSQL and Redis: give --database-url and --redis-url");
+        bail!(
+            "several instances share PostgreSQL and Redis: give --database-url and --redis-url (or --redis-cluster-urls)"
+        );
     }
     let mut servers = Vec::new();
     if let Some(binary) = &args.spawn {
@@ -297,9 +342,13 @@ async fn main() -> Result<()> {
     if bases.len() < plan.instances {
         bail!("{} instances planned but {} --url given", plan.instances, bases.len());
     }
-    let redis = args.redis_url.as_deref().map(redis::Client::open).transpose().context("--redis-url")?;
+    let redis = match (&args.redis_url, args.redis_cluster_urls.first()) {
+        (Some(url), _) => Some(RedisWatch::single(url)?),
+        (None, Some(seed)) => Some(RedisWatch::cluster(seed).await?),
+        (None, None) => None,
+    };
     let cluster = Cluster::new(bases);
-    let watched = Watched { pids: pids.clone(), redis: redis.clone() };
+    let watched = Watched { pids: pids.clone(), redis };
     let output = run(&args, &plan, &cluster, &watched).await;
     drop(servers);
     let mut output = output?;
@@ -420,6 +469,11 @@ fn print_output(output: &Output, broker: Option<&str>) {
         );
         for mismatch in &r.mismatches {
             println!("   {mismatch}");
+        }
+        if !r.sessions_per_shard.is_empty() {
+            let spread: Vec<String> =
+                r.sessions_per_shard.iter().map(|(node, n)| format!("{node}: {n}")).collect();
+            println!("== sessions per Redis Cluster shard: {}", spread.join(", "));
         }
     }
     if let Some(f) = &output.flood {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::Plan;
-use crate::proc_stats::{ServerSample, ServerStats, redis_cpu_seconds};
+use crate::proc_stats::{RedisWatch, ServerSample, ServerStats};
 
 /// Latency histograms are sharded so receivers rarely wait on one another's flushes.
 const HISTOGRAM_SHARDS: usize = 16;
@@ -94,7 +94,7 @@ pub struct Watched {
     /// Server processes, for CPU seconds and RSS from /proc.
     pub pids: Vec<i32>,
     /// The Redis the servers share, for its CPU seconds.
-    pub redis: Option<redis::Client>,
+    pub redis: Option<RedisWatch>,
 }
 
 /// The measured window, in wall time (timestamps in messages are wall time).
@@ -311,7 +311,7 @@ where
     let progress = progress_bar(plan, quiet);
     tokio::time::sleep_until(window_start).await;
     let before = ServerSample::take_all(&watched.pids)?;
-    let redis_before = redis_cpu_seconds(watched.redis.as_ref()).await?;
+    let redis_before = redis_cpu(watched.redis.as_ref()).await?;
     let own_before = ServerSample::take(std::process::id() as i32)?;
     let mut peak_rss = before.as_ref().map_or(0, |s| s.rss_bytes);
     while Instant::now() < window_end {
@@ -324,7 +324,7 @@ where
         progress.set_message(format!("{} deliveries", counters.deliveries.load(Ordering::Relaxed)));
     }
     let after = ServerSample::take_all(&watched.pids)?;
-    let redis_after = redis_cpu_seconds(watched.redis.as_ref()).await?;
+    let redis_after = redis_cpu(watched.redis.as_ref()).await?;
     let own_after = ServerSample::take(std::process::id() as i32)?;
     progress.finish_and_clear();
     // In-flight messages of the window's last second still count.
@@ -373,6 +373,13 @@ where
             .filter(|_| updates_sent > 0)
             .map(|cpu| cpu * 1e6 / updates_sent as f64),
     })
+}
+
+async fn redis_cpu(redis: Option<&RedisWatch>) -> Result<Option<f64>> {
+    match redis {
+        Some(redis) => Ok(Some(redis.cpu_seconds().await?)),
+        None => Ok(None),
+    }
 }
 
 fn progress_bar(plan: &Plan, quiet: bool) -> indicatif::ProgressBar {

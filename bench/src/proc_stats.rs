@@ -50,16 +50,15 @@ pub fn pid_of(name: &str) -> Option<i32> {
         .map(|p| p.pid)
 }
 
-/// Redis's own CPU seconds (user + system, from `INFO cpu`), when a Redis is watched.
-pub async fn redis_cpu_seconds(redis: Option<&redis::Client>) -> Result<Option<f64>> {
-    let Some(client) = redis else { return Ok(None) };
+/// A Redis node's own CPU seconds (user + system, from `INFO cpu`).
+async fn redis_cpu_seconds(client: &redis::Client) -> Result<f64> {
     let mut conn = client.get_multiplexed_async_connection().await?;
     let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
     let field = |name: &str| {
         info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<f64>().ok())
     };
     match (field("used_cpu_user"), field("used_cpu_sys")) {
-        (Some(user), Some(sys)) => Ok(Some(user + sys)),
+        (Some(user), Some(sys)) => Ok(user + sys),
         _ => bail!("Redis INFO cpu without used_cpu_user/used_cpu_sys"),
     }
 }
@@ -91,6 +90,8 @@ impl ServerStats {
 pub struct Backends {
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
+    /// A Redis Cluster's seed nodes, used instead of `redis_url`.
+    pub redis_cluster_urls: Vec<String>,
 }
 
 /// A convoy started for the run: rate limits off (the run joins thousands of participants
@@ -133,9 +134,13 @@ impl Spawned {
             .env("MAX_HTTP_CONNECTIONS", (connections + 100).to_string())
             .env("LOG_LEVEL", "warn")
             .env_remove("REDIS_URL")
+            .env_remove("REDIS_CLUSTER_URLS")
             .stdout(Stdio::null());
         if let Some(redis) = &backends.redis_url {
             command.env("REDIS_URL", redis);
+        }
+        if !backends.redis_cluster_urls.is_empty() {
+            command.env("REDIS_CLUSTER_URLS", backends.redis_cluster_urls.join(","));
         }
         let child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
         let spawned =
@@ -156,5 +161,48 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The Redis the servers share: its nodes, for their CPU seconds (summed), and whether it
+/// is a cluster (sessions live on the shard that owns their hash tag).
+#[derive(Clone)]
+pub struct RedisWatch {
+    /// Each node's `host:port` and a client for it (one node for a single Redis).
+    pub nodes: Vec<(String, redis::Client)>,
+    pub cluster: bool,
+}
+
+impl RedisWatch {
+    pub fn single(url: &str) -> Result<Self> {
+        let client = redis::Client::open(url).context("--redis-url")?;
+        Ok(Self { nodes: vec![(url.to_owned(), client)], cluster: false })
+    }
+
+    /// Every node of the cluster `seed` belongs to (`CLUSTER NODES`), masters and replicas.
+    pub async fn cluster(seed: &str) -> Result<Self> {
+        let client = redis::Client::open(seed).context("--redis-cluster-urls")?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let listing: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?;
+        let mut nodes = Vec::new();
+        for line in listing.lines() {
+            let Some(address) = line.split_whitespace().nth(1) else { continue };
+            let address = address.split('@').next().unwrap_or(address).to_owned();
+            let client = redis::Client::open(format!("redis://{address}"))?;
+            nodes.push((address, client));
+        }
+        if nodes.is_empty() {
+            bail!("CLUSTER NODES on {seed} listed no node");
+        }
+        Ok(Self { nodes, cluster: true })
+    }
+
+    /// User + system CPU seconds (`INFO cpu`), summed over the nodes.
+    pub async fn cpu_seconds(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for (address, client) in &self.nodes {
+            total += redis_cpu_seconds(client).await.with_context(|| format!("INFO cpu on {address}"))?;
+        }
+        Ok(total)
     }
 }

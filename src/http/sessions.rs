@@ -150,6 +150,9 @@ struct JoinSession {
 struct Joined {
     user_id: UserId,
     websocket_token: String,
+    /// The socket for this session, `/ws/{session_id}`: append `?token=<websocket_token>`.
+    /// The session in the path lets a load balancer keep a session's sockets on one
+    /// instance.
     websocket_url: String,
     /// This participant's private URL for tracker apps (OwnTracks, Traccar Client, OsmAnd,
     /// GPSLogger): positions posted there are this participant's. Good as long as the

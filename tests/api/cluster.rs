@@ -16,7 +16,51 @@ on_both_redis!(
     activity_on_one_instance_keeps_the_session_alive_for_the_other_sweeper,
     delivery_rules_apply_across_instances,
     a_redis_batch_delay_delays_but_loses_and_reorders_nothing,
+    three_instances_are_one_server,
 );
+
+async fn three_instances_are_one_server(redis: Redis) {
+    let apps = spawn_group(redis, 3, |_| {}).await;
+    let session = apps[0].create_session(json!({})).await;
+    let mut members = Vec::new();
+    for (app, name) in apps.iter().zip(["Ann", "Bob", "Cat"]) {
+        let joined = app.join(&session.session_id, name).await;
+        let (ws, _) = app.connect(&joined.token).await;
+        members.push((joined, ws));
+    }
+    // Each one's move reaches the two on the other instances, once each.
+    for sender in 0..3 {
+        let lat = 10.0 + sender as f64;
+        members[sender].1.send_location(lat, 0.0).await;
+        let from = members[sender].0.user_id.clone();
+        for (receiver, (_, ws)) in members.iter_mut().enumerate().filter(|(i, _)| *i != sender) {
+            let message = loop {
+                let message = ws.next_of_type("location_broadcast").await;
+                if message["data"]["user_id"] == from {
+                    break message;
+                }
+            };
+            assert_eq!(message["data"]["lat"], lat, "{receiver} heard {sender}");
+        }
+    }
+    // A chat message through the third instance reaches all three sockets, and the
+    // session's presence on any instance lists all three.
+    members[2].1.send_json(json!({ "type": "chat_message", "data": { "content": "here" } })).await;
+    for (_, ws) in &mut members {
+        assert_eq!(ws.next_of_type("new_message").await["data"]["content"], "here");
+    }
+    let presence: serde_json::Value =
+        apps[1].get(&format!("/api/sessions/{}/presence", session.session_id)).await.json().await.unwrap();
+    assert_eq!(presence["connections"], 3, "{presence}");
+    // Nothing arrived twice.
+    for (_, ws) in &mut members {
+        let rest = ws.until_pong().await;
+        assert!(
+            rest.iter().all(|m| m["type"] != "location_broadcast" && m["type"] != "new_message"),
+            "{rest:?}"
+        );
+    }
+}
 
 async fn clients_on_two_instances_see_each_other_and_each_message_once(redis: Redis) {
     let (a, b) = spawn_pair_on(redis, |_| {}).await;

@@ -2,7 +2,6 @@
 
 use std::sync::LazyLock;
 
-use redis::cluster_routing::Slot;
 use uuid::Uuid;
 
 use crate::domain::{RoomId, SessionId};
@@ -12,7 +11,7 @@ use crate::message::Channel;
 /// has (instances of older versions on the same Redis keep understanding each other); on a
 /// Redis Cluster, every name of a session or room carries its id as a hash tag (`{id}`, the
 /// name's first braces), so its channel, cached locations, activity and presence live on
-/// the one shard that owns the session, and a pipeline of them never crosses slots.
+/// the one shard that owns the session.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Keys {
     pub(super) tagged: bool,
@@ -65,11 +64,6 @@ impl Keys {
 
     pub(super) fn room_members(self, room: RoomId) -> String {
         format!("room_users:{}", self.tag(room))
-    }
-
-    /// The cluster slot every name of the channel hashes to.
-    pub(super) fn slot(self, channel: Channel) -> Slot {
-        Slot::for_key(self.channel(channel))
     }
 }
 
@@ -148,6 +142,7 @@ return 0";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redis::cluster_routing::Slot;
 
     #[test]
     fn a_cluster_puts_every_name_of_a_session_in_one_slot_and_a_single_redis_keeps_its_names() {
@@ -160,7 +155,7 @@ mod tests {
 
         let cluster = Keys { tagged: true };
         assert_eq!(cluster.channel(channel), format!("channel:session:{{{session}}}"));
-        let slot = cluster.slot(channel);
+        let slot = Slot::for_key(cluster.channel(channel));
         for name in [cluster.locations(session), cluster.activity(session), cluster.presence(channel)] {
             assert_eq!(Slot::for_key(&name), slot, "{name}");
         }
