@@ -192,7 +192,7 @@ impl SlotMap {
         match call(asked).await.and_then(|value| parse_slots(value).map_err(|e| BusError(e.to_string()))) {
             Ok(ranges) => self.ranges = ranges,
             Err(err) => {
-                tracing::debug!(error = %err, "CLUSTER SLOTS failed; pipelines go per slot meanwhile")
+                tracing::debug!(error = %err, "CLUSTER SLOTS failed; pipelines go per slot meanwhile");
             }
         }
     }
