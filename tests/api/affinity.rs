@@ -166,9 +166,17 @@ async fn the_shipped_nginx_config_keeps_a_sessions_sockets_on_one_instance_and_f
 
     let (a, b) = spawn_pair(|_| {}).await;
     let nginx = Nginx::start(&[a.addr, b.addr]);
-    let through = |url: &str| {
-        url.replace("localhost", "127.0.0.1")
-            .replace(&format!(":{}/", a.addr.port()), &format!(":{}/", nginx.port))
+    // Joins through A's REST API; the join's socket URL, pointed at nginx.
+    let join_through = async |app: &TestApp, session: &str, name: &str| {
+        let joined: Value = app
+            .post(&format!("/api/sessions/{session}/join"), json!({ "display_name": name }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let url = joined["websocket_url"].as_str().unwrap().replace("localhost", "127.0.0.1");
+        let url = url.replace(&format!(":{}/", app.addr.port()), &format!(":{}/", nginx.port));
+        format!("{url}?token={}", joined["websocket_token"].as_str().unwrap())
     };
     let count = |app: &TestApp, session: &str| {
         app.state.hub.subscriber_count(Channel::Session(session.parse::<SessionId>().unwrap()))
@@ -181,17 +189,7 @@ async fn the_shipped_nginx_config_keeps_a_sessions_sockets_on_one_instance_and_f
     for _ in 0..20 {
         let session = a.create_session(json!({})).await;
         for name in ["Ann", "Bob", "Cat"] {
-            let joined: Value = a
-                .post(&format!("/api/sessions/{}/join", session.session_id), json!({ "display_name": name }))
-                .await
-                .json()
-                .await
-                .unwrap();
-            let url = format!(
-                "{}?token={}",
-                through(joined["websocket_url"].as_str().unwrap()),
-                joined["websocket_token"].as_str().unwrap()
-            );
+            let url = join_through(&a, &session.session_id, name).await;
             sockets.push(a.connect_url(&url).await.0);
         }
         let placed = (count(&a, &session.session_id), count(&b, &session.session_id));
@@ -206,22 +204,11 @@ async fn the_shipped_nginx_config_keeps_a_sessions_sockets_on_one_instance_and_f
         on_b.len()
     );
 
-    // B goes away: its sessions' new sockets go to A, and see the rest through Redis.
+    // B goes away: its sessions' new sockets go to A.
     let moved = on_b[0].clone();
     drop(sockets);
     b.stop().await.unwrap();
-    let joined: Value = a
-        .post(&format!("/api/sessions/{moved}/join"), json!({ "display_name": "Dan" }))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let url = format!(
-        "{}?token={}",
-        through(joined["websocket_url"].as_str().unwrap()),
-        joined["websocket_token"].as_str().unwrap()
-    );
-    let (_dan, state) = a.connect_url(&url).await;
+    let (_dan, state) = a.connect_url(&join_through(&a, &moved, "Dan").await).await;
     assert_eq!(state["data"]["session_id"], moved.as_str());
     assert_eq!(count(&a, &moved), 1, "the fallback instance serves the session");
 }
