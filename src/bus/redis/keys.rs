@@ -2,6 +2,7 @@
 
 use std::sync::LazyLock;
 
+use redis::cluster_routing::Slot;
 use uuid::Uuid;
 
 use crate::domain::{RoomId, SessionId};
@@ -64,6 +65,11 @@ impl Keys {
 
     pub(super) fn room_members(self, room: RoomId) -> String {
         format!("room_users:{}", self.tag(room))
+    }
+
+    /// The cluster slot every name of the channel hashes to.
+    pub(super) fn slot(self, channel: Channel) -> Slot {
+        Slot::for_key(self.channel(channel))
     }
 }
 
@@ -142,7 +148,6 @@ return 0";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis::cluster_routing::Slot;
 
     #[test]
     fn a_cluster_puts_every_name_of_a_session_in_one_slot_and_a_single_redis_keeps_its_names() {
@@ -155,7 +160,7 @@ mod tests {
 
         let cluster = Keys { tagged: true };
         assert_eq!(cluster.channel(channel), format!("channel:session:{{{session}}}"));
-        let slot = Slot::for_key(cluster.channel(channel));
+        let slot = cluster.slot(channel);
         for name in [cluster.locations(session), cluster.activity(session), cluster.presence(channel)] {
             assert_eq!(Slot::for_key(&name), slot, "{name}");
         }

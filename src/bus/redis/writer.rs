@@ -311,8 +311,8 @@ pub(super) async fn run_writer(
         }
         // A batch of only flushes has nothing to send (the redis client refuses an empty
         // pipeline, which would trip the breaker for nothing).
-        let key_of = |channel| keys.channel(channel);
-        if let Some(failed) = pipes.send(&conn, now, &breaker.slot_recovered, &must_arrive, key_of).await {
+        let slot_of = |channel| keys.slot(channel);
+        if let Some(failed) = pipes.send(&conn, now, &breaker.slot_recovered, &must_arrive, slot_of).await {
             activity.clear(); // what the batch wrote may be missing
             ::metrics::counter!("convoy_bus_publish_errors_total").increment(1);
             // What failed may not have reached Redis: its sessions get a Resync on recovery.
