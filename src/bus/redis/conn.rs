@@ -208,18 +208,7 @@ impl Pipes {
             error: BusError("a redis cluster shard is down".into()),
             whole: false,
         };
-        let mut any = false;
-        while let Ok((slot, channels, result)) = self.settled.try_recv() {
-            if let Err(err) = result {
-                self.fail(slot, &err, now);
-                failed.channels.extend(channels);
-                failed.error = err;
-                any = true;
-            } else if self.down.remove(&slot).is_some() {
-                tracing::info!(?slot, "redis cluster slot reachable again");
-                recovered.store(true, Ordering::Relaxed);
-            }
-        }
+        let mut any = self.settle(now, recovered, &mut failed);
         for (slot, pipe) in pipes {
             if pipe.is_empty() {
                 continue;
@@ -264,11 +253,35 @@ impl Pipes {
         any.then_some(failed)
     }
 
-    /// Waits until every pipeline in flight was sent or failed (a flush).
-    pub(super) async fn drain(&mut self) {
+    /// Waits until every pipeline in flight was sent or failed (a flush), and says what
+    /// failed.
+    pub(super) async fn drain(&mut self, now: Instant, recovered: &AtomicBool) -> Option<Failed> {
         for (_, (task, _)) in self.in_flight.drain() {
             let _ = task.await;
         }
+        let mut failed = Failed {
+            channels: Vec::new(),
+            error: BusError("a redis cluster shard is down".into()),
+            whole: false,
+        };
+        self.settle(now, recovered, &mut failed).then_some(failed)
+    }
+
+    /// Takes in what the pipelines in flight came back with; true if any failed.
+    fn settle(&mut self, now: Instant, recovered: &AtomicBool, failed: &mut Failed) -> bool {
+        let mut any = false;
+        while let Ok((slot, channels, result)) = self.settled.try_recv() {
+            if let Err(err) = result {
+                self.fail(slot, &err, now);
+                failed.channels.extend(channels);
+                failed.error = err;
+                any = true;
+            } else if self.down.remove(&slot).is_some() {
+                tracing::info!(?slot, "redis cluster slot reachable again");
+                recovered.store(true, Ordering::Relaxed);
+            }
+        }
+        any
     }
 
     fn fail(&mut self, slot: Slot, err: &BusError, now: Instant) {

@@ -321,8 +321,10 @@ pub(super) async fn run_writer(
                 breaker.trip(failed.error);
             }
         }
-        if !flushed.is_empty() {
-            pipes.drain().await;
+        if !flushed.is_empty()
+            && let Some(failed) = pipes.drain(now, &breaker.slot_recovered).await
+        {
+            breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).extend(failed.channels);
         }
         for done in flushed.drain(..) {
             let _ = done.send(());
