@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::cluster_builder;
-use super::subscriber::{Subscriber, Subscription, note};
+use super::subscriber::{Subscriber, Subscription, note, wait_noting};
 use super::{CALL_TIMEOUT, MAX_BACKOFF, RESYNC_SPACING, call};
 use crate::bus::BusEvent;
 use crate::message::{Channel, Envelope, HubMessage};
@@ -136,14 +136,8 @@ async fn connect(
         };
         breaker.subscriber_down.store(true, Ordering::Relaxed);
         tracing::debug!(%error, ?backoff, "sharded pub/sub connect failed; retrying");
-        let wait = tokio::time::sleep(backoff);
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = &mut wait => break,
-                request = requests.recv() => note(wanted, request?),
-            }
+        if !wait_noting(backoff, requests, wanted, shutdown).await {
+            return None;
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

@@ -84,18 +84,8 @@ pub(super) async fn run_subscriber(
                 };
                 breaker.subscriber_down.store(true, Ordering::Relaxed);
                 tracing::debug!(%error, ?backoff, "pub/sub connect failed; retrying");
-                // Keep track of what is wanted while waiting, and release waiters.
-                let wait = tokio::time::sleep(backoff);
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = &mut wait => break,
-                        request = requests.recv() => match request {
-                            None => return,
-                            Some(request) => note(&mut wanted, request),
-                        },
-                    }
+                if !wait_noting(backoff, &mut requests, &mut wanted, &shutdown).await {
+                    return;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -165,6 +155,28 @@ pub(super) async fn run_subscriber(
             }
         }
         breaker.subscriber_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Waits `backoff` before connecting again, keeping track of what is wanted meanwhile and
+/// releasing the sockets that wait on a subscription; false when it is time to stop.
+pub(super) async fn wait_noting(
+    backoff: Duration,
+    requests: &mut mpsc::UnboundedReceiver<Subscription>,
+    wanted: &mut HashSet<Channel>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let wait = tokio::time::sleep(backoff);
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut wait => return true,
+            request = requests.recv() => match request {
+                None => return false,
+                Some(request) => note(wanted, request),
+            },
+        }
     }
 }
 
