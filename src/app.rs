@@ -43,6 +43,9 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        // Before anything takes a metric's handle (the bus does when it connects): a handle
+        // taken earlier records nothing.
+        crate::metrics::install();
         let store = store::connect(
             &config.database_url,
             config.database_max_connections,
@@ -62,6 +65,7 @@ impl App {
             batch_delay: Duration::from_millis(config.redis_batch_delay_ms),
             queue_max_bytes: config.redis_queue_max_bytes,
             instance_timeout: Duration::from_secs(config.presence_instance_timeout_seconds),
+            location_ttl: config.location_ttl(),
             clock: clock.clone(),
         };
         let (bus, inbound) = bus::connect(settings, shutdown.clone()).await.context("connecting to redis")?;

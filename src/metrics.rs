@@ -110,6 +110,10 @@ fn describe() {
         "Bus commands dropped while Redis was unavailable or behind"
     );
     describe_counter!("convoy_bus_publish_errors_total", "Failed Redis pipelines");
+    describe_counter!(
+        "convoy_bus_positions_held_total",
+        "Positions not published to Redis: no other instance held sockets in their session"
+    );
     describe_counter!("convoy_chat_messages_total", "Chat messages stored (session chat and local rooms)");
 }
 

@@ -54,6 +54,8 @@ pub struct BusSettings {
     pub queue_max_bytes: usize,
     /// PRESENCE_INSTANCE_TIMEOUT_SECONDS: an instance silent this long is taken for gone.
     pub instance_timeout: Duration,
+    /// LOCATION_TTL_SECONDS: how long a position is cached.
+    pub location_ttl: Duration,
     /// The server's clock: cached locations expire by it (on Redis too: each value carries
     /// its expiry, stamped by the writing instance's clock and checked by the reader's, so
     /// instances' clocks must agree to well within LOCATION_TTL_SECONDS) and activity is

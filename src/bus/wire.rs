@@ -10,6 +10,9 @@
 //! A topic message (kind 6) uses the close-code field for the topic's length and puts the
 //! topic's name (UTF-8) before the frame. A location (kind 0) is carried by its frame
 //! alone: the receiving instance reads the position back from it once.
+//! Kinds 8, 9 and 10 are the roll call (`Roll`: who else listens to a session, see
+//! `redis/listeners.rs`), for the bus itself, not the hub; their user, code and frame are
+//! empty.
 //! Instances of versions that write different bytes do not understand each other: the
 //! version byte makes a receiver log and drop what it cannot read.
 
@@ -59,6 +62,34 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     out
 }
 
+/// The roll call on a session's channel: who else listens to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Roll {
+    /// The sender's subscription was just confirmed: who else is here?
+    Hello,
+    /// The answer to a `Hello`: the sender is subscribed too.
+    Here,
+    /// The sender's last socket in the session left.
+    Bye,
+}
+
+/// A roll-call message as a publish of its own (`append` adds it to a bundle like any other).
+pub fn encode_roll(origin: Uuid, roll: Roll) -> Vec<u8> {
+    let kind = match roll {
+        Roll::Hello => 8,
+        Roll::Here => 9,
+        Roll::Bye => 10,
+    };
+    let mut out = Vec::with_capacity(PREFIX + RECORD_HEADER);
+    out.push(VERSION);
+    out.extend_from_slice(origin.as_bytes());
+    out.extend_from_slice(&u32::try_from(RECORD_HEADER - 4).unwrap_or_default().to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(Uuid::nil().as_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out
+}
+
 /// Adds the messages of `more` (from `encode`, same origin, same channel) after those of
 /// `bundle`.
 pub fn append(bundle: &mut Vec<u8>, more: &[u8]) {
@@ -74,9 +105,16 @@ pub fn origin(bytes: &[u8]) -> Option<Uuid> {
     Uuid::from_slice(&bytes[1..PREFIX]).ok()
 }
 
-/// A bundle's messages in order, each decoded or why it could not be (a bad record does not
+/// One record of a bundle: a message for the hub, or the roll call for the bus.
+#[derive(Debug)]
+pub enum Record {
+    Message(Envelope),
+    Roll(Roll),
+}
+
+/// A bundle's records in order, each decoded or why it could not be (a bad record does not
 /// cost the others theirs).
-pub type Decoded = Vec<Result<Envelope, String>>;
+pub type Decoded = Vec<Result<Record, String>>;
 
 /// The origin instance and the messages published to `channel`, or why the bytes are not a
 /// bus message at all.
@@ -92,7 +130,10 @@ pub fn decode(channel: Channel, bytes: &[u8]) -> Result<(Uuid, Decoded), String>
         }
         let (record, after) = after.split_at(len);
         rest = after;
-        envelopes.push(decode_record(record).map(|message| Envelope { channel, message }));
+        envelopes.push(decode_record(record).map(|record| match record {
+            Ok(message) => Record::Message(Envelope { channel, message }),
+            Err(roll) => Record::Roll(roll),
+        }));
     }
     if envelopes.is_empty() {
         return Err("a bus message without records".into());
@@ -100,8 +141,9 @@ pub fn decode(channel: Channel, bytes: &[u8]) -> Result<(Uuid, Decoded), String>
     Ok((origin, envelopes))
 }
 
-/// kind | user | code | (topic) | frame, its length already checked.
-fn decode_record(record: &[u8]) -> Result<HubMessage, String> {
+/// kind | user | code | (topic) | frame, its length already checked: a hub message, or
+/// (`Err` inside) the roll call.
+fn decode_record(record: &[u8]) -> Result<Result<HubMessage, Roll>, String> {
     let kind = record[0];
     let user = UserId(Uuid::from_slice(&record[1..17]).map_err(|e| e.to_string())?);
     let code = u16::from_be_bytes([record[17], record[18]]);
@@ -118,7 +160,10 @@ fn decode_record(record: &[u8]) -> Result<HubMessage, String> {
         None
     };
     let frame = Utf8Bytes::try_from(rest.to_vec()).map_err(|e| e.to_string())?;
-    Ok(match kind {
+    Ok(Ok(match kind {
+        8 => return Ok(Err(Roll::Hello)),
+        9 => return Ok(Err(Roll::Here)),
+        10 => return Ok(Err(Roll::Bye)),
         0 => HubMessage::Location {
             from: user,
             location: broadcast_location(&frame)
@@ -133,7 +178,7 @@ fn decode_record(record: &[u8]) -> Result<HubMessage, String> {
         6 => HubMessage::Topic { topic: topic.unwrap_or_default().into(), frame },
         7 => HubMessage::Presence { frame },
         other => return Err(format!("unknown bus message kind {other}")),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -169,21 +214,33 @@ mod tests {
             let (got_origin, envelopes) = decode(channel, &encode(origin, message)).unwrap();
             assert_eq!(got_origin, origin);
             assert_eq!(envelopes.len(), 1);
-            let envelope = envelopes[0].as_ref().unwrap();
+            let Ok(Record::Message(envelope)) = &envelopes[0] else { panic!("{:?}", envelopes[0]) };
             assert_eq!(envelope.channel, Channel::Session(session_id));
             assert_eq!(format!("{:?}", envelope.message), format!("{message:?}"));
         }
-        // All of them in one publish, in order.
+        // All of them in one publish, in order, the roll call among them.
         let mut bundle = encode(origin, &messages[0]);
         for message in &messages[1..] {
             append(&mut bundle, &encode(origin, message));
         }
-        let (got_origin, envelopes) = decode(channel, &bundle).unwrap();
+        for roll in [Roll::Hello, Roll::Here, Roll::Bye] {
+            append(&mut bundle, &encode_roll(origin, roll));
+        }
+        let (got_origin, records) = decode(channel, &bundle).unwrap();
         assert_eq!(got_origin, origin);
-        let got: Vec<String> =
-            envelopes.iter().map(|e| format!("{:?}", e.as_ref().unwrap().message)).collect();
-        let sent: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
+        let got: Vec<String> = records
+            .iter()
+            .map(|record| match record.as_ref().unwrap() {
+                Record::Message(envelope) => format!("{:?}", envelope.message),
+                Record::Roll(roll) => format!("{roll:?}"),
+            })
+            .collect();
+        let mut sent: Vec<String> = messages.iter().map(|m| format!("{m:?}")).collect();
+        sent.extend(["Hello", "Here", "Bye"].map(String::from));
         assert_eq!(got, sent);
+        // A roll call alone.
+        let (_, records) = decode(channel, &encode_roll(origin, Roll::Bye)).unwrap();
+        assert!(matches!(records[..], [Ok(Record::Roll(Roll::Bye))]));
     }
 
     #[test]

@@ -23,6 +23,7 @@ async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convo
         batch_delay: Duration::ZERO,
         queue_max_bytes: max_bytes,
         instance_timeout: Duration::from_secs(15),
+        location_ttl: Duration::from_secs(30),
         clock: Clock::system(),
     };
     RedisBus::connect(&target, &settings, shutdown.clone()).await.expect("redis")

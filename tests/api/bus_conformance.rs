@@ -38,6 +38,7 @@ async fn bus_on(redis: Option<RedisTarget>) -> (Arc<dyn Bus>, CancellationToken)
         batch_delay: Duration::ZERO,
         queue_max_bytes: 64 * 1024 * 1024,
         instance_timeout: Duration::from_secs(15),
+        location_ttl: Duration::from_secs(30),
         clock: Clock::system(),
     };
     let (bus, _inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();

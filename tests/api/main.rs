@@ -37,6 +37,7 @@ mod presence;
 mod proxy;
 mod refresh;
 mod revocation;
+mod roll_call;
 mod secret;
 mod sessions;
 mod shards;

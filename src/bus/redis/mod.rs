@@ -10,6 +10,9 @@
 //! - the prober pings Redis and drives the circuit breaker: while it is open, publishing and
 //!   caching cost nothing (they are skipped) and reads fail at once.
 //!
+//! A session's positions are published only while another instance holds sockets in it
+//! (`listeners`: a roll call on the session's channel says who does).
+//!
 //! Nothing lost is lost silently: when the subscriber reconnects, every local socket
 //! rebuilds its snapshot; when publishing resumes, a `Resync` goes to each session whose
 //! messages were dropped, so the other instances' sockets rebuild theirs.
@@ -33,7 +36,9 @@
 
 mod conn;
 mod keys;
+mod listeners;
 mod prober;
+mod recent;
 mod sharded;
 mod spaced;
 mod subscriber;
@@ -62,7 +67,9 @@ use crate::presence::{LocalPresence, PresenceMeta};
 
 use conn::Conn;
 use keys::*;
+use listeners::Listeners;
 use prober::*;
+use recent::Recent;
 use subscriber::*;
 use writer::*;
 
@@ -94,8 +101,15 @@ pub struct RedisBus {
     queue: Queue,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     breaker: Arc<Breaker>,
-    dropped_total: ::metrics::Counter,
+    out: Outgoing,
+    listeners: Arc<Listeners>,
+    held_total: ::metrics::Counter,
+    /// What this instance cached lately, which Redis may not have yet.
+    recent: Recent,
     clock: Clock,
+    /// LOCATION_TTL_SECONDS: a position held while its session was quiet is published
+    /// later only while the location cache would still have it.
+    location_ttl: Duration,
     /// An instance whose last heartbeat is older than this is presumed gone.
     instance_timeout: Duration,
 }
@@ -110,7 +124,9 @@ impl RedisBus {
         settings: &BusSettings,
         shutdown: CancellationToken,
     ) -> Result<(Self, Inbound), BusError> {
-        let BusSettings { instance_id, session_key_ttl_secs, batch_delay, queue_max_bytes, .. } = *settings;
+        let BusSettings {
+            instance_id, session_key_ttl_secs, batch_delay, queue_max_bytes, location_ttl, ..
+        } = *settings;
         let (mut conn, pubsub) = match target {
             RedisTarget::Single(url) => {
                 let client =
@@ -152,8 +168,21 @@ impl RedisBus {
             clock: settings.clock.clone(),
         };
         tokio::spawn(run_writer(conn.clone(), commands, queue.clone(), breaker.clone(), writer));
-        let subscriber =
-            Subscriber { keys, instance_id, inbound: inbound_tx.clone(), breaker: breaker.clone() };
+        let out = Outgoing {
+            queue: queue.clone(),
+            breaker: breaker.clone(),
+            dropped_total: ::metrics::counter!("convoy_bus_dropped_total"),
+        };
+        let listeners = Arc::new(Listeners::default());
+        let subscriber = Subscriber {
+            keys,
+            instance_id,
+            inbound: inbound_tx.clone(),
+            breaker: breaker.clone(),
+            out: out.clone(),
+            listeners: listeners.clone(),
+            clock: settings.clock.clone(),
+        };
         match pubsub {
             PubSub::Single(client) => {
                 tokio::spawn(run_subscriber(client, subscription_rx, subscriber, shutdown.clone()));
@@ -171,12 +200,10 @@ impl RedisBus {
             conn.clone(),
             breaker.clone(),
             queue.clone(),
-            instance_id,
-            presence.clone(),
+            Instance { instance_id, presence: presence.clone(), listeners: listeners.clone() },
             inbound_tx,
             shutdown,
         ));
-        let dropped_total = ::metrics::counter!("convoy_bus_dropped_total");
         let (clock, instance_timeout) = (settings.clock.clone(), settings.instance_timeout);
         let bus = Self {
             instance_id,
@@ -186,31 +213,19 @@ impl RedisBus {
             queue,
             subscriptions,
             breaker,
-            dropped_total,
+            out,
+            listeners,
+            held_total: ::metrics::counter!("convoy_bus_positions_held_total"),
+            recent: Recent::default(),
             clock,
             instance_timeout,
+            location_ttl,
         };
         Ok((bus, inbound))
     }
 
     fn enqueue(&self, command: Command) {
-        let refused = if self.breaker.is_open() { Some(command) } else { self.queue.try_send(command).err() };
-        if let Some(command) = refused {
-            self.count_drop(command.must_arrive());
-        }
-    }
-
-    /// Counts a command Redis will not see; a message that must arrive earns its session a
-    /// Resync once publishing works again.
-    fn count_drop(&self, must_arrive: Option<Channel>) {
-        let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
-        self.dropped_total.increment(1);
-        if dropped.is_multiple_of(10_000) {
-            tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
-        }
-        if let Some(channel) = must_arrive {
-            self.breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
-        }
+        self.out.send(command);
     }
 
     fn check(&self) -> Result<Conn, BusError> {
@@ -295,6 +310,37 @@ impl RedisBus {
     }
 }
 
+/// Where commands for Redis go: the writer's queue, unless the breaker is open. What is
+/// refused is counted, and a message that must arrive earns its channel a Resync once
+/// publishing works again.
+#[derive(Clone)]
+struct Outgoing {
+    queue: Queue,
+    breaker: Arc<Breaker>,
+    dropped_total: ::metrics::Counter,
+}
+
+impl Outgoing {
+    fn send(&self, command: Command) {
+        let refused = if self.breaker.is_open() { Some(command) } else { self.queue.try_send(command).err() };
+        if let Some(command) = refused {
+            self.count_drop(command.must_arrive());
+        }
+    }
+
+    /// Counts a command Redis will not see.
+    fn count_drop(&self, must_arrive: Option<Channel>) {
+        let dropped = self.breaker.dropped.fetch_add(1, Ordering::Relaxed);
+        self.dropped_total.increment(1);
+        if dropped.is_multiple_of(10_000) {
+            tracing::warn!(dropped = dropped + 1, "redis unavailable or behind: bus commands dropped");
+        }
+        if let Some(channel) = must_arrive {
+            self.breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(channel);
+        }
+    }
+}
+
 /// Where the subscriber listens: a single Redis's pub/sub connection, or the cluster's
 /// shards (sharded pub/sub).
 enum PubSub {
@@ -315,14 +361,30 @@ impl Messaging for RedisBus {
     fn publish(&self, envelope: &Envelope) {
         let must_arrive = !matches!(envelope.message, HubMessage::Location { .. });
         if self.breaker.is_open() {
-            self.count_drop(must_arrive.then_some(envelope.channel));
+            self.out.count_drop(must_arrive.then_some(envelope.channel));
             return;
         }
-        let payload = wire::encode(self.instance_id, &envelope.message);
+        let mut payload = wire::encode(self.instance_id, &envelope.message);
+        if let (HubMessage::Location { from, location, .. }, Channel::Session(session_id)) =
+            (&envelope.message, envelope.channel)
+        {
+            // Held while no other instance listens (the same expiry as the cache's).
+            let fix_ms = location.timestamp.timestamp_millis();
+            let ttl_ms = i64::try_from(self.location_ttl.as_millis()).unwrap_or(i64::MAX);
+            let until_ms = fix_ms.saturating_add(ttl_ms).max(self.clock.now().timestamp_millis() + 1_000);
+            match self.listeners.publish_or_hold(session_id, *from, fix_ms, until_ms, payload) {
+                Some(unheld) => payload = unheld,
+                None => return self.held_total.increment(1),
+            }
+        }
         self.enqueue(Command::Publish { channel: envelope.channel, payload, must_arrive });
     }
 
     fn subscribe(&self, channel: Channel) -> BoxFuture<'static, ()> {
+        if let Channel::Session(session_id) = channel {
+            // Quiet until another instance answers the Hello sent once this is confirmed.
+            self.listeners.join(session_id);
+        }
         let (ack, confirmed) = oneshot::channel();
         let _ = self.subscriptions.send(Subscription::Subscribe(channel, ack));
         // Resolves once Redis confirmed, or at once if the subscriber is gone or down.
@@ -330,6 +392,12 @@ impl Messaging for RedisBus {
     }
 
     fn unsubscribe(&self, channel: Channel) {
+        if let Channel::Session(session_id) = channel {
+            self.listeners.leave(session_id);
+            // Lost, it costs only the others' publishes to a channel nobody here reads.
+            let payload = wire::encode_roll(self.instance_id, wire::Roll::Bye);
+            self.enqueue(Command::Publish { channel, payload, must_arrive: false });
+        }
         let _ = self.subscriptions.send(Subscription::Unsubscribe(channel));
     }
 
@@ -357,13 +425,14 @@ impl LocationCache for RedisBus {
         ttl: Duration,
     ) -> Result<(), BusError> {
         if self.breaker.is_open() {
-            self.count_drop(None);
+            self.out.count_drop(None);
             return Ok(());
         }
         let at_ms = self.clock.now().timestamp_millis();
         let until_ms = at_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let value = serde_json::to_string(&(until_ms, location)).map_err(|e| BusError(e.to_string()))?;
         let fix_ms = location.timestamp.timestamp_millis();
+        self.recent.put(session_id, user_id, *location, until_ms, self.clock.instant());
         let command = Command::PutLocation { session_id, user_id, value, fix_ms, at_ms };
         self.enqueue(command);
         Ok(())
@@ -374,21 +443,26 @@ impl LocationCache for RedisBus {
         let fields: Vec<(String, String)> =
             call(redis::cmd("HGETALL").arg(self.keys.locations(session_id)).query_async(&mut conn)).await?;
         let now_ms = self.clock.now().timestamp_millis();
-        Ok(fields
+        let mut locations = fields
             .iter()
             .filter_map(|(user, value)| {
                 let (until_ms, location) = serde_json::from_str::<(i64, Location)>(value).ok()?;
                 (until_ms > now_ms).then_some((user.parse().ok()?, location))
             })
-            .collect())
+            .collect();
+        self.recent.overlay(session_id, now_ms, self.clock.instant(), &mut locations);
+        Ok(locations)
     }
 
     async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError> {
+        self.listeners.forget_user(session_id, user_id);
+        self.recent.remove(session_id, user_id);
         self.enqueue(Command::RemoveLocation { session_id, user_id });
         Ok(())
     }
 
     async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError> {
+        self.recent.clear(session_id);
         self.enqueue(Command::ClearSession { session_id });
         Ok(())
     }
@@ -455,6 +529,8 @@ impl PresenceRegistry for RedisBus {
         let gone: Vec<String> =
             call(eval(&GONE, INSTANCES_KEY).arg(timeout_ms).query_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
+        let gone_ids: Vec<Uuid> = gone.iter().filter_map(|i| i.parse().ok()).collect();
+        self.listeners.forget_instances(&gone_ids);
         let mut reaped = Vec::new();
         for instance in gone.iter().filter(|i| **i != own) {
             tracing::info!(%instance, "an instance stopped without leaving: reaping its presence");

@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use super::conn::Conn;
 use super::keys::{HEARTBEAT, eval};
+use super::listeners::Listeners;
 use super::writer::{Command, Queue};
 use super::{INSTANCES_KEY, MAX_BACKOFF, PRESENCE_REFRESH, PROBE_INTERVAL, RESYNC_SPACING, call};
-use crate::bus::{BusError, BusEvent, wire};
+use crate::bus::wire::{self, Roll};
+use crate::bus::{BusError, BusEvent};
 use crate::message::{Channel, HubMessage};
 use crate::presence::LocalPresence;
 
@@ -57,15 +59,22 @@ impl Breaker {
     }
 }
 
+/// This instance, as the prober speaks for it.
+pub(super) struct Instance {
+    pub(super) instance_id: Uuid,
+    pub(super) presence: Arc<LocalPresence>,
+    pub(super) listeners: Arc<Listeners>,
+}
+
 pub(super) async fn run_prober(
     mut conn: Conn,
     breaker: Arc<Breaker>,
     queue: Queue,
-    instance_id: Uuid,
-    presence: Arc<LocalPresence>,
+    instance: Instance,
     inbound: mpsc::UnboundedSender<BusEvent>,
     shutdown: CancellationToken,
 ) {
+    let Instance { instance_id, presence, listeners } = instance;
     let mut backoff = PROBE_INTERVAL;
     let mut last_resync: HashMap<Channel, Instant> = HashMap::new();
     let mut last_refresh = Instant::now();
@@ -110,21 +119,34 @@ pub(super) async fn run_prober(
                     last_resync.clear();
                 }
                 last_resync.retain(|_, at| now.duration_since(*at) < RESYNC_SPACING);
-                let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
-                let due: Vec<Channel> =
-                    dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect();
+                let due: Vec<Channel> = {
+                    let dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
+                    dropped.iter().filter(|s| !last_resync.contains_key(s)).copied().collect()
+                };
                 for channel in due {
-                    // Presence changes may be among what was lost: rewrite ours first.
-                    let payload = wire::encode(instance_id, &HubMessage::Resync);
-                    if queue.capacity() < 2 {
+                    // Presence changes may be among what was lost: rewrite ours first. A
+                    // roll call may be too: say Hello again where this instance listens.
+                    let hello = match channel {
+                        Channel::Session(session_id) if listeners.is_listening(session_id) => {
+                            Some(wire::encode_roll(instance_id, Roll::Hello))
+                        }
+                        _ => None,
+                    };
+                    if queue.capacity() < 3 {
                         break; // the queue is full: the rest stay for the next round
                     }
+                    let payload = wire::encode(instance_id, &HubMessage::Resync);
                     let replace = Command::PresenceReplace { channel };
                     let resync = Command::Publish { channel, payload, must_arrive: true };
                     if queue.try_send(replace).is_err() || queue.try_send(resync).is_err() {
                         break;
                     }
-                    dropped.remove(&channel);
+                    if let Some(payload) = hello
+                        && queue.try_send(Command::Publish { channel, payload, must_arrive: true }).is_err()
+                    {
+                        break;
+                    }
+                    breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner()).remove(&channel);
                     last_resync.insert(channel, now);
                 }
             }

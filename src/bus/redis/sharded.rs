@@ -70,7 +70,9 @@ pub(super) async fn run_sharded_subscriber(
                 }
             }
             Some((channel, subscribed)) = done.recv() => {
-                if !subscribed && state.wanted.contains(&channel) {
+                if subscribed && state.wanted.contains(&channel) {
+                    subscriber.confirmed(channel);
+                } else if state.wanted.contains(&channel) {
                     state.lost.insert(channel);
                     state.retry.insert(channel);
                 }
@@ -200,6 +202,7 @@ impl Sharded<'_> {
                     && self.wanted.contains(&channel)
                     && self.lost.remove(&channel)
                 {
+                    self.subscriber.confirmed(channel);
                     return self.resync(channel);
                 }
             }

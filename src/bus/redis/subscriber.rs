@@ -13,9 +13,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::keys::Keys;
+use super::listeners::Listeners;
 use super::prober::Breaker;
-use super::{CALL_TIMEOUT, MAX_BACKOFF, PUBSUB_KEEPALIVE, call};
-use crate::bus::{BusEvent, wire};
+use super::writer::Command;
+use super::{CALL_TIMEOUT, MAX_BACKOFF, Outgoing, PUBSUB_KEEPALIVE, call};
+use crate::bus::BusEvent;
+use crate::bus::wire::{self, Record, Roll};
+use crate::clock::Clock;
 use crate::message::Channel;
 
 pub(super) enum Subscription {
@@ -29,6 +33,11 @@ pub(super) struct Subscriber {
     pub(super) instance_id: Uuid,
     pub(super) inbound: mpsc::UnboundedSender<BusEvent>,
     pub(super) breaker: Arc<Breaker>,
+    /// Where the roll call's answers and released positions are sent.
+    pub(super) out: Outgoing,
+    pub(super) listeners: Arc<Listeners>,
+    /// Decides which held positions have expired.
+    pub(super) clock: Clock,
 }
 
 impl Subscriber {
@@ -43,14 +52,15 @@ impl Subscriber {
             return true;
         };
         match wire::decode(channel, payload) {
-            Ok((_, decoded)) => {
-                for envelope in decoded {
-                    match envelope {
-                        Ok(envelope) => {
+            Ok((origin, decoded)) => {
+                for record in decoded {
+                    match record {
+                        Ok(Record::Message(envelope)) => {
                             if self.inbound.send(BusEvent::Deliver(envelope)).is_err() {
                                 return false;
                             }
                         }
+                        Ok(Record::Roll(roll)) => self.heard(channel, origin, roll),
                         Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
                     }
                 }
@@ -58,6 +68,32 @@ impl Subscriber {
             Err(err) => tracing::warn!(error = %err, "dropping an unreadable bus message"),
         }
         true
+    }
+
+    /// Another instance said `roll` on the channel (`listeners`): a Hello is answered, and
+    /// what was held while nobody listened goes out.
+    fn heard(&self, channel: Channel, from: Uuid, roll: Roll) {
+        let Channel::Session(session_id) = channel else { return };
+        let now_ms = self.clock.now().timestamp_millis();
+        let release = |payload| self.out.send(Command::Publish { channel, payload, must_arrive: false });
+        if self.listeners.heard(session_id, from, roll, now_ms, release) {
+            self.say(channel, Roll::Here);
+        }
+    }
+
+    /// The subscription to the channel was confirmed (again): where this instance listens
+    /// to a session, it asks who else does.
+    pub(super) fn confirmed(&self, channel: Channel) {
+        if let Channel::Session(session_id) = channel
+            && self.listeners.is_listening(session_id)
+        {
+            self.say(channel, Roll::Hello);
+        }
+    }
+
+    fn say(&self, channel: Channel, roll: Roll) {
+        let payload = wire::encode_roll(self.instance_id, roll);
+        self.out.send(Command::Publish { channel, payload, must_arrive: true });
     }
 }
 
@@ -105,6 +141,9 @@ pub(super) async fn run_subscriber(
         if breaker.subscriber_down.swap(false, Ordering::Relaxed) {
             tracing::info!(sessions = wanted.len(), "pub/sub reconnected and resubscribed");
         }
+        for channel in &wanted {
+            subscriber.confirmed(*channel);
+        }
         // Sockets that subscribed while there was no connection (at start or during an
         // outage) may have missed messages: they resnapshot.
         if !wanted.is_empty() && inbound.send(BusEvent::ResyncAll).is_err() {
@@ -130,7 +169,11 @@ pub(super) async fn run_subscriber(
                     let Some(request) = request else { return };
                     let result = match &request {
                         Subscription::Subscribe(channel, _) if !wanted.contains(channel) => {
-                            call(sink.subscribe(keys.channel(*channel))).await
+                            let result = call(sink.subscribe(keys.channel(*channel))).await;
+                            if result.is_ok() {
+                                subscriber.confirmed(*channel);
+                            }
+                            result
                         }
                         Subscription::Unsubscribe(channel) if wanted.contains(channel) => {
                             call(sink.unsubscribe(keys.channel(*channel))).await

@@ -1,0 +1,234 @@
+//! Who else listens to a session. An instance publishes a session's positions only while
+//! another instance holds sockets in it: with session-affine routing (deploy/nginx.conf)
+//! most sessions live on one instance, and their positions then cost Redis only the
+//! location cache's write, once a second per session.
+//!
+//! The roll call, on the session's channel: an instance whose subscription is confirmed
+//! (its first socket there, or again after a reconnect) says `Hello`; every instance
+//! subscribed there answers `Here`; one whose last socket there left says `Bye`. Each keeps,
+//! for every session it is subscribed to, the other instances it heard from. While it
+//! knows of none the session is quiet: positions are not published, the newest of each
+//! participant is held instead, and the moment another instance is heard from, what was
+//! held is published, so the newcomer's sockets (whose snapshot read the location cache,
+//! which may be a second behind) miss nothing.
+//!
+//! Why nothing is missed: a `Hello` is published after its sender's subscription was
+//! confirmed, so whatever an instance publishes after hearing it reaches the newcomer; of
+//! two instances subscribing at the same moment, the later `Hello` is published after both
+//! subscriptions, so at least one of them hears the other and answers. A roll-call message
+//! lost with Redis is said again: the prober follows each Resync it sends to a session
+//! this instance listens to with a `Hello`, and every subscription confirmed again after a
+//! reconnect says `Hello` too. An instance that stopped without its `Bye` is forgotten when
+//! its presence is reaped; until then it costs only publishes nobody reads. A session this
+//! instance is not subscribed to (a tracker app's position arriving where no socket of the
+//! session is) is always published.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use uuid::Uuid;
+
+use crate::bus::wire::Roll;
+use crate::domain::{SessionId, UserId};
+
+/// The sessions this instance is subscribed to and who else is.
+#[derive(Default)]
+pub(super) struct Listeners {
+    sessions: Mutex<HashMap<SessionId, Listening>>,
+}
+
+#[derive(Default)]
+struct Listening {
+    /// The other instances subscribed to the session, as last heard.
+    others: Vec<Uuid>,
+    /// While `others` is empty: the newest unpublished position of each participant.
+    held: Vec<Held>,
+}
+
+struct Held {
+    user_id: UserId,
+    /// When the position was taken (Unix ms): of two, the newer fix is kept.
+    fix_ms: i64,
+    /// When it leaves the location cache (Unix ms): it is not published after that.
+    until_ms: i64,
+    payload: Vec<u8>,
+}
+
+impl Listeners {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<SessionId, Listening>) -> T) -> T {
+        f(&mut self.sessions.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// This instance subscribes to the session: quiet until another instance is heard from.
+    pub(super) fn join(&self, session_id: SessionId) {
+        self.with(|sessions| {
+            sessions.entry(session_id).or_default();
+        });
+    }
+
+    /// This instance's last socket in the session left; what it held is not needed (the
+    /// location cache has it).
+    pub(super) fn leave(&self, session_id: SessionId) {
+        self.with(|sessions| sessions.remove(&session_id));
+    }
+
+    pub(super) fn is_listening(&self, session_id: SessionId) -> bool {
+        self.with(|sessions| sessions.contains_key(&session_id))
+    }
+
+    /// A position to publish: handed back unless the session is quiet, in which case it
+    /// is held (unless a newer fix of the same participant is).
+    pub(super) fn publish_or_hold(
+        &self,
+        session_id: SessionId,
+        user_id: UserId,
+        fix_ms: i64,
+        until_ms: i64,
+        payload: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        self.with(|sessions| {
+            let Some(session) = sessions.get_mut(&session_id).filter(|s| s.others.is_empty()) else {
+                return Some(payload);
+            };
+            let held = Held { user_id, fix_ms, until_ms, payload };
+            match session.held.iter_mut().find(|h| h.user_id == user_id) {
+                Some(older) if older.fix_ms <= fix_ms => *older = held,
+                Some(_) => {}
+                None => session.held.push(held),
+            }
+            None
+        })
+    }
+
+    /// `from` said `roll` on the session's channel. Returns whether to answer (a `Hello`
+    /// is answered with a `Here`). If the session was quiet, what it held that is still
+    /// cached at `now_ms` goes to `release`, in the order it was held, before any position
+    /// published after it (the lock is held meanwhile).
+    pub(super) fn heard(
+        &self,
+        session_id: SessionId,
+        from: Uuid,
+        roll: Roll,
+        now_ms: i64,
+        release: impl FnMut(Vec<u8>),
+    ) -> bool {
+        self.with(|sessions| {
+            let Some(session) = sessions.get_mut(&session_id) else {
+                return false; // not subscribed (any more): not ours to answer
+            };
+            if roll == Roll::Bye {
+                session.others.retain(|other| *other != from);
+                return false;
+            }
+            if !session.others.contains(&from) {
+                session.others.push(from);
+            }
+            std::mem::take(&mut session.held)
+                .into_iter()
+                .filter(|held| held.until_ms > now_ms)
+                .map(|held| held.payload)
+                .for_each(release);
+            roll == Roll::Hello
+        })
+    }
+
+    /// The participant left: nothing of theirs is published later.
+    pub(super) fn forget_user(&self, session_id: SessionId, user_id: UserId) {
+        self.with(|sessions| {
+            if let Some(session) = sessions.get_mut(&session_id) {
+                session.held.retain(|held| held.user_id != user_id);
+            }
+        });
+    }
+
+    /// These instances stopped without saying `Bye`.
+    pub(super) fn forget_instances(&self, gone: &[Uuid]) {
+        self.with(|sessions| {
+            for session in sessions.values_mut() {
+                session.others.retain(|other| !gone.contains(other));
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(listeners: &Listeners, session: SessionId, user: UserId, fix_ms: i64, bytes: &[u8]) -> bool {
+        listeners.publish_or_hold(session, user, fix_ms, 10_000, bytes.to_vec()).is_some()
+    }
+
+    /// Whether it was answered, and what it released.
+    fn hear(
+        listeners: &Listeners,
+        session: SessionId,
+        from: Uuid,
+        roll: Roll,
+        now_ms: i64,
+    ) -> (bool, Vec<Vec<u8>>) {
+        let mut released = Vec::new();
+        let answer = listeners.heard(session, from, roll, now_ms, |payload| released.push(payload));
+        (answer, released)
+    }
+
+    #[test]
+    fn a_session_nobody_else_listens_to_is_quiet_until_someone_says_hello() {
+        let listeners = Listeners::default();
+        let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
+        let other = Uuid::new_v4();
+        // Not subscribed: published.
+        assert!(hold(&listeners, session, ann, 1, b"a1"));
+        listeners.join(session);
+        assert!(!hold(&listeners, session, ann, 2, b"a2"), "quiet: held");
+        assert!(!hold(&listeners, session, bob, 2, b"b2"));
+        assert!(!hold(&listeners, session, ann, 1, b"a-older"), "an older fix does not replace");
+        assert!(!hold(&listeners, session, ann, 3, b"a3"));
+
+        assert_eq!(
+            hear(&listeners, session, other, Roll::Hello, 0),
+            (true, vec![b"a3".to_vec(), b"b2".to_vec()])
+        );
+        assert!(hold(&listeners, session, ann, 4, b"a4"), "someone listens: published");
+        // Said twice (a Hello again after its reconnect): answered, nothing held to release.
+        assert_eq!(hear(&listeners, session, other, Roll::Hello, 0), (true, vec![]));
+
+        assert_eq!(hear(&listeners, session, other, Roll::Bye, 0), (false, vec![]));
+        assert!(!hold(&listeners, session, ann, 5, b"a5"), "quiet again");
+        // A Here (an answer to this instance's Hello) is not answered.
+        assert_eq!(hear(&listeners, session, other, Roll::Here, 0), (false, vec![b"a5".to_vec()]));
+    }
+
+    #[test]
+    fn what_expired_left_or_was_not_subscribed_is_not_released() {
+        let listeners = Listeners::default();
+        let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
+        listeners.join(session);
+        listeners.publish_or_hold(session, ann, 1, 500, b"stale".to_vec());
+        listeners.publish_or_hold(session, bob, 1, 2_000, b"fresh".to_vec());
+        listeners.publish_or_hold(session, UserId::new_random(), 1, 2_000, b"gone".to_vec());
+        let left = listeners.with(|s| s[&session].held[2].user_id);
+        listeners.forget_user(session, left);
+        assert_eq!(hear(&listeners, session, Uuid::new_v4(), Roll::Here, 1_000).1, vec![b"fresh".to_vec()]);
+
+        // Heard on a session this instance left: ignored, not answered.
+        listeners.leave(session);
+        assert_eq!(hear(&listeners, session, Uuid::new_v4(), Roll::Hello, 0), (false, vec![]));
+        assert!(!listeners.is_listening(session));
+    }
+
+    #[test]
+    fn an_instance_reaped_as_gone_stops_counting_as_a_listener() {
+        let listeners = Listeners::default();
+        let (session, ann) = (SessionId::new_random(), UserId::new_random());
+        let (gone, alive) = (Uuid::new_v4(), Uuid::new_v4());
+        listeners.join(session);
+        hear(&listeners, session, gone, Roll::Here, 0);
+        listeners.forget_instances(&[gone]);
+        assert!(!hold(&listeners, session, ann, 1, b"a"));
+        hear(&listeners, session, alive, Roll::Here, 0);
+        hear(&listeners, session, gone, Roll::Here, 0);
+        listeners.forget_instances(&[gone]);
+        assert!(hold(&listeners, session, ann, 2, b"a2"), "the other one still listens");
+    }
+}
