@@ -48,6 +48,11 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
         HubMessage::End { frame } => (3, Uuid::nil(), 0, frame),
     };
     let topic_name = &topic_name[..usize::from(code).min(topic_name.len())];
+    record(origin, kind, user, code, topic_name, frame.as_bytes())
+}
+
+/// A publish of one record.
+fn record(origin: Uuid, kind: u8, user: Uuid, code: u16, topic_name: &[u8], frame: &[u8]) -> Vec<u8> {
     let record = RECORD_HEADER - 4 + topic_name.len() + frame.len();
     let mut out = Vec::with_capacity(PREFIX + 4 + record);
     out.push(VERSION);
@@ -58,7 +63,7 @@ pub fn encode(origin: Uuid, message: &HubMessage) -> Vec<u8> {
     out.extend_from_slice(user.as_bytes());
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(topic_name);
-    out.extend_from_slice(frame.as_bytes());
+    out.extend_from_slice(frame);
     out
 }
 
@@ -80,14 +85,7 @@ pub fn encode_roll(origin: Uuid, roll: Roll) -> Vec<u8> {
         Roll::Here => 9,
         Roll::Bye => 10,
     };
-    let mut out = Vec::with_capacity(PREFIX + RECORD_HEADER);
-    out.push(VERSION);
-    out.extend_from_slice(origin.as_bytes());
-    out.extend_from_slice(&u32::try_from(RECORD_HEADER - 4).unwrap_or_default().to_be_bytes());
-    out.push(kind);
-    out.extend_from_slice(Uuid::nil().as_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out
+    record(origin, kind, Uuid::nil(), 0, &[], &[])
 }
 
 /// Adds the messages of `more` (from `encode`, same origin, same channel) after those of

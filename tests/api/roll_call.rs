@@ -127,3 +127,38 @@ impl Overhearer {
         }
     }
 }
+
+#[cfg_attr(
+    not(convoy_scaled_tests),
+    ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_says_hello_still_counts_through_its_presence() {
+    let app = spawn_app_on(Backend::Scaled, |c| c.rate_limit_enabled = false).await;
+    let (session, [ann]) = app.session_with(["Ann"]).await;
+    let mut overheard = Overhearer::on(&session.session_id).await;
+    // An instance of a version without the roll call, with a socket in the session: its
+    // heartbeat (on Redis's clock) and its presence entry, and not a word on the channel.
+    let older = uuid::Uuid::new_v4();
+    let client = redis::Client::open(scaled_urls().1).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("presence_instances")
+        .arg(secs * 1000 + micros / 1000)
+        .arg(older.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let entry = format!("{older}:older-socket");
+    let key = format!("presence:session:{}", session.session_id);
+    let _: () = redis::cmd("HSET").arg(&key).arg(entry).arg("{}").query_async(&mut redis).await.unwrap();
+
+    // Ann's snapshot reads the session's presence: the older instance listens, so her
+    // positions are published.
+    let (mut ann_ws, _) = app.connect(&ann.token).await;
+    ann_ws.send_location(1.0, 0.0).await;
+    say(&mut ann_ws, "heard by the older one").await;
+    let published = overheard.until("heard by the older one").await;
+    assert!(published.iter().any(|p| p.contains("location_broadcast")), "{published:?}");
+}

@@ -17,13 +17,19 @@
 //! two instances subscribing at the same moment, the later `Hello` is published after both
 //! subscriptions, so at least one of them hears the other and answers. A roll-call message
 //! lost with Redis is said again: the prober follows each Resync it sends to a session
-//! this instance listens to with a `Hello`, and every subscription confirmed again after a
-//! reconnect says `Hello` too. An instance that stopped without its `Bye` is forgotten when
-//! its presence is reaped; until then it costs only publishes nobody reads. A session this
-//! instance is not subscribed to (a tracker app's position arriving where no socket of the
-//! session is) is always published.
+//! this instance listens to with a `Hello`, every subscription confirmed again after a
+//! reconnect says `Hello`, and an instance that was taken for gone says it everywhere it
+//! listens. Presence is a second witness: an instance with live presence entries in the
+//! session (read for every snapshot) counts as listening too, which also covers instances
+//! of a version without the roll call. A session this instance is not subscribed to (a
+//! tracker app's position arriving where no socket of the session is) is always published.
+//!
+//! An instance that stopped without its `Bye` is forgotten by the instance that reaps its
+//! presence; the others keep publishing for it until their own last socket in the session
+//! leaves: publishes nobody reads, never a position lost.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use uuid::Uuid;
@@ -42,11 +48,10 @@ struct Listening {
     /// The other instances subscribed to the session, as last heard.
     others: Vec<Uuid>,
     /// While `others` is empty: the newest unpublished position of each participant.
-    held: Vec<Held>,
+    held: HashMap<UserId, Held>,
 }
 
 struct Held {
-    user_id: UserId,
     /// When the position was taken (Unix ms): of two, the newer fix is kept.
     fix_ms: i64,
     /// When it leaves the location cache (Unix ms): it is not published after that.
@@ -76,34 +81,46 @@ impl Listeners {
         self.with(|sessions| sessions.contains_key(&session_id))
     }
 
-    /// A position to publish: handed back unless the session is quiet, in which case it
-    /// is held (unless a newer fix of the same participant is).
+    /// The sessions this instance listens to.
+    pub(super) fn sessions(&self) -> Vec<SessionId> {
+        self.with(|sessions| sessions.keys().copied().collect())
+    }
+
+    /// A position: handed to `publish` (under the lock, so a position released at the same
+    /// moment cannot overtake it) unless the session is quiet, in which case it is held
+    /// until `until_ms()` (unless a newer fix of the same participant is). True if held.
     pub(super) fn publish_or_hold(
         &self,
         session_id: SessionId,
         user_id: UserId,
         fix_ms: i64,
-        until_ms: i64,
+        until_ms: impl FnOnce() -> i64,
         payload: Vec<u8>,
-    ) -> Option<Vec<u8>> {
+        publish: impl FnOnce(Vec<u8>),
+    ) -> bool {
         self.with(|sessions| {
             let Some(session) = sessions.get_mut(&session_id).filter(|s| s.others.is_empty()) else {
-                return Some(payload);
+                publish(payload);
+                return false;
             };
-            let held = Held { user_id, fix_ms, until_ms, payload };
-            match session.held.iter_mut().find(|h| h.user_id == user_id) {
-                Some(older) if older.fix_ms <= fix_ms => *older = held,
-                Some(_) => {}
-                None => session.held.push(held),
+            let held = Held { fix_ms, until_ms: until_ms(), payload };
+            match session.held.entry(user_id) {
+                Entry::Occupied(mut older) if older.get().fix_ms <= fix_ms => {
+                    older.insert(held);
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(place) => {
+                    place.insert(held);
+                }
             }
-            None
+            true
         })
     }
 
     /// `from` said `roll` on the session's channel. Returns whether to answer (a `Hello`
     /// is answered with a `Here`). If the session was quiet, what it held that is still
-    /// cached at `now_ms` goes to `release`, in the order it was held, before any position
-    /// published after it (the lock is held meanwhile).
+    /// cached at `now_ms` goes to `release`, before any position published after it (the
+    /// lock is held meanwhile).
     pub(super) fn heard(
         &self,
         session_id: SessionId,
@@ -124,7 +141,7 @@ impl Listeners {
                 session.others.push(from);
             }
             std::mem::take(&mut session.held)
-                .into_iter()
+                .into_values()
                 .filter(|held| held.until_ms > now_ms)
                 .map(|held| held.payload)
                 .for_each(release);
@@ -136,13 +153,16 @@ impl Listeners {
     pub(super) fn forget_user(&self, session_id: SessionId, user_id: UserId) {
         self.with(|sessions| {
             if let Some(session) = sessions.get_mut(&session_id) {
-                session.held.retain(|held| held.user_id != user_id);
+                session.held.remove(&user_id);
             }
         });
     }
 
     /// These instances stopped without saying `Bye`.
     pub(super) fn forget_instances(&self, gone: &[Uuid]) {
+        if gone.is_empty() {
+            return;
+        }
         self.with(|sessions| {
             for session in sessions.values_mut() {
                 session.others.retain(|other| !gone.contains(other));
@@ -155,11 +175,33 @@ impl Listeners {
 mod tests {
     use super::*;
 
-    fn hold(listeners: &Listeners, session: SessionId, user: UserId, fix_ms: i64, bytes: &[u8]) -> bool {
-        listeners.publish_or_hold(session, user, fix_ms, 10_000, bytes.to_vec()).is_some()
+    /// Whether the position was published (not held).
+    fn send(listeners: &Listeners, session: SessionId, user: UserId, fix_ms: i64, bytes: &[u8]) -> bool {
+        send_until(listeners, session, user, fix_ms, 10_000, bytes)
     }
 
-    /// Whether it was answered, and what it released.
+    fn send_until(
+        listeners: &Listeners,
+        session: SessionId,
+        user: UserId,
+        fix_ms: i64,
+        until_ms: i64,
+        bytes: &[u8],
+    ) -> bool {
+        let mut published = None;
+        let held = listeners.publish_or_hold(
+            session,
+            user,
+            fix_ms,
+            || until_ms,
+            bytes.to_vec(),
+            |p| published = Some(p),
+        );
+        assert_eq!(held, published.is_none());
+        published.is_some_and(|p| p == bytes)
+    }
+
+    /// Whether it was answered, and what it released (sorted).
     fn hear(
         listeners: &Listeners,
         session: SessionId,
@@ -169,6 +211,7 @@ mod tests {
     ) -> (bool, Vec<Vec<u8>>) {
         let mut released = Vec::new();
         let answer = listeners.heard(session, from, roll, now_ms, |payload| released.push(payload));
+        released.sort();
         (answer, released)
     }
 
@@ -178,23 +221,23 @@ mod tests {
         let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
         let other = Uuid::new_v4();
         // Not subscribed: published.
-        assert!(hold(&listeners, session, ann, 1, b"a1"));
+        assert!(send(&listeners, session, ann, 1, b"a1"));
         listeners.join(session);
-        assert!(!hold(&listeners, session, ann, 2, b"a2"), "quiet: held");
-        assert!(!hold(&listeners, session, bob, 2, b"b2"));
-        assert!(!hold(&listeners, session, ann, 1, b"a-older"), "an older fix does not replace");
-        assert!(!hold(&listeners, session, ann, 3, b"a3"));
+        assert!(!send(&listeners, session, ann, 2, b"a2"), "quiet: held");
+        assert!(!send(&listeners, session, bob, 2, b"b2"));
+        assert!(!send(&listeners, session, ann, 1, b"a-older"), "an older fix does not replace");
+        assert!(!send(&listeners, session, ann, 3, b"a3"));
 
         assert_eq!(
             hear(&listeners, session, other, Roll::Hello, 0),
             (true, vec![b"a3".to_vec(), b"b2".to_vec()])
         );
-        assert!(hold(&listeners, session, ann, 4, b"a4"), "someone listens: published");
+        assert!(send(&listeners, session, ann, 4, b"a4"), "someone listens: published");
         // Said twice (a Hello again after its reconnect): answered, nothing held to release.
         assert_eq!(hear(&listeners, session, other, Roll::Hello, 0), (true, vec![]));
 
         assert_eq!(hear(&listeners, session, other, Roll::Bye, 0), (false, vec![]));
-        assert!(!hold(&listeners, session, ann, 5, b"a5"), "quiet again");
+        assert!(!send(&listeners, session, ann, 5, b"a5"), "quiet again");
         // A Here (an answer to this instance's Hello) is not answered.
         assert_eq!(hear(&listeners, session, other, Roll::Here, 0), (false, vec![b"a5".to_vec()]));
     }
@@ -202,19 +245,20 @@ mod tests {
     #[test]
     fn what_expired_left_or_was_not_subscribed_is_not_released() {
         let listeners = Listeners::default();
-        let (session, ann, bob) = (SessionId::new_random(), UserId::new_random(), UserId::new_random());
+        let (session, ann, bob, left) =
+            (SessionId::new_random(), UserId::new_random(), UserId::new_random(), UserId::new_random());
         listeners.join(session);
-        listeners.publish_or_hold(session, ann, 1, 500, b"stale".to_vec());
-        listeners.publish_or_hold(session, bob, 1, 2_000, b"fresh".to_vec());
-        listeners.publish_or_hold(session, UserId::new_random(), 1, 2_000, b"gone".to_vec());
-        let left = listeners.with(|s| s[&session].held[2].user_id);
+        send_until(&listeners, session, ann, 1, 500, b"stale");
+        send_until(&listeners, session, bob, 1, 2_000, b"fresh");
+        send_until(&listeners, session, left, 1, 2_000, b"gone");
         listeners.forget_user(session, left);
         assert_eq!(hear(&listeners, session, Uuid::new_v4(), Roll::Here, 1_000).1, vec![b"fresh".to_vec()]);
 
         // Heard on a session this instance left: ignored, not answered.
+        assert_eq!(listeners.sessions(), [session]);
         listeners.leave(session);
         assert_eq!(hear(&listeners, session, Uuid::new_v4(), Roll::Hello, 0), (false, vec![]));
-        assert!(!listeners.is_listening(session));
+        assert!(!listeners.is_listening(session) && listeners.sessions().is_empty());
     }
 
     #[test]
@@ -225,10 +269,10 @@ mod tests {
         listeners.join(session);
         hear(&listeners, session, gone, Roll::Here, 0);
         listeners.forget_instances(&[gone]);
-        assert!(!hold(&listeners, session, ann, 1, b"a"));
+        assert!(!send(&listeners, session, ann, 1, b"a"));
         hear(&listeners, session, alive, Roll::Here, 0);
         hear(&listeners, session, gone, Roll::Here, 0);
         listeners.forget_instances(&[gone]);
-        assert!(hold(&listeners, session, ann, 2, b"a2"), "the other one still listens");
+        assert!(send(&listeners, session, ann, 2, b"a2"), "the other one still listens");
     }
 }

@@ -58,7 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::wire;
+use super::wire::{self, Roll};
 use super::{Bus, BusError, BusSettings, Inbound, LocationCache, Messaging, PresenceRegistry, RedisTarget};
 use crate::clock::Clock;
 use crate::domain::{Location, RoomId, SessionId, UserId, from_millis};
@@ -224,15 +224,13 @@ impl RedisBus {
         Ok((bus, inbound))
     }
 
-    fn enqueue(&self, command: Command) {
-        self.out.send(command);
-    }
-
     fn check(&self) -> Result<Conn, BusError> {
         if self.breaker.is_open() { Err(self.breaker.error()) } else { Ok(self.conn.clone()) }
     }
 
-    /// The channel's presence entries written by other instances that are still alive.
+    /// The channel's presence entries written by other instances that are still alive. An
+    /// instance with entries in a session this instance listens to has sockets there: it
+    /// counts as listening (`listeners`), whether or not its roll call was heard.
     async fn remote_presence(&self, channel: Channel) -> Result<Vec<PresenceMeta>, BusError> {
         let mut conn = self.check()?;
         let entries: HashMap<String, String> =
@@ -262,6 +260,11 @@ impl RedisBus {
             .filter(|(_, beat)| number(beat).is_some_and(|at| at >= alive_since))
             .map(|(instance, _)| instance)
             .collect();
+        if let Channel::Session(session_id) = channel {
+            for instance in alive.iter().filter_map(|i| i.parse().ok()) {
+                heard(&self.listeners, &self.out, &self.clock, session_id, instance, Roll::Here);
+            }
+        }
         Ok(entries
             .iter()
             .filter(|(field, _)| field.split_once(':').is_some_and(|(instance, _)| alive.contains(instance)))
@@ -341,6 +344,23 @@ impl Outgoing {
     }
 }
 
+/// `from` said `roll` on the session's channel (or, as `Here`, was seen in its presence):
+/// noted, and what was held while nobody listened goes out. Returns whether to answer.
+fn heard(
+    listeners: &Listeners,
+    out: &Outgoing,
+    clock: &Clock,
+    session_id: SessionId,
+    from: Uuid,
+    roll: Roll,
+) -> bool {
+    let channel = Channel::Session(session_id);
+    let now_ms = clock.now().timestamp_millis();
+    // Must arrive: a newcomer missing one gets a Resync instead.
+    let release = |payload| out.send(Command::Publish { channel, payload, must_arrive: true });
+    listeners.heard(session_id, from, roll, now_ms, release)
+}
+
 /// Where the subscriber listens: a single Redis's pub/sub connection, or the cluster's
 /// shards (sharded pub/sub).
 enum PubSub {
@@ -364,20 +384,23 @@ impl Messaging for RedisBus {
             self.out.count_drop(must_arrive.then_some(envelope.channel));
             return;
         }
-        let mut payload = wire::encode(self.instance_id, &envelope.message);
-        if let (HubMessage::Location { from, location, .. }, Channel::Session(session_id)) =
-            (&envelope.message, envelope.channel)
-        {
-            // Held while no other instance listens (the same expiry as the cache's).
-            let fix_ms = location.timestamp.timestamp_millis();
+        let channel = envelope.channel;
+        let payload = wire::encode(self.instance_id, &envelope.message);
+        let (HubMessage::Location { from, location, .. }, Channel::Session(session_id)) =
+            (&envelope.message, channel)
+        else {
+            return self.out.send(Command::Publish { channel, payload, must_arrive });
+        };
+        // Held while no other instance listens, until it would leave the cache.
+        let fix_ms = location.timestamp.timestamp_millis();
+        let until_ms = || {
             let ttl_ms = i64::try_from(self.location_ttl.as_millis()).unwrap_or(i64::MAX);
-            let until_ms = fix_ms.saturating_add(ttl_ms).max(self.clock.now().timestamp_millis() + 1_000);
-            match self.listeners.publish_or_hold(session_id, *from, fix_ms, until_ms, payload) {
-                Some(unheld) => payload = unheld,
-                None => return self.held_total.increment(1),
-            }
+            fix_ms.saturating_add(ttl_ms).max(self.clock.now().timestamp_millis() + 1_000)
+        };
+        let publish = |payload| self.out.send(Command::Publish { channel, payload, must_arrive });
+        if self.listeners.publish_or_hold(session_id, *from, fix_ms, until_ms, payload, publish) {
+            self.held_total.increment(1);
         }
-        self.enqueue(Command::Publish { channel: envelope.channel, payload, must_arrive });
     }
 
     fn subscribe(&self, channel: Channel) -> BoxFuture<'static, ()> {
@@ -396,7 +419,7 @@ impl Messaging for RedisBus {
             self.listeners.leave(session_id);
             // Lost, it costs only the others' publishes to a channel nobody here reads.
             let payload = wire::encode_roll(self.instance_id, wire::Roll::Bye);
-            self.enqueue(Command::Publish { channel, payload, must_arrive: false });
+            self.out.send(Command::Publish { channel, payload, must_arrive: false });
         }
         let _ = self.subscriptions.send(Subscription::Unsubscribe(channel));
     }
@@ -434,7 +457,7 @@ impl LocationCache for RedisBus {
         let fix_ms = location.timestamp.timestamp_millis();
         self.recent.put(session_id, user_id, *location, until_ms, self.clock.instant());
         let command = Command::PutLocation { session_id, user_id, value, fix_ms, at_ms };
-        self.enqueue(command);
+        self.out.send(command);
         Ok(())
     }
 
@@ -457,13 +480,13 @@ impl LocationCache for RedisBus {
     async fn remove_location(&self, session_id: SessionId, user_id: UserId) -> Result<(), BusError> {
         self.listeners.forget_user(session_id, user_id);
         self.recent.remove(session_id, user_id);
-        self.enqueue(Command::RemoveLocation { session_id, user_id });
+        self.out.send(Command::RemoveLocation { session_id, user_id });
         Ok(())
     }
 
     async fn clear_session(&self, session_id: SessionId) -> Result<(), BusError> {
         self.recent.clear(session_id);
-        self.enqueue(Command::ClearSession { session_id });
+        self.out.send(Command::ClearSession { session_id });
         Ok(())
     }
 
@@ -495,7 +518,7 @@ impl PresenceRegistry for RedisBus {
         match serde_json::to_string(meta) {
             Ok(json) => {
                 let field = presence_field(self.instance_id, &meta.phx_ref);
-                self.enqueue(Command::PresenceJoin { channel, field, json });
+                self.out.send(Command::PresenceJoin { channel, field, json });
             }
             Err(err) => tracing::error!(error = %err, "presence meta did not serialize"),
         }
@@ -504,7 +527,7 @@ impl PresenceRegistry for RedisBus {
     fn presence_leave(&self, channel: Channel, meta: &PresenceMeta) {
         let last = self.presence.leave(channel, &meta.phx_ref);
         let field = presence_field(self.instance_id, &meta.phx_ref);
-        self.enqueue(Command::PresenceLeave { channel, field, last });
+        self.out.send(Command::PresenceLeave { channel, field, last });
     }
 
     async fn presence(&self, channel: Channel) -> Vec<PresenceMeta> {
@@ -529,8 +552,6 @@ impl PresenceRegistry for RedisBus {
         let gone: Vec<String> =
             call(eval(&GONE, INSTANCES_KEY).arg(timeout_ms).query_async(&mut conn)).await?;
         let own = self.instance_id.to_string();
-        let gone_ids: Vec<Uuid> = gone.iter().filter_map(|i| i.parse().ok()).collect();
-        self.listeners.forget_instances(&gone_ids);
         let mut reaped = Vec::new();
         for instance in gone.iter().filter(|i| **i != own) {
             tracing::info!(%instance, "an instance stopped without leaving: reaping its presence");
@@ -541,6 +562,10 @@ impl PresenceRegistry for RedisBus {
                 // What was removed so far is still announced; the rest waits for the next sweep.
                 tracing::warn!(error = %err, "reaping stopped part-way");
                 break;
+            }
+            // Reaped for good (removed from the heartbeats: back, it says Hello again).
+            if let Ok(gone) = instance.parse() {
+                self.listeners.forget_instances(&[gone]);
             }
         }
         Ok(reaped)

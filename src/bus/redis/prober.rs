@@ -93,14 +93,16 @@ pub(super) async fn run_prober(
                 // sockets everywhere resynchronise, and this instance's own too.
                 let mut beat = eval(&HEARTBEAT, INSTANCES_KEY);
                 beat.arg(instance_id.to_string());
+                // The others may have forgotten it as a listener too: the Resync of every
+                // session it listens to is followed by a Hello.
                 match call(beat.query_async(&mut conn)).await {
-                    Ok(1) if !presence.channels().is_empty() => {
+                    Ok(1) if !presence.channels().is_empty() || !listeners.sessions().is_empty() => {
                         tracing::warn!("this instance was taken for gone: restoring its presence");
-                        breaker
-                            .dropped_channels
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .extend(presence.channels());
+                        let listened = listeners.sessions().into_iter().map(Channel::Session);
+                        let mut dropped = breaker.dropped_channels.lock().unwrap_or_else(|e| e.into_inner());
+                        dropped.extend(presence.channels());
+                        dropped.extend(listened);
+                        drop(dropped);
                         let _ = inbound.send(BusEvent::ResyncAll);
                     }
                     Ok(_) => {}

@@ -6,14 +6,17 @@
 //! has it.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::CALL_TIMEOUT;
 use super::spaced::SPACING;
 use crate::domain::{Location, SessionId, UserId};
 
-/// How long a put is remembered: by then the writer has sent it.
-const KEEP: Duration = Duration::from_secs(SPACING.as_secs() * 2);
+/// How long a put is remembered: the writer has sent it by then unless Redis is more than
+/// a call's timeout behind (then reads may miss it, as they would without this).
+const KEEP: Duration = SPACING.saturating_add(CALL_TIMEOUT).saturating_add(Duration::from_secs(1));
 
 #[derive(Default)]
 pub(super) struct Recent {
@@ -22,12 +25,11 @@ pub(super) struct Recent {
 
 #[derive(Default)]
 struct Inner {
-    sessions: HashMap<SessionId, Vec<Entry>>,
+    sessions: HashMap<SessionId, HashMap<UserId, Put>>,
     pruned_at: Option<Instant>,
 }
 
-struct Entry {
-    user_id: UserId,
+struct Put {
     location: Location,
     /// When it leaves the cache (Unix ms).
     until_ms: i64,
@@ -51,25 +53,28 @@ impl Recent {
         self.with(|inner| {
             if inner.pruned_at.is_none_or(|at| now.duration_since(at) >= KEEP) {
                 inner.pruned_at = Some(now);
-                inner.sessions.retain(|_, entries| {
-                    entries.retain(|e| now.duration_since(e.put_at) < KEEP);
-                    !entries.is_empty()
+                inner.sessions.retain(|_, puts| {
+                    puts.retain(|_, put| now.duration_since(put.put_at) < KEEP);
+                    !puts.is_empty()
                 });
             }
-            let entries = inner.sessions.entry(session_id).or_default();
-            let entry = Entry { user_id, location, until_ms, put_at: now };
-            match entries.iter_mut().find(|e| e.user_id == user_id) {
-                Some(older) if older.location.timestamp <= location.timestamp => *older = entry,
-                Some(_) => {}
-                None => entries.push(entry),
+            let put = Put { location, until_ms, put_at: now };
+            match inner.sessions.entry(session_id).or_default().entry(user_id) {
+                Entry::Occupied(mut older) if older.get().location.timestamp <= location.timestamp => {
+                    older.insert(put);
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(place) => {
+                    place.insert(put);
+                }
             }
         });
     }
 
     pub(super) fn remove(&self, session_id: SessionId, user_id: UserId) {
         self.with(|inner| {
-            if let Some(entries) = inner.sessions.get_mut(&session_id) {
-                entries.retain(|e| e.user_id != user_id);
+            if let Some(puts) = inner.sessions.get_mut(&session_id) {
+                puts.remove(&user_id);
             }
         });
     }
@@ -88,13 +93,14 @@ impl Recent {
         locations: &mut Vec<(UserId, Location)>,
     ) {
         self.with(|inner| {
-            let Some(entries) = inner.sessions.get(&session_id) else { return };
-            let fresh = entries.iter().filter(|e| now.duration_since(e.put_at) < KEEP && e.until_ms > now_ms);
-            for entry in fresh {
-                match locations.iter_mut().find(|(user_id, _)| *user_id == entry.user_id) {
-                    Some((_, stored)) if stored.timestamp >= entry.location.timestamp => {}
-                    Some((_, stored)) => *stored = entry.location,
-                    None => locations.push((entry.user_id, entry.location)),
+            let Some(puts) = inner.sessions.get(&session_id) else { return };
+            let fresh =
+                puts.iter().filter(|(_, put)| now.duration_since(put.put_at) < KEEP && put.until_ms > now_ms);
+            for (user_id, put) in fresh {
+                match locations.iter_mut().find(|(stored_for, _)| stored_for == user_id) {
+                    Some((_, stored)) if stored.timestamp >= put.location.timestamp => {}
+                    Some((_, stored)) => *stored = put.location,
+                    None => locations.push((*user_id, put.location)),
                 }
             }
         });
@@ -121,8 +127,11 @@ mod tests {
         let cat = UserId::new_random();
         let mut read = vec![(ann, at(0.5, 30)), (cat, at(3.0, 0))];
         recent.overlay(session, 0, t0, &mut read);
-        let lats: Vec<(UserId, f64)> = read.iter().map(|(u, l)| (*u, l.lat)).collect();
-        assert_eq!(lats, [(ann, 1.0), (cat, 3.0), (bob, 2.0)]);
+        let mut lats: Vec<(UserId, f64)> = read.iter().map(|(u, l)| (*u, l.lat)).collect();
+        lats.sort_by_key(|(u, _)| *u);
+        let mut expected = vec![(ann, 1.0), (cat, 3.0), (bob, 2.0)];
+        expected.sort_by_key(|(u, _)| *u);
+        assert_eq!(lats, expected);
 
         // Redis caught up with a newer one: it stands. Bob's expired.
         let mut read = vec![(ann, at(5.0, 0))];

@@ -16,7 +16,7 @@ use super::keys::Keys;
 use super::listeners::Listeners;
 use super::prober::Breaker;
 use super::writer::Command;
-use super::{CALL_TIMEOUT, MAX_BACKOFF, Outgoing, PUBSUB_KEEPALIVE, call};
+use super::{CALL_TIMEOUT, MAX_BACKOFF, Outgoing, PUBSUB_KEEPALIVE, call, heard};
 use crate::bus::BusEvent;
 use crate::bus::wire::{self, Record, Roll};
 use crate::clock::Clock;
@@ -74,9 +74,7 @@ impl Subscriber {
     /// what was held while nobody listened goes out.
     fn heard(&self, channel: Channel, from: Uuid, roll: Roll) {
         let Channel::Session(session_id) = channel else { return };
-        let now_ms = self.clock.now().timestamp_millis();
-        let release = |payload| self.out.send(Command::Publish { channel, payload, must_arrive: false });
-        if self.listeners.heard(session_id, from, roll, now_ms, release) {
+        if heard(&self.listeners, &self.out, &self.clock, session_id, from, roll) {
             self.say(channel, Roll::Here);
         }
     }
