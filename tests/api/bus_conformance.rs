@@ -55,7 +55,8 @@ macro_rules! on_every_bus {
                 #[tokio::test]
                 async fn $check() {
                     let (bus, shutdown) = super::local().await;
-                    super::$check(bus.as_ref()).await;
+                    // One instance: it is its own other.
+                    super::$check(bus.as_ref(), bus.as_ref()).await;
                     shutdown.cancel();
                 }
             )+
@@ -65,9 +66,10 @@ macro_rules! on_every_bus {
                 #[cfg_attr(not(convoy_scaled_tests), ignore = "needs PostgreSQL and Redis: set TEST_POSTGRES_URL and TEST_REDIS_URL")]
                 #[tokio::test]
                 async fn $check() {
-                    let (bus, shutdown) = super::redis().await;
-                    super::$check(bus.as_ref()).await;
+                    let ((bus, shutdown), (other, other_shutdown)) = (super::redis().await, super::redis().await);
+                    super::$check(bus.as_ref(), other.as_ref()).await;
                     shutdown.cancel();
+                    other_shutdown.cancel();
                 }
             )+
         }
@@ -76,9 +78,11 @@ macro_rules! on_every_bus {
                 #[cfg_attr(not(convoy_cluster_tests), ignore = "needs PostgreSQL and a Redis Cluster: set TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (.ci/redis-cluster start)")]
                 #[tokio::test]
                 async fn $check() {
-                    let (bus, shutdown) = super::redis_cluster().await;
-                    super::$check(bus.as_ref()).await;
+                    let ((bus, shutdown), (other, other_shutdown)) =
+                        (super::redis_cluster().await, super::redis_cluster().await);
+                    super::$check(bus.as_ref(), other.as_ref()).await;
                     shutdown.cancel();
+                    other_shutdown.cancel();
                 }
             )+
         }
@@ -89,7 +93,7 @@ fn at(lat: f64) -> Location {
     Location::at(lat, 16.4, 5.0, now())
 }
 
-async fn the_location_cache_keeps_the_latest_per_participant(bus: &dyn Bus) {
+async fn the_location_cache_keeps_the_latest_per_participant(bus: &dyn Bus, _other: &dyn Bus) {
     let (session, other) = (SessionId::new_random(), SessionId::new_random());
     let (ann, bob) = (UserId::new_random(), UserId::new_random());
     let ttl = Duration::from_secs(60);
@@ -112,7 +116,7 @@ async fn the_location_cache_keeps_the_latest_per_participant(bus: &dyn Bus) {
     assert!(bus.ping().await.is_ok());
 }
 
-async fn a_flush_with_nothing_queued_changes_nothing(bus: &dyn Bus) {
+async fn a_flush_with_nothing_queued_changes_nothing(bus: &dyn Bus, _other: &dyn Bus) {
     let (session, ann) = (SessionId::new_random(), UserId::new_random());
     bus.flush(FLUSH).await;
     bus.flush(FLUSH).await; // nothing queued: the Redis writer once sent an empty pipeline, an error
@@ -122,16 +126,19 @@ async fn a_flush_with_nothing_queued_changes_nothing(bus: &dyn Bus) {
     assert_eq!(bus.locations(session).await.unwrap().len(), 1, "still writing after a bare flush");
 }
 
-async fn a_location_held_back_is_written_by_itself(bus: &dyn Bus) {
+async fn a_location_held_back_is_written_by_itself(bus: &dyn Bus, other: &dyn Bus) {
     let (session, ann) = (SessionId::new_random(), UserId::new_random());
     let ttl = Duration::from_secs(60);
     bus.put_location(session, ann, &at(1.0), ttl).await.unwrap();
     // Redis writes a session's cache at most once a second: this one is held, and must be
-    // written when its second is up, with no flush and no later update to carry it.
+    // written when its second is up, with no flush and no later update to carry it. The
+    // writing instance sees it at once (it remembers its own writes): ask another one.
     bus.put_location(session, ann, &at(2.0), ttl).await.unwrap();
+    let own: Vec<f64> = bus.locations(session).await.unwrap().iter().map(|(_, l)| l.lat).collect();
+    assert_eq!(own, [2.0], "the writer reads its own write");
     let deadline = tokio::time::Instant::now() + FLUSH;
     loop {
-        let cached: Vec<f64> = bus.locations(session).await.unwrap().iter().map(|(_, l)| l.lat).collect();
+        let cached: Vec<f64> = other.locations(session).await.unwrap().iter().map(|(_, l)| l.lat).collect();
         if cached == [2.0] {
             break;
         }
@@ -151,7 +158,7 @@ fn meta(user_id: UserId) -> PresenceMeta {
     }
 }
 
-async fn presence_lists_this_instances_connections(bus: &dyn Bus) {
+async fn presence_lists_this_instances_connections(bus: &dyn Bus, _other: &dyn Bus) {
     let channel = Channel::Session(SessionId::new_random());
     let ann = UserId::new_random();
     let (phone, tablet) = (meta(ann), meta(ann));
@@ -168,7 +175,7 @@ async fn presence_lists_this_instances_connections(bus: &dyn Bus) {
     assert_eq!(bus.presence(channel).await, vec![tablet]);
 }
 
-async fn room_membership_counts_each_users_sockets(bus: &dyn Bus) {
+async fn room_membership_counts_each_users_sockets(bus: &dyn Bus, _other: &dyn Bus) {
     let room: RoomId = "u2edk8".parse().unwrap();
     let user = UserId::new_random();
     assert_eq!(bus.room_member(room, user, 1).await.unwrap(), 1, "arrives");

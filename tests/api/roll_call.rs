@@ -3,9 +3,16 @@
 //! costs Redis no publish per position, and an instance that arrives later misses none.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
+use convoy::bus::{self, Bus, BusEvent, BusSettings, Inbound, RedisTarget};
+use convoy::clock::Clock;
+use convoy::domain::SessionId;
+use convoy::message::{Channel, Envelope, HubMessage};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::helpers::*;
 
@@ -161,4 +168,61 @@ async fn an_instance_that_never_says_hello_still_counts_through_its_presence() {
     say(&mut ann_ws, "heard by the older one").await;
     let published = overheard.until("heard by the older one").await;
     assert!(published.iter().any(|p| p.contains("location_broadcast")), "{published:?}");
+}
+
+/// Two buses on the Redis Cluster, as two instances hold them.
+async fn cluster_bus(shutdown: &CancellationToken) -> (Arc<dyn Bus>, Inbound) {
+    let settings = BusSettings {
+        redis: Some(RedisTarget::Cluster(cluster_urls())),
+        instance_id: uuid::Uuid::new_v4(),
+        session_key_ttl_secs: 3600,
+        batch_delay: Duration::ZERO,
+        queue_max_bytes: 64 * 1024 * 1024,
+        instance_timeout: Duration::from_secs(15),
+        location_ttl: Duration::from_secs(30),
+        clock: Clock::system(),
+    };
+    let (bus, inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();
+    (bus, inbound.unwrap())
+}
+
+// On a cluster each SSUBSCRIBE and SUNSUBSCRIBE is sent by a task of its own, so a shard
+// may take a channel's unsubscription after the subscription that followed it: the
+// instance, with a socket there again, would hear nothing more of the session.
+#[cfg_attr(
+    not(convoy_cluster_tests),
+    ignore = "needs PostgreSQL and a Redis Cluster: set TEST_POSTGRES_URL and TEST_REDIS_CLUSTER_URLS (.ci/redis-cluster start)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_left_and_joined_again_at_once_is_still_heard_on_a_cluster() {
+    let shutdown = CancellationToken::new();
+    let ((a, mut heard), (b, _)) = (cluster_bus(&shutdown).await, cluster_bus(&shutdown).await);
+    let channel = Channel::Session(SessionId::new_random());
+    a.subscribe(channel).await;
+    for round in 0..30 {
+        // The last socket leaves and another arrives at once.
+        a.unsubscribe(channel);
+        a.subscribe(channel).await;
+        // What B publishes now reaches A, or (if A had to subscribe again) A resynchronises.
+        let said = format!("round {round}");
+        b.publish(&Envelope { channel, message: HubMessage::Event { frame: said.as_str().into() } });
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+                .await
+                .unwrap_or_else(|_| panic!("A heard nothing of {said}: left unsubscribed"))
+                .expect("bus open");
+            match event {
+                BusEvent::Deliver(Envelope { message: HubMessage::Event { frame }, .. })
+                    if *frame == *said =>
+                {
+                    break;
+                }
+                BusEvent::Deliver(Envelope { message: HubMessage::Resync, .. }) | BusEvent::ResyncAll => {
+                    break;
+                }
+                _ => {} // an earlier round's, after a resync
+            }
+        }
+    }
+    shutdown.cancel();
 }

@@ -13,8 +13,11 @@
 //! Confirmations of channels that lost nothing (the client resubscribes everything when it
 //! reloads the slot map) change nothing.
 //!
-//! Subscribing never holds the messages of healthy shards: each `SSUBSCRIBE` runs as a
-//! task of its own, and a channel that could not be subscribed is retried every second.
+//! Subscribing never holds the messages of healthy shards: each `SSUBSCRIBE` and
+//! `SUNSUBSCRIBE` runs as a task of its own, one channel's in the order they were asked
+//! for (sent side by side, a subscription often reached the shard before the
+//! unsubscription just before it, and left an instance whose socket had just come back
+//! deaf to its session), and a channel that could not be subscribed is retried every second.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 use redis::cluster_async::ClusterConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::cluster_builder;
@@ -53,6 +57,7 @@ pub(super) async fn run_sharded_subscriber(
         lost: wanted.clone(),
         retry: wanted.clone(),
         unsubscribing: HashMap::new(),
+        in_flight: HashMap::new(),
         resynced: HashMap::new(),
         wanted,
     };
@@ -90,7 +95,7 @@ pub(super) async fn run_sharded_subscriber(
                         *state.unsubscribing.entry(channel).or_default() += 1;
                         let mut conn = state.conn.clone();
                         let name = subscriber.keys.channel(channel);
-                        tokio::spawn(async move {
+                        state.in_order(channel, async move {
                             // The shard drops it anyway when the connection goes.
                             let _ = call(conn.sunsubscribe(name)).await;
                         });
@@ -155,6 +160,8 @@ struct Sharded<'a> {
     retry: HashSet<Channel>,
     /// Unsubscriptions sent whose confirmation has not come back yet.
     unsubscribing: HashMap<Channel, u32>,
+    /// Each channel's latest SSUBSCRIBE or SUNSUBSCRIBE task, until it is answered.
+    in_flight: HashMap<Channel, JoinHandle<()>>,
     /// When each channel's local sockets last resynchronised.
     resynced: HashMap<Channel, Instant>,
 }
@@ -163,7 +170,7 @@ impl Sharded<'_> {
     /// Sends one SSUBSCRIBE as a task of its own; `done` hears whether it worked, `ack`
     /// (the socket waiting to snapshot) as soon as it was tried.
     fn subscribe(
-        &self,
+        &mut self,
         channel: Channel,
         ack: Option<tokio::sync::oneshot::Sender<()>>,
         done: &mpsc::UnboundedSender<(Channel, bool)>,
@@ -171,7 +178,7 @@ impl Sharded<'_> {
         let mut conn = self.conn.clone();
         let name = self.subscriber.keys.channel(channel);
         let done = done.clone();
-        tokio::spawn(async move {
+        self.in_order(channel, async move {
             let result = call(conn.ssubscribe(name)).await;
             if let Err(err) = &result {
                 tracing::warn!(error = %err, "sharded subscribe failed; retrying every second");
@@ -181,6 +188,20 @@ impl Sharded<'_> {
             }
             let _ = done.send((channel, result.is_ok()));
         });
+    }
+
+    /// Runs a channel's (un)subscription as a task of its own, once the channel's previous
+    /// one was answered, so the shard takes them in the order they were asked for.
+    fn in_order(&mut self, channel: Channel, command: impl Future<Output = ()> + Send + 'static) {
+        self.in_flight.retain(|_, task| !task.is_finished());
+        let previous = self.in_flight.remove(&channel);
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            command.await;
+        });
+        self.in_flight.insert(channel, task);
     }
 
     fn forget(&mut self, channel: Channel) {
