@@ -2,10 +2,7 @@
 //! the instance drops what does not fit (counted), never grows memory, and the sessions
 //! that lost events are told to resynchronise.
 
-use std::time::Duration;
-
 use convoy::bus::{BusEvent, BusSettings, Messaging, RedisBus, RedisTarget};
-use convoy::clock::Clock;
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};
 use tokio_util::sync::CancellationToken;
@@ -16,16 +13,7 @@ use super::helpers::*;
 async fn bus(max_bytes: usize, shutdown: &CancellationToken) -> (RedisBus, convoy::bus::Inbound) {
     let (_, redis_url) = scaled_urls();
     let target = RedisTarget::Single(redis_url);
-    let settings = BusSettings {
-        redis: Some(target.clone()),
-        instance_id: uuid::Uuid::new_v4(),
-        session_key_ttl_secs: 3600,
-        batch_delay: Duration::ZERO,
-        queue_max_bytes: max_bytes,
-        instance_timeout: Duration::from_secs(15),
-        location_ttl: Duration::from_secs(30),
-        clock: Clock::system(),
-    };
+    let settings = BusSettings { queue_max_bytes: max_bytes, ..bus_settings(Some(target.clone())) };
     RedisBus::connect(&target, &settings, shutdown.clone()).await.expect("redis")
 }
 

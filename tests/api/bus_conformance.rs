@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy::bus::{self, Bus, BusSettings, RedisTarget};
-use convoy::clock::Clock;
+use convoy::bus::{self, Bus, RedisTarget};
 use convoy::domain::{Location, RoomId, SessionId, UserId, now};
 use convoy::message::Channel;
 use convoy::presence::PresenceMeta;
@@ -31,17 +30,7 @@ async fn redis_cluster() -> (Arc<dyn Bus>, CancellationToken) {
 
 async fn bus_on(redis: Option<RedisTarget>) -> (Arc<dyn Bus>, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let settings = BusSettings {
-        redis,
-        instance_id: uuid::Uuid::new_v4(),
-        session_key_ttl_secs: 3600,
-        batch_delay: Duration::ZERO,
-        queue_max_bytes: 64 * 1024 * 1024,
-        instance_timeout: Duration::from_secs(15),
-        location_ttl: Duration::from_secs(30),
-        clock: Clock::system(),
-    };
-    let (bus, _inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();
+    let (bus, _inbound) = bus::connect(bus_settings(redis), shutdown.clone()).await.unwrap();
     (bus, shutdown)
 }
 

@@ -120,6 +120,21 @@ impl Redis {
     }
 }
 
+/// A test instance's bus settings: a fresh instance id, no batch delay, the given Redis
+/// (the in-process bus without one).
+pub fn bus_settings(redis: Option<convoy::bus::RedisTarget>) -> convoy::bus::BusSettings {
+    convoy::bus::BusSettings {
+        redis,
+        instance_id: uuid::Uuid::new_v4(),
+        session_key_ttl_secs: 3600,
+        batch_delay: Duration::ZERO,
+        queue_max_bytes: 64 * 1024 * 1024,
+        instance_timeout: Duration::from_secs(15),
+        location_ttl: Duration::from_secs(30),
+        clock: convoy::clock::Clock::system(),
+    }
+}
+
 /// The seed nodes of the test Redis Cluster (`.ci/redis-cluster start` prints them).
 pub fn cluster_urls() -> Vec<String> {
     std::env::var("TEST_REDIS_CLUSTER_URLS")

@@ -6,8 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy::bus::{self, Bus, BusEvent, BusSettings, Inbound, RedisTarget};
-use convoy::clock::Clock;
+use convoy::bus::{self, Bus, BusEvent, Inbound, RedisTarget};
 use convoy::domain::SessionId;
 use convoy::message::{Channel, Envelope, HubMessage};
 use futures_util::{Stream, StreamExt};
@@ -172,16 +171,7 @@ async fn an_instance_that_never_says_hello_still_counts_through_its_presence() {
 
 /// Two buses on the Redis Cluster, as two instances hold them.
 async fn cluster_bus(shutdown: &CancellationToken) -> (Arc<dyn Bus>, Inbound) {
-    let settings = BusSettings {
-        redis: Some(RedisTarget::Cluster(cluster_urls())),
-        instance_id: uuid::Uuid::new_v4(),
-        session_key_ttl_secs: 3600,
-        batch_delay: Duration::ZERO,
-        queue_max_bytes: 64 * 1024 * 1024,
-        instance_timeout: Duration::from_secs(15),
-        location_ttl: Duration::from_secs(30),
-        clock: Clock::system(),
-    };
+    let settings = bus_settings(Some(RedisTarget::Cluster(cluster_urls())));
     let (bus, inbound) = bus::connect(settings, shutdown.clone()).await.unwrap();
     (bus, inbound.unwrap())
 }
