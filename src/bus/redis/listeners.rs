@@ -20,9 +20,11 @@
 //! this instance listens to with a `Hello`, every subscription confirmed again after a
 //! reconnect says `Hello`, and an instance that was taken for gone says it everywhere it
 //! listens. Presence is a second witness: an instance with live presence entries in the
-//! session (read for every snapshot) counts as listening too, which also covers instances
-//! of a version without the roll call. A session this instance is not subscribed to (a
-//! tracker app's position arriving where no socket of the session is) is always published.
+//! session when one of this instance's sockets takes a snapshot counts as listening too
+//! (so an instance of a version without the roll call is heard of if it was there first;
+//! one that arrives later is not: upgrade all instances together). A session this
+//! instance is not subscribed to (a tracker app's position arriving where no socket of the
+//! session is) is always published.
 //!
 //! An instance that stopped without its `Bye` is forgotten by the instance that reaps its
 //! presence; the others keep publishing for it until their own last socket in the session

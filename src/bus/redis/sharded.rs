@@ -15,9 +15,11 @@
 //!
 //! Subscribing never holds the messages of healthy shards: each `SSUBSCRIBE` and
 //! `SUNSUBSCRIBE` runs as a task of its own, one channel's in the order they were asked
-//! for (sent side by side, a subscription often reached the shard before the
-//! unsubscription just before it, and left an instance whose socket had just come back
-//! deaf to its session), and a channel that could not be subscribed is retried every second.
+//! for, each once the one before was answered or timed out (sent side by side, a
+//! subscription often reached the shard before the unsubscription just before it, and left
+//! an instance whose socket had just come back deaf to its session; one that timed out may
+//! still arrive late, which the order of their confirmations shows, and the channel is
+//! subscribed again), and a channel that could not be subscribed is retried every second.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -37,6 +39,8 @@ use crate::message::{Channel, Envelope, HubMessage};
 
 /// How often channels that could not be subscribed are tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// `in_flight` is first rid of finished tasks at this size, then at twice what remained.
+const PRUNE_IN_FLIGHT: usize = 64;
 
 pub(super) async fn run_sharded_subscriber(
     urls: Vec<String>,
@@ -57,7 +61,9 @@ pub(super) async fn run_sharded_subscriber(
         lost: wanted.clone(),
         retry: wanted.clone(),
         unsubscribing: HashMap::new(),
+        overtaken: HashSet::new(),
         in_flight: HashMap::new(),
+        prune_at: PRUNE_IN_FLIGHT,
         resynced: HashMap::new(),
         wanted,
     };
@@ -95,10 +101,8 @@ pub(super) async fn run_sharded_subscriber(
                         *state.unsubscribing.entry(channel).or_default() += 1;
                         let mut conn = state.conn.clone();
                         let name = subscriber.keys.channel(channel);
-                        state.in_order(channel, async move {
-                            // The shard drops it anyway when the connection goes.
-                            let _ = call(conn.sunsubscribe(name)).await;
-                        });
+                        // The shard drops it anyway when the connection goes.
+                        state.in_order(channel, move |_| async move { call(conn.sunsubscribe(name)).await.is_ok() });
                     }
                     request => note(&mut state.wanted, request),
                 }
@@ -160,15 +164,24 @@ struct Sharded<'a> {
     retry: HashSet<Channel>,
     /// Unsubscriptions sent whose confirmation has not come back yet.
     unsubscribing: HashMap<Channel, u32>,
-    /// Each channel's latest SSUBSCRIBE or SUNSUBSCRIBE task, until it is answered.
-    in_flight: HashMap<Channel, JoinHandle<()>>,
+    /// Channels subscribed again whose confirmation came before that of the unsubscription
+    /// sent before it (possible only when that one timed out and was sent late): when the
+    /// unsubscription's comes, the channel is subscribed again.
+    overtaken: HashSet<Channel>,
+    /// Each channel's latest SSUBSCRIBE or SUNSUBSCRIBE task (its result: answered in time).
+    in_flight: HashMap<Channel, JoinHandle<bool>>,
+    /// `in_flight` is rid of finished tasks when it grows to this many.
+    prune_at: usize,
     /// When each channel's local sockets last resynchronised.
     resynced: HashMap<Channel, Instant>,
 }
 
 impl Sharded<'_> {
-    /// Sends one SSUBSCRIBE as a task of its own; `done` hears whether it worked, `ack`
-    /// (the socket waiting to snapshot) as soon as it was tried.
+    /// Sends one SSUBSCRIBE as a task of its own; `done` hears whether it worked (and the
+    /// channel's (un)subscription before it was answered in time: if not, the socket may
+    /// have taken its snapshot before this one went through, so the channel is subscribed
+    /// again and resynchronised), `ack` (the socket waiting to snapshot) as soon as it was
+    /// tried.
     fn subscribe(
         &mut self,
         channel: Channel,
@@ -178,7 +191,7 @@ impl Sharded<'_> {
         let mut conn = self.conn.clone();
         let name = self.subscriber.keys.channel(channel);
         let done = done.clone();
-        self.in_order(channel, async move {
+        self.in_order(channel, move |before_answered| async move {
             let result = call(conn.ssubscribe(name)).await;
             if let Err(err) = &result {
                 tracing::warn!(error = %err, "sharded subscribe failed; retrying every second");
@@ -186,20 +199,30 @@ impl Sharded<'_> {
             if let Some(ack) = ack {
                 let _ = ack.send(());
             }
-            let _ = done.send((channel, result.is_ok()));
+            let _ = done.send((channel, result.is_ok() && before_answered));
+            result.is_ok()
         });
     }
 
-    /// Runs a channel's (un)subscription as a task of its own, once the channel's previous
-    /// one was answered, so the shard takes them in the order they were asked for.
-    fn in_order(&mut self, channel: Channel, command: impl Future<Output = ()> + Send + 'static) {
-        self.in_flight.retain(|_, task| !task.is_finished());
+    /// Runs a channel's (un)subscription as a task of its own once the channel's previous
+    /// one was answered or timed out (`call`), so the shard takes them in the order they
+    /// were asked for; `command` hears whether the previous one was answered in time.
+    fn in_order<C, F>(&mut self, channel: Channel, command: C)
+    where
+        C: FnOnce(bool) -> F + Send + 'static,
+        F: Future<Output = bool> + Send + 'static,
+    {
+        if self.in_flight.len() >= self.prune_at {
+            self.in_flight.retain(|_, task| !task.is_finished());
+            self.prune_at = (self.in_flight.len() * 2).max(PRUNE_IN_FLIGHT);
+        }
         let previous = self.in_flight.remove(&channel);
         let task = tokio::spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            command.await;
+            let answered = match previous {
+                Some(previous) => previous.await.unwrap_or(false),
+                None => true,
+            };
+            command(answered).await
         });
         self.in_flight.insert(channel, task);
     }
@@ -219,10 +242,11 @@ impl Sharded<'_> {
                 }
             }
             PushKind::SSubscribe => {
-                if let Some(channel) = self.channel_of(&push)
-                    && self.wanted.contains(&channel)
-                    && self.lost.remove(&channel)
-                {
+                let Some(channel) = self.channel_of(&push) else { return true };
+                if self.unsubscribing.contains_key(&channel) {
+                    self.overtaken.insert(channel);
+                }
+                if self.wanted.contains(&channel) && self.lost.remove(&channel) {
                     self.subscriber.confirmed(channel);
                     return self.resync(channel);
                 }
@@ -233,6 +257,11 @@ impl Sharded<'_> {
                     *pending -= 1;
                     if *pending == 0 {
                         self.unsubscribing.remove(&channel);
+                    }
+                    if self.overtaken.remove(&channel) && self.wanted.contains(&channel) {
+                        tracing::info!(channel = %channel.name(), "a late unsubscription overtook a subscription; subscribing again");
+                        self.lost.insert(channel);
+                        self.retry.insert(channel);
                     }
                 } else if self.wanted.contains(&channel) {
                     // Not asked for: the slot moved away. Subscribe again where it lives now.
@@ -246,6 +275,9 @@ impl Sharded<'_> {
                     "a cluster node's connection was lost; the client reconnects and resubscribes"
                 );
                 self.lost.extend(self.wanted.iter().copied());
+                // Unsubscriptions on the lost connection are confirmed never.
+                self.unsubscribing.clear();
+                self.overtaken.clear();
             }
             _ => {}
         }
